@@ -1,0 +1,54 @@
+"""Input checks and the column layout shared by the detectors.
+
+A detector sees a batch as a float64 array X of shape (B, D): row = arrival order,
+column = one independent stream, NaN = "no value for this column in this row".
+Each column is its own stream: the detectors work on each column's non-NaN values in
+order (its "compacted" sequence) and map results back to the original rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_batch(X: np.ndarray, n_features: int) -> np.ndarray:
+    """Return X as a C-contiguous float64 (B, D) array or raise a clear error.
+
+    Accepts any real numeric array (ints and bools are converted); a 1-D array is accepted
+    only when ``n_features == 1`` (one column). Infinite values are rejected: they carry no
+    usable information for a mean-based detector and would poison its sums forever.
+    """
+    if not isinstance(X, np.ndarray):
+        X = np.asarray(X)
+    if X.dtype.kind not in "fiub":
+        raise TypeError(f"X must be a real numeric array, got dtype {X.dtype}")
+    if X.ndim == 1 and n_features == 1:
+        X = X.reshape(-1, 1)
+    if X.ndim != 2:
+        raise ValueError(f"X must have shape (B, {n_features}), got shape {X.shape}")
+    if X.shape[1] != n_features:
+        raise ValueError(f"X has {X.shape[1]} columns but the detector has {n_features} features")
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    if X.size and not np.isfinite(X).all() and np.isinf(X).any():
+        raise ValueError("X contains infinite values; use NaN for a missing value")
+    return X
+
+
+def compact_columns(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Move each column's non-NaN values to the top, keeping their order.
+
+    Returns (values, rows, lengths): values (Lmax, D) float64 padded with 0.0, rows (Lmax, D)
+    int64 original row index of each value (-1 in padding), lengths (D,) int64.
+    One Python step per column, never per value.
+    """
+    B, D = X.shape
+    valid = ~np.isnan(X)
+    lengths = valid.sum(axis=0).astype(np.int64)
+    lmax = int(lengths.max()) if D else 0
+    values = np.zeros((lmax, D))
+    rows = np.full((lmax, D), -1, dtype=np.int64)
+    for c in range(D):
+        idx = np.flatnonzero(valid[:, c])
+        values[: idx.size, c] = X[idx, c]
+        rows[: idx.size, c] = idx
+    return values, rows, lengths

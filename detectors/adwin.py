@@ -1,0 +1,473 @@
+"""Vectorized ADWIN, detection-for-detection equal to ``river.drift.ADWIN`` (river 0.26).
+
+What river does, per column (its Rust core ``AdaptiveWindowing``, wrapped in Python):
+
+* Each value enters bucket level 0; when a level holds ``max_buckets + 1`` buckets its two
+  oldest merge into one bucket of the next level (total = t0 + t1, variance by the parallel
+  formula). The window's running ``total`` (sequential sum) and ``variance`` (Welford-style
+  sum of squared deviations) are updated per value.
+* Every ``clock`` values, once ``width > grace_period``, every cut between buckets (oldest
+  first) is tested: ``|u0/n0 - u1/n1| > eps`` with
+  ``eps = sqrt(2 m (variance/width) d') + 2/3 d' m``, ``d' = ln(2 ln(width) / delta)``,
+  ``m = 1/(n0 - mwl + 1) + 1/(n1 - mwl + 1)``. A cut drops the oldest bucket and rescans.
+* The Python wrapper discards the whole window on the update after a detection.
+
+Why that can be batched along time. Because of detect-and-restart, between two detections no
+bucket is ever deleted, so the bucket structure after n values is a fixed function of n:
+level i has received a_i blocks (a_0 = n), merged m_i = (a_i - M + 1) // 2 pairs of them when
+a_i > M, holds c_i = a_i - 2 m_i buckets, and a_{i+1} = m_i. Every bucket is an aligned block
+of 2^i values whose total is the pairwise tree sum of its values (exactly river's rounding:
+level-(i+1) totals are level-i totals added in pairs). So for a chunk of values we compute,
+with whole-array numpy operations:
+
+1. the running total (``cumsum``, sequential like river) and variance sums;
+2. per level, the totals and variances of the blocks completed in the chunk (pairwise over
+   the previous level), joined to a small ring of the last blocks of each level kept as state;
+3. for every test time in the chunk, a (tests, levels x max_buckets) matrix of bucket totals
+   gathered from those levels in river's scan order; ``cumsum`` and ``subtract.accumulate``
+   along rows give u0 and u1 in river's summation order, and the cut condition is evaluated
+   on the whole matrix at once.
+
+The first test with a passing cut is the detection. Only then does a little scalar code run
+(once per detection, not per value): it replays river's delete-and-rescan on the buckets at
+that time so that ``width``, ``estimation`` and ``variance`` read exactly as river's do.
+Logarithms use ``math.log`` (the C library's, as Rust's ``f64::ln``), since numpy's
+vectorized log can differ in the last bit.
+
+State per column is O(max_buckets x log2(width)) floats: a ring of the last
+2 * max_buckets + 3 block totals and variances per level.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _state
+from ._columns import check_batch
+
+_MAX_CHUNK = 1 << 16
+
+
+def _ln(x: np.ndarray) -> np.ndarray:
+    """Natural log with the C library's rounding (river's), IEEE results for x <= 0."""
+    out = np.full(x.shape, np.nan)
+    pos = x > 0
+    out[pos] = np.fromiter(map(math.log, x[pos].tolist()), dtype=np.float64, count=int(pos.sum()))
+    out[x == 0] = -np.inf
+    out[x == np.inf] = np.inf
+    return out
+
+
+def _scalar_ln(x: float) -> float:
+    if x > 0:
+        return math.log(x)
+    return -math.inf if x == 0 else math.nan
+
+
+class _Column:
+    """State of one column: river's window since its last reset, in compact form.
+
+    n            values since reset (= river's width and tick while no cut has happened)
+    total, var   river's running total and sum of squared deviations
+    rt, rv       (levels, ring) totals / variances of the last `ring` complete aligned blocks
+                 of each level; rt[i, -1] is block (n >> i) - 1; NaN where no block exists
+    pending      drift detected at the last value: the next value starts a fresh window
+    post         (width, total, variance) of river's window after its cuts, when pending
+    chunk        adaptive chunk length (small right after a reset, doubling after)
+    """
+
+    __slots__ = ("n", "total", "var", "rt", "rv", "pending", "post", "chunk")
+
+    def __init__(self, ring: int) -> None:
+        self.n = 0
+        self.total = 0.0
+        self.var = 0.0
+        self.rt = np.full((0, ring), np.nan)
+        self.rv = np.full((0, ring), np.nan)
+        self.pending = False
+        self.post = (0.0, 0.0, 0.0)
+        self.chunk = 0
+
+
+class ADWIN:
+    """ADWIN change detector over ``n_features`` independent columns.
+
+    Parameters and defaults are river's: ``delta`` significance, ``clock`` values between cut
+    tests, ``max_buckets`` buckets per level before merging, ``min_window_length`` smallest
+    sub-window tested, ``grace_period`` values before the first test.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(7)
+    >>> X = np.concatenate([rng.normal(0, 1, (1000, 1)), rng.normal(3, 1, (1000, 1))])
+    >>> adwin = ADWIN(n_features=1)
+    >>> np.flatnonzero(adwin.update(X)[:, 0]).tolist()
+    [1023]
+    """
+
+    def __init__(self, n_features: int = 1, delta: float = 0.002, clock: int = 32,
+                 max_buckets: int = 5, min_window_length: int = 5, grace_period: int = 10) -> None:
+        def _int(name: str, value: object, low: int) -> int:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            return int(value)
+
+        self.n_features = _int("n_features", n_features, 0)
+        if isinstance(delta, bool) or not isinstance(delta, (int, float, np.floating)) \
+                or not 0 < delta < 1:
+            raise ValueError(f"delta must be a number in (0, 1), got {delta!r}")
+        self.delta = float(delta)
+        self.clock = _int("clock", clock, 1)
+        # river's own core panics on max_buckets=1 (a cut can empty a middle level), so >= 2
+        self.max_buckets = _int("max_buckets", max_buckets, 2)
+        self.min_window_length = _int("min_window_length", min_window_length, 1)
+        self.grace_period = _int("grace_period", grace_period, 0)
+        self._ring = 2 * self.max_buckets + 3
+        self._cols = [_Column(self._ring) for _ in range(self.n_features)]
+        self.n_detections = np.zeros(self.n_features, dtype=np.int64)
+        self._max_chunk = min(_MAX_CHUNK, max(2048, self.clock * 2048))
+        self._min_chunk = min(self._max_chunk, max(256, 8 * self.clock))
+
+    # ---------------------------------------------------------------- properties
+    def _window(self, c: _Column) -> tuple[float, float, float]:
+        return c.post if c.pending else (float(c.n), c.total, c.var)
+
+    @property
+    def width(self) -> np.ndarray:
+        """(D,) number of values in each column's window (river's ``width``)."""
+        return np.array([self._window(c)[0] for c in self._cols], dtype=np.float64).astype(np.int64)
+
+    @property
+    def estimation(self) -> np.ndarray:
+        """(D,) mean of each column's window; 0.0 for an empty window (river's ``estimation``)."""
+        out = np.zeros(self.n_features)
+        for j, c in enumerate(self._cols):
+            w, t, _ = self._window(c)
+            if w:
+                out[j] = t / w
+        return out
+
+    @property
+    def variance(self) -> np.ndarray:
+        """(D,) river's ``variance``: the window's sum of squared deviations from its mean."""
+        return np.array([self._window(c)[2] for c in self._cols], dtype=np.float64)
+
+    @property
+    def total(self) -> np.ndarray:
+        """(D,) sum of the values in each column's window (river's ``total``)."""
+        return np.array([self._window(c)[1] for c in self._cols], dtype=np.float64)
+
+    # ---------------------------------------------------------------- growth
+    def add_features(self, k: int) -> None:
+        """Append ``k`` fresh columns (new streams), keeping the existing ones untouched."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ValueError(f"k must be an integer >= 0, got {k!r}")
+        self._cols.extend(_Column(self._ring) for _ in range(int(k)))
+        self.n_detections = np.concatenate([self.n_detections, np.zeros(int(k), dtype=np.int64)])
+        self.n_features += int(k)
+
+    # ---------------------------------------------------------------- update
+    def update(self, X: np.ndarray) -> np.ndarray:
+        """Feed a batch X (B, D) and return the (B, D) bool mask of detections."""
+        X = check_batch(X, self.n_features)
+        B, D = X.shape
+        mask = np.zeros((B, D), dtype=bool)
+        if B == 0:
+            return mask
+        XT = np.ascontiguousarray(X.T)   # one contiguous row per column
+        nan_cols = np.isnan(XT).any(axis=1)
+        for j in range(D):
+            x = XT[j]
+            rows = None
+            if nan_cols[j]:
+                rows = np.flatnonzero(~np.isnan(x))
+                x = x[rows]
+            hits = self._feed(self._cols[j], x)
+            if hits:
+                idx = np.asarray(hits) if rows is None else rows[hits]
+                mask[idx, j] = True
+                self.n_detections[j] += len(hits)
+        return mask
+
+    def _feed(self, col: _Column, x: np.ndarray) -> list[int]:
+        """Feed one column's values in order; returns the indices of detections in x."""
+        hits: list[int] = []
+        pos, size = 0, x.size
+        while pos < size:
+            if col.pending or col.chunk == 0:
+                if col.pending:
+                    self._reset(col)
+                col.chunk = self._min_chunk
+            end = min(size, pos + col.chunk)
+            p = self._advance(col, x[pos:end])
+            if p >= 0:
+                hits.append(pos + p)
+                pos += p + 1
+            else:
+                pos = end
+                col.chunk = min(self._max_chunk, col.chunk * 2)
+        return hits
+
+    def _reset(self, col: _Column) -> None:
+        col.n, col.total, col.var = 0, 0.0, 0.0
+        col.rt = np.full((0, self._ring), np.nan)
+        col.rv = np.full((0, self._ring), np.nan)
+        col.pending = False
+        col.post = (0.0, 0.0, 0.0)
+
+    def _advance(self, col: _Column, x: np.ndarray) -> int:
+        """Advance one column over chunk x; return the index in x of a detection, or -1.
+
+        On a detection the column's state is left at that value, with river's post-cut window
+        in ``col.post`` and ``col.pending`` set.
+        """
+        n0, C, R, M = col.n, x.size, self._ring, self.max_buckets
+        w = np.arange(n0 + 1, n0 + C + 1, dtype=np.float64)          # width after each value
+        tot = np.empty(C + 1)
+        tot[0] = col.total
+        tot[1:] = x
+        np.cumsum(tot, out=tot)                                      # river: total += value
+        with np.errstate(invalid="ignore", divide="ignore"):
+            inc = x - tot[:-1] / (w - 1.0)                           # value - total / (w - 1)
+        inc = (w - 1.0) * inc * inc / w
+        if n0 == 0:
+            inc[0] = 0.0                                             # width 1: no increment
+        var = np.empty(C + 1)
+        var[0] = col.var
+        var[1:] = inc
+        np.cumsum(var, out=var)
+        tot, var = tot[1:], var[1:]
+
+        # blocks per level: ring (the last R blocks before the chunk) + blocks of this chunk
+        levels_t: list[np.ndarray] = []
+        levels_v: list[np.ndarray] = []
+        offsets: list[int] = []                     # block index of element 0 of each level
+        new_t, new_v = x, np.zeros(C)
+        n_end = n0 + C
+        i = 0
+        while (n_end >> i) > 0:
+            kb = n0 >> i
+            if i < col.rt.shape[0]:
+                rt_i, rv_i = col.rt[i], col.rv[i]
+            else:
+                rt_i, rv_i = np.full(R, np.nan), np.full(R, np.nan)
+            levels_t.append(np.concatenate([rt_i, new_t]))
+            levels_v.append(np.concatenate([rv_i, new_v]))
+            offsets.append(kb - R)
+            # pair blocks of level i into level i + 1 (a pending left half comes from the ring)
+            if kb & 1:
+                seq_t = np.concatenate([rt_i[-1:], new_t])
+                seq_v = np.concatenate([rv_i[-1:], new_v])
+            else:
+                seq_t, seq_v = new_t, new_v
+            half = seq_t.size // 2
+            t0, t1 = seq_t[0:2 * half:2], seq_t[1:2 * half:2]
+            v0, v1 = seq_v[0:2 * half:2], seq_v[1:2 * half:2]
+            n1 = float(1 << i)
+            mu1, mu2 = t0 / n1, t1 / n1
+            dmu = mu1 - mu2
+            new_t = t0 + t1
+            new_v = (v0 + v1) + n1 * 0.5 * dmu * dmu
+            i += 1
+
+        det = self._first_cut(n0, C, w, tot, var, levels_t, offsets)
+        if det < 0:
+            self._commit(col, n_end, tot[-1], var[-1], levels_t, levels_v)
+            return -1
+        wd = n0 + det + 1
+        col.n, col.total, col.var = wd, float(tot[det]), float(var[det])
+        col.post = self._post_cut_window(wd, col.total, col.var, levels_t, levels_v, offsets)
+        col.pending = True
+        return det
+
+    def _commit(self, col: _Column, n_end: int, total: float, var: float,
+                levels_t: list[np.ndarray], levels_v: list[np.ndarray]) -> None:
+        R = self._ring
+        col.n, col.total, col.var = n_end, float(total), float(var)
+        col.rt = np.array([lt[-R:] for lt in levels_t]).reshape(len(levels_t), R)
+        col.rv = np.array([lv[-R:] for lv in levels_v]).reshape(len(levels_v), R)
+
+    @staticmethod
+    def _bucket_counts(width: np.ndarray, M: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per level i: (c_i, first block index) of river's buckets after `width` values."""
+        out = []
+        a = width.astype(np.int64)
+        while a.any():
+            m = np.where(a > M, (a - M + 1) // 2, 0)
+            out.append((a - 2 * m, 2 * m))
+            a = m
+        return out
+
+    def _first_cut(self, n0: int, C: int, w: np.ndarray, tot: np.ndarray, var: np.ndarray,
+                   levels_t: list[np.ndarray], offsets: list[int]) -> int:
+        """Index in the chunk of the first test time at which some cut passes, or -1."""
+        clock, M, mwl = self.clock, self.max_buckets, float(self.min_window_length)
+        first = n0 + 1
+        start = max(first, self.grace_period + 1)
+        start = -(-start // clock) * clock                           # first multiple of clock
+        if start > n0 + C:
+            return -1
+        tw = np.arange(start, n0 + C + 1, clock, dtype=np.int64)    # test widths
+        ti = tw - first                                              # their index in the chunk
+        per_level = self._bucket_counts(tw, M)
+        L = len(per_level)
+        T = tw.size
+        totals = np.zeros((T, L * M))
+        sizes = np.zeros((T, L * M))
+        ks = np.arange(M)
+        for i, (c, j0) in enumerate(per_level):
+            col0 = (L - 1 - i) * M                                   # top level scanned first
+            valid = ks[None, :] < c[:, None]
+            idx = (j0 - offsets[i])[:, None] + ks[None, :]
+            idx = np.where(valid, idx, 0)
+            totals[:, col0:col0 + M] = np.where(valid, levels_t[i][idx], 0.0)
+            sizes[:, col0:col0 + M] = np.where(valid, float(1 << i), 0.0)
+        u0 = np.cumsum(totals, axis=1)
+        n0c = np.cumsum(sizes, axis=1)
+        u1_seq = np.empty((T, L * M + 1))
+        u1_seq[:, 0] = tot[ti]
+        u1_seq[:, 1:] = totals
+        u1 = np.subtract.accumulate(u1_seq, axis=1)[:, 1:]
+        width = tw.astype(np.float64)[:, None]
+        n1 = width - n0c
+        ok = (sizes > 0) & (n0c >= mwl) & (n1 >= mwl)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            delta_mean = u0 / n0c - u1 / n1
+            dprime = _ln(2.0 * _ln(tw.astype(np.float64)) / self.delta)[:, None]
+            m_recip = 1.0 / (n0c - mwl + 1.0) + 1.0 / (n1 - mwl + 1.0)
+            eps = np.sqrt(2.0 * m_recip * (var[ti][:, None] / width) * dprime) \
+                + 2.0 / 3.0 * dprime * m_recip
+            cut = ok & (np.abs(delta_mean) > eps)
+        hit = cut.any(axis=1)
+        if not hit.any():
+            return -1
+        return int(ti[int(hit.argmax())])
+
+    def _post_cut_window(self, width: int, total: float, variance: float,
+                         levels_t: list[np.ndarray], levels_v: list[np.ndarray],
+                         offsets: list[int]) -> tuple[float, float, float]:
+        """Replay river's delete-and-rescan at a detection; return its final window.
+
+        Runs once per detection over O(max_buckets * log width) buckets, with river's
+        arithmetic (IEEE doubles, C library logarithm).
+        """
+        M, mwl, delta = self.max_buckets, float(self.min_window_length), self.delta
+        buckets: list[list[tuple[float, float]]] = []
+        for i, (c, j0) in enumerate(self._bucket_counts(np.array([width]), M)):
+            lo = int(j0[0]) - offsets[i]
+            buckets.append([(float(levels_t[i][lo + k]), float(levels_v[i][lo + k]))
+                            for k in range(int(c[0]))])
+        W, TOT, VAR = float(width), total, variance
+
+        def div(a: float, b: float) -> float:
+            if b != 0:
+                return a / b
+            return math.nan if a == 0 or a != a else math.copysign(math.inf, a)
+
+        def cut(n0: float, n1: float, dm: float) -> bool:
+            dp = _scalar_ln(div(2.0 * _scalar_ln(W), delta))
+            m = div(1.0, n0 - mwl + 1.0) + div(1.0, n1 - mwl + 1.0)
+            inner = 2.0 * m * div(VAR, W) * dp
+            root = math.sqrt(inner) if inner >= 0 else math.nan
+            return abs(dm) > root + 2.0 / 3.0 * dp * m
+
+        reduce_width = True
+        while reduce_width:
+            reduce_width = False
+            exit_flag = False
+            n0, n1, u0, u1 = 0.0, W, 0.0, TOT
+            for idx in range(len(buckets) - 1, -1, -1):
+                if exit_flag:
+                    break
+                size = float(1 << idx)
+                level = buckets[idx]
+                deleted = False
+                for k in range(len(level)):
+                    n0 += size
+                    n1 -= size
+                    t = level[k][0]
+                    u0 += t
+                    u1 -= t
+                    if idx == 0 and k == len(level) - 1:
+                        exit_flag = True
+                        break
+                    if n1 >= mwl and n0 >= mwl and cut(n0, n1, div(u0, n0) - div(u1, n1)):
+                        reduce_width = True
+                        if W > 0:
+                            # river's delete_element: drop the oldest bucket
+                            last = len(buckets) - 1
+                            n = float(1 << last)
+                            u, v = buckets[last][0]
+                            mu = u / n
+                            W -= n
+                            TOT -= u
+                            mu_w = div(TOT, W)
+                            VAR -= v + n * W * (mu - mu_w) * (mu - mu_w) / (n + W)
+                            buckets[last].pop(0)
+                            if not buckets[last]:
+                                buckets.pop()
+                            deleted = True
+                            break
+                if deleted:
+                    break
+        return (W, TOT, VAR)
+
+    # ---------------------------------------------------------------- state
+    def to_bytes(self) -> bytes:
+        """Serialize the whole state (parameters included); see :meth:`from_bytes`."""
+        header = {"n_features": self.n_features, "delta": self.delta, "clock": self.clock,
+                  "max_buckets": self.max_buckets, "min_window_length": self.min_window_length,
+                  "grace_period": self.grace_period}
+        cols = self._cols
+        levels = np.array([c.rt.shape[0] for c in cols], dtype=np.int64)
+        arrays = {
+            "n": np.array([c.n for c in cols], dtype=np.int64),
+            "chunk": np.array([c.chunk for c in cols], dtype=np.int64),
+            "scalars": np.array([[c.total, c.var, *c.post] for c in cols],
+                                dtype=np.float64).reshape(len(cols), 5),
+            "pending": np.array([c.pending for c in cols], dtype=bool),
+            "levels": levels,
+            "rt": np.concatenate([c.rt for c in cols]) if cols else np.zeros((0, self._ring)),
+            "rv": np.concatenate([c.rv for c in cols]) if cols else np.zeros((0, self._ring)),
+            "n_detections": self.n_detections,
+        }
+        return _state.pack("ADWIN", header, arrays)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> "ADWIN":
+        """Rebuild a detector from :meth:`to_bytes` output; raises StateError if invalid."""
+        header, a = _state.unpack(blob, "ADWIN")
+        try:
+            adwin = cls(**header)
+            D, R = adwin.n_features, adwin._ring
+            levels = a["levels"]
+            shapes = {"n": (D,), "chunk": (D,), "scalars": (D, 5), "pending": (D,),
+                      "levels": (D,), "n_detections": (D,)}
+            for name, shape in shapes.items():
+                if a[name].shape != shape:
+                    raise _state.StateError(f"array {name!r} has shape {a[name].shape}, "
+                                            f"expected {shape}")
+            if (levels < 0).any() or a["rt"].shape != (int(levels.sum()), R) \
+                    or a["rv"].shape != a["rt"].shape or (a["n"] < 0).any():
+                raise _state.StateError("ADWIN state arrays are inconsistent")
+        except (TypeError, KeyError, ValueError) as exc:
+            if isinstance(exc, _state.StateError):
+                raise
+            raise _state.StateError(f"ADWIN state is inconsistent: {exc}") from None
+        bounds = np.concatenate([[0], np.cumsum(levels)])
+        for j, c in enumerate(adwin._cols):
+            c.n = int(a["n"][j])
+            c.chunk = int(a["chunk"][j])
+            c.total, c.var = float(a["scalars"][j, 0]), float(a["scalars"][j, 1])
+            c.post = tuple(float(v) for v in a["scalars"][j, 2:5])
+            c.pending = bool(a["pending"][j])
+            c.rt = a["rt"][bounds[j]:bounds[j + 1]].copy()
+            c.rv = a["rv"][bounds[j]:bounds[j + 1]].copy()
+        adwin.n_detections = a["n_detections"].copy()
+        return adwin
+
+    def __repr__(self) -> str:
+        return (f"ADWIN(n_features={self.n_features}, delta={self.delta}, clock={self.clock}, "
+                f"max_buckets={self.max_buckets}, min_window_length={self.min_window_length}, "
+                f"grace_period={self.grace_period})")

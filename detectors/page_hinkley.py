@@ -1,0 +1,284 @@
+"""Vectorized Page-Hinkley, detection-for-detection equal to ``river.drift.PageHinkley``.
+
+Per column (stream), river's recurrences are, after each value x since the last reset::
+
+    n    += 1
+    mean += (1 / n) * (x - mean)                 # river.stats.Mean
+    dev   = x - mean
+    s_inc = alpha * s_inc + dev - delta          # faded cumulative sums
+    s_dec = alpha * s_dec + dev + delta
+    min_inc = min(min_inc, s_inc)                # starts at +inf
+    max_dec = max(max_dec, s_dec)                # starts at -1
+    drift when n >= min_instances and (s_inc - min_inc > threshold  [up]
+                                    or max_dec - s_dec > threshold) [down]
+
+and after a drift the detector restarts from scratch with the next value.
+
+How it is vectorized. Both sums are kept as one (2, D) array E = [s_inc, -s_dec]: negation
+is exact in IEEE arithmetic, so -s_dec follows ``alpha * E + (-dev) - delta`` bit for bit and
+the max of s_dec is the negated min of E. The mean and the sums are sequential in time and
+rounding makes them non-associative, so they run as two tight loops over rows that each do
+three whole-row numpy operations across all columns (no Python work per value); the running
+minimum, the test statistics and the threshold tests are whole-block operations
+(``minimum.accumulate``). A detection inside a block restarts that column from its next value:
+the block is cut there for that column and its remaining values are processed again with
+fresh state, in smaller blocks while detections are dense.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _state
+from ._columns import check_batch, compact_columns
+
+_MODES = ("up", "down", "both")
+_MAX_BLOCK = 4096
+_MIN_BLOCK = 64
+
+
+class PageHinkley:
+    """Page-Hinkley change detector over ``n_features`` independent columns.
+
+    Parameters and their defaults are river's (0.26): ``min_instances`` values since the last
+    reset before any detection, ``delta`` the tolerated change per value, ``threshold`` lambda
+    in the units of the data, ``alpha`` the fading factor of the cumulative sums, ``mode`` which
+    direction of change counts ("up", "down" or "both").
+
+    >>> import numpy as np
+    >>> ph = PageHinkley(n_features=2)
+    >>> X = np.zeros((2000, 2)); X[1000:, 0] = 5.0
+    >>> mask = ph.update(X)
+    >>> np.flatnonzero(mask[:, 0]).tolist(), int(mask[:, 1].sum())
+    ([1010], 0)
+    """
+
+    def __init__(self, n_features: int = 1, min_instances: int = 30, delta: float = 0.005,
+                 threshold: float = 50.0, alpha: float = 1 - 0.0001, mode: str = "both") -> None:
+        if isinstance(n_features, bool) or not isinstance(n_features, (int, np.integer)) or n_features < 0:
+            raise ValueError(f"n_features must be an integer >= 0, got {n_features!r}")
+        if isinstance(min_instances, bool) or not isinstance(min_instances, (int, np.integer)) or min_instances < 1:
+            raise ValueError(f"min_instances must be an integer >= 1, got {min_instances!r}")
+        for name, value in (("delta", delta), ("threshold", threshold), ("alpha", alpha)):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+                    or not np.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if delta < 0:
+            raise ValueError(f"delta must be >= 0, got {delta!r}")
+        if threshold <= 0:
+            raise ValueError(f"threshold must be > 0, got {threshold!r}")
+        if not 0 < alpha <= 1:
+            raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        self.n_features = int(n_features)
+        self.min_instances = int(min_instances)
+        self.delta = float(delta)
+        self.threshold = float(threshold)
+        self.alpha = float(alpha)
+        self.mode = mode
+        D = self.n_features
+        self._n = np.zeros(D)                       # values since reset (exact integers)
+        self._mean = np.zeros(D)                    # running mean since reset
+        self._e = np.zeros((2, D))                  # [s_inc, -s_dec]
+        self._emin = self._fresh_emin(D)            # [min s_inc, -max s_dec]
+        self._pending_reset = np.zeros(D, dtype=bool)  # drift at the last value: reset first
+        self.n_detections = np.zeros(D, dtype=np.int64)
+
+    @staticmethod
+    def _fresh_emin(D: int) -> np.ndarray:
+        emin = np.empty((2, D))
+        emin[0] = np.inf   # river: _min_increase = inf
+        emin[1] = 1.0      # river: _max_decrease = -1, negated
+        return emin
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def estimation(self) -> np.ndarray:
+        """(D,) running mean of each column since its last reset (0.0 before any value)."""
+        return self._mean.copy()
+
+    @property
+    def width(self) -> np.ndarray:
+        """(D,) number of values seen since each column's last reset."""
+        return self._n.astype(np.int64)
+
+    @property
+    def sum_increase(self) -> np.ndarray:
+        """(D,) river's ``_sum_increase`` per column."""
+        return self._e[0].copy()
+
+    @property
+    def sum_decrease(self) -> np.ndarray:
+        """(D,) river's ``_sum_decrease`` per column."""
+        return -self._e[1]
+
+    @property
+    def test_statistic(self) -> np.ndarray:
+        """(D,) the larger of the up and down statistics allowed by ``mode`` (units of the data)."""
+        t = self._e - self._emin
+        if self.mode == "up":
+            return t[0].copy()
+        if self.mode == "down":
+            return t[1].copy()
+        return t.max(axis=0)
+
+    # ---------------------------------------------------------------- growth
+    def add_features(self, k: int) -> None:
+        """Append ``k`` fresh columns (new streams), keeping the existing ones untouched."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ValueError(f"k must be an integer >= 0, got {k!r}")
+        self.n_features += int(k)
+        self._n = np.concatenate([self._n, np.zeros(k)])
+        self._mean = np.concatenate([self._mean, np.zeros(k)])
+        self._e = np.concatenate([self._e, np.zeros((2, k))], axis=1)
+        self._emin = np.concatenate([self._emin, self._fresh_emin(k)], axis=1)
+        self._pending_reset = np.concatenate([self._pending_reset, np.zeros(k, dtype=bool)])
+        self.n_detections = np.concatenate([self.n_detections, np.zeros(k, dtype=np.int64)])
+
+    # ---------------------------------------------------------------- update
+    def update(self, X: np.ndarray) -> np.ndarray:
+        """Feed a batch X (B, D) and return the (B, D) bool mask of detections."""
+        X = check_batch(X, self.n_features)
+        B, D = X.shape
+        mask = np.zeros((B, D), dtype=bool)
+        if B == 0 or D == 0:
+            return mask
+        if np.isnan(X).any():
+            values, rows, lengths = compact_columns(X)
+        else:
+            values, rows, lengths = X, None, np.full(D, B, dtype=np.int64)
+        cursor = np.zeros(D, dtype=np.int64)
+        block = _MAX_BLOCK
+        while True:
+            active = np.flatnonzero(cursor < lengths)
+            if active.size == 0:
+                return mask
+            self._reset_pending(active)
+            take = np.minimum(lengths[active] - cursor[active], block)
+            L = int(take.max())
+            if active.size == D and not cursor.any() and (take == L).all():
+                Xb = values[:L]
+            else:
+                idx = cursor[active][None, :] + np.arange(L)[:, None]
+                np.minimum(idx, max(values.shape[0] - 1, 0), out=idx)
+                Xb = np.take_along_axis(values[:, active], idx, axis=0)
+            det_row = self._run_block(active, Xb, take)
+            hit = det_row >= 0
+            consumed = np.where(hit, det_row + 1, take)
+            if hit.any():
+                cols = active[hit]
+                pos = cursor[cols] + det_row[hit]
+                orig = pos if rows is None else rows[pos, cols]
+                mask[orig, cols] = True
+                self._pending_reset[cols] = True
+                self.n_detections[cols] += 1
+                block = max(_MIN_BLOCK, block // 4)
+            else:
+                block = min(_MAX_BLOCK, block * 2)
+            cursor[active] += consumed
+
+    def _reset_pending(self, cols: np.ndarray) -> None:
+        """River resets a detector on the update after a drift: do it for these columns."""
+        reset = cols[self._pending_reset[cols]]
+        if reset.size:
+            self._n[reset] = 0.0
+            self._mean[reset] = 0.0
+            self._e[:, reset] = 0.0
+            self._emin[:, reset] = self._fresh_emin(reset.size)
+            self._pending_reset[reset] = False
+
+    def _run_block(self, cols: np.ndarray, Xb: np.ndarray, take: np.ndarray) -> np.ndarray:
+        """Advance columns ``cols`` over block Xb (L, k); column j uses its first take[j] rows.
+
+        Returns per column the block row of its first detection, or -1. Each column's state is
+        left as it was right after its last consumed row (the detection row, if any).
+        """
+        L, k = Xb.shape
+        n0 = self._n[cols]
+        # mean loop: river's Mean with w = 1: mean += (1 / n) * (x - mean)
+        counts = n0[None, :] + np.arange(1, L + 1, dtype=np.float64)[:, None]
+        recip = 1.0 / counts
+        means = np.empty((L, k))
+        prev = self._mean[cols]
+        for m_row, x_row, r_row in zip(means, Xb, recip):
+            np.subtract(x_row, prev, out=m_row)
+            np.multiply(m_row, r_row, out=m_row)
+            np.add(prev, m_row, out=m_row)
+            prev = m_row
+        dev = np.empty((L, 2, k))
+        np.subtract(Xb, means, out=dev[:, 0])
+        np.negative(dev[:, 0], out=dev[:, 1])
+        dev = dev.reshape(L, 2 * k)
+        # faded sums loop: e = alpha * e + dev - delta, for [s_inc, -s_dec] at once
+        sums = np.empty((L, 2 * k))
+        prev = self._e[:, cols].reshape(2 * k)
+        alpha, delta = self.alpha, self.delta
+        for s_row, d_row in zip(sums, dev):
+            np.multiply(prev, alpha, out=s_row)
+            np.add(s_row, d_row, out=s_row)
+            np.subtract(s_row, delta, out=s_row)
+            prev = s_row
+        mins = np.empty((L + 1, 2 * k))
+        mins[0] = self._emin[:, cols].reshape(2 * k)
+        mins[1:] = sums
+        np.minimum.accumulate(mins, axis=0, out=mins)
+        mins = mins[1:]
+        stat = (sums - mins).reshape(L, 2, k)
+        over = stat > self.threshold
+        if self.mode == "up":
+            fired = over[:, 0]
+        elif self.mode == "down":
+            fired = over[:, 1]
+        else:
+            fired = over[:, 0] | over[:, 1]
+        fired &= counts >= self.min_instances
+        fired &= np.arange(L)[:, None] < take[None, :]
+        any_hit = fired.any(axis=0)
+        det_row = np.where(any_hit, fired.argmax(axis=0), -1)
+        last = np.where(any_hit, det_row, take - 1)
+        j = np.arange(k)
+        self._n[cols] = counts[last, j]
+        self._mean[cols] = means[last, j]
+        sums3 = sums.reshape(L, 2, k)
+        mins3 = mins.reshape(L, 2, k)
+        self._e[:, cols] = sums3[last, :, j].T
+        self._emin[:, cols] = mins3[last, :, j].T
+        return det_row
+
+    # ---------------------------------------------------------------- state
+    def to_bytes(self) -> bytes:
+        """Serialize the whole state (parameters included); see :meth:`from_bytes`."""
+        header = {"n_features": self.n_features, "min_instances": self.min_instances,
+                  "delta": self.delta, "threshold": self.threshold, "alpha": self.alpha,
+                  "mode": self.mode}
+        arrays = {"n": self._n, "mean": self._mean, "e": self._e, "emin": self._emin,
+                  "pending_reset": self._pending_reset, "n_detections": self.n_detections}
+        return _state.pack("PageHinkley", header, arrays)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> "PageHinkley":
+        """Rebuild a detector from :meth:`to_bytes` output; raises StateError if invalid."""
+        header, arrays = _state.unpack(blob, "PageHinkley")
+        try:
+            ph = cls(**header)
+            D = ph.n_features
+            expected = {"n": (D,), "mean": (D,), "e": (2, D), "emin": (2, D),
+                        "pending_reset": (D,), "n_detections": (D,)}
+            for name, shape in expected.items():
+                if arrays[name].shape != shape:
+                    raise _state.StateError(f"array {name!r} has shape {arrays[name].shape}, "
+                                            f"expected {shape}")
+        except (TypeError, KeyError, ValueError) as exc:
+            if isinstance(exc, _state.StateError):
+                raise
+            raise _state.StateError(f"PageHinkley state is inconsistent: {exc}") from None
+        ph._n, ph._mean, ph._e, ph._emin = arrays["n"], arrays["mean"], arrays["e"], arrays["emin"]
+        ph._pending_reset = arrays["pending_reset"].astype(bool)
+        ph.n_detections = arrays["n_detections"]
+        return ph
+
+    def __repr__(self) -> str:
+        return (f"PageHinkley(n_features={self.n_features}, min_instances={self.min_instances}, "
+                f"delta={self.delta}, threshold={self.threshold}, alpha={self.alpha}, "
+                f"mode={self.mode!r})")

@@ -52,3 +52,18 @@ def compact_columns(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         values[: idx.size, c] = X[idx, c]
         rows[: idx.size, c] = idx
     return values, rows, lengths
+
+
+def check_int(name: str, value: object, low: int) -> int:
+    """An integer parameter >= low (bools refused), or a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def check_float(name: str, value: object) -> float:
+    """A finite real parameter (bools refused), or a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)

@@ -45,9 +45,9 @@ import math
 import numpy as np
 
 from . import _state
-from ._columns import check_batch
+from ._columns import check_batch, check_float, check_int
 
-_MAX_CHUNK = 1 << 16
+_MAX_CHUNK = 1 << 14
 
 
 def _ln(x: np.ndarray) -> np.ndarray:
@@ -58,12 +58,6 @@ def _ln(x: np.ndarray) -> np.ndarray:
     out[x == 0] = -np.inf
     out[x == np.inf] = np.inf
     return out
-
-
-def _scalar_ln(x: float) -> float:
-    if x > 0:
-        return math.log(x)
-    return -math.inf if x == 0 else math.nan
 
 
 class _Column:
@@ -108,26 +102,21 @@ class ADWIN:
 
     def __init__(self, n_features: int = 1, delta: float = 0.002, clock: int = 32,
                  max_buckets: int = 5, min_window_length: int = 5, grace_period: int = 10) -> None:
-        def _int(name: str, value: object, low: int) -> int:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-            return int(value)
-
-        self.n_features = _int("n_features", n_features, 0)
-        if isinstance(delta, bool) or not isinstance(delta, (int, float, np.floating)) \
-                or not 0 < delta < 1:
-            raise ValueError(f"delta must be a number in (0, 1), got {delta!r}")
-        self.delta = float(delta)
-        self.clock = _int("clock", clock, 1)
+        self.n_features = check_int("n_features", n_features, 0)
+        self.delta = check_float("delta", delta)
+        if not 0 < self.delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+        self.clock = check_int("clock", clock, 1)
         # river's own core panics on max_buckets=1 (a cut can empty a middle level), so >= 2
-        self.max_buckets = _int("max_buckets", max_buckets, 2)
-        self.min_window_length = _int("min_window_length", min_window_length, 1)
-        self.grace_period = _int("grace_period", grace_period, 0)
+        self.max_buckets = check_int("max_buckets", max_buckets, 2)
+        self.min_window_length = check_int("min_window_length", min_window_length, 1)
+        self.grace_period = check_int("grace_period", grace_period, 0)
         self._ring = 2 * self.max_buckets + 3
         self._cols = [_Column(self._ring) for _ in range(self.n_features)]
         self.n_detections = np.zeros(self.n_features, dtype=np.int64)
-        self._max_chunk = min(_MAX_CHUNK, max(2048, self.clock * 2048))
+        self._max_chunk = min(_MAX_CHUNK, max(1024, 512 * self.clock))   # ~512 tests a chunk
         self._min_chunk = min(self._max_chunk, max(256, 8 * self.clock))
+        self._dprime_table = np.zeros(0)
 
     # ---------------------------------------------------------------- properties
     def _window(self, c: _Column) -> tuple[float, float, float]:
@@ -161,11 +150,10 @@ class ADWIN:
     # ---------------------------------------------------------------- growth
     def add_features(self, k: int) -> None:
         """Append ``k`` fresh columns (new streams), keeping the existing ones untouched."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-            raise ValueError(f"k must be an integer >= 0, got {k!r}")
-        self._cols.extend(_Column(self._ring) for _ in range(int(k)))
-        self.n_detections = np.concatenate([self.n_detections, np.zeros(int(k), dtype=np.int64)])
-        self.n_features += int(k)
+        k = check_int("k", k, 0)
+        self._cols.extend(_Column(self._ring) for _ in range(k))
+        self.n_detections = np.concatenate([self.n_detections, np.zeros(k, dtype=np.int64)])
+        self.n_features += k
 
     # ---------------------------------------------------------------- update
     def update(self, X: np.ndarray) -> np.ndarray:
@@ -222,7 +210,7 @@ class ADWIN:
         On a detection the column's state is left at that value, with river's post-cut window
         in ``col.post`` and ``col.pending`` set.
         """
-        n0, C, R, M = col.n, x.size, self._ring, self.max_buckets
+        n0, C, R, _M = col.n, x.size, self._ring, self.max_buckets
         w = np.arange(n0 + 1, n0 + C + 1, dtype=np.float64)          # width after each value
         tot = np.empty(C + 1)
         tot[0] = col.total
@@ -289,20 +277,69 @@ class ADWIN:
         col.rv = np.array([lv[-R:] for lv in levels_v]).reshape(len(levels_v), R)
 
     @staticmethod
-    def _bucket_counts(width: np.ndarray, M: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per level i: (c_i, first block index) of river's buckets after `width` values."""
-        out = []
+    def _bucket_counts(width: np.ndarray, M: int) -> tuple[np.ndarray, np.ndarray]:
+        """River's buckets after `width` values: (counts, first block index), each (L, T).
+
+        Level i has received a_i blocks (a_0 = width), merged m_i pairs of them and holds
+        c_i = a_i - 2 m_i buckets: blocks 2 m_i .. a_i - 1 of level i; a_{i+1} = m_i.
+        """
+        counts, firsts = [], []
         a = width.astype(np.int64)
         while a.any():
-            m = np.where(a > M, (a - M + 1) // 2, 0)
-            out.append((a - 2 * m, 2 * m))
+            m = np.maximum((a - (M - 1)) >> 1, 0)                     # merges so far
+            counts.append(a - 2 * m)
+            firsts.append(2 * m)
             a = m
-        return out
+        return np.array(counts), np.array(firsts)
+
+    def _cut_matrix(self, totals: np.ndarray, sizes: np.ndarray, width: np.ndarray,
+                    total: np.ndarray, var: np.ndarray, dprime: np.ndarray) -> np.ndarray:
+        """river's cut test for every (window, cut): bool (T, Q); overwrites totals and sizes.
+
+        Row t is a window of ``width[t]`` values with running ``total[t]`` and ``var[t]``
+        whose buckets, in river's scan order, have ``totals[t]`` and ``sizes[t]`` (empty
+        slots 0.0 and size 0: they repeat the previous cut exactly and change nothing).
+        """
+        mwl = float(self.min_window_length)
+        T, Q = totals.shape
+        u1 = np.empty((T, Q + 1))
+        u1[:, 0] = total
+        u1[:, 1:] = totals
+        np.subtract.accumulate(u1, axis=1, out=u1)                   # river: u1 -= total_at
+        u1 = u1[:, 1:]
+        u0 = np.cumsum(totals, axis=1, out=totals)                   # river: u0 += total_at
+        n0 = np.cumsum(sizes, axis=1, out=sizes)
+        n1 = width[:, None] - n0
+        ok = n0 >= mwl
+        ok &= n1 >= mwl
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            # delta_mean = u0 / n0 - u1 / n1
+            np.divide(u0, n0, out=u0)
+            np.divide(u1, n1, out=u1)
+            np.subtract(u0, u1, out=u0)
+            dm = np.abs(u0, out=u0)
+            # m = 1 / (n0 - mwl + 1) + 1 / (n1 - mwl + 1)   (integers: exact in any order)
+            a = np.subtract(n0, mwl - 1.0, out=n0)
+            b = np.subtract(n1, mwl - 1.0, out=n1)
+            np.divide(1.0, a, out=a)
+            np.divide(1.0, b, out=b)
+            m = np.add(a, b, out=a)
+            # eps = sqrt(2 m (var / width) d') + 2/3 d' m
+            # Scaling by 2 is exact, so (2 m)(var/w) == m (2 (var/w)) bit for bit.
+            two_vw = 2.0 * (var / width)
+            two_thirds_dp = 2.0 / 3.0 * dprime
+            root = np.multiply(m, two_vw[:, None], out=b)
+            np.multiply(root, dprime[:, None], out=root)
+            np.sqrt(root, out=root)
+            np.multiply(m, two_thirds_dp[:, None], out=m)
+            eps = np.add(root, m, out=m)
+            ok &= dm > eps
+        return ok
 
     def _first_cut(self, n0: int, C: int, w: np.ndarray, tot: np.ndarray, var: np.ndarray,
                    levels_t: list[np.ndarray], offsets: list[int]) -> int:
         """Index in the chunk of the first test time at which some cut passes, or -1."""
-        clock, M, mwl = self.clock, self.max_buckets, float(self.min_window_length)
+        clock, M = self.clock, self.max_buckets
         first = n0 + 1
         start = max(first, self.grace_period + 1)
         start = -(-start // clock) * clock                           # first multiple of clock
@@ -310,107 +347,79 @@ class ADWIN:
             return -1
         tw = np.arange(start, n0 + C + 1, clock, dtype=np.int64)    # test widths
         ti = tw - first                                              # their index in the chunk
-        per_level = self._bucket_counts(tw, M)
-        L = len(per_level)
-        T = tw.size
-        totals = np.zeros((T, L * M))
-        sizes = np.zeros((T, L * M))
+        counts, firsts = self._bucket_counts(tw, M)                  # (L, T)
+        L, T = counts.shape
+        # one flat array of all level blocks plus a 0.0 sentinel for empty slots
+        bases = np.cumsum([0] + [lt.size for lt in levels_t[:L]])[:L] - np.asarray(offsets[:L])
+        flat = np.concatenate(levels_t[:L] + [np.zeros(1)])
         ks = np.arange(M)
-        for i, (c, j0) in enumerate(per_level):
-            col0 = (L - 1 - i) * M                                   # top level scanned first
-            valid = ks[None, :] < c[:, None]
-            idx = (j0 - offsets[i])[:, None] + ks[None, :]
-            idx = np.where(valid, idx, 0)
-            totals[:, col0:col0 + M] = np.where(valid, levels_t[i][idx], 0.0)
-            sizes[:, col0:col0 + M] = np.where(valid, float(1 << i), 0.0)
-        u0 = np.cumsum(totals, axis=1)
-        n0c = np.cumsum(sizes, axis=1)
-        u1_seq = np.empty((T, L * M + 1))
-        u1_seq[:, 0] = tot[ti]
-        u1_seq[:, 1:] = totals
-        u1 = np.subtract.accumulate(u1_seq, axis=1)[:, 1:]
-        width = tw.astype(np.float64)[:, None]
-        n1 = width - n0c
-        ok = (sizes > 0) & (n0c >= mwl) & (n1 >= mwl)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            delta_mean = u0 / n0c - u1 / n1
-            dprime = _ln(2.0 * _ln(tw.astype(np.float64)) / self.delta)[:, None]
-            m_recip = 1.0 / (n0c - mwl + 1.0) + 1.0 / (n1 - mwl + 1.0)
-            eps = np.sqrt(2.0 * m_recip * (var[ti][:, None] / width) * dprime) \
-                + 2.0 / 3.0 * dprime * m_recip
-            cut = ok & (np.abs(delta_mean) > eps)
-        hit = cut.any(axis=1)
+        idx = (firsts + bases[:, None])[:, :, None] + ks              # (L, T, M)
+        valid = ks < counts[:, :, None]
+        idx[~valid] = flat.size - 1
+        sizes = valid * (2.0 ** np.arange(L))[:, None, None]
+        # river scans the top level first: (T, L reversed, M) -> (T, L * M)
+        idx = idx[::-1].transpose(1, 0, 2).reshape(T, L * M)
+        sizes = sizes[::-1].transpose(1, 0, 2).reshape(T, L * M)
+        width = tw.astype(np.float64)
+        ok = self._cut_matrix(flat[idx], sizes, width, tot[ti], var[ti], self._dprime(tw))
+        hit = ok.any(axis=1)
         if not hit.any():
             return -1
         return int(ti[int(hit.argmax())])
+
+    def _dprime(self, tw: np.ndarray) -> np.ndarray:
+        """river's d' = ln(2 ln(width) / delta) for test widths tw (multiples of clock).
+
+        Looked up in a table indexed by width // clock, extended on demand with math.log
+        (the table is per detector, shared by its columns, and is not part of its state).
+        """
+        k = tw // self.clock
+        need = int(k[-1]) + 1
+        if need > self._dprime_table.size:
+            size = max(need, 2 * self._dprime_table.size, 1024)
+            widths = np.arange(size, dtype=np.float64) * self.clock
+            with np.errstate(divide="ignore", invalid="ignore"):
+                self._dprime_table = _ln(2.0 * _ln(widths) / self.delta)
+        return self._dprime_table[k]
 
     def _post_cut_window(self, width: int, total: float, variance: float,
                          levels_t: list[np.ndarray], levels_v: list[np.ndarray],
                          offsets: list[int]) -> tuple[float, float, float]:
         """Replay river's delete-and-rescan at a detection; return its final window.
 
-        Runs once per detection over O(max_buckets * log width) buckets, with river's
-        arithmetic (IEEE doubles, C library logarithm).
+        River drops the oldest bucket and rescans the whole window while some cut passes.
+        Each scan here is one vectorized evaluation of all cuts (same arithmetic as the
+        detection itself); runs once per detection, never per value.
         """
-        M, mwl, delta = self.max_buckets, float(self.min_window_length), self.delta
-        buckets: list[list[tuple[float, float]]] = []
-        for i, (c, j0) in enumerate(self._bucket_counts(np.array([width]), M)):
-            lo = int(j0[0]) - offsets[i]
-            buckets.append([(float(levels_t[i][lo + k]), float(levels_v[i][lo + k]))
-                            for k in range(int(c[0]))])
+        counts, firsts = self._bucket_counts(np.array([width]), self.max_buckets)
+        # buckets oldest first: (total, variance, size)
+        buckets: list[tuple[float, float, float]] = []
+        for i in range(counts.shape[0] - 1, -1, -1):
+            lo = int(firsts[i, 0]) - offsets[i]
+            for k in range(int(counts[i, 0])):
+                buckets.append((float(levels_t[i][lo + k]), float(levels_v[i][lo + k]),
+                                float(1 << i)))
         W, TOT, VAR = float(width), total, variance
-
-        def div(a: float, b: float) -> float:
-            if b != 0:
-                return a / b
-            return math.nan if a == 0 or a != a else math.copysign(math.inf, a)
-
-        def cut(n0: float, n1: float, dm: float) -> bool:
-            dp = _scalar_ln(div(2.0 * _scalar_ln(W), delta))
-            m = div(1.0, n0 - mwl + 1.0) + div(1.0, n1 - mwl + 1.0)
-            inner = 2.0 * m * div(VAR, W) * dp
-            root = math.sqrt(inner) if inner >= 0 else math.nan
-            return abs(dm) > root + 2.0 / 3.0 * dp * m
-
-        reduce_width = True
-        while reduce_width:
-            reduce_width = False
-            exit_flag = False
-            n0, n1, u0, u1 = 0.0, W, 0.0, TOT
-            for idx in range(len(buckets) - 1, -1, -1):
-                if exit_flag:
-                    break
-                size = float(1 << idx)
-                level = buckets[idx]
-                deleted = False
-                for k in range(len(level)):
-                    n0 += size
-                    n1 -= size
-                    t = level[k][0]
-                    u0 += t
-                    u1 -= t
-                    if idx == 0 and k == len(level) - 1:
-                        exit_flag = True
-                        break
-                    if n1 >= mwl and n0 >= mwl and cut(n0, n1, div(u0, n0) - div(u1, n1)):
-                        reduce_width = True
-                        if W > 0:
-                            # river's delete_element: drop the oldest bucket
-                            last = len(buckets) - 1
-                            n = float(1 << last)
-                            u, v = buckets[last][0]
-                            mu = u / n
-                            W -= n
-                            TOT -= u
-                            mu_w = div(TOT, W)
-                            VAR -= v + n * W * (mu - mu_w) * (mu - mu_w) / (n + W)
-                            buckets[last].pop(0)
-                            if not buckets[last]:
-                                buckets.pop()
-                            deleted = True
-                            break
-                if deleted:
-                    break
+        start = 0                                   # buckets[:start] were deleted
+        while W > 0 and start < len(buckets):
+            live = buckets[start:]
+            totals = np.array([[b[0] for b in live]])
+            sizes = np.array([[b[2] for b in live]])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                dprime = _ln(2.0 * _ln(np.array([W])) / self.delta)
+            ok = self._cut_matrix(totals, sizes, np.array([W]), np.array([TOT]),
+                                  np.array([VAR]), dprime)
+            if not ok.any():
+                break
+            # river's delete_element: drop the oldest bucket (the top level's first)
+            u, v, n = buckets[start]
+            start += 1
+            mu = u / n
+            W -= n
+            TOT -= u
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mu_w = float(np.float64(TOT) / np.float64(W))
+            VAR -= v + n * W * (mu - mu_w) * (mu - mu_w) / (n + W)
         return (W, TOT, VAR)
 
     # ---------------------------------------------------------------- state
@@ -435,7 +444,7 @@ class ADWIN:
         return _state.pack("ADWIN", header, arrays)
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> "ADWIN":
+    def from_bytes(cls, blob: bytes) -> ADWIN:
         """Rebuild a detector from :meth:`to_bytes` output; raises StateError if invalid."""
         header, a = _state.unpack(blob, "ADWIN")
         try:

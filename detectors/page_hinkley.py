@@ -30,11 +30,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import _state
-from ._columns import check_batch, compact_columns
+from ._columns import check_batch, check_float, check_int, compact_columns
 
 _MODES = ("up", "down", "both")
-_MAX_BLOCK = 4096
-_MIN_BLOCK = 64
+_BLOCK = 512
+_MAX_RERUNS = 12   # re-runs of a block after detections before the restart-in-place loop
 
 
 class PageHinkley:
@@ -55,14 +55,11 @@ class PageHinkley:
 
     def __init__(self, n_features: int = 1, min_instances: int = 30, delta: float = 0.005,
                  threshold: float = 50.0, alpha: float = 1 - 0.0001, mode: str = "both") -> None:
-        if isinstance(n_features, bool) or not isinstance(n_features, (int, np.integer)) or n_features < 0:
-            raise ValueError(f"n_features must be an integer >= 0, got {n_features!r}")
-        if isinstance(min_instances, bool) or not isinstance(min_instances, (int, np.integer)) or min_instances < 1:
-            raise ValueError(f"min_instances must be an integer >= 1, got {min_instances!r}")
-        for name, value in (("delta", delta), ("threshold", threshold), ("alpha", alpha)):
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-                    or not np.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        n_features = check_int("n_features", n_features, 0)
+        min_instances = check_int("min_instances", min_instances, 1)
+        delta = check_float("delta", delta)
+        threshold = check_float("threshold", threshold)
+        alpha = check_float("alpha", alpha)
         if delta < 0:
             raise ValueError(f"delta must be >= 0, got {delta!r}")
         if threshold <= 0:
@@ -126,8 +123,7 @@ class PageHinkley:
     # ---------------------------------------------------------------- growth
     def add_features(self, k: int) -> None:
         """Append ``k`` fresh columns (new streams), keeping the existing ones untouched."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-            raise ValueError(f"k must be an integer >= 0, got {k!r}")
+        k = check_int("k", k, 0)
         self.n_features += int(k)
         self._n = np.concatenate([self._n, np.zeros(k)])
         self._mean = np.concatenate([self._mean, np.zeros(k)])
@@ -149,34 +145,98 @@ class PageHinkley:
         else:
             values, rows, lengths = X, None, np.full(D, B, dtype=np.int64)
         cursor = np.zeros(D, dtype=np.int64)
-        block = _MAX_BLOCK
         while True:
             active = np.flatnonzero(cursor < lengths)
             if active.size == 0:
                 return mask
-            self._reset_pending(active)
-            take = np.minimum(lengths[active] - cursor[active], block)
-            L = int(take.max())
-            if active.size == D and not cursor.any() and (take == L).all():
-                Xb = values[:L]
-            else:
-                idx = cursor[active][None, :] + np.arange(L)[:, None]
-                np.minimum(idx, max(values.shape[0] - 1, 0), out=idx)
-                Xb = np.take_along_axis(values[:, active], idx, axis=0)
-            det_row = self._run_block(active, Xb, take)
-            hit = det_row >= 0
-            consumed = np.where(hit, det_row + 1, take)
-            if hit.any():
-                cols = active[hit]
-                pos = cursor[cols] + det_row[hit]
-                orig = pos if rows is None else rows[pos, cols]
-                mask[orig, cols] = True
-                self._pending_reset[cols] = True
-                self.n_detections[cols] += 1
-                block = max(_MIN_BLOCK, block // 4)
-            else:
-                block = min(_MAX_BLOCK, block * 2)
-            cursor[active] += consumed
+            take = np.minimum(lengths[active] - cursor[active], _BLOCK)
+            cols, start, left = active, cursor[active], take
+            for rerun in range(_MAX_RERUNS + 1):
+                self._reset_pending(cols)
+                Xb = self._gather(values, start, cols, left, D)
+                if rerun < _MAX_RERUNS:
+                    hits = self._run_block(cols, Xb, left)
+                    found = [(hits[hits >= 0], np.flatnonzero(hits >= 0))]
+                    hit = hits >= 0
+                    self._pending_reset[cols[hit]] = True
+                else:   # detections are dense here: the loop that restarts in place
+                    found = self._run_checked(cols, Xb, np.zeros(cols.size, dtype=np.int64), left)
+                    hit = np.zeros(cols.size, dtype=bool)
+                for r, j in found:
+                    c = cols[j]
+                    pos = start[j] + r
+                    orig = pos if rows is None else rows[pos, c]
+                    mask[orig, c] = True
+                    self.n_detections[c] += 1
+                # a column that drifted restarts after its detection, on the rest of its block
+                rest = left - hits - 1 if rerun < _MAX_RERUNS else left * 0
+                again = hit & (rest > 0)
+                if not again.any():
+                    break
+                cols, start, left = cols[again], start[again] + hits[again] + 1, rest[again]
+            cursor[active] += take
+
+    @staticmethod
+    def _gather(values: np.ndarray, start: np.ndarray, cols: np.ndarray, take: np.ndarray,
+                D: int) -> np.ndarray:
+        """Rows start[j] .. start[j] + take[j] - 1 of column cols[j], top-aligned (L, k)."""
+        L = int(take.max())
+        if cols.size == D and not start.any() and (take == L).all():
+            return values[:L]
+        idx = start[None, :] + np.arange(L)[:, None]
+        np.minimum(idx, values.shape[0] - 1, out=idx)
+        return values[idx, cols[None, :]]
+
+    def _run_checked(self, cols: np.ndarray, Xb: np.ndarray, first: np.ndarray,
+                     take: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Row-by-row loop with in-place restarts, for columns that just drifted.
+
+        Column j of ``cols`` consumes Xb[first[j] : first[j] + take[j], j]. Returns the
+        detections as (block rows, column positions in cols) pairs. Slower per row than
+        :meth:`_run_block` but never redoes work, however dense the detections are.
+        """
+        order = np.argsort(-take, kind="stable")          # longest first: active = prefix
+        cols, first, take = cols[order], first[order], take[order]
+        k = cols.size
+        Xr = self._gather(Xb[:, order], first, np.arange(k), take, -1)
+        self._reset_pending(cols)
+        n, mean = self._n[cols], self._mean[cols]
+        e, emin = self._e[:, cols], self._emin[:, cols]
+        pending = np.zeros(k, dtype=bool)
+        alpha, delta, thr, min_n = self.alpha, self.delta, self.threshold, self.min_instances
+        lo, hi = {"up": (0, 1), "down": (1, 2), "both": (0, 2)}[self.mode]
+        found: list[tuple[np.ndarray, np.ndarray]] = []
+        width = k
+        for r in range(int(take[0])):
+            while take[width - 1] <= r:
+                width -= 1
+            if pending[:width].any():
+                p = np.flatnonzero(pending[:width])
+                n[p], mean[p], e[:, p] = 0.0, 0.0, 0.0
+                emin[:, p] = self._fresh_emin(p.size)
+                pending[p] = False
+            x = Xr[r, :width]
+            nv, mv, ev, emv = n[:width], mean[:width], e[:, :width], emin[:, :width]
+            nv += 1.0
+            d = x - mv
+            d *= 1.0 / nv
+            mv += d
+            dev = x - mv
+            ev *= alpha
+            ev[0] += dev
+            ev[1] -= dev
+            ev -= delta
+            np.minimum(emv, ev, out=emv)
+            fired = ((ev[lo:hi] - emv[lo:hi]) > thr).any(axis=0)
+            fired &= nv >= min_n
+            if fired.any():
+                j = np.flatnonzero(fired)
+                pending[j] = True
+                found.append((first[j] + r, order[j]))
+        self._n[cols], self._mean[cols] = n, mean
+        self._e[:, cols], self._emin[:, cols] = e, emin
+        self._pending_reset[cols] = pending
+        return found
 
     def _reset_pending(self, cols: np.ndarray) -> None:
         """River resets a detector on the update after a drift: do it for these columns."""
@@ -201,10 +261,11 @@ class PageHinkley:
         recip = 1.0 / counts
         means = np.empty((L, k))
         prev = self._mean[cols]
-        for m_row, x_row, r_row in zip(means, Xb, recip):
-            np.subtract(x_row, prev, out=m_row)
-            np.multiply(m_row, r_row, out=m_row)
-            np.add(prev, m_row, out=m_row)
+        sub, mul, add = np.subtract, np.multiply, np.add
+        for m_row, x_row, r_row in zip(means, Xb, recip, strict=False):
+            sub(x_row, prev, m_row)
+            mul(m_row, r_row, m_row)
+            add(prev, m_row, m_row)
             prev = m_row
         dev = np.empty((L, 2, k))
         np.subtract(Xb, means, out=dev[:, 0])
@@ -213,11 +274,11 @@ class PageHinkley:
         # faded sums loop: e = alpha * e + dev - delta, for [s_inc, -s_dec] at once
         sums = np.empty((L, 2 * k))
         prev = self._e[:, cols].reshape(2 * k)
-        alpha, delta = self.alpha, self.delta
-        for s_row, d_row in zip(sums, dev):
-            np.multiply(prev, alpha, out=s_row)
-            np.add(s_row, d_row, out=s_row)
-            np.subtract(s_row, delta, out=s_row)
+        alpha, delta = np.float64(self.alpha), np.float64(self.delta)
+        for s_row, d_row in zip(sums, dev, strict=False):
+            mul(prev, alpha, s_row)
+            add(s_row, d_row, s_row)
+            sub(s_row, delta, s_row)
             prev = s_row
         mins = np.empty((L + 1, 2 * k))
         mins[0] = self._emin[:, cols].reshape(2 * k)
@@ -257,7 +318,7 @@ class PageHinkley:
         return _state.pack("PageHinkley", header, arrays)
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> "PageHinkley":
+    def from_bytes(cls, blob: bytes) -> PageHinkley:
         """Rebuild a detector from :meth:`to_bytes` output; raises StateError if invalid."""
         header, arrays = _state.unpack(blob, "PageHinkley")
         try:

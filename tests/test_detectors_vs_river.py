@@ -1,0 +1,133 @@
+"""The vectorized detectors report exactly river's detections (river is the oracle)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from river_oracle import feed_in_batches, river_mask
+from streams import KINDS, make_stream, with_nans
+
+from detectors import ADWIN, PageHinkley
+
+ADWIN_PARAMS = [
+    {},
+    {"clock": 1, "grace_period": 0, "min_window_length": 1},
+    {"clock": 4, "max_buckets": 2},
+    {"clock": 7, "max_buckets": 7, "delta": 0.05},
+    {"grace_period": 500, "delta": 0.3, "min_window_length": 20},
+    {"max_buckets": 3, "delta": 1e-5, "clock": 16},
+]
+PH_PARAMS = [
+    {},
+    {"threshold": 5.0, "mode": "up"},
+    {"threshold": 5.0, "mode": "down", "min_instances": 1},
+    {"threshold": 20.0, "alpha": 1.0, "delta": 0.0},
+    {"threshold": 2.0, "alpha": 0.9, "min_instances": 200},
+]
+
+
+def _check(name, cls, X, params, cuts):
+    det = cls(n_features=X.shape[1], **params)
+    ours = feed_in_batches(det, X, cuts)
+    theirs, finals = river_mask(name, X, **params)
+    assert np.array_equal(ours, theirs), (
+        f"first mismatches (row, col): {np.argwhere(ours != theirs)[:5].tolist()}")
+    return det, finals
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("p", range(len(ADWIN_PARAMS)))
+def test_adwin_equals_river(kind, p):
+    params = ADWIN_PARAMS[p]
+    X = make_stream(kind, 3000, 3, seed=p)
+    if p % 2:
+        X = with_nans(X, 0.3, seed=p)
+    det, finals = _check("ADWIN", ADWIN, X, params, cuts=[1, 2, 777, 1500])
+    assert np.array_equal(det.width, [f.width for f in finals])
+    assert np.array_equal(det.estimation, [f.estimation for f in finals])
+    assert np.array_equal(det.variance, [f.variance for f in finals])
+    assert np.array_equal(det.total, [f.total for f in finals])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("p", range(len(PH_PARAMS)))
+def test_page_hinkley_equals_river(kind, p):
+    params = PH_PARAMS[p]
+    X = make_stream(kind, 3000, 3, seed=10 + p)
+    if p % 2 == 0:
+        X = with_nans(X, 0.3, seed=p)
+    det, finals = _check("PageHinkley", PageHinkley, X, params, cuts=[1, 5, 1333, 2999])
+    assert np.array_equal(det.estimation, [f._x_mean.get() for f in finals])
+    assert np.array_equal(det.sum_increase, [f._sum_increase for f in finals])
+    assert np.array_equal(det.sum_decrease, [f._sum_decrease for f in finals])
+
+
+@pytest.mark.parametrize("batch", [1, 3, 17, 640, 5000])
+def test_batch_size_does_not_change_detections(batch):
+    X = make_stream("mean_shift", 5000, 2, seed=3)
+    X = np.concatenate([X, make_stream("errors01", 5000, 2, seed=4)])
+    for name, cls, params in (("ADWIN", ADWIN, {"clock": 8}), ("PageHinkley", PageHinkley, {})):
+        if batch == 1 and name == "ADWIN":
+            X_used = X[:1500]   # batch 1 is slow by design (one call per row); keep it short
+        else:
+            X_used = X
+        _check(name, cls, X_used, params, cuts=list(range(batch, X_used.shape[0], batch)))
+
+
+def test_many_detections_dense_stream():
+    """A stream that drifts all the time exercises the restart paths (in-block re-runs)."""
+    rng = np.random.default_rng(5)
+    X = np.cumsum(rng.normal(0, 1, (20000, 4)), axis=0)
+    X[:, 3] = np.repeat(rng.normal(0, 50, 400), 50)   # jumps every 50 values
+    _, _ = _check("PageHinkley", PageHinkley, X, {"threshold": 3.0, "min_instances": 2}, cuts=[10000])
+    _check("ADWIN", ADWIN, X, {"clock": 2, "grace_period": 5}, cuts=[7, 10000])
+
+
+def test_wide_batch_matches_river_per_column():
+    X = make_stream("mean_shift", 2000, 40, seed=9)
+    X = with_nans(X, 0.1, seed=9)
+    _check("ADWIN", ADWIN, X, {}, cuts=[999])
+    _check("PageHinkley", PageHinkley, X, {"threshold": 10.0}, cuts=[999])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(1, 1500),
+    d=st.integers(1, 3),
+    scale=st.sampled_from([1e-3, 1.0, 50.0, 1e6]),
+    nan_fraction=st.sampled_from([0.0, 0.3]),
+    n_cuts=st.integers(0, 4),
+    clock=st.sampled_from([1, 3, 32]),
+    max_buckets=st.integers(2, 7),
+)
+def test_adwin_property_random_streams_and_splits(seed, n, d, scale, nan_fraction, n_cuts, clock,
+                                                  max_buckets):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, scale, (n, d)) + np.where(np.arange(n) >= rng.integers(0, n + 1), scale, 0)[:, None]
+    X = with_nans(X, nan_fraction, seed)
+    cuts = rng.integers(0, n + 1, n_cuts).tolist()
+    _check("ADWIN", ADWIN, X, {"clock": clock, "max_buckets": max_buckets, "grace_period": 5}, cuts)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(1, 1500),
+    d=st.integers(1, 3),
+    threshold=st.sampled_from([0.5, 3.0, 50.0]),
+    mode=st.sampled_from(["up", "down", "both"]),
+    nan_fraction=st.sampled_from([0.0, 0.3]),
+    n_cuts=st.integers(0, 4),
+    min_instances=st.integers(1, 40),
+)
+def test_page_hinkley_property_random_streams_and_splits(seed, n, d, threshold, mode, nan_fraction,
+                                                         n_cuts, min_instances):
+    rng = np.random.default_rng(seed)
+    X = np.cumsum(rng.normal(0, 1, (n, d)), axis=0) if seed % 2 else rng.normal(0, 3, (n, d))
+    X = with_nans(X, nan_fraction, seed)
+    cuts = rng.integers(0, n + 1, n_cuts).tolist()
+    _check("PageHinkley", PageHinkley, X,
+           {"threshold": threshold, "mode": mode, "min_instances": min_instances}, cuts)

@@ -1,0 +1,106 @@
+"""Command line: `streamdrift run | replay | demo` (thin: parse, wire, start)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from .config import ConfigError, Settings, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    if getattr(args, "bootstrap", None):
+        overrides["kafka.bootstrap"] = args.bootstrap
+    if getattr(args, "group", None):
+        overrides["kafka.group_id"] = args.group
+    if getattr(args, "metrics_port", None) is not None:
+        overrides["metrics.port"] = args.metrics_port
+    return load_settings(args.config, overrides=overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .kafka_io import DeliveryFailed, Service
+    from .metrics import Metrics
+
+    settings = _settings(args)
+    metrics = Metrics(settings.metrics.max_model_labels)
+    if settings.metrics.enabled:
+        try:
+            metrics.serve(settings.metrics.address, settings.metrics.port)
+        except OSError as exc:
+            raise ConfigError(f"metrics.port: cannot listen on {settings.metrics.address}:"
+                              f"{settings.metrics.port} ({exc.strerror})") from None
+        logging.getLogger("streamdrift").info(
+            "metrics on http://%s:%d/metrics", settings.metrics.address, settings.metrics.port)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        return Service(settings, metrics).run(stop)
+    except DeliveryFailed as exc:
+        logging.getLogger("streamdrift").error("%s", exc)
+        return 1
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import replay
+
+    settings = _settings(args)
+    out = open(args.out, "wb") if args.out else sys.stdout.buffer
+    dead = open(args.dead_letter, "wb") if args.dead_letter else None
+    try:
+        return replay(settings, args.events, args.labels, out, dead)
+    finally:
+        if args.out:
+            out.close()
+        if dead is not None:
+            dead.close()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import demo
+
+    return demo(args.bootstrap or "127.0.0.1:9092", duration_s=args.duration,
+                metrics_port=args.metrics_port if args.metrics_port is not None else 9108)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamdrift", description="Streaming drift detection for ML "
+                                "models: Kafka events in, drift alerts out.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="consume events from Kafka, publish alerts")
+    run.add_argument("--config", help="TOML configuration file")
+    run.add_argument("--bootstrap", help="Kafka bootstrap servers HOST:PORT (overrides kafka.bootstrap)")
+    run.add_argument("--group", help="consumer group id (overrides kafka.group_id)")
+    run.add_argument("--metrics-port", type=int, help="port of /metrics (overrides metrics.port)")
+    run.set_defaults(func=cmd_run)
+    rep = sub.add_parser("replay", help="run the same pipeline over JSONL files, no Kafka")
+    rep.add_argument("events", help="events, one JSON message per line")
+    rep.add_argument("--labels", help="labels, one JSON message per line, merged by ts")
+    rep.add_argument("--config", help="TOML configuration file")
+    rep.add_argument("--out", help="alerts as JSON lines (default: stdout)")
+    rep.add_argument("--dead-letter", help="bad lines as JSON lines")
+    rep.set_defaults(func=cmd_replay)
+    demo = sub.add_parser("demo", help="local broker + service + drifting synthetic stream, live alerts")
+    demo.add_argument("--bootstrap", help="Kafka to use (default 127.0.0.1:9092, started if down)")
+    demo.add_argument("--duration", type=float, default=120.0, help="stop after this many seconds")
+    demo.add_argument("--metrics-port", type=int, help="port of the service's /metrics (default 9108)")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"streamdrift: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,291 @@
+"""Raw messages -> per-model column batches, and dead letters for whatever is malformed.
+
+Input: a list of :class:`Message` (value bytes + where it came from). Output: an
+:class:`EventBatch` with, per model, the feature columns as float64 arrays (NaN = missing),
+the prediction column, and per row its source (partition, offset) and event time; plus one
+:class:`DeadLetter` per bad message, carrying the raw bytes unchanged and the reason.
+
+A message is a JSON object or a JSON array of objects. A message is bad as a whole when any
+event in it is bad (it goes to the dead-letter topic unchanged, so nothing is lost or split).
+Decoding is column-at-a-time: one list comprehension and one numpy conversion per feature and
+batch, never Python arithmetic per value. String feature values are categories; their
+indicator signals are built in stream.signals, not here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .config import LimitSettings
+
+MODEL_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+_NUMERIC_TYPES = {int, float, bool, type(None)}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One Kafka message (or one line of a replayed file)."""
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float          # seconds since the epoch (Kafka message timestamp), 0.0 if none
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    message: Message
+    reason: str               # short machine-readable reason, e.g. "invalid_json"
+    detail: str               # human-readable explanation
+
+
+@dataclass
+class ModelBatch:
+    """The events of one model in one batch, as columns (row = event, arrival order)."""
+    model: str
+    numeric: dict[str, np.ndarray]          # feature name -> float64 (n,), NaN = missing
+    categorical: dict[str, list[Any]]       # feature name -> values (str or None) per row
+    prediction: np.ndarray                  # float64 (n,), NaN = none or not numeric
+    prediction_class: list[Any] | None      # string predictions per row, if any
+    ts: np.ndarray                          # float64 (n,) event time, epoch seconds
+    partition: np.ndarray                   # int64 (n,)
+    offset: np.ndarray                      # int64 (n,)
+    topic: list[str]                        # per row
+    ids: list[Any]                          # per row: id or None
+    segments: list[Any]                     # per row: segment or None
+
+    @property
+    def size(self) -> int:
+        return int(self.ts.size)
+
+
+@dataclass
+class EventBatch:
+    models: dict[str, ModelBatch] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    n_events: int = 0
+
+
+class _Bad(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def parse_ts(value: Any) -> float:
+    """Event time as epoch seconds from a number or an RFC 3339 string."""
+    if isinstance(value, bool):
+        raise _Bad("invalid_ts", "ts must be a number or an RFC 3339 string")
+    if isinstance(value, (int, float)):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise _Bad("invalid_ts", "ts must be finite")
+        return float(value)
+    if isinstance(value, str):
+        try:
+            text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            raise _Bad("invalid_ts", f"ts {value[:40]!r} is not RFC 3339") from None
+        if dt.tzinfo is None:
+            raise _Bad("invalid_ts", f"ts {value[:40]!r} has no time zone offset")
+        return dt.timestamp()
+    raise _Bad("invalid_ts", "ts must be a number or an RFC 3339 string")
+
+
+def _check_event(ev: Any, limits: LimitSettings) -> None:
+    """Structural checks of one event object (values are typed column-wise later)."""
+    if not isinstance(ev, dict):
+        raise _Bad("not_object", "each event must be a JSON object")
+    model = ev.get("model")
+    if not isinstance(model, str) or not MODEL_RE.match(model) or len(model) > limits.max_name_length:
+        raise _Bad("invalid_model", "model must be a string of 1..128 characters [A-Za-z0-9._:-]")
+    feats = ev.get("features")
+    if not isinstance(feats, dict):
+        raise _Bad("invalid_features", "features must be a JSON object")
+    if len(feats) > limits.max_features_per_event:
+        raise _Bad("too_many_features",
+                   f"{len(feats)} features > limit {limits.max_features_per_event}")
+    for name in feats:
+        if len(name) > limits.max_name_length or not name:
+            raise _Bad("invalid_name", f"feature names must be 1..{limits.max_name_length} characters")
+    pred = ev.get("prediction")
+    if pred is not None and (isinstance(pred, (dict, list)) or
+                             (isinstance(pred, str) and len(pred) > limits.max_name_length)):
+        raise _Bad("invalid_prediction", "prediction must be a number or a short string")
+    seg = ev.get("segment")
+    if seg is not None and not isinstance(seg, str):
+        raise _Bad("invalid_segment", "segment must be a string")
+    ident = ev.get("id")
+    if ident is not None and not isinstance(ident, (str, int)):
+        raise _Bad("invalid_id", "id must be a string or an integer")
+
+
+def _classify_value(v: Any) -> str | None:
+    """None if v is an acceptable feature value, else the dead-letter reason."""
+    if v is None or isinstance(v, (bool, str)):
+        return None
+    if isinstance(v, (int, float)):
+        try:
+            f = float(v)
+        except OverflowError:
+            return "non_finite_value"
+        return None if f == f and abs(f) != float("inf") else "non_finite_value"
+    return "nested_value"
+
+
+def decode(messages: list[Message], limits: LimitSettings,
+           admit_model: Callable[[str], bool] = lambda model: True) -> EventBatch:
+    """Decode a batch of messages into per-model columns and dead letters.
+
+    ``admit_model(model)`` says whether a model may be tracked (the model-count limit);
+    messages with events of a refused model become dead letters "model_limit".
+    """
+    out = EventBatch()
+    # 1. parse and check structure, message by message
+    events: list[dict[str, Any]] = []
+    owner: list[int] = []                     # index of the message each event came from
+    for mi, msg in enumerate(messages):
+        try:
+            if len(msg.value) > limits.max_message_bytes:
+                raise _Bad("oversize", f"{len(msg.value)} bytes > limit {limits.max_message_bytes}")
+            try:
+                doc = orjson.loads(msg.value)
+            except orjson.JSONDecodeError as exc:
+                raise _Bad("invalid_json", f"not JSON: {exc}") from None
+            docs = doc if isinstance(doc, list) else [doc]
+            if not docs:
+                raise _Bad("empty_array", "an array message must hold at least one event")
+            if len(docs) > limits.max_events_per_message:
+                raise _Bad("too_many_events",
+                           f"{len(docs)} events > limit {limits.max_events_per_message}")
+            for ev in docs:
+                _check_event(ev, limits)
+        except _Bad as bad:
+            out.dead_letters.append(DeadLetter(msg, bad.reason, bad.detail))
+            continue
+        events.extend(docs)
+        owner.extend([mi] * len(docs))
+    # 2. group by model and type the columns; a bad value rejects its whole message
+    bad_messages: dict[int, tuple[str, str]] = {}
+    while True:
+        groups: dict[str, list[int]] = {}
+        for i, ev in enumerate(events):
+            if owner[i] not in bad_messages:
+                groups.setdefault(ev["model"], []).append(i)
+        found_bad = False
+        batches: dict[str, ModelBatch] = {}
+        for model, rows in groups.items():
+            if not admit_model(model):
+                for i in rows:
+                    bad_messages.setdefault(owner[i], ("model_limit",
+                                            f"model {model!r} is over the limit of tracked models"))
+                found_bad = True
+                continue
+            try:
+                batches[model] = _columns(model, rows, events, owner, messages)
+            except _BadRows as bad:
+                for i, reason, detail in bad.rows:
+                    bad_messages.setdefault(owner[i], (reason, detail))
+                found_bad = True
+        if not found_bad:
+            break
+    for mi, (reason, detail) in sorted(bad_messages.items()):
+        out.dead_letters.append(DeadLetter(messages[mi], reason, detail))
+    out.models = batches
+    out.n_events = sum(b.size for b in batches.values())
+    return out
+
+
+class _BadRows(Exception):
+    def __init__(self, rows: list[tuple[int, str, str]]) -> None:
+        super().__init__(f"{len(rows)} bad rows")
+        self.rows = rows
+
+
+def _columns(model: str, rows: list[int], events: list[dict[str, Any]], owner: list[int],
+             messages: list[Message]) -> ModelBatch:
+    feats = [events[i]["features"] for i in rows]
+    names: dict[str, None] = {}
+    for f in feats:
+        names.update(dict.fromkeys(f))
+    numeric: dict[str, np.ndarray] = {}
+    categorical: dict[str, list[Any]] = {}
+    bad: list[tuple[int, str, str]] = []
+    for name in names:
+        col = [f.get(name) for f in feats]
+        kinds = set(map(type, col))
+        if kinds <= _NUMERIC_TYPES:
+            try:
+                arr = np.array(col, dtype=np.float64)
+            except OverflowError:
+                arr = None
+            if arr is not None and np.isfinite(arr[~np.isnan(arr)]).all():
+                numeric[name] = arr
+                continue
+        if kinds <= {str, type(None)}:
+            categorical[name] = col
+            continue
+        # mixed or invalid: find the offending rows (slow path, only for this column)
+        has_str = str in kinds
+        for r, v in enumerate(col):
+            reason = _classify_value(v)
+            if reason is None and has_str and v is not None and not isinstance(v, str):
+                reason = "mixed_types"
+            if reason is not None:
+                bad.append((rows[r], reason, f"feature {name!r}: {reason.replace('_', ' ')}"))
+    if bad:
+        raise _BadRows(bad)
+    preds = [events[i].get("prediction") for i in rows]
+    pkinds = set(map(type, preds))
+    prediction_class = None
+    if pkinds <= _NUMERIC_TYPES:
+        try:
+            prediction = np.array(preds, dtype=np.float64)
+        except OverflowError:
+            raise _BadRows([(rows[0], "invalid_prediction", "prediction out of range")]) from None
+        if not np.isfinite(prediction[~np.isnan(prediction)]).all():
+            raise _BadRows([(rows[r], "invalid_prediction", "prediction must be finite")
+                            for r in np.flatnonzero(np.isinf(prediction))])
+    else:
+        prediction = np.full(len(rows), np.nan)
+        prediction_class = [p if isinstance(p, str) else None for p in preds]
+        num = [r for r, p in enumerate(preds) if not isinstance(p, str) and p is not None]
+        if num:
+            raise _BadRows([(rows[r], "mixed_types", "prediction mixes numbers and classes")
+                            for r in num])
+    ts_raw = [events[i].get("ts") for i in rows]
+    msgs = [messages[owner[i]] for i in rows]
+    try:
+        ts = np.array(ts_raw, dtype=np.float64) if set(map(type, ts_raw)) <= {int, float, type(None)} \
+            else None
+    except OverflowError:
+        ts = None
+    if ts is None or not np.isfinite(ts[~np.isnan(ts)]).all():
+        ts = np.empty(len(rows))
+        bad_ts = []
+        for r, v in enumerate(ts_raw):
+            try:
+                ts[r] = np.nan if v is None else parse_ts(v)
+            except _Bad as b:
+                bad_ts.append((rows[r], b.reason, b.detail))
+        if bad_ts:
+            raise _BadRows(bad_ts)
+    missing = np.isnan(ts)
+    if missing.any():
+        ts[missing] = [msgs[r].timestamp for r in np.flatnonzero(missing)]
+    return ModelBatch(
+        model=model, numeric=numeric, categorical=categorical, prediction=prediction,
+        prediction_class=prediction_class, ts=ts,
+        partition=np.array([m.partition for m in msgs], dtype=np.int64),
+        offset=np.array([m.offset for m in msgs], dtype=np.int64),
+        topic=[m.topic for m in msgs],
+        ids=[events[i].get("id") for i in rows],
+        segments=[events[i].get("segment") for i in rows],
+    )

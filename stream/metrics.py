@@ -1,0 +1,75 @@
+"""Prometheus metrics (prefix ``streamdrift_``) and the HTTP endpoint that serves them.
+
+Label cardinality is capped: the first ``max_model_labels`` models seen get their own
+``model`` label value, later ones share ``__other__``. Reasons and kinds are closed sets.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+OTHER = "__other__"
+
+
+class Metrics:
+    """All of streamdrift's metrics, on their own registry (one per service instance)."""
+
+    def __init__(self, max_model_labels: int = 50) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.max_model_labels = max_model_labels
+        self._model_labels: set[str] = set()
+        self.events = Counter("streamdrift_events", "Events processed, by outcome (ok, dead_letter).",
+                              ["outcome"], registry=r)
+        self.messages = Counter("streamdrift_messages", "Messages consumed, by topic.", ["topic"],
+                                registry=r)
+        self.dead_letters = Counter("streamdrift_dead_letters", "Messages sent to the dead-letter "
+                                    "topic, by reason.", ["reason"], registry=r)
+        self.alerts = Counter("streamdrift_alerts", "Alerts published, by kind and model.",
+                              ["kind", "model"], registry=r)
+        self.suppressed = Counter("streamdrift_detections_suppressed", "Detections inside an "
+                                  "alert cooldown (no alert published).", registry=r)
+        self.batch_seconds = Histogram("streamdrift_batch_seconds", "Wall time to process one "
+                                       "batch (decode, detect, produce, commit).", registry=r,
+                                       buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1,
+                                                2.5, 5, 10))
+        self.batch_size = Histogram("streamdrift_batch_messages", "Messages per processed batch.",
+                                    registry=r, buckets=(1, 10, 100, 500, 1000, 5000, 10000, 50000))
+        self.event_to_alert = Histogram("streamdrift_event_to_alert_seconds", "From the event "
+                                        "time of the event that triggered an alert to the alert's "
+                                        "acknowledgement by Kafka.", registry=r,
+                                        buckets=(.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300))
+        self.lag = Gauge("streamdrift_consumer_lag", "Messages behind the end of the partition.",
+                         ["topic", "partition"], registry=r)
+        self.detectors = Gauge("streamdrift_detectors", "Detector columns (signals x detectors).",
+                               registry=r)
+        self.models = Gauge("streamdrift_models", "Models being monitored.", registry=r)
+        self.signals = Gauge("streamdrift_signals", "Signals being monitored, by model.", ["model"],
+                             registry=r)
+        self.signals_dropped = Gauge("streamdrift_signals_dropped", "Signals refused by the "
+                                     "per-model limit, by model.", ["model"], registry=r)
+
+    def model_label(self, model: str) -> str:
+        if model in self._model_labels:
+            return model
+        if len(self._model_labels) < self.max_model_labels:
+            self._model_labels.add(model)
+            return model
+        return OTHER
+
+    def serve(self, address: str, port: int):
+        """Start the /metrics HTTP server in a daemon thread; returns (server, thread)."""
+        return start_http_server(port, addr=address, registry=self.registry)
+
+    def observe_pipeline(self, pipeline) -> None:
+        """Refresh the gauges that describe the pipeline's size."""
+        self.detectors.set(pipeline.n_detectors)
+        self.models.set(len(pipeline.models))
+        per_label: dict[str, list[int]] = {}
+        for name, mon in pipeline.models.items():
+            acc = per_label.setdefault(self.model_label(name), [0, 0])
+            acc[0] += mon.n_signals
+            acc[1] += mon.signals.dropped
+        for label, (n, dropped) in per_label.items():
+            self.signals.labels(model=label).set(n)
+            self.signals_dropped.labels(model=label).set(dropped)

@@ -1,0 +1,163 @@
+"""Per-model signals: which columns exist, and their standardization.
+
+A model's signals are its numeric features ("feature:<name>"), the indicator of each string
+category ("feature:<name>=<category>", top-K per feature, the rest pooled as "__other__")
+and its numeric prediction ("prediction"). Column j of every detector of the model is signal j.
+
+Standardization: river's thresholds are absolute (PH threshold 50, ADWIN's additive term), so
+each signal is fed as z = (x - mean) / sd, clipped to +-clip_z, with mean and sd learned on its
+first ``warmup`` values (merged batch by batch with Chan's parallel formulas, numerically safe
+for large offsets). Values during the warm-up only train the reference; detection starts after.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .events import ModelBatch
+
+OTHER = "__other__"
+RECENT = 100          # raw values kept per signal for the "after" statistics of an alert
+
+
+class SignalRegistry:
+    """Signals of one model: names, column indices, reference statistics, recent values."""
+
+    def __init__(self, max_signals: int, warmup: int, clip_z: float, max_categories: int = 32) -> None:
+        self.max_signals = max_signals
+        self.warmup = warmup
+        self.clip_z = clip_z
+        self.max_categories = max_categories
+        self.names: list[str] = []
+        self.index: dict[str, int] = {}
+        self.categories: dict[str, dict[str, int]] = {}     # feature -> category -> column
+        self.dropped = 0                                    # signals refused by the limit
+        self.n = np.zeros(0)                                # warm-up values seen (<= warmup)
+        self.mean = np.zeros(0)
+        self.m2 = np.zeros(0)
+        self.sd = np.ones(0)
+        self.recent = np.full((RECENT, 0), np.nan)          # ring of the last raw values
+        self.recent_pos = np.zeros(0, dtype=np.int64)
+
+    @property
+    def size(self) -> int:
+        return len(self.names)
+
+    def _add(self, name: str) -> int | None:
+        if name in self.index:
+            return self.index[name]
+        if len(self.names) >= self.max_signals:
+            self.dropped += 1
+            return None
+        self.index[name] = len(self.names)
+        self.names.append(name)
+        return self.index[name]
+
+    def _grow_arrays(self) -> int:
+        k = len(self.names) - self.n.size
+        if k:
+            self.n = np.concatenate([self.n, np.zeros(k)])
+            self.mean = np.concatenate([self.mean, np.zeros(k)])
+            self.m2 = np.concatenate([self.m2, np.zeros(k)])
+            self.sd = np.concatenate([self.sd, np.ones(k)])
+            self.recent = np.concatenate([self.recent, np.full((RECENT, k), np.nan)], axis=1)
+            self.recent_pos = np.concatenate([self.recent_pos, np.zeros(k, dtype=np.int64)])
+        return k
+
+    def matrix(self, batch: ModelBatch) -> tuple[np.ndarray, int]:
+        """Raw (n, D) float64 matrix of this batch's signals (NaN = no value); and how many
+        new signals appeared (the caller grows its detectors by that many columns)."""
+        cols: list[tuple[int, np.ndarray]] = []
+        for name, values in batch.numeric.items():
+            j = self._add(f"feature:{name}")
+            if j is not None:
+                cols.append((j, values))
+        for name, values in batch.categorical.items():
+            cols.extend(self._indicators(f"feature:{name}", name, values))
+        if batch.prediction_class is not None:
+            cols.extend(self._indicators("prediction", "\x00prediction", batch.prediction_class))
+        elif not np.isnan(batch.prediction).all():
+            j = self._add("prediction")
+            if j is not None:
+                cols.append((j, batch.prediction))
+        grown = self._grow_arrays()
+        X = np.full((batch.size, self.size), np.nan)
+        for j, values in cols:
+            X[:, j] = values
+        return X, grown
+
+    def _indicators(self, prefix: str, key: str, values: list) -> list[tuple[int, np.ndarray]]:
+        """0/1 indicator columns for the categories of one string column (None -> NaN)."""
+        arr = np.array([v if v is not None else "" for v in values], dtype=object)
+        present = np.array([v is not None for v in values])
+        cats = self.categories.setdefault(key, {})
+        uniq, inverse = np.unique(arr[present].astype(str), return_inverse=True)
+        for u in uniq.tolist():
+            if u not in cats and len(cats) < self.max_categories:
+                j = self._add(f"{prefix}={u}")
+                if j is not None:
+                    cats[u] = j
+        if OTHER not in cats and len(uniq) and any(u not in cats for u in uniq.tolist()):
+            j = self._add(f"{prefix}={OTHER}")
+            if j is not None:
+                cats[OTHER] = j
+        codes = np.full(len(values), -1)
+        col_of_uniq = np.array([cats.get(u, cats.get(OTHER, -1)) for u in uniq.tolist()], dtype=np.int64)
+        codes[present] = col_of_uniq[inverse] if uniq.size else -1
+        out = []
+        for j in sorted(set(cats.values())):
+            col = np.where(codes == j, 1.0, 0.0)
+            col[~present] = np.nan
+            out.append((j, col))
+        return out
+
+    def standardize(self, X: np.ndarray) -> np.ndarray:
+        """Learn the reference on warm-up values; return clipped z-scores (NaN elsewhere)."""
+        valid = ~np.isnan(X)
+        need = self.warmup - self.n                                  # (D,) warm-up values missing
+        rank = np.cumsum(valid, axis=0)
+        warm = valid & (rank <= need)
+        if warm.any():
+            cnt = warm.sum(axis=0).astype(np.float64)
+            has = cnt > 0
+            Xw = np.where(warm, X, 0.0)
+            bmean = np.divide(Xw.sum(axis=0), cnt, out=np.zeros_like(cnt), where=has)
+            bm2 = np.where(warm, (X - bmean) ** 2, 0.0).sum(axis=0)
+            tot = self.n + cnt
+            d = bmean - self.mean
+            frac = np.divide(cnt, tot, out=np.zeros_like(cnt), where=tot > 0)
+            self.mean = np.where(has, self.mean + d * frac, self.mean)
+            self.m2 = np.where(has, self.m2 + bm2 + d * d * self.n * frac, self.m2)
+            self.n = tot
+            done = has & (self.n >= self.warmup)
+            if done.any():
+                sd = np.sqrt(self.m2[done] / (self.n[done] - 1))
+                floor = 1e-9 * np.maximum(1.0, np.abs(self.mean[done]))
+                self.sd[done] = np.maximum(sd, floor)
+        live = valid & ~warm & (self.n >= self.warmup)
+        Z = np.where(live, (X - self.mean) / self.sd, np.nan)
+        np.clip(Z, -self.clip_z, self.clip_z, out=Z)
+        return Z
+
+    def remember(self, X: np.ndarray) -> None:
+        """Push this batch's raw values into each signal's ring of recent values."""
+        valid = ~np.isnan(X)
+        for j in np.flatnonzero(valid.any(axis=0)):
+            v = X[valid[:, j], j][-RECENT:]
+            pos = (self.recent_pos[j] + np.arange(v.size)) % RECENT
+            self.recent[pos, j] = v
+            self.recent_pos[j] += v.size
+
+    def recent_mean(self, X: np.ndarray, row: int, j: int) -> tuple[float, int]:
+        """Mean and count of signal j's last RECENT raw values up to batch row `row`."""
+        col = X[: row + 1, j]
+        v = col[~np.isnan(col)][-RECENT:]
+        if v.size < RECENT:
+            ring = self.recent[:, j]
+            older = ring[~np.isnan(ring)]
+            if older.size:
+                order = (self.recent_pos[j] + np.arange(RECENT)) % RECENT
+                ring_ordered = ring[order]
+                older = ring_ordered[~np.isnan(ring_ordered)]
+                v = np.concatenate([older[-(RECENT - v.size):], v])
+        return (float(v.mean()) if v.size else float("nan")), int(v.size)

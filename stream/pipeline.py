@@ -63,7 +63,7 @@ class ModelMonitor:
             mask = det.update(Z)
             if mask.any():
                 rows, cols = np.nonzero(mask)
-                hits.extend(zip(rows.tolist(), cols.tolist(), [name] * rows.size))
+                hits.extend(zip(rows.tolist(), cols.tolist(), [name] * rows.size, strict=True))
         hits.sort()
         cooldown = self.settings.detect.cooldown_s
         for row, j, name in hits:

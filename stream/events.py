@@ -198,6 +198,7 @@ def decode(messages: list[Message], limits: LimitSettings,
             break
     for mi, (reason, detail) in sorted(bad_messages.items()):
         out.dead_letters.append(DeadLetter(messages[mi], reason, detail))
+    out.dead_letters.sort(key=lambda d: (d.message.topic, d.message.partition, d.message.offset))
     out.models = batches
     out.n_events = sum(b.size for b in batches.values())
     return out

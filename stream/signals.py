@@ -31,6 +31,8 @@ class SignalRegistry:
         self.names: list[str] = []
         self.index: dict[str, int] = {}
         self.categories: dict[str, dict[str, int]] = {}     # feature -> category -> column
+        self.category_seen: dict[str, int] = {}             # feature -> non-null values so far
+        self._prior_zeros: list[tuple[int, int]] = []       # (column, zeros it implicitly had)
         self.dropped = 0                                    # signals refused by the limit
         self.n = np.zeros(0)                                # warm-up values seen (<= warmup)
         self.mean = np.zeros(0)
@@ -81,26 +83,41 @@ class SignalRegistry:
             if j is not None:
                 cols.append((j, batch.prediction))
         grown = self._grow_arrays()
+        for j, zeros in self._prior_zeros:
+            # a category first seen now was 0 in every earlier value of its feature: its
+            # reference starts from those zeros, so a new category bursting in is a change
+            self.n[j], self.mean[j], self.m2[j] = min(zeros, self.warmup), 0.0, 0.0
+        self._prior_zeros.clear()
         X = np.full((batch.size, self.size), np.nan)
         for j, values in cols:
             X[:, j] = values
         return X, grown
 
     def _indicators(self, prefix: str, key: str, values: list) -> list[tuple[int, np.ndarray]]:
-        """0/1 indicator columns for the categories of one string column (None -> NaN)."""
+        """0/1 indicator columns for the categories of one string column (None -> NaN).
+
+        Categories first seen while the feature is still in its warm-up get their own
+        indicator (up to ``max_categories``); later ones are pooled in ``__other__``, which
+        exists from the feature's first value on, so a category bursting in after the warm-up
+        shows as ``__other__`` rising against a reference that knows it was rare.
+        """
         arr = np.array([v if v is not None else "" for v in values], dtype=object)
         present = np.array([v is not None for v in values])
-        cats = self.categories.setdefault(key, {})
-        uniq, inverse = np.unique(arr[present].astype(str), return_inverse=True)
-        for u in uniq.tolist():
-            if u not in cats and len(cats) < self.max_categories:
-                j = self._add(f"{prefix}={u}")
-                if j is not None:
-                    cats[u] = j
-        if OTHER not in cats and len(uniq) and any(u not in cats for u in uniq.tolist()):
+        cats = self.categories.get(key)
+        if cats is None:
+            cats = self.categories[key] = {}
             j = self._add(f"{prefix}={OTHER}")
             if j is not None:
                 cats[OTHER] = j
+        seen = self.category_seen.get(key, 0)
+        uniq, inverse = np.unique(arr[present].astype(str), return_inverse=True)
+        for u in uniq.tolist():
+            if u not in cats and seen < self.warmup and len(cats) <= self.max_categories:
+                j = self._add(f"{prefix}={u}")
+                if j is not None:
+                    cats[u] = j
+                    self._prior_zeros.append((j, seen))
+        self.category_seen[key] = seen + int(present.sum())
         codes = np.full(len(values), -1)
         col_of_uniq = np.array([cats.get(u, cats.get(OTHER, -1)) for u in uniq.tolist()], dtype=np.int64)
         codes[present] = col_of_uniq[inverse] if uniq.size else -1

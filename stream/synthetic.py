@@ -38,7 +38,7 @@ def events(models: list[ModelSpec], n_per_model: int, seed: int = 0, t0: float =
         for name, (mu, sd) in spec.features.items():
             x = rng.normal(mu, sd, n_per_model)
             x[spec.drift_at:] += spec.shift.get(name, 0.0) * sd
-            feats[name] = np.round(x, 4).tolist()
+            feats[name] = x.tolist()
         cats = {name: rng.choice(values, n_per_model).tolist()
                 for name, values in (spec.categories or {}).items()}
         score = 1 / (1 + np.exp(-rng.normal(-1, 1, n_per_model)))

@@ -1,6 +1,46 @@
-"""Shared pytest setup: make the tests' helper modules importable."""
+"""Shared pytest setup: helper modules on sys.path, and one real Kafka broker per session.
 
+Integration tests use the broker that `scripts/kafka start` runs on 127.0.0.1 (the test
+command starts it; if none answers, the fixture starts it itself). Each test uses its own
+uniquely named topics and consumer groups.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def _answers(bootstrap: str) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        AdminClient({"bootstrap.servers": bootstrap, "error_cb": lambda e: None}).list_topics(timeout=5)
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    bootstrap = os.environ.get("STREAMDRIFT_TEST_BOOTSTRAP", "127.0.0.1:9092")
+    if not _answers(bootstrap):
+        port = bootstrap.rpartition(":")[2]
+        subprocess.run(["bash", str(ROOT / "scripts" / "kafka"), "start"], check=True,
+                       env={**os.environ, "KAFKA_PORT": port}, timeout=600)
+        assert _answers(bootstrap), f"Kafka at {bootstrap} does not answer after scripts/kafka start"
+    return bootstrap
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for topic and group names."""
+    return uuid.uuid4().hex[:10]

@@ -1,0 +1,60 @@
+"""Configuration: layering, validation, and errors that name the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from stream.config import ConfigError, load_settings
+
+
+def test_defaults_need_no_file():
+    s = load_settings(env={})
+    assert s.kafka.bootstrap == "127.0.0.1:9092"
+    assert s.detect.detectors == ("adwin", "page_hinkley")
+    assert s.metrics.address == "127.0.0.1"
+
+
+def test_file_env_and_overrides_layer_in_order(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[kafka]\nbootstrap = "file:1"\ngroup_id = "g"\n[kafka.client]\n'
+                   '"security.protocol" = "SASL_SSL"\n[detect]\nwarmup = 50\n')
+    s = load_settings(cfg, env={"STREAMDRIFT_KAFKA__BOOTSTRAP": "env:2", "STREAMDRIFT_DETECT__CLIP_Z": "3.5"},
+                      overrides={"kafka.group_id": "flag"})
+    assert s.kafka.bootstrap == "env:2"
+    assert s.kafka.group_id == "flag"
+    assert s.kafka.client == {"security.protocol": "SASL_SSL"}
+    assert s.detect.warmup == 50 and s.detect.clip_z == 3.5
+
+
+@pytest.mark.parametrize("text,key", [
+    ("[kafka]\nbootstrp = 'x'\n", "kafka.bootstrp"),
+    ("[detect]\nwarmup = 'many'\n", "detect.warmup"),
+    ("[detect]\nadwin_delta = 2.0\n", "detect.adwin_delta"),
+    ("[detect]\ndetectors = ['adwin', 'magic']\n", "detect.detectors"),
+    ("[limits]\nmax_models = 0\n", "limits.max_models"),
+    ("[metrics]\nport = 70000\n", "metrics.port"),
+    ("[nonsense]\na = 1\n", "nonsense"),
+])
+def test_bad_values_name_the_key(tmp_path, text, key):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_settings(cfg, env={})
+
+
+def test_bad_env_names_the_variable():
+    with pytest.raises(ConfigError, match="detect.warmup"):
+        load_settings(env={"STREAMDRIFT_DETECT__WARMUP": "lots"})
+
+
+def test_cli_stops_on_bad_config_with_the_key(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[detect]\nph_threshold = -1\n")
+    proc = subprocess.run([sys.executable, "-m", "stream", "run", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "detect.ph_threshold" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,109 @@
+"""Decoding: good events become columns; every kind of bad message is a dead letter."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream.config import LimitSettings
+from stream.events import Message, decode
+
+LIMITS = LimitSettings(max_message_bytes=2000, max_features_per_event=5, max_name_length=20)
+
+
+def msgs(*values: bytes) -> list[Message]:
+    return [Message(v, "events", 0, i, 1000.0 + i) for i, v in enumerate(values)]
+
+
+def test_good_events_become_columns():
+    batch = decode(msgs(
+        b'{"model":"m","id":"a","ts":5,"features":{"x":1,"y":"red"},"prediction":0.2,"segment":"s"}',
+        b'[{"model":"m","features":{"x":2.5,"z":null}},{"model":"n","features":{"x":true}}]',
+        b'{"model":"m","ts":"2025-01-01T00:00:00Z","features":{"y":null}}',
+    ), LIMITS)
+    assert batch.dead_letters == []
+    m = batch.models["m"]
+    assert np.array_equal(m.numeric["x"], [1.0, 2.5, np.nan], equal_nan=True)
+    assert m.categorical["y"] == ["red", None, None]
+    assert np.array_equal(m.prediction, [0.2, np.nan, np.nan], equal_nan=True)
+    assert m.ts.tolist() == [5.0, 1001.0, 1735689600.0]     # missing ts -> message timestamp
+    assert m.offset.tolist() == [0, 1, 2] and m.ids == ["a", None, None]
+    assert batch.models["n"].numeric["x"].tolist() == [1.0]
+    assert batch.n_events == 4
+
+
+@pytest.mark.parametrize("value,reason", [
+    (b"not json", "invalid_json"),
+    (b'{"model":"m","features":{"x":1e999}}', "invalid_json"),
+    (b'"just a string"', "not_object"),
+    (b"[1, 2]", "not_object"),
+    (b"[]", "empty_array"),
+    (b'{"features":{"x":1}}', "invalid_model"),
+    (b'{"model":"bad model!","features":{"x":1}}', "invalid_model"),
+    (b'{"model":"m","features":[1,2]}', "invalid_features"),
+    (b'{"model":"m","features":{"x":{"nested":1}}}', "nested_value"),
+    (b'{"model":"m","features":{"x":[1,2]}}', "nested_value"),
+    (b'{"model":"m","features":{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6}}', "too_many_features"),
+    (b'{"model":"m","features":{"' + b"n" * 21 + b'":1}}', "invalid_name"),
+    (b'{"model":"m","features":{"x":1},"prediction":{"p":1}}', "invalid_prediction"),
+    (b'{"model":"m","features":{"x":1},"ts":"yesterday"}', "invalid_ts"),
+    (b'{"model":"m","features":{"x":1},"segment":7}', "invalid_segment"),
+    (b'{"model":"m","features":{"x":' + b"9" * 400 + b"}}", "invalid_json"),   # overflows to inf
+    (b'{"model":"m","features":{"x":"' + b"a" * 3000 + b'"}}', "oversize"),
+])
+def test_bad_messages_are_dead_letters_with_reason(value, reason):
+    good = b'{"model":"m","features":{"x":1}}'
+    batch = decode(msgs(good, value, good), LIMITS)
+    assert [d.reason for d in batch.dead_letters] == [reason]
+    assert batch.dead_letters[0].message.value == value          # unchanged
+    assert batch.dead_letters[0].message.offset == 1
+    assert batch.models["m"].offset.tolist() == [0, 2]            # the good ones go on
+
+
+def test_a_bad_event_rejects_its_whole_array_message():
+    batch = decode(msgs(b'[{"model":"m","features":{"x":1}},{"model":"m","features":{"x":[0]}}]',
+                        b'{"model":"m","features":{"x":2}}'), LIMITS)
+    assert [d.reason for d in batch.dead_letters] == ["nested_value"]
+    assert batch.models["m"].numeric["x"].tolist() == [2.0]
+
+
+def test_mixed_number_and_string_is_rejected_per_message():
+    batch = decode(msgs(b'{"model":"m","features":{"x":1}}', b'{"model":"m","features":{"x":"a"}}'),
+                   LIMITS)
+    assert [d.reason for d in batch.dead_letters] == ["mixed_types"]
+    assert [d.message.offset for d in batch.dead_letters] in ([0], [1])
+
+
+def test_model_limit_dead_letters_new_models():
+    batch = decode(msgs(b'{"model":"a","features":{"x":1}}', b'{"model":"b","features":{"x":1}}'),
+                   LIMITS, admit_model=lambda m: m == "a")
+    assert [d.reason for d in batch.dead_letters] == ["model_limit"]
+    assert list(batch.models) == ["a"]
+
+
+def _dumps(value) -> bytes:
+    return json.dumps(value).encode()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=300), json_values.map(_dumps),
+                 st.dictionaries(st.sampled_from(["model", "features", "ts", "id", "prediction", "segment"]),
+                                 json_values, max_size=6).map(_dumps)))
+def test_fuzz_decoder_never_raises_and_accounts_for_every_message(value):
+    good = b'{"model":"m","features":{"x":1}}'
+    batch = decode(msgs(good, value), LIMITS)
+    dead = {d.message.offset for d in batch.dead_letters}
+    rows = {int(o) for mb in batch.models.values() for o in mb.offset}
+    assert 0 in rows
+    assert (1 in dead) != (1 in rows)            # each message is either processed or dead-lettered

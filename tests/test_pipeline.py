@@ -1,0 +1,95 @@
+"""The pure pipeline: alerts where drift is, none where it is not, deterministic output."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+
+from stream.config import load_settings
+from stream.events import Message
+from stream.pipeline import Pipeline
+from stream.synthetic import DEMO_MODELS, ModelSpec, events
+
+
+def run(pipeline: Pipeline, evs: list[dict], batch: int = 1000, topic: str = "events") -> list[dict]:
+    msgs = [Message(orjson.dumps(e), topic, 0, i, 0.0) for i, e in enumerate(evs)]
+    alerts = []
+    for s in range(0, len(msgs), batch):
+        alerts += pipeline.process(msgs[s:s + batch]).alerts
+    return alerts
+
+
+def test_drift_in_two_models_raises_alerts_only_there_and_after_the_change():
+    evs = [e for _, e in events(DEMO_MODELS, 12_000, seed=3)]
+    alerts = run(Pipeline(load_settings(env={})), evs)
+    fired = {(a["model"], a["signal"]) for a in alerts}
+    assert ("readmission", "feature:age") in fired and ("fraud", "feature:amount") in fired
+    assert all(a["model"] != "churn" for a in alerts)
+    for a in alerts:
+        idx = int(evs[a["at"]["offset"]]["id"].rsplit("-", 1)[1])    # event index within its model
+        spec = {m.name: m for m in DEMO_MODELS}[a["model"]]
+        assert spec.drift_at <= idx < spec.drift_at + 2000, a
+        assert a["kind"] == "data_drift" and a["status"] == "firing"
+        assert a["stats"]["mean_after"] > a["stats"]["mean_before"]
+
+
+def test_output_is_deterministic_and_independent_of_batching():
+    evs = [e for _, e in events(DEMO_MODELS[:2], 9000, seed=4)]
+    a = run(Pipeline(load_settings(env={})), evs, batch=1000)
+    b = run(Pipeline(load_settings(env={})), evs, batch=1000)
+    c = run(Pipeline(load_settings(env={})), evs, batch=777)
+    assert a == b
+    assert [x["alert_id"] for x in a] == [x["alert_id"] for x in c]
+    assert len({x["alert_id"] for x in a}) == len(a)
+
+
+def test_prediction_drift_has_its_own_kind():
+    rng = np.random.default_rng(0)
+    p = np.concatenate([rng.normal(0.3, 0.05, 5000), rng.normal(0.4, 0.05, 3000)])
+    evs = [{"model": "m", "ts": i, "features": {}, "prediction": float(v)} for i, v in enumerate(p)]
+    alerts = run(Pipeline(load_settings(env={})), evs)
+    assert alerts and {a["kind"] for a in alerts} == {"prediction_drift"}
+    assert all(a["at"]["offset"] >= 5000 for a in alerts)
+
+
+def test_large_valued_and_tiny_valued_features_behave_alike():
+    """Standardization: the same relative shift is found whatever the feature's units."""
+    spec = ModelSpec("m", {"big": (1e9, 1e6), "tiny": (1e-6, 1e-7), "mid": (0, 1)},
+                     {"big": 1.0, "tiny": 1.0, "mid": 1.0}, drift_at=5000)
+    alerts = run(Pipeline(load_settings(env={})), [e for _, e in events([spec], 8000, seed=5)])
+    first = {}
+    for a in alerts:
+        first.setdefault(a["signal"], a["at"]["offset"])
+    assert set(first) == {"feature:big", "feature:tiny", "feature:mid"}
+    assert all(5000 <= v < 5400 for v in first.values())
+
+
+def test_cooldown_stops_alert_storms():
+    rng = np.random.default_rng(1)
+    # a signal that jumps every 2000 events: drift all the time
+    x = np.repeat(rng.normal(0, 10, 20), 2000) + rng.normal(0, 1, 40_000)
+    evs = [{"model": "m", "ts": i * 0.01, "features": {"x": float(v)}} for i, v in enumerate(x)]
+    settings = load_settings(env={}, overrides={"detect.cooldown_s": 1e9})
+    alerts = run(Pipeline(settings), evs)
+    assert len(alerts) == 2                                          # one per detector
+
+
+def test_categorical_indicators_and_limits():
+    evs = [{"model": "m", "ts": i, "features": {"c": "a" if i % 2 else "b"}} for i in range(3000)]
+    evs += [{"model": "m", "ts": 3000 + i, "features": {"c": "new"}} for i in range(2000)]
+    settings = load_settings(env={}, overrides={"limits.max_signals_per_model": 10})
+    pipeline = Pipeline(settings)
+    alerts = run(pipeline, evs)
+    names = pipeline.models["m"].signals.names
+    assert names == ["feature:c=__other__", "feature:c=a", "feature:c=b"]   # "new" came after warm-up
+    assert {a["signal"] for a in alerts} >= {"feature:c=__other__", "feature:c=a"}
+    assert all(a["at"]["offset"] >= 3000 for a in alerts)
+
+
+def test_signal_limit_is_enforced():
+    evs = [{"model": "m", "ts": i, "features": {f"f{k}": float(k) for k in range(30)}} for i in range(10)]
+    pipeline = Pipeline(load_settings(env={}, overrides={"limits.max_signals_per_model": 7}))
+    run(pipeline, evs)
+    mon = pipeline.models["m"]
+    assert mon.n_signals == 7 and mon.signals.dropped > 0
+    assert all(d.n_features == 7 for d in mon.detectors.values())

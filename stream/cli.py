@@ -23,6 +23,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     from .kafka_io import DeliveryFailed, Service
     from .metrics import Metrics
 
@@ -36,9 +39,6 @@ def cmd_run(args: argparse.Namespace) -> int:
                               f"{settings.metrics.port} ({exc.strerror})") from None
         logging.getLogger("streamdrift").info(
             "metrics on http://%s:%d/metrics", settings.metrics.address, settings.metrics.port)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     try:
         return Service(settings, metrics).run(stop)
     except DeliveryFailed as exc:

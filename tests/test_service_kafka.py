@@ -1,0 +1,151 @@
+"""`streamdrift run` as a real process against the real local Apache Kafka broker."""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+
+import orjson
+import pytest
+from kafka_helpers import (
+    alerts_of,
+    committed,
+    create_topics,
+    free_port,
+    produce,
+    read_topic,
+    start_service,
+    stop_service,
+    wait_for,
+    write_config,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.config import load_settings
+from stream.events import Message
+from stream.pipeline import Pipeline
+from stream.synthetic import DEMO_MODELS, events
+
+pytestmark = pytest.mark.kafka
+
+BAD = [b"not json", b'{"model":"m"}', b'{"model":"m","features":{"x":{"deep":1}}}',
+       b'{"model":"has space","features":{}}', b"[1,2,3]"]
+BAD_REASONS = ["invalid_json", "invalid_features", "nested_value", "invalid_model", "not_object"]
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    """Parse /metrics with prometheus_client's own parser; {} while the endpoint is not up."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def metric(samples: dict, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_run_publishes_alerts_dead_letters_and_metrics(kafka_bootstrap, unique, tmp_path):
+    create_topics(kafka_bootstrap, {f"events-{unique}": 3})
+    port = free_port()
+    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, port)
+    proc = start_service(cfg, tmp_path / "service.log")
+    try:
+        evs = list(events(DEMO_MODELS, 9000, seed=11))
+        produce(kafka_bootstrap, f"events-{unique}", [orjson.dumps(e) for _, e in evs] + BAD,
+                keys=[m.encode() for m, _ in evs] + [b"bad"] * len(BAD))
+        total = len(evs)
+        expected = {("readmission", "feature:age"), ("fraud", "feature:amount")}
+        msgs = read_topic(kafka_bootstrap, f"alerts-{unique}",
+                          lambda ms: expected <= {(a["model"], a["signal"]) for a in alerts_of(ms)},
+                          timeout_s=120)
+        alerts = alerts_of(msgs)
+        assert expected <= {(a["model"], a["signal"]) for a in alerts}
+        assert all(m.key() == a["model"].encode() for m, a in zip(msgs, alerts, strict=True))
+        assert all(a["model"] != "churn" or a["kind"] == "prediction_drift" for a in alerts)
+        dead = read_topic(kafka_bootstrap, f"dead-{unique}", lambda ms: len(ms) >= len(BAD), timeout_s=60)
+        assert sorted(m.value() for m in dead) == sorted(BAD)
+        for m in dead:
+            h = dict(m.headers())
+            assert h["streamdrift.reason"].decode() == BAD_REASONS[BAD.index(m.value())]
+            assert h["streamdrift.source.topic"].decode() == f"events-{unique}"
+            assert int(h["streamdrift.source.offset"]) >= 0
+        samples = wait_for(lambda: (s := scrape(port)) and
+                           metric(s, "streamdrift_events_total", outcome="ok") == total and s,
+                           60, "all events counted in /metrics")
+        assert metric(samples, "streamdrift_events_total", outcome="dead_letter") == len(BAD)
+        for reason in BAD_REASONS:
+            assert metric(samples, "streamdrift_dead_letters_total", reason=reason) == 1
+        assert metric(samples, "streamdrift_alerts_total", kind="data_drift", model="fraud") >= 1
+        assert metric(samples, "streamdrift_detectors") == 2 * (4 + 3 + 1 + 2 + 1 + 2 + 1)
+        assert metric(samples, "streamdrift_batch_seconds_count") >= 1
+        assert metric(samples, "streamdrift_event_to_alert_seconds_count") >= 2
+        assert any(k[0] == "streamdrift_consumer_lag" for k in samples)
+    finally:
+        assert stop_service(proc) == 0
+    ends = committed(kafka_bootstrap, f"g-{unique}", f"events-{unique}", 3)
+    assert sum(max(o, 0) for o in ends) == total + len(BAD)   # -1001: a partition that got nothing
+
+
+def test_sigterm_mid_stream_loses_nothing_and_restart_continues(kafka_bootstrap, unique, tmp_path):
+    topic = f"events-{unique}"
+    create_topics(kafka_bootstrap, {topic: 1})
+    evs = [e for _, e in events(DEMO_MODELS, 15000, seed=12)]
+    values = [orjson.dumps(e) for e in evs]
+    head = 30000                               # past the drift of two models (event ~18000)
+    produce(kafka_bootstrap, topic, values[:head])
+    port = free_port()
+    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, port, "[detect]\ncooldown_s = 0.0\n")
+    proc = start_service(cfg, tmp_path / "run1.log")
+    tail = threading.Thread(target=produce, args=(kafka_bootstrap, topic, values[head:]))
+    try:
+        wait_for(lambda: metric(scrape(port), "streamdrift_events_total", outcome="ok") >= 25000, 60,
+                 "the service to be past the drift")
+        tail.start()                           # more events arrive while it is being stopped
+    finally:
+        assert stop_service(proc) == 0
+        tail.join(60)
+    (c1,) = committed(kafka_bootstrap, f"g-{unique}", topic, 1)
+    assert 25000 <= c1 <= len(values), "stopped with its offsets committed"
+    settings = load_settings(env={}, overrides={"detect.cooldown_s": 0.0})
+
+    def expected(lo: int, hi: int) -> list[str]:
+        pipeline = Pipeline(settings)
+        msgs = [Message(values[i], topic, 0, i, 0.0) for i in range(lo, hi)]
+        ids = []
+        for s in range(0, len(msgs), 1000):
+            ids += [a["alert_id"] for a in pipeline.process(msgs[s:s + 1000]).alerts]
+        return ids
+
+    first = expected(0, c1)
+    assert first, "the first run saw drift before it stopped"
+    got = alerts_of(read_topic(kafka_bootstrap, f"alerts-{unique}", lambda ms: len(ms) >= len(first), 60))
+    assert [a["alert_id"] for a in got] == first         # every alert of the processed events is out
+    proc = start_service(cfg, tmp_path / "run2.log")
+    try:
+        wait_for(lambda: committed(kafka_bootstrap, f"g-{unique}", topic, 1)[0] == len(values), 90,
+                 "the restarted service to reach the end")
+    finally:
+        assert stop_service(proc) == 0
+    # state is not restored yet (changelog: a later issue): the second run starts fresh at c1
+    second = expected(c1, len(values))
+    got = alerts_of(read_topic(kafka_bootstrap, f"alerts-{unique}",
+                               lambda ms: len(ms) >= len(first) + len(second), 60))
+    assert [a["alert_id"] for a in got] == first + second
+
+
+def test_unreachable_broker_gives_a_clear_message_and_retries(unique, tmp_path):
+    cfg = write_config(tmp_path / "c.toml", f"127.0.0.1:{free_port()}", unique, free_port())
+    log = tmp_path / "service.log"
+    proc = start_service(cfg, log)
+    try:
+        wait_for(lambda: log.read_text().count("cannot reach Kafka") >= 2, 60, "two retries logged")
+    finally:
+        assert stop_service(proc) == 0
+    text = log.read_text()
+    assert "Traceback" not in text and "retrying" in text

@@ -53,7 +53,8 @@ def _fmt_alert(a: dict, t0: float) -> str:
     return (f"[{time.monotonic() - t0:6.1f}s] {a['severity'].upper():8s} {a['kind']:16s} "
             f"{a['model']:12s} {a['signal']:22s} by {a['detector']:12s} "
             f"mean {s['mean_before']:.2f} -> {s['mean_after']:.2f} "
-            f"({s['effect_size']:+.2f} sd)  at {a['at']['topic']}[{a['at']['partition']}]@{a['at']['offset']}")
+            f"({s['effect_size']:+.2f} sd)  at {a['at']['topic']}"
+            f"[{a['at']['partition']}]@{a['at']['offset']}")
 
 
 def demo(bootstrap: str, duration_s: float = 120.0, metrics_port: int = 9108) -> int:
@@ -143,5 +144,5 @@ port = {metrics_port}
     print(f"\n\ndemo: {n_alerts} alerts; expected drift found: "
           f"{sorted(EXPECTED & seen)}; missed: {sorted(missing) or 'none'}; service stopped cleanly "
           f"(exit {service.returncode})")
-    print(f"demo: the broker keeps running (stop it with: {KAFKA_SCRIPT.relative_to(Path.cwd()) if KAFKA_SCRIPT.is_relative_to(Path.cwd()) else KAFKA_SCRIPT} stop)")
+    print(f"demo: the broker keeps running (stop it with: bash {KAFKA_SCRIPT} stop)")
     return 0 if not missing and service.returncode == 0 else 1

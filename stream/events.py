@@ -18,6 +18,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,7 @@ from .config import LimitSettings
 
 MODEL_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 _NUMERIC_TYPES = {int, float, bool, type(None)}
+_NUMBER_TYPES = {int, float}
 
 
 @dataclass(frozen=True)
@@ -99,32 +102,21 @@ def parse_ts(value: Any) -> float:
     raise _Bad("invalid_ts", "ts must be a number or an RFC 3339 string")
 
 
-def _check_event(ev: Any, limits: LimitSettings) -> None:
-    """Structural checks of one event object (values are typed column-wise later)."""
-    if not isinstance(ev, dict):
+def _check_event(ev: Any, limits: LimitSettings, valid_models: set[str]) -> None:
+    """Cheap per-event structural checks; field values are checked column-wise later."""
+    if type(ev) is not dict:
         raise _Bad("not_object", "each event must be a JSON object")
     model = ev.get("model")
-    if not isinstance(model, str) or not MODEL_RE.match(model) or len(model) > limits.max_name_length:
-        raise _Bad("invalid_model", "model must be a string of 1..128 characters [A-Za-z0-9._:-]")
+    if type(model) is not str or model not in valid_models:
+        if not isinstance(model, str) or not MODEL_RE.match(model) or len(model) > limits.max_name_length:
+            raise _Bad("invalid_model", "model must be a string of 1..128 characters [A-Za-z0-9._:-]")
+        valid_models.add(model)
     feats = ev.get("features")
-    if not isinstance(feats, dict):
+    if type(feats) is not dict:
         raise _Bad("invalid_features", "features must be a JSON object")
     if len(feats) > limits.max_features_per_event:
         raise _Bad("too_many_features",
                    f"{len(feats)} features > limit {limits.max_features_per_event}")
-    for name in feats:
-        if len(name) > limits.max_name_length or not name:
-            raise _Bad("invalid_name", f"feature names must be 1..{limits.max_name_length} characters")
-    pred = ev.get("prediction")
-    if pred is not None and (isinstance(pred, (dict, list)) or
-                             (isinstance(pred, str) and len(pred) > limits.max_name_length)):
-        raise _Bad("invalid_prediction", "prediction must be a number or a short string")
-    seg = ev.get("segment")
-    if seg is not None and not isinstance(seg, str):
-        raise _Bad("invalid_segment", "segment must be a string")
-    ident = ev.get("id")
-    if ident is not None and not isinstance(ident, (str, int)):
-        raise _Bad("invalid_id", "id must be a string or an integer")
 
 
 def _classify_value(v: Any) -> str | None:
@@ -148,6 +140,7 @@ def decode(messages: list[Message], limits: LimitSettings,
     messages with events of a refused model become dead letters "model_limit".
     """
     out = EventBatch()
+    valid_models: set[str] = set()
     # 1. parse and check structure, message by message
     events: list[dict[str, Any]] = []
     owner: list[int] = []                     # index of the message each event came from
@@ -166,7 +159,7 @@ def decode(messages: list[Message], limits: LimitSettings,
                 raise _Bad("too_many_events",
                            f"{len(docs)} events > limit {limits.max_events_per_message}")
             for ev in docs:
-                _check_event(ev, limits)
+                _check_event(ev, limits, valid_models)
         except _Bad as bad:
             out.dead_letters.append(DeadLetter(msg, bad.reason, bad.detail))
             continue
@@ -189,7 +182,7 @@ def decode(messages: list[Message], limits: LimitSettings,
                 found_bad = True
                 continue
             try:
-                batches[model] = _columns(model, rows, events, owner, messages)
+                batches[model] = _columns(model, rows, events, owner, messages, limits)
             except _BadRows as bad:
                 for i, reason, detail in bad.rows:
                     bad_messages.setdefault(owner[i], (reason, detail))
@@ -210,15 +203,44 @@ class _BadRows(Exception):
         self.rows = rows
 
 
+def _rows_where(rows: list[int], col: list[Any], bad) -> list[int]:
+    return [rows[r] for r, v in enumerate(col) if bad(v)]
+
+
 def _columns(model: str, rows: list[int], events: list[dict[str, Any]], owner: list[int],
-             messages: list[Message]) -> ModelBatch:
+             messages: list[Message], limits: LimitSettings) -> ModelBatch:
     feats = [events[i]["features"] for i in rows]
-    names: dict[str, None] = {}
-    for f in feats:
-        names.update(dict.fromkeys(f))
     numeric: dict[str, np.ndarray] = {}
     categorical: dict[str, list[Any]] = {}
     bad: list[tuple[int, str, str]] = []
+    # fast path: every event has the same feature names -> one tuple per event, C-level
+    names: list[str] = list(feats[0]) if feats else []
+    same = bool(names) and all(len(f) == len(names) for f in feats)
+    table = None
+    if same:
+        try:
+            getter = itemgetter(*names)
+            table = list(map(getter, feats)) if len(names) > 1 else [(getter(f),) for f in feats]
+        except KeyError:
+            table = None
+    if table is None:
+        seen: dict[str, None] = {}
+        for f in feats:
+            seen.update(dict.fromkeys(f))
+        names = list(seen)
+    too_long = [n for n in names if not n or len(n) > limits.max_name_length]
+    if too_long:
+        bad_names = set(too_long)
+        raise _BadRows([(rows[r], "invalid_name", f"feature names must be 1..{limits.max_name_length} "
+                         "characters") for r, f in enumerate(feats) if bad_names.intersection(f)])
+    if table is not None and set(map(type, chain.from_iterable(table))) <= _NUMBER_TYPES:
+        try:
+            M = np.array(table, dtype=np.float64).reshape(len(table), len(names))
+        except OverflowError:
+            M = None
+        if M is not None:
+            numeric = {n: M[:, k] for k, n in enumerate(names)}
+            names = []
     for name in names:
         col = [f.get(name) for f in feats]
         kinds = set(map(type, col))
@@ -245,6 +267,21 @@ def _columns(model: str, rows: list[int], events: list[dict[str, Any]], owner: l
         raise _BadRows(bad)
     preds = [events[i].get("prediction") for i in rows]
     pkinds = set(map(type, preds))
+    if not pkinds <= _NUMERIC_TYPES | {str}:
+        raise _BadRows([(r, "invalid_prediction", "prediction must be a number or a short string")
+                        for r in _rows_where(rows, preds, lambda v: isinstance(v, (dict, list)))])
+    if str in pkinds and max(len(p) for p in preds if isinstance(p, str)) > limits.max_name_length:
+        too_long = lambda v: isinstance(v, str) and len(v) > limits.max_name_length
+        raise _BadRows([(r, "invalid_prediction", "prediction class name too long")
+                        for r in _rows_where(rows, preds, too_long)])
+    segments = [events[i].get("segment") for i in rows]
+    if not set(map(type, segments)) <= {str, type(None)}:
+        raise _BadRows([(r, "invalid_segment", "segment must be a string") for r in
+                        _rows_where(rows, segments, lambda v: v is not None and not isinstance(v, str))])
+    ids = [events[i].get("id") for i in rows]
+    if not set(map(type, ids)) <= {str, int, type(None)}:
+        raise _BadRows([(r, "invalid_id", "id must be a string or an integer") for r in
+                        _rows_where(rows, ids, lambda v: type(v) not in (str, int, type(None)))])
     prediction_class = None
     if pkinds <= _NUMERIC_TYPES:
         try:
@@ -287,6 +324,6 @@ def _columns(model: str, rows: list[int], events: list[dict[str, Any]], owner: l
         partition=np.array([m.partition for m in msgs], dtype=np.int64),
         offset=np.array([m.offset for m in msgs], dtype=np.int64),
         topic=[m.topic for m in msgs],
-        ids=[events[i].get("id") for i in rows],
-        segments=[events[i].get("segment") for i in rows],
+        ids=ids,
+        segments=segments,
     )

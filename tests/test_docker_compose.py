@@ -29,7 +29,8 @@ def test_compose_names_the_services_ports_and_topics_the_code_uses():
     assert settings.kafka.alerts_topic == defaults.kafka.alerts_topic
     assert f"127.0.0.1:{settings.metrics.port}:{settings.metrics.port}" in services["streamdrift"]["ports"]
     prom = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
-    assert prom["scrape_configs"][0]["static_configs"][0]["targets"] == [f"streamdrift:{settings.metrics.port}"]
+    targets = prom["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert targets == [f"streamdrift:{settings.metrics.port}"]
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "ENTRYPOINT [\"streamdrift\"]" in dockerfile
     tomllib.loads((ROOT / "deploy" / "streamdrift.toml").read_text())

@@ -60,7 +60,7 @@ class ModelBatch:
     ts: np.ndarray                          # float64 (n,) event time, epoch seconds
     partition: np.ndarray                   # int64 (n,)
     offset: np.ndarray                      # int64 (n,)
-    topic: list[str]                        # per row
+    topic: np.ndarray                       # object (n,): source topic per row
     ids: list[Any]                          # per row: id or None
     segments: list[Any]                     # per row: segment or None
 
@@ -132,26 +132,31 @@ def _classify_value(v: Any) -> str | None:
     return "nested_value"
 
 
-def decode(messages: list[Message], limits: LimitSettings,
-           admit_model: Callable[[str], bool] = lambda model: True) -> EventBatch:
-    """Decode a batch of messages into per-model columns and dead letters.
-
-    ``admit_model(model)`` says whether a model may be tracked (the model-count limit);
-    messages with events of a refused model become dead letters "model_limit".
-    """
-    out = EventBatch()
-    valid_models: set[str] = set()
-    # 1. parse and check structure, message by message
+def _parse(messages: list[Message], limits: LimitSettings, out: EventBatch
+           ) -> tuple[list[dict[str, Any]], list[int]]:
+    """Parse each message; return its events and, per event, the index of its message."""
     events: list[dict[str, Any]] = []
-    owner: list[int] = []                     # index of the message each event came from
+    owner: list[int] = []
+    valid_models: set[str] = set()
+    loads, max_bytes, max_feats = orjson.loads, limits.max_message_bytes, limits.max_features_per_event
     for mi, msg in enumerate(messages):
+        value = msg.value
         try:
-            if len(msg.value) > limits.max_message_bytes:
-                raise _Bad("oversize", f"{len(msg.value)} bytes > limit {limits.max_message_bytes}")
+            if len(value) > max_bytes:
+                raise _Bad("oversize", f"{len(value)} bytes > limit {max_bytes}")
             try:
-                doc = orjson.loads(msg.value)
+                doc = loads(value)
             except orjson.JSONDecodeError as exc:
                 raise _Bad("invalid_json", f"not JSON: {exc}") from None
+            if type(doc) is dict:
+                # the common case, checked inline: a known model and a small features object
+                model, feats = doc.get("model"), doc.get("features")
+                if not (type(model) is str and model in valid_models and type(feats) is dict
+                        and len(feats) <= max_feats):
+                    _check_event(doc, limits, valid_models)
+                events.append(doc)
+                owner.append(mi)
+                continue
             docs = doc if isinstance(doc, list) else [doc]
             if not docs:
                 raise _Bad("empty_array", "an array message must hold at least one event")
@@ -165,13 +170,32 @@ def decode(messages: list[Message], limits: LimitSettings,
             continue
         events.extend(docs)
         owner.extend([mi] * len(docs))
-    # 2. group by model and type the columns; a bad value rejects its whole message
+    return events, owner
+
+
+def decode(messages: list[Message], limits: LimitSettings,
+           admit_model: Callable[[str], bool] = lambda model: True) -> EventBatch:
+    """Decode a batch of messages into per-model columns and dead letters.
+
+    ``admit_model(model)`` says whether a model may be tracked (the model-count limit);
+    messages with events of a refused model become dead letters "model_limit".
+    """
+    out = EventBatch()
+    events, owner = _parse(messages, limits, out)
+    sources = _Sources(messages)
+    # group by model and type the columns; a bad value rejects its whole message
     bad_messages: dict[int, tuple[str, str]] = {}
+    models = [ev["model"] for ev in events]
     while True:
-        groups: dict[str, list[int]] = {}
-        for i, ev in enumerate(events):
-            if owner[i] not in bad_messages:
-                groups.setdefault(ev["model"], []).append(i)
+        keep = [i for i in range(len(events)) if owner[i] not in bad_messages] if bad_messages \
+            else range(len(events))
+        distinct = set(models[i] for i in keep) if bad_messages else set(models)
+        if len(distinct) == 1:
+            groups = {distinct.pop(): list(keep)}
+        else:
+            groups = {}
+            for i in keep:
+                groups.setdefault(models[i], []).append(i)
         found_bad = False
         batches: dict[str, ModelBatch] = {}
         for model, rows in groups.items():
@@ -182,10 +206,12 @@ def decode(messages: list[Message], limits: LimitSettings,
                 found_bad = True
                 continue
             try:
-                batches[model] = _columns(model, rows, events, owner, messages, limits)
+                batches[model] = _columns(model, [events[i] for i in rows],
+                                          np.array([owner[i] for i in rows], dtype=np.int64),
+                                          sources, limits)
             except _BadRows as bad:
-                for i, reason, detail in bad.rows:
-                    bad_messages.setdefault(owner[i], (reason, detail))
+                for r, reason, detail in bad.rows:
+                    bad_messages.setdefault(owner[rows[r]], (reason, detail))
                 found_bad = True
         if not found_bad:
             break
@@ -197,30 +223,45 @@ def decode(messages: list[Message], limits: LimitSettings,
     return out
 
 
+class _Sources:
+    """Per-message source columns of a batch, indexed by message number."""
+
+    def __init__(self, messages: list[Message]) -> None:
+        self.partition = np.array([m.partition for m in messages], dtype=np.int64)
+        self.offset = np.array([m.offset for m in messages], dtype=np.int64)
+        self.timestamp = np.array([m.timestamp for m in messages], dtype=np.float64)
+        self.topic = np.array([m.topic for m in messages], dtype=object)
+
+
 class _BadRows(Exception):
+    """Rows (indices into the model's event list) that make their messages bad."""
+
     def __init__(self, rows: list[tuple[int, str, str]]) -> None:
         super().__init__(f"{len(rows)} bad rows")
         self.rows = rows
 
 
-def _rows_where(rows: list[int], col: list[Any], bad) -> list[int]:
-    return [rows[r] for r, v in enumerate(col) if bad(v)]
+def _rows_where(col: list[Any] | tuple, bad) -> list[int]:
+    return [r for r, v in enumerate(col) if bad(v)]
 
 
-def _columns(model: str, rows: list[int], events: list[dict[str, Any]], owner: list[int],
-             messages: list[Message], limits: LimitSettings) -> ModelBatch:
-    feats = [events[i]["features"] for i in rows]
+def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sources: _Sources,
+             limits: LimitSettings) -> ModelBatch:
+    """Columns of one model's events (evs, in arrival order; msg_index = their messages)."""
+    n = len(evs)
+    meta = [(e["features"], e.get("ts"), e.get("prediction"), e.get("id"), e.get("segment")) for e in evs]
+    feats, ts_raw, preds, ids, segments = (list(c) for c in zip(*meta, strict=True))
     numeric: dict[str, np.ndarray] = {}
     categorical: dict[str, list[Any]] = {}
     bad: list[tuple[int, str, str]] = []
     # fast path: every event has the same feature names -> one tuple per event, C-level
     names: list[str] = list(feats[0]) if feats else []
-    same = bool(names) and all(len(f) == len(names) for f in feats)
+    width = len(names)
     table = None
-    if same:
+    if names and all(len(f) == width for f in feats):
         try:
             getter = itemgetter(*names)
-            table = list(map(getter, feats)) if len(names) > 1 else [(getter(f),) for f in feats]
+            table = list(map(getter, feats)) if width > 1 else [(getter(f),) for f in feats]
         except KeyError:
             table = None
     if table is None:
@@ -228,18 +269,18 @@ def _columns(model: str, rows: list[int], events: list[dict[str, Any]], owner: l
         for f in feats:
             seen.update(dict.fromkeys(f))
         names = list(seen)
-    too_long = [n for n in names if not n or len(n) > limits.max_name_length]
+    too_long = [nm for nm in names if not nm or len(nm) > limits.max_name_length]
     if too_long:
         bad_names = set(too_long)
-        raise _BadRows([(rows[r], "invalid_name", f"feature names must be 1..{limits.max_name_length} "
+        raise _BadRows([(r, "invalid_name", f"feature names must be 1..{limits.max_name_length} "
                          "characters") for r, f in enumerate(feats) if bad_names.intersection(f)])
     if table is not None and set(map(type, chain.from_iterable(table))) <= _NUMBER_TYPES:
         try:
-            M = np.array(table, dtype=np.float64).reshape(len(table), len(names))
+            M = np.array(table, dtype=np.float64).reshape(n, width)
         except OverflowError:
             M = None
         if M is not None:
-            numeric = {n: M[:, k] for k, n in enumerate(names)}
+            numeric = {nm: M[:, k] for k, nm in enumerate(names)}
             names = []
     for name in names:
         col = [f.get(name) for f in feats]
@@ -262,68 +303,59 @@ def _columns(model: str, rows: list[int], events: list[dict[str, Any]], owner: l
             if reason is None and has_str and v is not None and not isinstance(v, str):
                 reason = "mixed_types"
             if reason is not None:
-                bad.append((rows[r], reason, f"feature {name!r}: {reason.replace('_', ' ')}"))
+                bad.append((r, reason, f"feature {name!r}: {reason.replace('_', ' ')}"))
     if bad:
         raise _BadRows(bad)
-    preds = [events[i].get("prediction") for i in rows]
     pkinds = set(map(type, preds))
     if not pkinds <= _NUMERIC_TYPES | {str}:
         raise _BadRows([(r, "invalid_prediction", "prediction must be a number or a short string")
-                        for r in _rows_where(rows, preds, lambda v: isinstance(v, (dict, list)))])
+                        for r in _rows_where(preds, lambda v: isinstance(v, (dict, list)))])
     if str in pkinds and max(len(p) for p in preds if isinstance(p, str)) > limits.max_name_length:
-        too_long = lambda v: isinstance(v, str) and len(v) > limits.max_name_length
+        too_long_class = lambda v: isinstance(v, str) and len(v) > limits.max_name_length
         raise _BadRows([(r, "invalid_prediction", "prediction class name too long")
-                        for r in _rows_where(rows, preds, too_long)])
-    segments = [events[i].get("segment") for i in rows]
+                        for r in _rows_where(preds, too_long_class)])
     if not set(map(type, segments)) <= {str, type(None)}:
         raise _BadRows([(r, "invalid_segment", "segment must be a string") for r in
-                        _rows_where(rows, segments, lambda v: v is not None and not isinstance(v, str))])
-    ids = [events[i].get("id") for i in rows]
+                        _rows_where(segments, lambda v: v is not None and not isinstance(v, str))])
     if not set(map(type, ids)) <= {str, int, type(None)}:
         raise _BadRows([(r, "invalid_id", "id must be a string or an integer") for r in
-                        _rows_where(rows, ids, lambda v: type(v) not in (str, int, type(None)))])
+                        _rows_where(ids, lambda v: type(v) not in (str, int, type(None)))])
     prediction_class = None
     if pkinds <= _NUMERIC_TYPES:
         try:
             prediction = np.array(preds, dtype=np.float64)
         except OverflowError:
-            raise _BadRows([(rows[0], "invalid_prediction", "prediction out of range")]) from None
+            raise _BadRows([(0, "invalid_prediction", "prediction out of range")]) from None
         if not np.isfinite(prediction[~np.isnan(prediction)]).all():
-            raise _BadRows([(rows[r], "invalid_prediction", "prediction must be finite")
+            raise _BadRows([(int(r), "invalid_prediction", "prediction must be finite")
                             for r in np.flatnonzero(np.isinf(prediction))])
     else:
-        prediction = np.full(len(rows), np.nan)
+        prediction = np.full(n, np.nan)
         prediction_class = [p if isinstance(p, str) else None for p in preds]
         num = [r for r, p in enumerate(preds) if not isinstance(p, str) and p is not None]
         if num:
-            raise _BadRows([(rows[r], "mixed_types", "prediction mixes numbers and classes")
-                            for r in num])
-    ts_raw = [events[i].get("ts") for i in rows]
-    msgs = [messages[owner[i]] for i in rows]
+            raise _BadRows([(r, "mixed_types", "prediction mixes numbers and classes") for r in num])
     try:
         ts = np.array(ts_raw, dtype=np.float64) if set(map(type, ts_raw)) <= {int, float, type(None)} \
             else None
     except OverflowError:
         ts = None
     if ts is None or not np.isfinite(ts[~np.isnan(ts)]).all():
-        ts = np.empty(len(rows))
+        ts = np.empty(n)
         bad_ts = []
         for r, v in enumerate(ts_raw):
             try:
                 ts[r] = np.nan if v is None else parse_ts(v)
             except _Bad as b:
-                bad_ts.append((rows[r], b.reason, b.detail))
+                bad_ts.append((r, b.reason, b.detail))
         if bad_ts:
             raise _BadRows(bad_ts)
     missing = np.isnan(ts)
     if missing.any():
-        ts[missing] = [msgs[r].timestamp for r in np.flatnonzero(missing)]
+        ts[missing] = sources.timestamp[msg_index[missing]]
     return ModelBatch(
         model=model, numeric=numeric, categorical=categorical, prediction=prediction,
-        prediction_class=prediction_class, ts=ts,
-        partition=np.array([m.partition for m in msgs], dtype=np.int64),
-        offset=np.array([m.offset for m in msgs], dtype=np.int64),
-        topic=[m.topic for m in msgs],
-        ids=ids,
-        segments=segments,
+        prediction_class=prediction_class, ts=ts, partition=sources.partition[msg_index],
+        offset=sources.offset[msg_index], topic=sources.topic[msg_index],
+        ids=ids, segments=segments,
     )

@@ -48,6 +48,7 @@ from . import _state
 from ._columns import check_batch, check_float, check_int
 
 _MAX_CHUNK = 1 << 14
+_GROUP = 8
 
 
 def _ln(x: np.ndarray) -> np.ndarray:
@@ -165,36 +166,69 @@ class ADWIN:
             return mask
         XT = np.ascontiguousarray(X.T)   # one contiguous row per column
         nan_cols = np.isnan(XT).any(axis=1)
+        # Columns whose window has the same length and chunk schedule, fed the same number of
+        # values, share every index computation: they are advanced together as one group.
+        groups: dict[tuple, list[int]] = {}
+        values: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         for j in range(D):
-            x = XT[j]
-            rows = None
+            x, rows = XT[j], None
             if nan_cols[j]:
                 rows = np.flatnonzero(~np.isnan(x))
                 x = x[rows]
-            hits = self._feed(self._cols[j], x)
-            if hits:
-                idx = np.asarray(hits) if rows is None else rows[hits]
-                mask[idx, j] = True
-                self.n_detections[j] += len(hits)
+            values[j] = (x, rows)
+            c = self._cols[j]
+            groups.setdefault((c.n, c.pending, c.chunk, x.size), []).append(j)
+        # a few columns per group amortize the index work; more only grow the cut matrices
+        # past the caches (measured here: 8 a group is near the best of 4, 8 and 16)
+        split = [m[i:i + _GROUP] for m in groups.values() for i in range(0, len(m), _GROUP)]
+        for members in split:
+            Xg = np.stack([values[j][0] for j in members]) if len(members) > 1 \
+                else values[members[0]][0][None, :]
+            for g, hits in zip(members, self._feed(members, Xg), strict=True):
+                if hits:
+                    rows = values[g][1]
+                    idx = np.asarray(hits) if rows is None else rows[hits]
+                    mask[idx, g] = True
+                    self.n_detections[g] += len(hits)
         return mask
 
-    def _feed(self, col: _Column, x: np.ndarray) -> list[int]:
-        """Feed one column's values in order; returns the indices of detections in x."""
-        hits: list[int] = []
-        pos, size = 0, x.size
-        while pos < size:
-            if col.pending or col.chunk == 0:
-                if col.pending:
-                    self._reset(col)
-                col.chunk = self._min_chunk
-            end = min(size, pos + col.chunk)
-            p = self._advance(col, x[pos:end])
-            if p >= 0:
-                hits.append(pos + p)
-                pos += p + 1
-            else:
+    def _feed(self, members: list[int], Xg: np.ndarray) -> list[list[int]]:
+        """Feed columns `members` (same window length and schedule) with the rows of Xg (k, m).
+
+        Returns per member the indices of its detections in its row. A member that detects
+        leaves the group and continues alone after its detection.
+        """
+        hits: list[list[int]] = [[] for _ in members]
+        size = Xg.shape[1]
+        work = [(list(range(len(members))), 0)]       # (group, position) still to feed
+        while work:
+            active, pos = work.pop()
+            while pos < size and active:
+                cols = [self._cols[members[a]] for a in active]
+                lead = cols[0]
+                if lead.pending or lead.chunk == 0:
+                    for c in cols:
+                        if c.pending:
+                            self._reset(c)
+                        c.chunk = self._min_chunk
+                end = min(size, pos + lead.chunk)
+                det = self._advance(cols, Xg[active, pos:end])
+                full = end - pos == lead.chunk
+                still = []
+                for a, c, d in zip(active, cols, det.tolist(), strict=True):
+                    if d < 0:
+                        if full:
+                            c.chunk = min(self._max_chunk, c.chunk * 2)
+                        still.append(a)
+                        continue
+                    hits[a].append(pos + d)
+                    if len(active) == 1:          # alone: go on right after the detection
+                        end = pos + d + 1
+                    elif pos + d + 1 < size:      # leaves the group, continues on its own
+                        work.append(([a], pos + d + 1))
+                if len(active) > 1:
+                    active = still
                 pos = end
-                col.chunk = min(self._max_chunk, col.chunk * 2)
         return hits
 
     def _reset(self, col: _Column) -> None:
@@ -203,55 +237,60 @@ class ADWIN:
         col.rv = np.full((0, self._ring), np.nan)
         col.pending = False
         col.post = (0.0, 0.0, 0.0)
+        col.chunk = 0
 
-    def _advance(self, col: _Column, x: np.ndarray) -> int:
-        """Advance one column over chunk x; return the index in x of a detection, or -1.
+    def _advance(self, cols: list[_Column], X: np.ndarray) -> np.ndarray:
+        """Advance columns with equal window length over chunk X (k, C).
 
-        On a detection the column's state is left at that value, with river's post-cut window
-        in ``col.post`` and ``col.pending`` set.
+        Returns per column the index in the chunk of its first detection, or -1. A column that
+        detects is left at that value, with river's post-cut window in ``col.post`` and
+        ``col.pending`` set; the others are left at the end of the chunk.
         """
-        n0, C, R, _M = col.n, x.size, self._ring, self.max_buckets
+        k, C = X.shape
+        n0, R = cols[0].n, self._ring
         w = np.arange(n0 + 1, n0 + C + 1, dtype=np.float64)          # width after each value
-        tot = np.empty(C + 1)
-        tot[0] = col.total
-        tot[1:] = x
-        np.cumsum(tot, out=tot)                                      # river: total += value
+        tot = np.empty((k, C + 1))
+        tot[:, 0] = [c.total for c in cols]
+        tot[:, 1:] = X
+        np.cumsum(tot, axis=1, out=tot)                              # river: total += value
         with np.errstate(invalid="ignore", divide="ignore"):
-            inc = x - tot[:-1] / (w - 1.0)                           # value - total / (w - 1)
+            inc = X - tot[:, :-1] / (w - 1.0)                        # value - total / (w - 1)
         inc = (w - 1.0) * inc * inc / w
         if n0 == 0:
-            inc[0] = 0.0                                             # width 1: no increment
-        var = np.empty(C + 1)
-        var[0] = col.var
-        var[1:] = inc
-        np.cumsum(var, out=var)
-        tot, var = tot[1:], var[1:]
+            inc[:, 0] = 0.0                                          # width 1: no increment
+        var = np.empty((k, C + 1))
+        var[:, 0] = [c.var for c in cols]
+        var[:, 1:] = inc
+        np.cumsum(var, axis=1, out=var)
+        tot, var = tot[:, 1:], var[:, 1:]
 
         # blocks per level: ring (the last R blocks before the chunk) + blocks of this chunk
-        levels_t: list[np.ndarray] = []
+        levels_t: list[np.ndarray] = []             # (k, R + new blocks) per level
         levels_v: list[np.ndarray] = []
         offsets: list[int] = []                     # block index of element 0 of each level
-        new_t, new_v = x, np.zeros(C)
+        new_t, new_v = X, np.zeros((k, C))
         n_end = n0 + C
+        n_ring = cols[0].rt.shape[0]
         i = 0
         while (n_end >> i) > 0:
             kb = n0 >> i
-            if i < col.rt.shape[0]:
-                rt_i, rv_i = col.rt[i], col.rv[i]
+            if i < n_ring:
+                rt_i = np.array([c.rt[i] for c in cols])
+                rv_i = np.array([c.rv[i] for c in cols])
             else:
-                rt_i, rv_i = np.full(R, np.nan), np.full(R, np.nan)
-            levels_t.append(np.concatenate([rt_i, new_t]))
-            levels_v.append(np.concatenate([rv_i, new_v]))
+                rt_i, rv_i = np.full((k, R), np.nan), np.full((k, R), np.nan)
+            levels_t.append(np.concatenate([rt_i, new_t], axis=1))
+            levels_v.append(np.concatenate([rv_i, new_v], axis=1))
             offsets.append(kb - R)
             # pair blocks of level i into level i + 1 (a pending left half comes from the ring)
             if kb & 1:
-                seq_t = np.concatenate([rt_i[-1:], new_t])
-                seq_v = np.concatenate([rv_i[-1:], new_v])
+                seq_t = np.concatenate([rt_i[:, -1:], new_t], axis=1)
+                seq_v = np.concatenate([rv_i[:, -1:], new_v], axis=1)
             else:
                 seq_t, seq_v = new_t, new_v
-            half = seq_t.size // 2
-            t0, t1 = seq_t[0:2 * half:2], seq_t[1:2 * half:2]
-            v0, v1 = seq_v[0:2 * half:2], seq_v[1:2 * half:2]
+            half = seq_t.shape[1] // 2
+            t0, t1 = seq_t[:, 0:2 * half:2], seq_t[:, 1:2 * half:2]
+            v0, v1 = seq_v[:, 0:2 * half:2], seq_v[:, 1:2 * half:2]
             n1 = float(1 << i)
             mu1, mu2 = t0 / n1, t1 / n1
             dmu = mu1 - mu2
@@ -259,14 +298,18 @@ class ADWIN:
             new_v = (v0 + v1) + n1 * 0.5 * dmu * dmu
             i += 1
 
-        det = self._first_cut(n0, C, w, tot, var, levels_t, offsets)
-        if det < 0:
-            self._commit(col, n_end, tot[-1], var[-1], levels_t, levels_v)
-            return -1
-        wd = n0 + det + 1
-        col.n, col.total, col.var = wd, float(tot[det]), float(var[det])
-        col.post = self._post_cut_window(wd, col.total, col.var, levels_t, levels_v, offsets)
-        col.pending = True
+        det = self._first_cut(n0, C, tot, var, levels_t, offsets)
+        for j, c in enumerate(cols):
+            d = int(det[j])
+            if d < 0:
+                self._commit(c, n_end, tot[j, -1], var[j, -1], [lt[j] for lt in levels_t],
+                             [lv[j] for lv in levels_v])
+                continue
+            wd = n0 + d + 1
+            c.n, c.total, c.var = wd, float(tot[j, d]), float(var[j, d])
+            c.post = self._post_cut_window(wd, c.total, c.var, [lt[j] for lt in levels_t],
+                                           [lv[j] for lv in levels_v], offsets)
+            c.pending = True
         return det
 
     def _commit(self, col: _Column, n_end: int, total: float, var: float,
@@ -336,36 +379,38 @@ class ADWIN:
             ok &= dm > eps
         return ok
 
-    def _first_cut(self, n0: int, C: int, w: np.ndarray, tot: np.ndarray, var: np.ndarray,
-                   levels_t: list[np.ndarray], offsets: list[int]) -> int:
-        """Index in the chunk of the first test time at which some cut passes, or -1."""
+    def _first_cut(self, n0: int, C: int, tot: np.ndarray, var: np.ndarray,
+                   levels_t: list[np.ndarray], offsets: list[int]) -> np.ndarray:
+        """Per column of the group, the chunk index of its first passing test, or -1."""
         clock, M = self.clock, self.max_buckets
+        k = tot.shape[0]
         first = n0 + 1
         start = max(first, self.grace_period + 1)
         start = -(-start // clock) * clock                           # first multiple of clock
         if start > n0 + C:
-            return -1
+            return np.full(k, -1)
         tw = np.arange(start, n0 + C + 1, clock, dtype=np.int64)    # test widths
         ti = tw - first                                              # their index in the chunk
         counts, firsts = self._bucket_counts(tw, M)                  # (L, T)
         L, T = counts.shape
-        # one flat array of all level blocks plus a 0.0 sentinel for empty slots
-        bases = np.cumsum([0] + [lt.size for lt in levels_t[:L]])[:L] - np.asarray(offsets[:L])
-        flat = np.concatenate(levels_t[:L] + [np.zeros(1)])
+        # one flat row per column: all its level blocks plus a 0.0 sentinel for empty slots
+        bases = np.cumsum([0] + [lt.shape[1] for lt in levels_t[:L]])[:L] - np.asarray(offsets[:L])
+        flat = np.concatenate(levels_t[:L] + [np.zeros((k, 1))], axis=1)
         ks = np.arange(M)
         idx = (firsts + bases[:, None])[:, :, None] + ks              # (L, T, M)
         valid = ks < counts[:, :, None]
-        idx[~valid] = flat.size - 1
+        idx[~valid] = flat.shape[1] - 1
         sizes = valid * (2.0 ** np.arange(L))[:, None, None]
         # river scans the top level first: (T, L reversed, M) -> (T, L * M)
         idx = idx[::-1].transpose(1, 0, 2).reshape(T, L * M)
         sizes = sizes[::-1].transpose(1, 0, 2).reshape(T, L * M)
         width = tw.astype(np.float64)
-        ok = self._cut_matrix(flat[idx], sizes, width, tot[ti], var[ti], self._dprime(tw))
-        hit = ok.any(axis=1)
-        if not hit.any():
-            return -1
-        return int(ti[int(hit.argmax())])
+        totals = flat[:, idx].reshape(k * T, L * M)
+        ok = self._cut_matrix(totals, np.tile(sizes, (k, 1)), np.tile(width, k),
+                              tot[:, ti].reshape(-1), var[:, ti].reshape(-1),
+                              np.tile(self._dprime(tw), k))
+        hit = ok.any(axis=1).reshape(k, T)
+        return np.where(hit.any(axis=1), ti[hit.argmax(axis=1)], -1)
 
     def _dprime(self, tw: np.ndarray) -> np.ndarray:
         """river's d' = ln(2 ln(width) / delta) for test widths tw (multiples of clock).

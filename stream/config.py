@@ -53,6 +53,7 @@ class DetectSettings:
     ph_delta: float = 0.25              # in standard deviations of the signal
     ph_threshold: float = 50.0          # in standard deviations of the signal
     ph_alpha: float = 1.0
+    ph_exact: bool = False              # False: closed-form sums (fast); True: river's rounding
     cooldown_s: float = 600.0           # event-time seconds between alerts of one signal+detector
 
 

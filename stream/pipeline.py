@@ -45,7 +45,7 @@ class ModelMonitor:
         if "page_hinkley" in d.detectors:
             self.detectors["page_hinkley"] = PageHinkley(0, min_instances=d.ph_min_instances,
                                                          delta=d.ph_delta, threshold=d.ph_threshold,
-                                                         alpha=d.ph_alpha)
+                                                         alpha=d.ph_alpha, exact=d.ph_exact)
         self.last_alert_ts: dict[tuple[int, str], float] = {}
 
     @property

@@ -18,8 +18,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import chain
-from operator import itemgetter
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -132,9 +131,38 @@ def _classify_value(v: Any) -> str | None:
     return "nested_value"
 
 
+def _parse_fast(messages: list[Message], limits: LimitSettings
+                ) -> tuple[list[dict[str, Any]], list[int]] | None:
+    """The common batch, checked with C-level map()s only: every message one well-formed
+    event object with a valid model and a features object within the limits. None when any
+    message needs a closer look (then :func:`_parse` examines them one by one)."""
+    values = [m.value for m in messages]
+    if not values or max(map(len, values)) > limits.max_message_bytes:
+        return None
+    try:
+        docs = list(map(orjson.loads, values))
+    except orjson.JSONDecodeError:
+        return None
+    if set(map(type, docs)) != {dict}:
+        return None
+    feats = list(map(dict.get, docs, repeat("features")))
+    if set(map(type, feats)) != {dict} or max(map(len, feats)) > limits.max_features_per_event:
+        return None
+    models = list(map(dict.get, docs, repeat("model")))
+    if set(map(type, models)) != {str}:
+        return None
+    for model in set(models):
+        if not MODEL_RE.match(model) or len(model) > limits.max_name_length:
+            return None
+    return docs, list(range(len(docs)))
+
+
 def _parse(messages: list[Message], limits: LimitSettings, out: EventBatch
            ) -> tuple[list[dict[str, Any]], list[int]]:
     """Parse each message; return its events and, per event, the index of its message."""
+    fast = _parse_fast(messages, limits)
+    if fast is not None:
+        return fast
     events: list[dict[str, Any]] = []
     owner: list[int] = []
     valid_models: set[str] = set()
@@ -249,22 +277,18 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
              limits: LimitSettings) -> ModelBatch:
     """Columns of one model's events (evs, in arrival order; msg_index = their messages)."""
     n = len(evs)
-    meta = [(e["features"], e.get("ts"), e.get("prediction"), e.get("id"), e.get("segment")) for e in evs]
-    feats, ts_raw, preds, ids, segments = (list(c) for c in zip(*meta, strict=True))
+    feats, ts_raw, preds, ids, segments = (list(map(dict.get, evs, repeat(key))) for key in
+                                           ("features", "ts", "prediction", "id", "segment"))
     numeric: dict[str, np.ndarray] = {}
     categorical: dict[str, list[Any]] = {}
     bad: list[tuple[int, str, str]] = []
-    # fast path: every event has the same feature names -> one tuple per event, C-level
-    names: list[str] = list(feats[0]) if feats else []
-    width = len(names)
-    table = None
-    if names and all(len(f) == width for f in feats):
-        try:
-            getter = itemgetter(*names)
-            table = list(map(getter, feats)) if width > 1 else [(getter(f),) for f in feats]
-        except KeyError:
-            table = None
-    if table is None:
+    # fast path: every event has the same feature names in the same order and only numbers:
+    # all values in one C-level pass into an (n, width) matrix
+    key_orders = set(map(tuple, feats))
+    names: list[str]
+    if len(key_orders) == 1:
+        names = list(next(iter(key_orders)))
+    else:
         seen: dict[str, None] = {}
         for f in feats:
             seen.update(dict.fromkeys(f))
@@ -274,9 +298,12 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
         bad_names = set(too_long)
         raise _BadRows([(r, "invalid_name", f"feature names must be 1..{limits.max_name_length} "
                          "characters") for r, f in enumerate(feats) if bad_names.intersection(f)])
-    if table is not None and set(map(type, chain.from_iterable(table))) <= _NUMBER_TYPES:
+    width = len(names)
+    if len(key_orders) == 1 and width and \
+            set(map(type, chain.from_iterable(map(dict.values, feats)))) <= _NUMBER_TYPES:
         try:
-            M = np.array(table, dtype=np.float64).reshape(n, width)
+            M = np.fromiter(chain.from_iterable(map(dict.values, feats)), dtype=np.float64,
+                            count=n * width).reshape(n, width)
         except OverflowError:
             M = None
         if M is not None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain, repeat
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -31,9 +31,8 @@ _NUMERIC_TYPES = {int, float, bool, type(None)}
 _NUMBER_TYPES = {int, float}
 
 
-@dataclass(frozen=True)
-class Message:
-    """One Kafka message (or one line of a replayed file)."""
+class Message(NamedTuple):
+    """One Kafka message (or one line of a replayed file). A NamedTuple: cheap to create."""
     value: bytes
     topic: str
     partition: int

@@ -157,11 +157,18 @@ class Service:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error: %s", err.str())
                 continue
-            ts_type, ts_ms = msg.timestamp()
-            messages.append(Message(msg.value() or b"", msg.topic(), msg.partition(), msg.offset(),
-                                    ts_ms / 1000.0 if ts_ms and ts_ms > 0 else 0.0))
-            last[(msg.topic(), msg.partition())] = msg.offset()
-            m.messages.labels(topic=msg.topic()).inc()
+            ts_ms = msg.timestamp()[1]
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            messages.append(Message(msg.value() or b"", topic, partition, offset,
+                                    ts_ms / 1000.0 if ts_ms > 0 else 0.0))
+            last[(topic, partition)] = offset
+        per_topic: dict[str, int] = {}
+        for topic, _ in last:
+            per_topic[topic] = 0
+        for message in messages:
+            per_topic[message.topic] += 1
+        for topic, count in per_topic.items():
+            m.messages.labels(topic=topic).inc(count)
         if not messages:
             return
         result = self.pipeline.process(messages)

@@ -337,46 +337,44 @@ class ADWIN:
 
     def _cut_matrix(self, totals: np.ndarray, sizes: np.ndarray, width: np.ndarray,
                     total: np.ndarray, var: np.ndarray, dprime: np.ndarray) -> np.ndarray:
-        """river's cut test for every (window, cut): bool (T, Q); overwrites totals and sizes.
+        """river's cut test for every (cut, window, column): bool (Q, T, k).
 
-        Row t is a window of ``width[t]`` values with running ``total[t]`` and ``var[t]``
-        whose buckets, in river's scan order, have ``totals[t]`` and ``sizes[t]`` (empty
-        slots 0.0 and size 0: they repeat the previous cut exactly and change nothing).
+        Window t of every column has ``width[t]`` values and buckets of ``sizes[:, t]`` (Q, T)
+        in river's scan order (empty slots: size 0 and total 0.0, which repeat the previous
+        cut exactly and change nothing); column j's bucket totals are ``totals[:, t, j]``
+        (Q, T, k; overwritten), its running total and variance ``total[t, j]``, ``var[t, j]``.
+        The scan runs along axis 0, so each running sum is one vectorized row addition per
+        cut; what depends only on sizes (n0, n1, m) is computed once for all columns.
         """
         mwl = float(self.min_window_length)
-        T, Q = totals.shape
-        u1 = np.empty((T, Q + 1))
-        u1[:, 0] = total
-        u1[:, 1:] = totals
-        np.subtract.accumulate(u1, axis=1, out=u1)                   # river: u1 -= total_at
-        u1 = u1[:, 1:]
-        u0 = np.cumsum(totals, axis=1, out=totals)                   # river: u0 += total_at
-        n0 = np.cumsum(sizes, axis=1, out=sizes)
-        n1 = width[:, None] - n0
-        ok = n0 >= mwl
-        ok &= n1 >= mwl
+        Q, T, k = totals.shape
+        n0 = np.cumsum(sizes, axis=0)                                # river: n0 += bucket_size
+        n1 = width - n0
+        shape_ok = (n0 >= mwl) & (n1 >= mwl)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            # delta_mean = u0 / n0 - u1 / n1
-            np.divide(u0, n0, out=u0)
-            np.divide(u1, n1, out=u1)
-            np.subtract(u0, u1, out=u0)
-            dm = np.abs(u0, out=u0)
             # m = 1 / (n0 - mwl + 1) + 1 / (n1 - mwl + 1)   (integers: exact in any order)
-            a = np.subtract(n0, mwl - 1.0, out=n0)
-            b = np.subtract(n1, mwl - 1.0, out=n1)
-            np.divide(1.0, a, out=a)
-            np.divide(1.0, b, out=b)
-            m = np.add(a, b, out=a)
-            # eps = sqrt(2 m (var / width) d') + 2/3 d' m
-            # Scaling by 2 is exact, so (2 m)(var/w) == m (2 (var/w)) bit for bit.
-            two_vw = 2.0 * (var / width)
-            two_thirds_dp = 2.0 / 3.0 * dprime
-            root = np.multiply(m, two_vw[:, None], out=b)
-            np.multiply(root, dprime[:, None], out=root)
+            m = 1.0 / (n0 - (mwl - 1.0)) + 1.0 / (n1 - (mwl - 1.0))
+            two_thirds_dp_m = (2.0 / 3.0 * dprime) * m               # ((2/3) d') m, as river
+            u1 = np.empty((Q + 1, T, k))
+            u1[0] = total
+            u1[1:] = totals
+            np.subtract.accumulate(u1, axis=0, out=u1)               # river: u1 -= total_at
+            u0 = np.cumsum(totals, axis=0, out=totals)               # river: u0 += total_at
+            # delta_mean = u0 / n0 - u1 / n1
+            u0 /= n0[:, :, None]
+            u1 = u1[1:]
+            u1 /= n1[:, :, None]
+            dm = np.subtract(u0, u1, out=u0)
+            np.abs(dm, out=dm)
+            # eps = sqrt(2 m (var / width) d') + 2/3 d' m. Scaling by 2 is exact, so
+            # (2 m)(var/w) == m (2 (var/w)) bit for bit.
+            two_vw = 2.0 * (var / width[:, None])                    # (T, k)
+            root = np.multiply(m[:, :, None], two_vw, out=u1)
+            root *= dprime[:, None]
             np.sqrt(root, out=root)
-            np.multiply(m, two_thirds_dp[:, None], out=m)
-            eps = np.add(root, m, out=m)
-            ok &= dm > eps
+            root += two_thirds_dp_m[:, :, None]
+            ok = dm > root
+        ok &= shape_ok[:, :, None]
         return ok
 
     def _first_cut(self, n0: int, C: int, tot: np.ndarray, var: np.ndarray,
@@ -393,23 +391,21 @@ class ADWIN:
         ti = tw - first                                              # their index in the chunk
         counts, firsts = self._bucket_counts(tw, M)                  # (L, T)
         L, T = counts.shape
-        # one flat row per column: all its level blocks plus a 0.0 sentinel for empty slots
+        # all level blocks, one row per block and a column per column of the group, plus a
+        # 0.0 sentinel row for empty slots
         bases = np.cumsum([0] + [lt.shape[1] for lt in levels_t[:L]])[:L] - np.asarray(offsets[:L])
-        flat = np.concatenate(levels_t[:L] + [np.zeros((k, 1))], axis=1)
+        flat = np.concatenate([lt.T for lt in levels_t[:L]] + [np.zeros((1, k))], axis=0)
         ks = np.arange(M)
         idx = (firsts + bases[:, None])[:, :, None] + ks              # (L, T, M)
         valid = ks < counts[:, :, None]
-        idx[~valid] = flat.shape[1] - 1
+        idx[~valid] = flat.shape[0] - 1
         sizes = valid * (2.0 ** np.arange(L))[:, None, None]
-        # river scans the top level first: (T, L reversed, M) -> (T, L * M)
-        idx = idx[::-1].transpose(1, 0, 2).reshape(T, L * M)
-        sizes = sizes[::-1].transpose(1, 0, 2).reshape(T, L * M)
+        # river scans the top level first, oldest bucket first: (L reversed, M, T) -> (L * M, T)
+        idx = idx[::-1].transpose(0, 2, 1).reshape(L * M, T)
+        sizes = sizes[::-1].transpose(0, 2, 1).reshape(L * M, T)
         width = tw.astype(np.float64)
-        totals = flat[:, idx].reshape(k * T, L * M)
-        ok = self._cut_matrix(totals, np.tile(sizes, (k, 1)), np.tile(width, k),
-                              tot[:, ti].reshape(-1), var[:, ti].reshape(-1),
-                              np.tile(self._dprime(tw), k))
-        hit = ok.any(axis=1).reshape(k, T)
+        ok = self._cut_matrix(flat[idx], sizes, width, tot[:, ti].T, var[:, ti].T, self._dprime(tw))
+        hit = ok.any(axis=0).T                                       # (k, T)
         return np.where(hit.any(axis=1), ti[hit.argmax(axis=1)], -1)
 
     def _dprime(self, tw: np.ndarray) -> np.ndarray:
@@ -448,12 +444,12 @@ class ADWIN:
         start = 0                                   # buckets[:start] were deleted
         while W > 0 and start < len(buckets):
             live = buckets[start:]
-            totals = np.array([[b[0] for b in live]])
-            sizes = np.array([[b[2] for b in live]])
+            totals = np.array([b[0] for b in live]).reshape(-1, 1, 1)
+            sizes = np.array([b[2] for b in live]).reshape(-1, 1)
             with np.errstate(divide="ignore", invalid="ignore"):
                 dprime = _ln(2.0 * _ln(np.array([W])) / self.delta)
-            ok = self._cut_matrix(totals, sizes, np.array([W]), np.array([TOT]),
-                                  np.array([VAR]), dprime)
+            ok = self._cut_matrix(totals, sizes, np.array([W]), np.array([[TOT]]),
+                                  np.array([[VAR]]), dprime)
             if not ok.any():
                 break
             # river's delete_element: drop the oldest bucket (the top level's first)

@@ -20,9 +20,11 @@ the max of s_dec is the negated min of E. The mean and the sums are sequential i
 rounding makes them non-associative, so they run as two tight loops over rows that each do
 three whole-row numpy operations across all columns (no Python work per value); the running
 minimum, the test statistics and the threshold tests are whole-block operations
-(``minimum.accumulate``). A detection inside a block restarts that column from its next value:
-the block is cut there for that column and its remaining values are processed again with
-fresh state, in smaller blocks while detections are dense.
+(``minimum.accumulate``). Columns advance independently (each block takes every column's next
+values from its own cursor): a column that detects inside a block stops there and restarts
+from its next value in the following block; blocks shrink while detections come early in
+them, so little computed work is thrown away. ``exact=False`` replaces the two row loops with
+closed-form cumulative sums (see :meth:`PageHinkley._closed_form`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from ._columns import check_batch, check_float, check_int, compact_columns
 
 _MODES = ("up", "down", "both")
 _BLOCK = 512
-_MAX_RERUNS = 12   # re-runs of a block after detections before the restart-in-place loop
+_MIN_BLOCK = 16      # shortest block, used while detections are dense
 
 
 class PageHinkley:
@@ -152,36 +154,29 @@ class PageHinkley:
         else:
             values, rows, lengths = X, None, np.full(D, B, dtype=np.int64)
         cursor = np.zeros(D, dtype=np.int64)
+        block = _BLOCK
         while True:
             active = np.flatnonzero(cursor < lengths)
             if active.size == 0:
                 return mask
-            take = np.minimum(lengths[active] - cursor[active], _BLOCK)
-            cols, start, left = active, cursor[active], take
-            for rerun in range(_MAX_RERUNS + 1):
-                self._reset_pending(cols)
-                Xb = self._gather(values, start, cols, left, D)
-                if rerun < _MAX_RERUNS:
-                    hits = self._run_block(cols, Xb, left)
-                    found = [(hits[hits >= 0], np.flatnonzero(hits >= 0))]
-                    hit = hits >= 0
-                    self._pending_reset[cols[hit]] = True
-                else:   # detections are dense here: the loop that restarts in place
-                    found = self._run_checked(cols, Xb, np.zeros(cols.size, dtype=np.int64), left)
-                    hit = np.zeros(cols.size, dtype=bool)
-                for r, j in found:
-                    c = cols[j]
-                    pos = start[j] + r
-                    orig = pos if rows is None else rows[pos, c]
-                    mask[orig, c] = True
-                    self.n_detections[c] += 1
-                # a column that drifted restarts after its detection, on the rest of its block
-                rest = left - hits - 1 if rerun < _MAX_RERUNS else left * 0
-                again = hit & (rest > 0)
-                if not again.any():
-                    break
-                cols, start, left = cols[again], start[again] + hits[again] + 1, rest[again]
-            cursor[active] += take
+            self._reset_pending(active)
+            take = np.minimum(lengths[active] - cursor[active], block)
+            det = self._run_block(active, self._gather(values, cursor[active], active, take, D), take)
+            hit = det >= 0
+            if hit.any():
+                cols = active[hit]
+                pos = cursor[cols] + det[hit]
+                mask[pos if rows is None else rows[pos, cols], cols] = True
+                self.n_detections[cols] += 1
+                self._pending_reset[cols] = True
+                # a column that drifted restarts after its detection: it simply takes its next
+                # block from there (columns advance independently); when detections come early
+                # in blocks, shorter blocks waste less of the rows computed past them
+                early = np.median(det[hit]) < block // 4
+                block = max(_MIN_BLOCK, block // 2) if early else block
+            else:
+                block = min(_BLOCK, block * 2)
+            cursor[active] += np.where(hit, det + 1, take)
 
     @staticmethod
     def _gather(values: np.ndarray, start: np.ndarray, cols: np.ndarray, take: np.ndarray,
@@ -193,57 +188,6 @@ class PageHinkley:
         idx = start[None, :] + np.arange(L)[:, None]
         np.minimum(idx, values.shape[0] - 1, out=idx)
         return values[idx, cols[None, :]]
-
-    def _run_checked(self, cols: np.ndarray, Xb: np.ndarray, first: np.ndarray,
-                     take: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Row-by-row loop with in-place restarts, for columns that just drifted.
-
-        Column j of ``cols`` consumes Xb[first[j] : first[j] + take[j], j]. Returns the
-        detections as (block rows, column positions in cols) pairs. Slower per row than
-        :meth:`_run_block` but never redoes work, however dense the detections are.
-        """
-        order = np.argsort(-take, kind="stable")          # longest first: active = prefix
-        cols, first, take = cols[order], first[order], take[order]
-        k = cols.size
-        Xr = self._gather(Xb[:, order], first, np.arange(k), take, -1)
-        self._reset_pending(cols)
-        n, mean = self._n[cols], self._mean[cols]
-        e, emin = self._e[:, cols], self._emin[:, cols]
-        pending = np.zeros(k, dtype=bool)
-        alpha, delta, thr, min_n = self.alpha, self.delta, self.threshold, self.min_instances
-        lo, hi = {"up": (0, 1), "down": (1, 2), "both": (0, 2)}[self.mode]
-        found: list[tuple[np.ndarray, np.ndarray]] = []
-        width = k
-        for r in range(int(take[0])):
-            while take[width - 1] <= r:
-                width -= 1
-            if pending[:width].any():
-                p = np.flatnonzero(pending[:width])
-                n[p], mean[p], e[:, p] = 0.0, 0.0, 0.0
-                emin[:, p] = self._fresh_emin(p.size)
-                pending[p] = False
-            x = Xr[r, :width]
-            nv, mv, ev, emv = n[:width], mean[:width], e[:, :width], emin[:, :width]
-            nv += 1.0
-            d = x - mv
-            d *= 1.0 / nv
-            mv += d
-            dev = x - mv
-            ev *= alpha
-            ev[0] += dev
-            ev[1] -= dev
-            ev -= delta
-            np.minimum(emv, ev, out=emv)
-            fired = ((ev[lo:hi] - emv[lo:hi]) > thr).any(axis=0)
-            fired &= nv >= min_n
-            if fired.any():
-                j = np.flatnonzero(fired)
-                pending[j] = True
-                found.append((first[j] + r, order[j]))
-        self._n[cols], self._mean[cols] = n, mean
-        self._e[:, cols], self._emin[:, cols] = e, emin
-        self._pending_reset[cols] = pending
-        return found
 
     def _reset_pending(self, cols: np.ndarray) -> None:
         """River resets a detector on the update after a drift: do it for these columns."""

@@ -131,3 +131,14 @@ def test_page_hinkley_property_random_streams_and_splits(seed, n, d, threshold, 
     cuts = rng.integers(0, n + 1, n_cuts).tolist()
     _check("PageHinkley", PageHinkley, X,
            {"threshold": threshold, "mode": mode, "min_instances": min_instances}, cuts)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("params", [{}, {"alpha": 1.0, "delta": 0.25}, {"threshold": 5.0, "mode": "up"},
+                                    {"alpha": 0.9, "threshold": 3.0}])
+def test_page_hinkley_closed_form_agrees_with_river(kind, params):
+    """exact=False rounds differently, yet finds the same detections on these streams."""
+    X = with_nans(make_stream(kind, 4000, 3, seed=21), 0.2, seed=22)
+    det, _ = _check("PageHinkley", lambda n_features, **kw: PageHinkley(n_features, exact=False, **kw),
+                    X, params, cuts=[100, 2500])
+    assert PageHinkley.from_bytes(det.to_bytes()).exact is False

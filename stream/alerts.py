@@ -15,9 +15,13 @@ from . import __version__
 KIND_BY_SIGNAL_PREFIX = {"feature": "data_drift", "prediction": "prediction_drift"}
 
 
-def alert_id(model: str, signal: str, detector: str, topic: str, partition: int, offset: int) -> str:
-    """32 hex chars, a pure function of where and what was detected."""
-    key = f"{model}\x1f{signal}\x1f{detector}\x1f{topic}\x1f{partition}\x1f{offset}".encode()
+def alert_id(model: str, signal: str, detector: str, topic: str, partition: int, offset: int,
+             status: str = "firing") -> str:
+    """32 hex chars, a pure function of where and what was detected (and the status)."""
+    key = f"{model}\x1f{signal}\x1f{detector}\x1f{topic}\x1f{partition}\x1f{offset}"
+    if status != "firing":
+        key += f"\x1f{status}"
+    key = key.encode()
     return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
@@ -35,7 +39,7 @@ def severity(effect_size: float) -> str:
 def make_alert(*, model: str, signal: str, detector: str, ts: float, topic: str, partition: int,
                offset: int, stats: dict[str, Any], status: str = "firing") -> dict[str, Any]:
     return {
-        "alert_id": alert_id(model, signal, detector, topic, partition, offset),
+        "alert_id": alert_id(model, signal, detector, topic, partition, offset, status),
         "status": status,
         "kind": kind_of(signal),
         "model": model,

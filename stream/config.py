@@ -54,7 +54,8 @@ class DetectSettings:
     ph_threshold: float = 50.0          # in standard deviations of the signal
     ph_alpha: float = 1.0
     ph_exact: bool = False              # False: closed-form sums (fast); True: river's rounding
-    cooldown_s: float = 600.0           # event-time seconds between alerts of one signal+detector
+    cooldown_s: float = 600.0           # event-time seconds between two firings of one signal
+    resolve_after_s: float = 3600.0     # event-time seconds without detection -> resolved
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ def _validate(s: Settings) -> None:
     need(d.ph_threshold > 0, "detect.ph_threshold", "must be > 0")
     need(0 < d.ph_alpha <= 1, "detect.ph_alpha", "must be in (0, 1]")
     need(d.cooldown_s >= 0, "detect.cooldown_s", "must be >= 0")
+    need(d.resolve_after_s > 0, "detect.resolve_after_s", "must be > 0")
     for f in fields(LimitSettings):
         need(getattr(lim, f.name) >= 1, f"limits.{f.name}", "must be >= 1")
     need(0 <= m.port <= 65535, "metrics.port", "must be a TCP port (0..65535)")

@@ -17,6 +17,7 @@ from detectors import ADWIN, PageHinkley
 from .alerts import kind_of, make_alert
 from .config import Settings
 from .events import DeadLetter, Message, ModelBatch, decode
+from .lifecycle import Lifecycle
 from .signals import SignalRegistry
 
 
@@ -46,7 +47,7 @@ class ModelMonitor:
             self.detectors["page_hinkley"] = PageHinkley(0, min_instances=d.ph_min_instances,
                                                          delta=d.ph_delta, threshold=d.ph_threshold,
                                                          alpha=d.ph_alpha, exact=d.ph_exact)
-        self.last_alert_ts: dict[tuple[int, str], float] = {}
+        self.lifecycle = Lifecycle(d.resolve_after_s, d.cooldown_s)
 
     @property
     def n_signals(self) -> int:
@@ -65,18 +66,37 @@ class ModelMonitor:
                 rows, cols = np.nonzero(mask)
                 hits.extend(zip(rows.tolist(), cols.tolist(), [name] * rows.size, strict=True))
         hits.sort()
-        cooldown = self.settings.detect.cooldown_s
+        life = self.lifecycle
         for row, j, name in hits:
             ts = float(batch.ts[row])
-            last = self.last_alert_ts.get((j, name))
-            if last is not None and ts - last < cooldown:
+            r = life.resolve_row(j, batch.ts, upto=row + 1)
+            if r is not None:                     # it had been quiet long enough before this
+                result.alerts.append(self._resolved(batch, X, r, j))
+            if j in life.open:
+                life.extend(j, ts)
                 result.suppressed += 1
-                continue
-            self.last_alert_ts[(j, name)] = ts
-            result.alerts.append(self._alert(batch, X, row, j, name))
+            elif life.may_fire(j, ts):
+                alert = self._alert(batch, X, row, j, name)
+                life.fire(j, ts, alert["alert_id"], name)
+                result.alerts.append(alert)
+            else:
+                result.suppressed += 1
+        for j in list(life.open):
+            r = life.resolve_row(j, batch.ts)
+            if r is not None:
+                result.alerts.append(self._resolved(batch, X, r, j))
         self.signals.remember(X)
 
-    def _alert(self, batch: ModelBatch, X: np.ndarray, row: int, j: int, detector: str) -> dict:
+    def _resolved(self, batch: ModelBatch, X: np.ndarray, row: int, j: int) -> dict:
+        ep = self.lifecycle.close(j)
+        alert = self._alert(batch, X, row, j, ep.detector, status="resolved")
+        alert["stats"].update({"episode_alert_id": ep.alert_id, "fired_ts": ep.fired_ts,
+                               "last_detection_ts": ep.last_detection_ts,
+                               "detections": ep.detections})
+        return alert
+
+    def _alert(self, batch: ModelBatch, X: np.ndarray, row: int, j: int, detector: str,
+               status: str = "firing") -> dict:
         reg = self.signals
         signal = reg.names[j]
         mean_after, n_after = reg.recent_mean(X, row, j)
@@ -87,7 +107,7 @@ class ModelMonitor:
         return make_alert(model=self.model, signal=signal, detector=detector,
                           ts=float(batch.ts[row]), topic=batch.topic[row],
                           partition=int(batch.partition[row]), offset=int(batch.offset[row]),
-                          stats=stats)
+                          stats=stats, status=status)
 
 
 class Pipeline:

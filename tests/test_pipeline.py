@@ -22,6 +22,7 @@ def run(pipeline: Pipeline, evs: list[dict], batch: int = 1000, topic: str = "ev
 def test_drift_in_two_models_raises_alerts_only_there_and_after_the_change():
     evs = [e for _, e in events(DEMO_MODELS, 12_000, seed=3)]
     alerts = run(Pipeline(load_settings(env={})), evs)
+    assert {a["status"] for a in alerts} == {"firing"}      # drift goes on: nothing resolves
     fired = {(a["model"], a["signal"]) for a in alerts}
     assert ("readmission", "feature:age") in fired and ("fraud", "feature:amount") in fired
     assert all(a["model"] != "churn" for a in alerts)
@@ -64,14 +65,33 @@ def test_large_valued_and_tiny_valued_features_behave_alike():
     assert all(5000 <= v < 5400 for v in first.values())
 
 
-def test_cooldown_stops_alert_storms():
+def test_a_drifting_signal_fires_once_per_episode():
     rng = np.random.default_rng(1)
-    # a signal that jumps every 2000 events: drift all the time
+    # a signal that jumps every 2000 events: drift all the time, never quiet for an hour
     x = np.repeat(rng.normal(0, 10, 20), 2000) + rng.normal(0, 1, 40_000)
     evs = [{"model": "m", "ts": i * 0.01, "features": {"x": float(v)}} for i, v in enumerate(x)]
-    settings = load_settings(env={}, overrides={"detect.cooldown_s": 1e9})
+    alerts = run(Pipeline(load_settings(env={})), evs)
+    assert [a["status"] for a in alerts] == ["firing"]
+
+
+def test_episode_resolves_after_a_quiet_span_and_a_new_shift_fires_again():
+    rng = np.random.default_rng(2)
+    level = np.zeros(30_000)
+    level[5_000:] = 2.0          # shift: fires
+    level[20_000:] = 5.0         # a second shift, long after the first settled
+    x = level + rng.normal(0, 1, level.size)
+    evs = [{"model": "m", "ts": float(i), "features": {"x": float(v)}} for i, v in enumerate(x)]
+    settings = load_settings(env={}, overrides={"detect.resolve_after_s": 3000.0,
+                                                "detect.cooldown_s": 100.0})
     alerts = run(Pipeline(settings), evs)
-    assert len(alerts) == 2                                          # one per detector
+    assert [a["status"] for a in alerts] == ["firing", "resolved", "firing", "resolved"]
+    first, resolved, second, _ = alerts
+    assert 5_000 <= first["at"]["offset"] < 5_500
+    assert resolved["stats"]["episode_alert_id"] == first["alert_id"]
+    last_det = resolved["stats"]["last_detection_ts"]
+    assert resolved["at"]["ts"] == last_det + 3000.0           # the first event past the span
+    assert resolved["alert_id"] != first["alert_id"]
+    assert 20_000 <= second["at"]["offset"] < 20_500
 
 
 def test_categorical_indicators_and_limits():

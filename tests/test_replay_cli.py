@@ -39,7 +39,7 @@ def test_replay_writes_alerts_and_dead_letters(tmp_path):
 
 def test_replay_to_stdout_is_identical_between_runs(tmp_path):
     events = tmp_path / "e.jsonl"
-    events.write_bytes(jsonl(DEMO_MODELS, 8000, seed=5))
+    events.write_bytes(jsonl(DEMO_MODELS, 10000, seed=5))
     a, b = run_replay(str(events)), run_replay(str(events))
     assert a.returncode == b.returncode == 0
     assert a.stdout == b.stdout and a.stdout.count(b"\n") >= 2

@@ -1,0 +1,61 @@
+"""Alert lifecycle per (model, signal): one `firing` alert per episode, then `resolved`.
+
+An episode opens at the first detection (any detector) of a signal: one `firing` alert.
+Further detections of that signal while it is open only extend it (counted as suppressed).
+It resolves when no detector has fired on the signal for ``resolve_after_s`` of event time:
+one `resolved` alert, at the first event whose time is past that span. A new episode of the
+same signal may not fire within ``cooldown_s`` of the previous firing. All times are event
+times, so `replay` and `run` give the same lifecycle for the same input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Episode:
+    alert_id: str          # of the firing alert
+    detector: str          # the detector that opened it
+    fired_ts: float
+    last_detection_ts: float
+    detections: int = 1
+
+
+class Lifecycle:
+    """Open episodes of one model's signals (keyed by signal column)."""
+
+    def __init__(self, resolve_after_s: float, cooldown_s: float) -> None:
+        self.resolve_after_s = resolve_after_s
+        self.cooldown_s = cooldown_s
+        self.open: dict[int, Episode] = {}
+        self.last_fired: dict[int, float] = {}
+
+    def may_fire(self, j: int, ts: float) -> bool:
+        """False while signal j has an open episode or is inside its cooldown."""
+        if j in self.open:
+            return False
+        last = self.last_fired.get(j)
+        return last is None or ts - last >= self.cooldown_s
+
+    def fire(self, j: int, ts: float, alert_id: str, detector: str) -> None:
+        self.open[j] = Episode(alert_id, detector, ts, ts)
+        self.last_fired[j] = ts
+
+    def extend(self, j: int, ts: float) -> None:
+        ep = self.open[j]
+        ep.last_detection_ts = max(ep.last_detection_ts, ts)
+        ep.detections += 1
+
+    def resolve_row(self, j: int, ts_rows, upto: int | None = None) -> int | None:
+        """First row (< upto) of this batch whose time is past signal j's quiet span, or None."""
+        ep = self.open.get(j)
+        if ep is None:
+            return None
+        due = ep.last_detection_ts + self.resolve_after_s
+        rows = ts_rows[:upto] if upto is not None else ts_rows
+        past = rows >= due
+        return int(past.argmax()) if past.any() else None
+
+    def close(self, j: int) -> Episode:
+        return self.open.pop(j)

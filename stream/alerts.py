@@ -12,7 +12,8 @@ from typing import Any
 
 from . import __version__
 
-KIND_BY_SIGNAL_PREFIX = {"feature": "data_drift", "prediction": "prediction_drift"}
+KIND_BY_SIGNAL_PREFIX = {"feature": "data_drift", "prediction": "prediction_drift",
+                         "error": "performance_drift"}
 
 
 def alert_id(model: str, signal: str, detector: str, topic: str, partition: int, offset: int,

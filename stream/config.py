@@ -56,6 +56,8 @@ class DetectSettings:
     ph_exact: bool = False              # False: closed-form sums (fast); True: river's rounding
     cooldown_s: float = 600.0           # event-time seconds between two firings of one signal
     resolve_after_s: float = 3600.0     # event-time seconds without detection -> resolved
+    label_ttl_s: float = 35 * 86400.0   # predictions wait this long (event time) for a label
+    label_warmup: int = 500             # joined labels that set the error reference
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class LimitSettings:
     max_name_length: int = 128
     max_models: int = 1_000
     max_signals_per_model: int = 2_000
+    max_pending_predictions: int = 1_000_000   # predictions waiting for labels, all models
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,8 @@ def _validate(s: Settings) -> None:
     need(0 < d.ph_alpha <= 1, "detect.ph_alpha", "must be in (0, 1]")
     need(d.cooldown_s >= 0, "detect.cooldown_s", "must be >= 0")
     need(d.resolve_after_s > 0, "detect.resolve_after_s", "must be > 0")
+    need(d.label_ttl_s > 0, "detect.label_ttl_s", "must be > 0")
+    need(d.label_warmup >= 2, "detect.label_warmup", "must be >= 2")
     for f in fields(LimitSettings):
         need(getattr(lim, f.name) >= 1, f"limits.{f.name}", "must be >= 1")
     need(0 <= m.port <= 65535, "metrics.port", "must be a TCP port (0..65535)")

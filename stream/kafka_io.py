@@ -100,7 +100,8 @@ class Service:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.pipeline = Pipeline(settings)
+        labels = {settings.kafka.labels_topic} if settings.kafka.labels_topic else set()
+        self.pipeline = Pipeline(settings, label_topics=labels)
         self._delivery_errors: list[str] = []
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
@@ -126,9 +127,10 @@ class Service:
             "linger.ms": 5,
             "error_cb": _ErrorLog("kafka producer"),
         })
-        consumer.subscribe(list(s.events_topics))
-        log.info("streamdrift running: group %s, events %s -> alerts %s (dead letters %s)",
-                 s.group_id, ",".join(s.events_topics), s.alerts_topic, s.dead_letter_topic)
+        consumer.subscribe(list(s.events_topics) + ([s.labels_topic] if s.labels_topic else []))
+        log.info("streamdrift running: group %s, events %s, labels %s -> alerts %s (dead letters %s)",
+                 s.group_id, ",".join(s.events_topics), s.labels_topic or "-", s.alerts_topic,
+                 s.dead_letter_topic)
         try:
             while not stop.is_set():
                 raw = consumer.consume(num_messages=s.batch_size, timeout=s.poll_timeout_s)
@@ -190,9 +192,13 @@ class Service:
         consumer.store_offsets(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()])
         now = time.time()
         m.events.labels(outcome="ok").inc(result.n_events)
+        label_topics = self.pipeline.label_topics
         for dl in result.dead_letters:
             m.dead_letters.labels(reason=dl.reason).inc()
-        m.events.labels(outcome="dead_letter").inc(len(result.dead_letters))
+        dead_labels = sum(1 for dl in result.dead_letters if dl.message.topic in label_topics)
+        m.events.labels(outcome="dead_letter").inc(len(result.dead_letters) - dead_labels)
+        m.labels.labels(outcome="joined").inc(result.n_labels_joined)
+        m.labels.labels(outcome="dead_letter").inc(dead_labels)
         for alert in result.alerts:
             m.alerts.labels(kind=alert["kind"], model=m.model_label(alert["model"])).inc()
             if alert["at"]["ts"] > 0:

@@ -46,6 +46,15 @@ class Metrics:
         self.models = Gauge("streamdrift_models", "Models being monitored.", registry=r)
         self.signals = Gauge("streamdrift_signals", "Signals being monitored, by model.", ["model"],
                              registry=r)
+        self.labels = Counter("streamdrift_labels", "Label events, by outcome (joined, dead_letter).",
+                              ["outcome"], registry=r)
+        self.predictions_pending = Gauge("streamdrift_predictions_pending", "Predictions waiting "
+                                         "for their labels.", registry=r)
+        self.predictions_evicted = Gauge("streamdrift_predictions_evicted", "Predictions dropped "
+                                         "before a label came, by reason (ttl, size), since start.",
+                                         ["reason"], registry=r)
+        self.error_level = Gauge("streamdrift_error_level", "Mean error of the recent labels (the "
+                                 "error rate for classifiers), by model.", ["model"], registry=r)
         self.signals_dropped = Gauge("streamdrift_signals_dropped", "Signals refused by the "
                                      "per-model limit, by model.", ["model"], registry=r)
 
@@ -73,3 +82,11 @@ class Metrics:
         for label, (n, dropped) in per_label.items():
             self.signals.labels(model=label).set(n)
             self.signals_dropped.labels(model=label).set(dropped)
+        if pipeline.store is not None:
+            self.predictions_pending.set(len(pipeline.store.pending))
+            for reason, count in pipeline.store.evicted.items():
+                self.predictions_evicted.labels(reason=reason).set(count)
+        for name, perf in pipeline.performance.items():
+            level = perf.error_level
+            if level == level:
+                self.error_level.labels(model=self.model_label(name)).set(level)

@@ -17,6 +17,7 @@ from detectors import ADWIN, PageHinkley
 from .alerts import kind_of, make_alert
 from .config import Settings
 from .events import DeadLetter, Message, ModelBatch, decode
+from .labels import ErrorBatch, PredictionStore, join_labels
 from .lifecycle import Lifecycle
 from .signals import SignalRegistry
 
@@ -26,7 +27,47 @@ class BatchResult:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     n_events: int = 0
-    suppressed: int = 0                   # detections inside a cooldown (no alert)
+    n_labels_joined: int = 0
+    suppressed: int = 0                   # detections inside an open episode or a cooldown
+
+
+def apply_lifecycle(life: Lifecycle, hits: list[tuple[int, int, str]], ts: np.ndarray,
+                    result: BatchResult, alert) -> None:
+    """Turn detections (row, column, detector) into firing/resolved alerts of a batch.
+
+    ``alert(row, column, detector, status)`` builds an alert dict at a batch row.
+    """
+    hits.sort()
+    for row, j, name in hits:
+        t = float(ts[row])
+        r = life.resolve_row(j, ts, upto=row + 1)
+        if r is not None:                       # it had been quiet long enough before this
+            result.alerts.append(_resolved(life, j, alert(r, j, life.open[j].detector, "resolved")))
+        if j in life.open:
+            life.extend(j, t)
+            result.suppressed += 1
+        elif life.may_fire(j, t):
+            fired = alert(row, j, name, "firing")
+            life.fire(j, t, fired["alert_id"], name)
+            result.alerts.append(fired)
+        else:
+            result.suppressed += 1
+    for j in list(life.open):
+        r = life.resolve_row(j, ts)
+        if r is not None:
+            result.alerts.append(_resolved(life, j, alert(r, j, life.open[j].detector, "resolved")))
+
+
+def _resolved(life: Lifecycle, j: int, alert: dict) -> dict:
+    ep = life.close(j)
+    alert["stats"].update({"episode_alert_id": ep.alert_id, "fired_ts": ep.fired_ts,
+                           "last_detection_ts": ep.last_detection_ts, "detections": ep.detections})
+    return alert
+
+
+def _adwin(d) -> ADWIN:
+    return ADWIN(0, delta=d.adwin_delta, clock=d.adwin_clock, max_buckets=d.adwin_max_buckets,
+                 min_window_length=d.adwin_min_window_length, grace_period=d.adwin_grace_period)
 
 
 class ModelMonitor:
@@ -39,10 +80,7 @@ class ModelMonitor:
         self.signals = SignalRegistry(settings.limits.max_signals_per_model, d.warmup, d.clip_z)
         self.detectors: dict[str, ADWIN | PageHinkley] = {}
         if "adwin" in d.detectors:
-            self.detectors["adwin"] = ADWIN(0, delta=d.adwin_delta, clock=d.adwin_clock,
-                                            max_buckets=d.adwin_max_buckets,
-                                            min_window_length=d.adwin_min_window_length,
-                                            grace_period=d.adwin_grace_period)
+            self.detectors["adwin"] = _adwin(d)
         if "page_hinkley" in d.detectors:
             self.detectors["page_hinkley"] = PageHinkley(0, min_instances=d.ph_min_instances,
                                                          delta=d.ph_delta, threshold=d.ph_threshold,
@@ -65,38 +103,12 @@ class ModelMonitor:
             if mask.any():
                 rows, cols = np.nonzero(mask)
                 hits.extend(zip(rows.tolist(), cols.tolist(), [name] * rows.size, strict=True))
-        hits.sort()
-        life = self.lifecycle
-        for row, j, name in hits:
-            ts = float(batch.ts[row])
-            r = life.resolve_row(j, batch.ts, upto=row + 1)
-            if r is not None:                     # it had been quiet long enough before this
-                result.alerts.append(self._resolved(batch, X, r, j))
-            if j in life.open:
-                life.extend(j, ts)
-                result.suppressed += 1
-            elif life.may_fire(j, ts):
-                alert = self._alert(batch, X, row, j, name)
-                life.fire(j, ts, alert["alert_id"], name)
-                result.alerts.append(alert)
-            else:
-                result.suppressed += 1
-        for j in list(life.open):
-            r = life.resolve_row(j, batch.ts)
-            if r is not None:
-                result.alerts.append(self._resolved(batch, X, r, j))
+        apply_lifecycle(self.lifecycle, hits, batch.ts, result,
+                        lambda row, j, name, status: self._alert(batch, X, row, j, name, status))
         self.signals.remember(X)
 
-    def _resolved(self, batch: ModelBatch, X: np.ndarray, row: int, j: int) -> dict:
-        ep = self.lifecycle.close(j)
-        alert = self._alert(batch, X, row, j, ep.detector, status="resolved")
-        alert["stats"].update({"episode_alert_id": ep.alert_id, "fired_ts": ep.fired_ts,
-                               "last_detection_ts": ep.last_detection_ts,
-                               "detections": ep.detections})
-        return alert
-
     def _alert(self, batch: ModelBatch, X: np.ndarray, row: int, j: int, detector: str,
-               status: str = "firing") -> dict:
+               status: str) -> dict:
         reg = self.signals
         signal = reg.names[j]
         mean_after, n_after = reg.recent_mean(X, row, j)
@@ -110,25 +122,83 @@ class ModelMonitor:
                           stats=stats, status=status)
 
 
+class PerformanceMonitor:
+    """A model's error stream (joined labels), watched by ADWIN: performance_drift alerts."""
+
+    SIGNAL = "error"
+
+    def __init__(self, model: str, settings: Settings) -> None:
+        d = settings.detect
+        self.model = model
+        self.signals = SignalRegistry(1, d.label_warmup, d.clip_z)
+        self.signals.ensure([self.SIGNAL])
+        self.adwin = _adwin(d)
+        self.adwin.add_features(1)
+        self.lifecycle = Lifecycle(d.resolve_after_s, d.cooldown_s)
+        self.binary = True
+        self.n_labels = 0
+
+    @property
+    def error_level(self) -> float:
+        """Mean error of the recent labels (error rate for 0/1 errors), NaN before any."""
+        ring = self.signals.recent[:, 0]
+        ring = ring[~np.isnan(ring)]
+        return float(ring.mean()) if ring.size else float("nan")
+
+    def process(self, eb: ErrorBatch, result: BatchResult) -> None:
+        X = np.asarray(eb.errors, dtype=np.float64)[:, None]
+        ts = np.asarray(eb.ts, dtype=np.float64)
+        self.binary = all(eb.binary)
+        self.n_labels += X.shape[0]
+        mask = self.adwin.update(self.signals.standardize(X))
+        hits = [(int(r), 0, "adwin") for r in np.flatnonzero(mask[:, 0])]
+        apply_lifecycle(self.lifecycle, hits, ts, result,
+                        lambda row, j, name, status: self._alert(eb, X, row, name, status))
+        self.signals.remember(X)
+
+    def _alert(self, eb: ErrorBatch, X: np.ndarray, row: int, detector: str, status: str) -> dict:
+        reg = self.signals
+        before = float(reg.mean[0])
+        after, n_after = reg.recent_mean(X, row, 0)
+        sd = float(reg.sd[0])
+        if self.binary:
+            stats = {"accuracy_before": 1.0 - before, "accuracy_after": 1.0 - after}
+        else:
+            stats = {"mae_before": before, "mae_after": after}
+        stats.update({"n_before": int(reg.n[0]), "n_after": n_after,
+                      "effect_size": round((after - before) / sd, 6) if sd > 0 else 0.0,
+                      "prediction_ts": eb.prediction_ts[row],
+                      "label_delay_s": eb.ts[row] - eb.prediction_ts[row]})
+        msg = eb.messages[row]
+        return make_alert(model=self.model, signal=self.SIGNAL, detector=detector, ts=eb.ts[row],
+                          topic=msg.topic, partition=msg.partition, offset=msg.offset, stats=stats,
+                          status=status)
+
+
 class Pipeline:
     """All models' monitors; decode + detect + alert for one batch of messages at a time."""
 
     def __init__(self, settings: Settings, label_topics: set[str] | None = None) -> None:
         self.settings = settings
         self.models: dict[str, ModelMonitor] = {}
-        # Label messages are recognised by their topic and counted; joining them to predictions
-        # (performance drift) is not built yet.
+        # Label messages are recognised by their topic; predictions are remembered for them
+        # only when there is a label source.
         self.label_topics = label_topics or set()
         self.n_labels = 0
+        self.store = PredictionStore(settings.limits.max_pending_predictions,
+                                     settings.detect.label_ttl_s) if self.label_topics else None
+        self.performance: dict[str, PerformanceMonitor] = {}
+        self._now_ts = float("-inf")
 
     def _admit(self, model: str) -> bool:
         return model in self.models or len(self.models) < self.settings.limits.max_models
 
     def process(self, messages: list[Message]) -> BatchResult:
+        """Events first, then the batch's labels (which may join this batch's predictions)."""
+        labels: list[Message] = []
         if self.label_topics:
             labels = [m for m in messages if m.topic in self.label_topics]
             if labels:
-                self.n_labels += len(labels)
                 messages = [m for m in messages if m.topic not in self.label_topics]
         batch = decode(messages, self.settings.limits, self._admit)
         result = BatchResult(dead_letters=batch.dead_letters, n_events=batch.n_events)
@@ -137,6 +207,21 @@ class Pipeline:
             if mon is None:
                 mon = self.models[model] = ModelMonitor(model, self.settings)
             mon.process(mb, result)
+            if self.store is not None:
+                self.store.add(mb)
+                self._now_ts = max(self._now_ts, float(mb.ts.max()))
+        if self.store is not None:
+            self.store.expire(self._now_ts)
+        if labels:
+            self.n_labels += len(labels)
+            joined, dead = join_labels(labels, self.store, self.settings.limits)
+            result.dead_letters.extend(dead)
+            result.n_labels_joined = sum(len(eb.errors) for eb in joined.values())
+            for model, eb in joined.items():
+                perf = self.performance.get(model)
+                if perf is None:
+                    perf = self.performance[model] = PerformanceMonitor(model, self.settings)
+                perf.process(eb, result)
         result.alerts.sort(key=lambda a: (a["at"]["partition"], a["at"]["offset"], a["model"],
                                           a["signal"], a["detector"]))
         return result

@@ -66,6 +66,12 @@ class SignalRegistry:
             self.recent_pos = np.concatenate([self.recent_pos, np.zeros(k, dtype=np.int64)])
         return k
 
+    def ensure(self, names: list[str]) -> int:
+        """Register these signal names (if new, within the limit); returns how many were added."""
+        for name in names:
+            self._add(name)
+        return self._grow_arrays()
+
     def matrix(self, batch: ModelBatch) -> tuple[np.ndarray, int]:
         """Raw (n, D) float64 matrix of this batch's signals (NaN = no value); and how many
         new signals appeared (the caller grows its detectors by that many columns)."""

@@ -47,8 +47,9 @@ def test_replay_to_stdout_is_identical_between_runs(tmp_path):
 
 def test_replay_merges_labels_by_ts_and_counts_them(tmp_path):
     events, labels = tmp_path / "e.jsonl", tmp_path / "l.jsonl"
-    events.write_bytes(b"".join(orjson.dumps({"model": "m", "id": str(i), "ts": i, "features": {"x": i}})
-                                + b"\n" for i in range(10)))
+    events.write_bytes(b"".join(orjson.dumps({"model": "m", "id": str(i), "ts": i, "features": {"x": i},
+                                              "prediction": 0.9}) + b"\n" for i in range(10)))
+    # a label at the same ts as its event still joins it: events come first on ties
     labels.write_bytes(b"".join(orjson.dumps({"model": "m", "id": str(i), "ts": i, "label": 1}) + b"\n"
                                 for i in range(0, 10, 2)))
     proc = run_replay(str(events), "--labels", str(labels))

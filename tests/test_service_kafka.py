@@ -149,3 +149,36 @@ def test_unreachable_broker_gives_a_clear_message_and_retries(unique, tmp_path):
         assert stop_service(proc) == 0
     text = log.read_text()
     assert "Traceback" not in text and "retrying" in text
+
+
+def test_labels_topic_gives_performance_drift_and_label_dead_letters(kafka_bootstrap, unique, tmp_path):
+    from test_labels import stream
+
+    create_topics(kafka_bootstrap, {f"events-{unique}": 1, f"labels-{unique}": 1})
+    port = free_port()
+    # all events first, all labels after: predictions must wait the whole 83 days of the stream
+    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, port, "[detect]\nlabel_ttl_s = 1e9\n")
+    cfg.write_text(cfg.read_text().replace("[kafka]\n", f'[kafka]\nlabels_topic = "labels-{unique}"\n'))
+    msgs = stream(12_000, error_rate_after=0.4, change_at=6_000)
+    produce(kafka_bootstrap, f"events-{unique}", [m.value for m in msgs if m.topic == "events"])
+    proc = start_service(cfg, tmp_path / "service.log")
+    try:
+        wait_for(lambda: metric(scrape(port), "streamdrift_events_total", outcome="ok") == 12_000, 60,
+                 "events processed before the labels arrive")
+        produce(kafka_bootstrap, f"labels-{unique}",
+                [m.value for m in msgs if m.topic == "labels"] + [b'{"model":"m","id":"nobody","label":1}'])
+        got = alerts_of(read_topic(kafka_bootstrap, f"alerts-{unique}",
+                                   lambda ms: any(a["kind"] == "performance_drift" for a in alerts_of(ms)),
+                                   timeout_s=90))
+        perf = [a for a in got if a["kind"] == "performance_drift"]
+        assert perf and perf[0]["at"]["topic"] == f"labels-{unique}"
+        assert perf[0]["stats"]["prediction_ts"] >= 6_000 * 600.0
+        dead = read_topic(kafka_bootstrap, f"dead-{unique}", lambda ms: len(ms) >= 1, timeout_s=60)
+        assert dict(dead[0].headers())["streamdrift.reason"] == b"unknown_id"
+        samples = wait_for(lambda: (s := scrape(port)) and
+                           metric(s, "streamdrift_labels_total", outcome="joined") == 12_000 and s,
+                           60, "labels counted")
+        assert metric(samples, "streamdrift_labels_total", outcome="dead_letter") == 1
+        assert 0.5 < 1 - metric(samples, "streamdrift_error_level", model="m") < 0.8
+    finally:
+        assert stop_service(proc) == 0

@@ -1,0 +1,151 @@
+"""Late labels -> error stream per model (performance drift).
+
+Events that carry an ``id`` and a ``prediction`` are remembered in a bounded store per model
+(size limit and time-to-live in event time; evictions are counted). A label event
+``{"model", "id", "label", "ts"?, "prediction"?}`` joins its prediction by (model, id), or
+brings the prediction itself. The error of each joined label is:
+
+* binary score in [0, 1] with label 0/1 (or false/true): (score >= 0.5) != label
+* class (string prediction): class != label (compared as strings)
+* otherwise (regression): |prediction - label|
+
+Errors enter the model's error stream when the label arrives, never before (a 30-day outcome
+counts on day 30), and each carries the time of its prediction for the alert's statistics.
+Labels are far fewer than events, so they are handled one by one here (not a per-value hot
+path); the error stream itself goes through the vectorized detectors.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .config import LimitSettings
+from .events import MODEL_RE, DeadLetter, Message, ModelBatch, parse_ts
+
+
+@dataclass
+class ErrorBatch:
+    """Joined labels of one model, in arrival order."""
+    errors: list[float] = field(default_factory=list)
+    binary: list[bool] = field(default_factory=list)      # 0/1 error (accuracy) or not (MAE)
+    ts: list[float] = field(default_factory=list)         # label arrival (event time)
+    prediction_ts: list[float] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+
+
+class PredictionStore:
+    """Predictions waiting for their labels, per model: bounded by size and age."""
+
+    def __init__(self, max_size: int, ttl_s: float) -> None:
+        self.max_size = max_size
+        self.ttl_s = ttl_s
+        self.pending: OrderedDict[tuple[str, Any], tuple[Any, float]] = OrderedDict()
+        self.labeled: OrderedDict[tuple[str, Any], None] = OrderedDict()
+        self.evicted = {"ttl": 0, "size": 0}
+
+    def add(self, batch: ModelBatch) -> None:
+        """Remember the batch's (id, prediction, ts) for events that have both."""
+        preds = batch.prediction_class if batch.prediction_class is not None else batch.prediction.tolist()
+        model, pending = batch.model, self.pending
+        for ident, pred, ts in zip(batch.ids, preds, batch.ts.tolist(), strict=True):
+            if ident is None or pred is None or pred != pred:
+                continue
+            key = (model, ident)
+            pending.pop(key, None)
+            pending[key] = (pred, ts)
+        while len(pending) > self.max_size:
+            pending.popitem(last=False)
+            self.evicted["size"] += 1
+
+    def expire(self, now_ts: float) -> None:
+        """Drop predictions older than the time-to-live (by event time)."""
+        pending, limit = self.pending, now_ts - self.ttl_s
+        while pending:
+            key, (_, ts) = next(iter(pending.items()))
+            if ts >= limit:
+                break
+            pending.popitem(last=False)
+            self.evicted["ttl"] += 1
+
+    def take(self, model: str, ident: Any) -> tuple[Any, float] | None | str:
+        """The prediction for (model, id) and its time; "duplicate" if already labeled; None."""
+        key = (model, ident)
+        hit = self.pending.pop(key, None)
+        if hit is None:
+            return "duplicate" if key in self.labeled else None
+        self.labeled[key] = None
+        while len(self.labeled) > self.max_size:
+            self.labeled.popitem(last=False)
+        return hit
+
+
+def _error(pred: Any, label: Any) -> tuple[float, bool]:
+    if isinstance(pred, str) or isinstance(label, str):
+        return float(str(pred) != str(label)), True
+    if isinstance(label, bool) or label in (0, 1):
+        if 0.0 <= pred <= 1.0:
+            return float((pred >= 0.5) != bool(label)), True
+    return abs(float(pred) - float(label)), False
+
+
+def join_labels(messages: list[Message], store: PredictionStore, limits: LimitSettings,
+                ) -> tuple[dict[str, ErrorBatch], list[DeadLetter]]:
+    """Decode label messages and join them to stored predictions."""
+    out: dict[str, ErrorBatch] = {}
+    dead: list[DeadLetter] = []
+    for msg in messages:
+        try:
+            if len(msg.value) > limits.max_message_bytes:
+                raise ValueError("oversize", f"{len(msg.value)} bytes > limit")
+            try:
+                doc = orjson.loads(msg.value)
+            except orjson.JSONDecodeError as exc:
+                raise ValueError("invalid_json", f"not JSON: {exc}") from None
+            if type(doc) is not dict:
+                raise ValueError("not_object", "a label must be a JSON object")
+            model, ident, label = doc.get("model"), doc.get("id"), doc.get("label")
+            if not isinstance(model, str) or not MODEL_RE.match(model):
+                raise ValueError("invalid_model", "model must be a string of 1..128 [A-Za-z0-9._:-]")
+            if type(ident) not in (str, int):
+                raise ValueError("invalid_id", "a label needs an id (string or integer)")
+            if not isinstance(label, (int, float, str)) or (isinstance(label, float) and label != label):
+                raise ValueError("invalid_label", "label must be a number, a boolean or a string")
+            ts = msg.timestamp
+            if doc.get("ts") is not None:
+                try:
+                    ts = parse_ts(doc["ts"])
+                except Exception:
+                    raise ValueError("invalid_ts", "ts must be epoch seconds or RFC 3339") from None
+            if "prediction" in doc and doc["prediction"] is not None:
+                pred = doc["prediction"]
+                if not isinstance(pred, (int, float, str)):
+                    raise ValueError("invalid_prediction", "prediction must be a number or a string")
+                pred_ts = ts
+            else:
+                hit = store.take(model, ident)
+                if hit == "duplicate":
+                    raise ValueError("duplicate_label", f"id {ident!r} of {model!r} was labeled already")
+                if hit is None:
+                    raise ValueError("unknown_id", f"no pending prediction for id {ident!r} of {model!r}")
+                pred, pred_ts = hit
+            err, binary = _error(pred, label)
+        except ValueError as exc:
+            reason, detail = exc.args if len(exc.args) == 2 else ("invalid_label", str(exc))
+            dead.append(DeadLetter(msg, reason, detail))
+            continue
+        eb = out.setdefault(model, ErrorBatch())
+        eb.errors.append(err)
+        eb.binary.append(binary)
+        eb.ts.append(ts)
+        eb.prediction_ts.append(pred_ts)
+        eb.messages.append(msg)
+    return out, dead
+
+
+def as_arrays(eb: ErrorBatch) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(eb.errors, dtype=np.float64), np.asarray(eb.ts, dtype=np.float64)

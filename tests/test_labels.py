@@ -1,0 +1,101 @@
+"""Late labels: joins, error streams, performance_drift, bounded store, bad labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+
+from stream.config import load_settings
+from stream.events import Message
+from stream.labels import PredictionStore, _error
+from stream.pipeline import Pipeline
+
+DAY = 86400.0
+
+
+def stream(n: int, error_rate_after: float, change_at: int, seed: int = 0, delay: float = 30 * DAY):
+    """Events (a score per id) and their labels `delay` later, merged in ts order.
+
+    Labels agree with the score (error rate 10%) until prediction `change_at`, then disagree
+    with probability `error_rate_after`."""
+    rng = np.random.default_rng(seed)
+    score = rng.random(n)
+    err_p = np.where(np.arange(n) < change_at, 0.1, error_rate_after)
+    wrong = rng.random(n) < err_p
+    label = np.where(wrong, score < 0.5, score >= 0.5).astype(int)
+    items = []
+    for i in range(n):
+        t = i * 600.0                                       # an event every 10 minutes
+        items.append((t, 0, orjson.dumps({"model": "m", "id": f"p{i}", "ts": t, "features": {"x": 1.0},
+                                           "prediction": float(score[i])})))
+        items.append((t + delay, 1, orjson.dumps({"model": "m", "id": f"p{i}", "ts": t + delay,
+                                                  "label": int(label[i])})))
+    items.sort(key=lambda x: (x[0], x[1]))
+    return [Message(v, "labels" if kind else "events", 0, k, 0.0) for k, (_, kind, v) in enumerate(items)]
+
+
+def run(msgs, **overrides):
+    pipeline = Pipeline(load_settings(env={}, overrides=overrides), label_topics={"labels"})
+    alerts, dead = [], []
+    for s in range(0, len(msgs), 1000):
+        r = pipeline.process(msgs[s:s + 1000])
+        alerts += r.alerts
+        dead += r.dead_letters
+    return pipeline, alerts, dead
+
+
+def test_accuracy_decay_shows_as_performance_drift_when_the_labels_arrive():
+    msgs = stream(12_000, error_rate_after=0.4, change_at=6_000)
+    pipeline, alerts, dead = run(msgs)
+    assert dead == []
+    perf = [a for a in alerts if a["kind"] == "performance_drift"]
+    assert perf and perf[0]["status"] == "firing" and perf[0]["signal"] == "error"
+    a = perf[0]
+    change_ts = 6_000 * 600.0
+    assert a["stats"]["prediction_ts"] >= change_ts                   # attributed to the prediction
+    assert a["stats"]["prediction_ts"] < change_ts + 1_000 * 600.0
+    assert a["at"]["ts"] >= change_ts + 30 * DAY                     # never before its label came
+    assert a["stats"]["label_delay_s"] == 30 * DAY
+    assert 0.85 < a["stats"]["accuracy_before"] < 0.95
+    assert a["stats"]["accuracy_after"] < a["stats"]["accuracy_before"]
+    assert 0.55 < 1 - pipeline.performance["m"].error_level < 0.75
+    assert all(x["kind"] != "data_drift" for x in alerts)
+
+
+def test_stable_accuracy_raises_nothing():
+    _, alerts, dead = run(stream(12_000, error_rate_after=0.1, change_at=6_000, seed=3))
+    assert alerts == [] and dead == []
+
+
+def test_bad_labels_are_dead_letters_with_reasons():
+    msgs = [Message(orjson.dumps({"model": "m", "id": "a", "ts": 1, "features": {}, "prediction": 0.7}),
+                    "events", 0, 0, 0.0)]
+    bad = [b'{"model":"m","id":"zzz","label":1}', b'{"model":"m","id":"a","label":1}',
+           b'{"model":"m","id":"a","label":0}', b'{"model":"m","id":"b","label":{"x":1}}',
+           b'{"model":"m","label":1}', b'{"model":"no good","id":"a","label":1}', b"nope",
+           b'{"model":"m","id":"c","label":1,"ts":"never"}']
+    msgs += [Message(v, "labels", 0, i + 1, 0.0) for i, v in enumerate(bad)]
+    _, _, dead = run(msgs)
+    assert [(d.message.offset, d.reason) for d in dead] == [
+        (1, "unknown_id"), (3, "duplicate_label"), (4, "invalid_label"), (5, "invalid_id"),
+        (6, "invalid_model"), (7, "invalid_json"), (8, "invalid_ts")]
+
+
+def test_store_is_bounded_by_size_and_age():
+    store = PredictionStore(max_size=3, ttl_s=100.0)
+    msgs = [Message(orjson.dumps({"model": "m", "id": i, "ts": float(i * 10), "features": {},
+                                  "prediction": 0.5}), "events", 0, i, 0.0) for i in range(5)]
+    from stream.config import LimitSettings
+    from stream.events import decode
+    store.add(decode(msgs, LimitSettings()).models["m"])
+    assert store.evicted["size"] == 2 and [k[1] for k in store.pending] == [2, 3, 4]
+    store.expire(now_ts=135.0)                      # keeps predictions from ts >= 35
+    assert store.evicted["ttl"] == 2 and [k[1] for k in store.pending] == [4]
+
+
+def test_error_definitions():
+    assert _error(0.8, 1) == (0.0, True) and _error(0.8, 0) == (1.0, True)
+    assert _error(0.5, True) == (0.0, True)
+    assert _error("cat", "dog") == (1.0, True) and _error("cat", "cat") == (0.0, True)
+    assert _error(3.5, 5.0) == (1.5, False)
+    assert _error(7.0, 1) == (6.0, False)           # a score outside [0, 1] is a regression

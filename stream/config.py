@@ -80,14 +80,28 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class SeasonalitySettings:
+    period_s: float                     # "period" in the file: seconds or "1d", "12h", "1w", ...
+    bins: int = 24                      # phase bins per period
+    features: tuple[str, ...] = ()      # numeric features that are seasonal; empty = all
+    min_per_bin: int = 30               # values per bin before residuals are scored
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    seasonality: SeasonalitySettings | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     detect: DetectSettings = field(default_factory=DetectSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    models: Mapping[str, ModelSettings] = field(default_factory=dict)   # per-model settings
 
 
-_SECTIONS = {f.name: f.type for f in fields(Settings)}
+_SECTIONS = {f.name: f.type for f in fields(Settings) if f.name != "models"}
 _SECTION_CLASSES = {"kafka": KafkaSettings, "detect": DetectSettings, "limits": LimitSettings,
                     "metrics": MetricsSettings}
 _DETECTORS = ("adwin", "page_hinkley")
@@ -193,12 +207,16 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
             raise ConfigError(f"config file {p} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+        models = _models(data.pop("models", {}))
         for section, table in data.items():
             if section not in _SECTIONS:
-                raise ConfigError(f"{section}: unknown section (in {p}; known: {', '.join(_SECTIONS)})")
+                raise ConfigError(f"{section}: unknown section (in {p}; known: "
+                                  f"{', '.join([*_SECTIONS, 'models'])})")
             if not isinstance(table, dict):
                 raise ConfigError(f"{section}: must be a table")
         layers.append((data, False, str(p)))
+    else:
+        models = {}
     env_layer: dict[str, dict[str, Any]] = {}
     for name, value in env.items():
         if not name.startswith("STREAMDRIFT_") or "__" not in name:
@@ -219,6 +237,49 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     for data, from_text, source in layers:
         for section, table in data.items():
             sections[section] = _merge(section, sections[section], table, from_text, source)
-    settings = Settings(**sections)
+    settings = Settings(**sections, models=models)
     _validate(settings)
     return settings
+
+
+def _models(table: Any) -> dict[str, ModelSettings]:
+    """The [models.<name>] tables; errors name the key, e.g. models.grid.seasonality.bins."""
+    from .events import MODEL_RE
+    from .seasonal import parse_duration
+
+    if not isinstance(table, dict):
+        raise ConfigError("models: must be a table of [models.<name>] tables")
+    out = {}
+    for name, spec in table.items():
+        key = f"models.{name}"
+        if not MODEL_RE.match(name):
+            raise ConfigError(f"{key}: not a valid model name")
+        if not isinstance(spec, dict) or set(spec) - {"seasonality"}:
+            raise ConfigError(f"{key}: unknown keys {sorted(set(spec) - {'seasonality'})} "
+                              "(known: seasonality)" if isinstance(spec, dict) else f"{key}: must be a table")
+        season = spec.get("seasonality")
+        if season is None:
+            out[name] = ModelSettings()
+            continue
+        key += ".seasonality"
+        known = {"period", "bins", "features", "min_per_bin"}
+        if not isinstance(season, dict) or set(season) - known:
+            raise ConfigError(f"{key}: unknown keys {sorted(set(season) - known)} (known: {sorted(known)})"
+                              if isinstance(season, dict) else f"{key}: must be a table")
+        if "period" not in season:
+            raise ConfigError(f"{key}.period: required (e.g. period = \"1d\")")
+        try:
+            period = parse_duration(season["period"])
+        except ValueError as exc:
+            raise ConfigError(f"{key}.period: {exc}") from None
+        bins = season.get("bins", 24)
+        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
+            raise ConfigError(f"{key}.bins: must be an integer >= 2, got {bins!r}")
+        min_per_bin = season.get("min_per_bin", 30)
+        if isinstance(min_per_bin, bool) or not isinstance(min_per_bin, int) or min_per_bin < 2:
+            raise ConfigError(f"{key}.min_per_bin: must be an integer >= 2, got {min_per_bin!r}")
+        feats = season.get("features", [])
+        if not isinstance(feats, list) or not all(isinstance(f, str) for f in feats):
+            raise ConfigError(f"{key}.features: must be a list of feature names")
+        out[name] = ModelSettings(SeasonalitySettings(period, bins, tuple(feats), min_per_bin))
+    return out

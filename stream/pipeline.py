@@ -77,7 +77,9 @@ class ModelMonitor:
         d = settings.detect
         self.model = model
         self.settings = settings
-        self.signals = SignalRegistry(settings.limits.max_signals_per_model, d.warmup, d.clip_z)
+        model_settings = settings.models.get(model)
+        self.signals = SignalRegistry(settings.limits.max_signals_per_model, d.warmup, d.clip_z,
+                                      season=model_settings.seasonality if model_settings else None)
         self.detectors: dict[str, ADWIN | PageHinkley] = {}
         if "adwin" in d.detectors:
             self.detectors["adwin"] = _adwin(d)
@@ -96,7 +98,7 @@ class ModelMonitor:
         if grown:
             for det in self.detectors.values():
                 det.add_features(grown)
-        Z = self.signals.standardize(X)
+        Z = self.signals.standardize(X, batch.ts)
         hits: list[tuple[int, int, str]] = []
         for name, det in self.detectors.items():
             mask = det.update(Z)

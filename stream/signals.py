@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .config import SeasonalitySettings
 from .events import ModelBatch
+from .seasonal import SeasonalProfile
 
 OTHER = "__other__"
 RECENT = 100          # raw values kept per signal for the "after" statistics of an alert
@@ -23,8 +25,12 @@ RECENT = 100          # raw values kept per signal for the "after" statistics of
 class SignalRegistry:
     """Signals of one model: names, column indices, reference statistics, recent values."""
 
-    def __init__(self, max_signals: int, warmup: int, clip_z: float, max_categories: int = 32) -> None:
+    def __init__(self, max_signals: int, warmup: int, clip_z: float, max_categories: int = 32,
+                 season: SeasonalitySettings | None = None) -> None:
         self.max_signals = max_signals
+        self.season = season
+        self.profile = None if season is None else SeasonalProfile(
+            season.period_s, season.bins, season.min_per_bin, clip_z)
         self.warmup = warmup
         self.clip_z = clip_z
         self.max_categories = max_categories
@@ -77,9 +83,13 @@ class SignalRegistry:
         new signals appeared (the caller grows its detectors by that many columns)."""
         cols: list[tuple[int, np.ndarray]] = []
         for name, values in batch.numeric.items():
+            new = f"feature:{name}" not in self.index
             j = self._add(f"feature:{name}")
             if j is not None:
                 cols.append((j, values))
+                if new and self.profile is not None and (not self.season.features
+                                                         or name in self.season.features):
+                    self.profile.add_column(j)
         for name, values in batch.categorical.items():
             cols.extend(self._indicators(f"feature:{name}", name, values))
         if batch.prediction_class is not None:
@@ -134,8 +144,11 @@ class SignalRegistry:
             out.append((j, col))
         return out
 
-    def standardize(self, X: np.ndarray) -> np.ndarray:
-        """Learn the reference on warm-up values; return clipped z-scores (NaN elsewhere)."""
+    def standardize(self, X: np.ndarray, ts: np.ndarray | None = None) -> np.ndarray:
+        """Learn the reference on warm-up values; return clipped z-scores (NaN elsewhere).
+
+        Seasonal signals (given event times ``ts``) get de-seasonalised residuals instead.
+        """
         valid = ~np.isnan(X)
         need = self.warmup - self.n                                  # (D,) warm-up values missing
         rank = np.cumsum(valid, axis=0)
@@ -160,6 +173,9 @@ class SignalRegistry:
         live = valid & ~warm & (self.n >= self.warmup)
         Z = np.where(live, (X - self.mean) / self.sd, np.nan)
         np.clip(Z, -self.clip_z, self.clip_z, out=Z)
+        if self.profile is not None and self.profile.columns and ts is not None:
+            cols = self.profile.columns
+            Z[:, cols] = self.profile.residuals(X[:, cols], ts)
         return Z
 
     def remember(self, X: np.ndarray) -> None:

@@ -1,0 +1,87 @@
+"""Seasonal profiles: expected periodic change must not page anyone; a real change must.
+
+For a model's seasonal signals (``[models.<name>.seasonality]``), each event's time falls in
+one of ``bins`` phase bins of the ``period`` (e.g. 24 hourly bins of a day). A per-bin mean and
+spread is learned from the signal's first values until every bin has ``min_per_bin`` of them;
+from then on the detectors see the de-seasonalised, standardized residual
+(x - mean[bin]) / sd[bin] (clipped), so a daily swing raises nothing while a level shift on top
+of it shows as a shift of the residual. The profile is frozen once learned (like the global
+reference of non-seasonal signals), so slow drift of the cycle itself is also detected.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string like "90s", "15m", "1h", "1d", "1w" (or "1.5d")."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and value[-1:] in DURATION_UNITS:
+        seconds = float(value[:-1]) * DURATION_UNITS[value[-1]]
+    else:
+        raise ValueError(f"expected a duration like '1d', '12h', '30m' or seconds, got {value!r}")
+    if not seconds > 0:
+        raise ValueError(f"a duration must be > 0, got {value!r}")
+    return seconds
+
+
+class SeasonalProfile:
+    """Per-bin reference of a growing set of columns; turns raw values into residual z-scores."""
+
+    def __init__(self, period_s: float, bins: int, min_per_bin: int, clip_z: float) -> None:
+        self.period_s, self.bins, self.min_per_bin, self.clip_z = period_s, bins, min_per_bin, clip_z
+        self.columns: list[int] = []                # registry column of each profile column
+        self.n = np.zeros((bins, 0))
+        self.s1 = np.zeros((bins, 0))               # sums of (x - shift)
+        self.s2 = np.zeros((bins, 0))               # sums of (x - shift)^2
+        self.shift = np.zeros(0)                    # first value seen: keeps sums well scaled
+        self.has_shift = np.zeros(0, dtype=bool)
+        self.ready = np.zeros(0, dtype=bool)
+        self.mean = np.zeros((bins, 0))
+        self.sd = np.ones((bins, 0))
+
+    def add_column(self, registry_column: int) -> None:
+        self.columns.append(registry_column)
+        grow = lambda a, v: np.concatenate([a, np.full((self.bins, 1), v)], axis=1)
+        self.n, self.s1, self.s2 = grow(self.n, 0.0), grow(self.s1, 0.0), grow(self.s2, 0.0)
+        self.mean, self.sd = grow(self.mean, 0.0), grow(self.sd, 1.0)
+        self.shift = np.append(self.shift, 0.0)
+        self.has_shift = np.append(self.has_shift, False)
+        self.ready = np.append(self.ready, False)
+
+    def phase_bin(self, ts: np.ndarray) -> np.ndarray:
+        b = np.floor(np.mod(ts, self.period_s) / (self.period_s / self.bins)).astype(np.int64)
+        return np.clip(b, 0, self.bins - 1)
+
+    def residuals(self, X: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """X (n, k) raw values of the profile's columns -> clipped residual z (NaN = not scored)."""
+        b = self.phase_bin(ts)
+        valid = ~np.isnan(X)
+        scored = self.ready.copy()                  # columns ready when the batch started
+        learn = valid & ~scored[None, :]
+        if learn.any():
+            first = learn & ~self.has_shift[None, :]
+            for c in np.flatnonzero(first.any(axis=0)):
+                self.shift[c] = X[np.argmax(first[:, c]), c]
+                self.has_shift[c] = True
+            rows, cols = np.nonzero(learn)
+            v = X[rows, cols] - self.shift[cols]
+            np.add.at(self.n, (b[rows], cols), 1.0)
+            np.add.at(self.s1, (b[rows], cols), v)
+            np.add.at(self.s2, (b[rows], cols), v * v)
+            done = ~self.ready & (self.n.min(axis=0) >= self.min_per_bin)
+            if done.any():
+                n, s1, s2 = self.n[:, done], self.s1[:, done], self.s2[:, done]
+                self.mean[:, done] = self.shift[done] + s1 / n
+                var = np.maximum(s2 - s1 * s1 / n, 0.0) / (n - 1)
+                floor = 1e-9 * np.maximum(1.0, np.abs(self.mean[:, done]))
+                self.sd[:, done] = np.maximum(np.sqrt(var), floor)
+                self.ready |= done
+        Z = (X - self.mean[b]) / self.sd[b]
+        Z[~(valid & scored[None, :])] = np.nan
+        np.clip(Z, -self.clip_z, self.clip_z, out=Z)
+        return Z

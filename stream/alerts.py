@@ -13,7 +13,8 @@ from typing import Any
 from . import __version__
 
 KIND_BY_SIGNAL_PREFIX = {"feature": "data_drift", "prediction": "prediction_drift",
-                         "error": "performance_drift"}
+                         "error": "performance_drift", "segments": "feedback_loop",
+                         "labels": "feedback_loop"}
 
 
 def alert_id(model: str, signal: str, detector: str, topic: str, partition: int, offset: int,

@@ -58,6 +58,13 @@ class DetectSettings:
     resolve_after_s: float = 3600.0     # event-time seconds without detection -> resolved
     label_ttl_s: float = 35 * 86400.0   # predictions wait this long (event time) for a label
     label_warmup: int = 500             # joined labels that set the error reference
+    feedback_window: int = 200          # events with a segment per entropy window
+    feedback_warmup: int = 10           # windows that set the entropy reference
+    feedback_ph_threshold: float = 20.0 # PH (down) on the standardized entropy series
+    feedback_ph_delta: float = 0.25
+    label_bands: int = 5                # score bands for the labeled share
+    label_min_per_band: int = 50        # predictions with an outcome before a band counts
+    label_gap: float = 0.5              # labeled shares differing more than this: feedback_loop
 
 
 @dataclass(frozen=True)
@@ -176,6 +183,13 @@ def _validate(s: Settings) -> None:
     need(d.resolve_after_s > 0, "detect.resolve_after_s", "must be > 0")
     need(d.label_ttl_s > 0, "detect.label_ttl_s", "must be > 0")
     need(d.label_warmup >= 2, "detect.label_warmup", "must be >= 2")
+    need(d.feedback_window >= 2, "detect.feedback_window", "must be >= 2")
+    need(d.feedback_warmup >= 2, "detect.feedback_warmup", "must be >= 2")
+    need(d.feedback_ph_threshold > 0, "detect.feedback_ph_threshold", "must be > 0")
+    need(d.feedback_ph_delta >= 0, "detect.feedback_ph_delta", "must be >= 0")
+    need(d.label_bands >= 2, "detect.label_bands", "must be >= 2")
+    need(d.label_min_per_band >= 1, "detect.label_min_per_band", "must be >= 1")
+    need(0 < d.label_gap < 1, "detect.label_gap", "must be in (0, 1)")
     for f in fields(LimitSettings):
         need(getattr(lim, f.name) >= 1, f"limits.{f.name}", "must be >= 1")
     need(0 <= m.port <= 65535, "metrics.port", "must be a TCP port (0..65535)")

@@ -35,6 +35,7 @@ class ErrorBatch:
     binary: list[bool] = field(default_factory=list)      # 0/1 error (accuracy) or not (MAE)
     ts: list[float] = field(default_factory=list)         # label arrival (event time)
     prediction_ts: list[float] = field(default_factory=list)
+    predictions: list[Any] = field(default_factory=list)   # the joined prediction (score/class)
     messages: list[Message] = field(default_factory=list)
 
 
@@ -62,15 +63,19 @@ class PredictionStore:
             pending.popitem(last=False)
             self.evicted["size"] += 1
 
-    def expire(self, now_ts: float) -> None:
-        """Drop predictions older than the time-to-live (by event time)."""
+    def expire(self, now_ts: float) -> list[tuple[str, Any]]:
+        """Drop predictions older than the time-to-live (by event time); returns their
+        (model, prediction): these never received a label."""
         pending, limit = self.pending, now_ts - self.ttl_s
+        expired = []
         while pending:
-            key, (_, ts) = next(iter(pending.items()))
+            key, (pred, ts) = next(iter(pending.items()))
             if ts >= limit:
                 break
             pending.popitem(last=False)
             self.evicted["ttl"] += 1
+            expired.append((key[0], pred))
+        return expired
 
     def take(self, model: str, ident: Any) -> tuple[Any, float] | None | str:
         """The prediction for (model, id) and its time; "duplicate" if already labeled; None."""
@@ -126,6 +131,7 @@ def join_labels(messages: list[Message], store: PredictionStore, limits: LimitSe
                 if not isinstance(pred, (int, float, str)):
                     raise ValueError("invalid_prediction", "prediction must be a number or a string")
                 pred_ts = ts
+                store.take(model, ident)          # its event, if stored, is labeled now
             else:
                 hit = store.take(model, ident)
                 if hit == "duplicate":
@@ -143,6 +149,7 @@ def join_labels(messages: list[Message], store: PredictionStore, limits: LimitSe
         eb.binary.append(binary)
         eb.ts.append(ts)
         eb.prediction_ts.append(pred_ts)
+        eb.predictions.append(pred)
         eb.messages.append(msg)
     return out, dead
 

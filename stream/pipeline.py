@@ -17,6 +17,7 @@ from detectors import ADWIN, PageHinkley
 from .alerts import kind_of, make_alert
 from .config import Settings
 from .events import DeadLetter, Message, ModelBatch, decode
+from .feedback import ENTROPY_SIGNAL, SELECTION_SIGNAL, ConcentrationWatch, SelectionWatch
 from .labels import ErrorBatch, PredictionStore, join_labels
 from .lifecycle import Lifecycle
 from .signals import SignalRegistry
@@ -88,6 +89,9 @@ class ModelMonitor:
                                                          delta=d.ph_delta, threshold=d.ph_threshold,
                                                          alpha=d.ph_alpha, exact=d.ph_exact)
         self.lifecycle = Lifecycle(d.resolve_after_s, d.cooldown_s)
+        self.concentration = ConcentrationWatch(d.feedback_window, d.feedback_warmup,
+                                                d.feedback_ph_threshold, d.feedback_ph_delta)
+        self.feedback_life = Lifecycle(d.resolve_after_s, d.cooldown_s)
 
     @property
     def n_signals(self) -> int:
@@ -108,6 +112,23 @@ class ModelMonitor:
         apply_lifecycle(self.lifecycle, hits, batch.ts, result,
                         lambda row, j, name, status: self._alert(batch, X, row, j, name, status))
         self.signals.remember(X)
+        flagged = self.concentration.update(batch)
+        if flagged or self.feedback_life.open:
+            z_at = {row: (h, z) for row, h, z in flagged}
+            apply_lifecycle(self.feedback_life, [(row, 0, "page_hinkley") for row in z_at], batch.ts,
+                            result, lambda row, j, name, status: self._entropy_alert(
+                                batch, row, name, status, *z_at.get(row, (float("nan"),) * 2)))
+
+    def _entropy_alert(self, batch: ModelBatch, row: int, detector: str, status: str, h: float,
+                       z: float) -> dict:
+        watch = self.concentration
+        stats = {"entropy": h if h == h else watch.series[-1], "entropy_before": watch.ref_mean,
+                 "effect_size": round(z, 6) if z == z else 0.0,
+                 "segments": len(watch.segment_index), "windows": len(watch.series)}
+        return make_alert(model=self.model, signal=ENTROPY_SIGNAL, detector=detector,
+                          ts=float(batch.ts[row]), topic=batch.topic[row],
+                          partition=int(batch.partition[row]), offset=int(batch.offset[row]),
+                          stats=stats, status=status)
 
     def _alert(self, batch: ModelBatch, X: np.ndarray, row: int, j: int, detector: str,
                status: str) -> dict:
@@ -190,6 +211,7 @@ class Pipeline:
         self.store = PredictionStore(settings.limits.max_pending_predictions,
                                      settings.detect.label_ttl_s) if self.label_topics else None
         self.performance: dict[str, PerformanceMonitor] = {}
+        self.selection: dict[str, tuple[SelectionWatch, Lifecycle]] = {}
         self._now_ts = float("-inf")
 
     def _admit(self, model: str) -> bool:
@@ -213,7 +235,8 @@ class Pipeline:
                 self.store.add(mb)
                 self._now_ts = max(self._now_ts, float(mb.ts.max()))
         if self.store is not None:
-            self.store.expire(self._now_ts)
+            for model, pred in self.store.expire(self._now_ts):
+                self._selection(model)[0].outcome(pred, labeled=False)
         if labels:
             self.n_labels += len(labels)
             joined, dead = join_labels(labels, self.store, self.settings.limits)
@@ -224,9 +247,43 @@ class Pipeline:
                 if perf is None:
                     perf = self.performance[model] = PerformanceMonitor(model, self.settings)
                 perf.process(eb, result)
+                watch = self._selection(model)[0]
+                for pred in eb.predictions:
+                    watch.outcome(pred, labeled=True)
+        if self.selection and (messages or labels):
+            self._selection_alerts((labels or messages)[-1], result)
         result.alerts.sort(key=lambda a: (a["at"]["partition"], a["at"]["offset"], a["model"],
                                           a["signal"], a["detector"]))
         return result
+
+    def _selection(self, model: str) -> tuple[SelectionWatch, Lifecycle]:
+        sel = self.selection.get(model)
+        if sel is None:
+            d = self.settings.detect
+            sel = self.selection[model] = (SelectionWatch(d.label_bands, d.label_min_per_band,
+                                                          d.label_gap),
+                                           Lifecycle(d.resolve_after_s, d.cooldown_s))
+        return sel
+
+    def _selection_alerts(self, at: Message, result: BatchResult) -> None:
+        """feedback_loop when labels arrive selectively by score band (checked once a batch)."""
+        ts = np.array([self._now_ts if self._now_ts > float("-inf") else at.timestamp])
+        for model, (watch, life) in self.selection.items():
+            flagged = watch.flagged()
+            if flagged is None and not life.open:
+                continue
+            hits = [(0, 0, "label_rate_gap")] if flagged else []
+
+            def alert(row, j, name, status, model=model, watch=watch):
+                rates = watch.rates()
+                stats = {"labeled_share_by_band": [None if r != r else round(float(r), 6) for r in rates],
+                         "labeled_share_min": float(np.nanmin(rates)) if (rates == rates).any() else None,
+                         "labeled_share_max": float(np.nanmax(rates)) if (rates == rates).any() else None,
+                         "bands": watch.bands}
+                return make_alert(model=model, signal=SELECTION_SIGNAL, detector=name, ts=float(ts[0]),
+                                  topic=at.topic, partition=at.partition, offset=at.offset, stats=stats,
+                                  status=status)
+            apply_lifecycle(life, hits, ts, result, alert)
 
     @property
     def n_detectors(self) -> int:

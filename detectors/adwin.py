@@ -71,11 +71,13 @@ class _Column:
     pending      drift detected at the last value: the next value starts a fresh window
     post         (width, total, variance) of river's window after its cuts, when pending
     chunk        adaptive chunk length (small right after a reset, doubling after)
+    delta        this column's significance (river's delta)
     """
 
-    __slots__ = ("n", "total", "var", "rt", "rv", "pending", "post", "chunk")
+    __slots__ = ("n", "total", "var", "rt", "rv", "pending", "post", "chunk", "delta")
 
-    def __init__(self, ring: int) -> None:
+    def __init__(self, ring: int, delta: float) -> None:
+        self.delta = delta
         self.n = 0
         self.total = 0.0
         self.var = 0.0
@@ -113,11 +115,11 @@ class ADWIN:
         self.min_window_length = check_int("min_window_length", min_window_length, 1)
         self.grace_period = check_int("grace_period", grace_period, 0)
         self._ring = 2 * self.max_buckets + 3
-        self._cols = [_Column(self._ring) for _ in range(self.n_features)]
+        self._cols = [_Column(self._ring, self.delta) for _ in range(self.n_features)]
         self.n_detections = np.zeros(self.n_features, dtype=np.int64)
         self._max_chunk = min(_MAX_CHUNK, max(1024, 512 * self.clock))   # ~512 tests a chunk
         self._min_chunk = min(self._max_chunk, max(256, 8 * self.clock))
-        self._dprime_table = np.zeros(0)
+        self._dprime_tables: dict[float, np.ndarray] = {}
 
     # ---------------------------------------------------------------- properties
     def _window(self, c: _Column) -> tuple[float, float, float]:
@@ -149,10 +151,25 @@ class ADWIN:
         return np.array([self._window(c)[1] for c in self._cols], dtype=np.float64)
 
     # ---------------------------------------------------------------- growth
+    @property
+    def deltas(self) -> np.ndarray:
+        """(D,) significance of each column (``delta`` unless changed by :meth:`set_delta`)."""
+        return np.array([c.delta for c in self._cols], dtype=np.float64)
+
+    def set_delta(self, delta: float, columns: np.ndarray | list[int] | None = None) -> None:
+        """Change the significance of some columns (all by default) from their next test on,
+        as if river's detector had its ``delta`` changed at that moment (e.g. a Bonferroni
+        correction as a model's signals grow)."""
+        delta = check_float("delta", delta)
+        if not 0 < delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+        for j in range(self.n_features) if columns is None else columns:
+            self._cols[int(j)].delta = delta
+
     def add_features(self, k: int) -> None:
         """Append ``k`` fresh columns (new streams), keeping the existing ones untouched."""
         k = check_int("k", k, 0)
-        self._cols.extend(_Column(self._ring) for _ in range(k))
+        self._cols.extend(_Column(self._ring, self.delta) for _ in range(k))
         self.n_detections = np.concatenate([self.n_detections, np.zeros(k, dtype=np.int64)])
         self.n_features += k
 
@@ -177,7 +194,7 @@ class ADWIN:
                 x = x[rows]
             values[j] = (x, rows)
             c = self._cols[j]
-            groups.setdefault((c.n, c.pending, c.chunk, x.size), []).append(j)
+            groups.setdefault((c.n, c.pending, c.chunk, x.size, c.delta), []).append(j)
         # a few columns per group amortize the index work; more only grow the cut matrices
         # past the caches (measured here: 8 a group is near the best of 4, 8 and 16)
         split = [m[i:i + _GROUP] for m in groups.values() for i in range(0, len(m), _GROUP)]
@@ -298,7 +315,7 @@ class ADWIN:
             new_v = (v0 + v1) + n1 * 0.5 * dmu * dmu
             i += 1
 
-        det = self._first_cut(n0, C, tot, var, levels_t, offsets)
+        det = self._first_cut(n0, C, tot, var, levels_t, offsets, cols[0].delta)
         for j, c in enumerate(cols):
             d = int(det[j])
             if d < 0:
@@ -308,7 +325,7 @@ class ADWIN:
             wd = n0 + d + 1
             c.n, c.total, c.var = wd, float(tot[j, d]), float(var[j, d])
             c.post = self._post_cut_window(wd, c.total, c.var, [lt[j] for lt in levels_t],
-                                           [lv[j] for lv in levels_v], offsets)
+                                           [lv[j] for lv in levels_v], offsets, c.delta)
             c.pending = True
         return det
 
@@ -378,7 +395,7 @@ class ADWIN:
         return ok
 
     def _first_cut(self, n0: int, C: int, tot: np.ndarray, var: np.ndarray,
-                   levels_t: list[np.ndarray], offsets: list[int]) -> np.ndarray:
+                   levels_t: list[np.ndarray], offsets: list[int], delta: float) -> np.ndarray:
         """Per column of the group, the chunk index of its first passing test, or -1."""
         clock, M = self.clock, self.max_buckets
         k = tot.shape[0]
@@ -404,28 +421,30 @@ class ADWIN:
         idx = idx[::-1].transpose(0, 2, 1).reshape(L * M, T)
         sizes = sizes[::-1].transpose(0, 2, 1).reshape(L * M, T)
         width = tw.astype(np.float64)
-        ok = self._cut_matrix(flat[idx], sizes, width, tot[:, ti].T, var[:, ti].T, self._dprime(tw))
+        ok = self._cut_matrix(flat[idx], sizes, width, tot[:, ti].T, var[:, ti].T,
+                              self._dprime(tw, delta))
         hit = ok.any(axis=0).T                                       # (k, T)
         return np.where(hit.any(axis=1), ti[hit.argmax(axis=1)], -1)
 
-    def _dprime(self, tw: np.ndarray) -> np.ndarray:
+    def _dprime(self, tw: np.ndarray, delta: float) -> np.ndarray:
         """river's d' = ln(2 ln(width) / delta) for test widths tw (multiples of clock).
 
-        Looked up in a table indexed by width // clock, extended on demand with math.log
-        (the table is per detector, shared by its columns, and is not part of its state).
+        Looked up in a table per delta indexed by width // clock, extended on demand with
+        math.log (tables are shared by the detector's columns and are not part of its state).
         """
         k = tw // self.clock
         need = int(k[-1]) + 1
-        if need > self._dprime_table.size:
-            size = max(need, 2 * self._dprime_table.size, 1024)
+        table = self._dprime_tables.get(delta, np.zeros(0))
+        if need > table.size:
+            size = max(need, 2 * table.size, 1024)
             widths = np.arange(size, dtype=np.float64) * self.clock
             with np.errstate(divide="ignore", invalid="ignore"):
-                self._dprime_table = _ln(2.0 * _ln(widths) / self.delta)
-        return self._dprime_table[k]
+                table = self._dprime_tables[delta] = _ln(2.0 * _ln(widths) / delta)
+        return table[k]
 
     def _post_cut_window(self, width: int, total: float, variance: float,
                          levels_t: list[np.ndarray], levels_v: list[np.ndarray],
-                         offsets: list[int]) -> tuple[float, float, float]:
+                         offsets: list[int], delta: float) -> tuple[float, float, float]:
         """Replay river's delete-and-rescan at a detection; return its final window.
 
         River drops the oldest bucket and rescans the whole window while some cut passes.
@@ -447,7 +466,7 @@ class ADWIN:
             totals = np.array([b[0] for b in live]).reshape(-1, 1, 1)
             sizes = np.array([b[2] for b in live]).reshape(-1, 1)
             with np.errstate(divide="ignore", invalid="ignore"):
-                dprime = _ln(2.0 * _ln(np.array([W])) / self.delta)
+                dprime = _ln(2.0 * _ln(np.array([W])) / delta)
             ok = self._cut_matrix(totals, sizes, np.array([W]), np.array([[TOT]]),
                                   np.array([[VAR]]), dprime)
             if not ok.any():
@@ -481,6 +500,7 @@ class ADWIN:
             "rt": np.concatenate([c.rt for c in cols]) if cols else np.zeros((0, self._ring)),
             "rv": np.concatenate([c.rv for c in cols]) if cols else np.zeros((0, self._ring)),
             "n_detections": self.n_detections,
+            "deltas": self.deltas,
         }
         return _state.pack("ADWIN", header, arrays)
 
@@ -493,11 +513,13 @@ class ADWIN:
             D, R = adwin.n_features, adwin._ring
             levels = a["levels"]
             shapes = {"n": (D,), "chunk": (D,), "scalars": (D, 5), "pending": (D,),
-                      "levels": (D,), "n_detections": (D,)}
+                      "levels": (D,), "n_detections": (D,), "deltas": (D,)}
             for name, shape in shapes.items():
                 if a[name].shape != shape:
                     raise _state.StateError(f"array {name!r} has shape {a[name].shape}, "
                                             f"expected {shape}")
+            if not ((a["deltas"] > 0) & (a["deltas"] < 1)).all():
+                raise _state.StateError("ADWIN state has a delta outside (0, 1)")
             if (levels < 0).any() or a["rt"].shape != (int(levels.sum()), R) \
                     or a["rv"].shape != a["rt"].shape or (a["n"] < 0).any():
                 raise _state.StateError("ADWIN state arrays are inconsistent")
@@ -512,6 +534,7 @@ class ADWIN:
             c.total, c.var = float(a["scalars"][j, 0]), float(a["scalars"][j, 1])
             c.post = tuple(float(v) for v in a["scalars"][j, 2:5])
             c.pending = bool(a["pending"][j])
+            c.delta = float(a["deltas"][j])
             c.rt = a["rt"][bounds[j]:bounds[j + 1]].copy()
             c.rv = a["rv"][bounds[j]:bounds[j + 1]].copy()
         adwin.n_detections = a["n_detections"].copy()

@@ -45,6 +45,7 @@ class DetectSettings:
     # (PH) values. river's PH fading (alpha < 1) makes its statistic stationary with sd ~70, so
     # any threshold near 50 alarms on pure noise: the service uses the undamped CUSUM form.
     adwin_delta: float = 1e-4
+    bonferroni: bool = True             # each signal's ADWIN delta = adwin_delta / signals of its model
     adwin_clock: int = 32
     adwin_max_buckets: int = 5
     adwin_min_window_length: int = 5

@@ -102,6 +102,10 @@ class ModelMonitor:
         if grown:
             for det in self.detectors.values():
                 det.add_features(grown)
+            d = self.settings.detect
+            if d.bonferroni and "adwin" in self.detectors:
+                # many signals multiply false alarms: share the model's delta among them
+                self.detectors["adwin"].set_delta(d.adwin_delta / max(1, self.n_signals))
         Z = self.signals.standardize(X, batch.ts)
         hits: list[tuple[int, int, str]] = []
         for name, det in self.detectors.items():

@@ -119,3 +119,19 @@ def test_adwin_state_is_logarithmic_in_window():
     assert large.width[0] == 1_000_000
     # 100x more values, well under 2x more state
     assert len(large.to_bytes()) < 2 * len(small.to_bytes())
+
+
+def test_per_column_delta_equals_river_with_that_delta():
+    X = make_stream("mean_shift", 3000, 3, seed=8)
+    X[:, 2] = make_stream("errors01", 3000, 1, seed=9)[:, 0]
+    det = ADWIN(n_features=3)
+    det.set_delta(0.3, columns=[1])
+    det.set_delta(1e-5, columns=[2])
+    assert det.deltas.tolist() == [0.002, 0.3, 1e-5]
+    first = det.update(X[:1111])
+    mask = np.concatenate([first, ADWIN.from_bytes(det.to_bytes()).update(X[1111:])])
+    for j, delta in enumerate([0.002, 0.3, 1e-5]):
+        expected, _ = river_mask("ADWIN", X[:, j:j + 1], delta=delta)
+        assert np.array_equal(mask[:, j:j + 1], expected), j
+    with pytest.raises(ValueError, match="delta"):
+        det.set_delta(1.5)

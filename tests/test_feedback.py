@@ -20,7 +20,8 @@ def allocation_stream(reinforcing: bool, n: int = 60_000, k: int = 8, seed: int 
     (p_s grows with labels_s), and only scores >= 0.7 ever get a label (the model acted).
     stationary: a fixed uneven (Zipf) allocation, labels for a random 30% of predictions."""
     rng = np.random.default_rng(seed)
-    p = np.full(k, 1.0 / k) if reinforcing else (1.0 / np.arange(1, k + 1)) / (1.0 / np.arange(1, k + 1)).sum()
+    zipf = 1.0 / np.arange(1, k + 1)
+    p = np.full(k, 1.0 / k) if reinforcing else zipf / zipf.sum()
     weight = np.ones(k)
     items = []
     for start in range(0, n, 500):

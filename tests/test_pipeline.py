@@ -113,3 +113,26 @@ def test_signal_limit_is_enforced():
     mon = pipeline.models["m"]
     assert mon.n_signals == 7 and mon.signals.dropped > 0
     assert all(d.n_features == 7 for d in mon.detectors.values())
+
+
+def test_bonferroni_shares_the_models_delta_among_its_signals():
+    evs = [{"model": "m", "ts": i, "features": {f"f{k}": float(k) for k in range(4)}, "prediction": 0.5}
+           for i in range(10)]
+    on = Pipeline(load_settings(env={}))
+    run(on, evs)
+    assert np.allclose(on.models["m"].detectors["adwin"].deltas, 1e-4 / 5)
+    off = Pipeline(load_settings(env={}, overrides={"detect.bonferroni": False}))
+    run(off, evs)
+    assert np.allclose(off.models["m"].detectors["adwin"].deltas, 1e-4)
+
+
+def test_string_predictions_are_class_indicators_with_prediction_drift():
+    rng = np.random.default_rng(4)
+    classes = np.where(np.arange(8000) < 5000, rng.choice(["a", "b"], 8000, p=[0.8, 0.2]),
+                       rng.choice(["a", "b"], 8000, p=[0.4, 0.6]))
+    evs = [{"model": "m", "ts": i, "features": {}, "prediction": str(c)} for i, c in enumerate(classes)]
+    pipeline = Pipeline(load_settings(env={}))
+    alerts = run(pipeline, evs)
+    assert set(pipeline.models["m"].signals.names) == {"prediction=__other__", "prediction=a", "prediction=b"}
+    assert alerts and {a["kind"] for a in alerts} == {"prediction_drift"}
+    assert all(a["at"]["offset"] >= 5000 for a in alerts)

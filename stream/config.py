@@ -60,6 +60,7 @@ class DetectSettings:
     label_ttl_s: float = 35 * 86400.0   # predictions wait this long (event time) for a label
     label_warmup: int = 500             # joined labels that set the error reference
     feedback_window: int = 200          # events with a segment per entropy window
+    feedback_resolve_after_s: float = 7 * 86400.0   # feedback loops are slow: quiet week -> resolved
     feedback_warmup: int = 10           # windows that set the entropy reference
     feedback_ph_threshold: float = 20.0 # PH (down) on the standardized entropy series
     feedback_ph_delta: float = 0.25
@@ -185,6 +186,7 @@ def _validate(s: Settings) -> None:
     need(d.label_ttl_s > 0, "detect.label_ttl_s", "must be > 0")
     need(d.label_warmup >= 2, "detect.label_warmup", "must be >= 2")
     need(d.feedback_window >= 2, "detect.feedback_window", "must be >= 2")
+    need(d.feedback_resolve_after_s > 0, "detect.feedback_resolve_after_s", "must be > 0")
     need(d.feedback_warmup >= 2, "detect.feedback_warmup", "must be >= 2")
     need(d.feedback_ph_threshold > 0, "detect.feedback_ph_threshold", "must be > 0")
     need(d.feedback_ph_delta >= 0, "detect.feedback_ph_delta", "must be >= 0")

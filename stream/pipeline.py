@@ -91,7 +91,7 @@ class ModelMonitor:
         self.lifecycle = Lifecycle(d.resolve_after_s, d.cooldown_s)
         self.concentration = ConcentrationWatch(d.feedback_window, d.feedback_warmup,
                                                 d.feedback_ph_threshold, d.feedback_ph_delta)
-        self.feedback_life = Lifecycle(d.resolve_after_s, d.cooldown_s)
+        self.feedback_life = Lifecycle(d.feedback_resolve_after_s, d.cooldown_s)
 
     @property
     def n_signals(self) -> int:
@@ -266,28 +266,40 @@ class Pipeline:
             d = self.settings.detect
             sel = self.selection[model] = (SelectionWatch(d.label_bands, d.label_min_per_band,
                                                           d.label_gap),
-                                           Lifecycle(d.resolve_after_s, d.cooldown_s))
+                                           Lifecycle(d.feedback_resolve_after_s, d.cooldown_s))
         return sel
 
     def _selection_alerts(self, at: Message, result: BatchResult) -> None:
-        """feedback_loop when labels arrive selectively by score band (checked once a batch)."""
-        ts = np.array([self._now_ts if self._now_ts > float("-inf") else at.timestamp])
-        for model, (watch, life) in self.selection.items():
-            flagged = watch.flagged()
-            if flagged is None and not life.open:
-                continue
-            hits = [(0, 0, "label_rate_gap")] if flagged else []
+        """feedback_loop while labels arrive selectively by score band (checked once a batch).
 
-            def alert(row, j, name, status, model=model, watch=watch):
-                rates = watch.rates()
-                stats = {"labeled_share_by_band": [None if r != r else round(float(r), 6) for r in rates],
-                         "labeled_share_min": float(np.nanmin(rates)) if (rates == rates).any() else None,
-                         "labeled_share_max": float(np.nanmax(rates)) if (rates == rates).any() else None,
-                         "bands": watch.bands}
-                return make_alert(model=model, signal=SELECTION_SIGNAL, detector=name, ts=float(ts[0]),
-                                  topic=at.topic, partition=at.partition, offset=at.offset, stats=stats,
-                                  status=status)
-            apply_lifecycle(life, hits, ts, result, alert)
+        A state, not an event: the episode stays open while the bands differ and resolves
+        once they have not for the feedback resolve span.
+        """
+        now = self._now_ts if self._now_ts > float("-inf") else at.timestamp
+        for model, (watch, life) in self.selection.items():
+            flagged = watch.flagged() is not None
+            if flagged and 0 in life.open:
+                life.extend(0, now)
+                result.suppressed += 1
+            elif flagged and life.may_fire(0, now):
+                alert = self._selection_alert(model, watch, at, now, "firing")
+                life.fire(0, now, alert["alert_id"], "label_rate_gap")
+                result.alerts.append(alert)
+            elif not flagged and life.resolve_row(0, np.array([now])) is not None:
+                result.alerts.append(_resolved(life, 0, self._selection_alert(model, watch, at, now,
+                                                                             "resolved")))
+
+    @staticmethod
+    def _selection_alert(model: str, watch: SelectionWatch, at: Message, now: float, status: str) -> dict:
+        rates = watch.rates()
+        known = rates[~np.isnan(rates)]
+        stats = {"labeled_share_by_band": [None if r != r else round(float(r), 6) for r in rates],
+                 "labeled_share_min": float(known.min()) if known.size else None,
+                 "labeled_share_max": float(known.max()) if known.size else None,
+                 "bands": watch.bands}
+        return make_alert(model=model, signal=SELECTION_SIGNAL, detector="label_rate_gap", ts=now,
+                          topic=at.topic, partition=at.partition, offset=at.offset, stats=stats,
+                          status=status)
 
     @property
     def n_detectors(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import urllib.request
 
+import numpy as np
 import orjson
 import pytest
 from kafka_helpers import (
@@ -182,3 +183,40 @@ def test_labels_topic_gives_performance_drift_and_label_dead_letters(kafka_boots
         assert 0.5 < 1 - metric(samples, "streamdrift_error_level", model="m") < 0.8
     finally:
         assert stop_service(proc) == 0
+
+
+def test_ml_signals_in_run_seasonality_feedback_and_classes(kafka_bootstrap, unique, tmp_path):
+    """The same signals as in replay, through `streamdrift run`: a seasonal model with a level
+    shift, a self-reinforcing allocation (segments), a class prediction whose mix changes."""
+    from test_feedback import allocation_stream
+    from test_seasonality import CONFIG, grid_stream
+
+    topic = f"events-{unique}"
+    create_topics(kafka_bootstrap, {topic: 3})
+    grid = [m.value for m in grid_stream(20, 10.0, seed=1)]
+    loop = [m.value for m in allocation_stream(reinforcing=True) if m.topic == "events"][:20_000]
+    rng = np.random.default_rng(4)
+    mix = lambda i: [0.8, 0.2] if i < 5000 else [0.4, 0.6]
+    classes = [orjson.dumps({"model": "c", "ts": float(i), "features": {},
+                             "prediction": str(rng.choice(["a", "b"], p=mix(i)))}) for i in range(8000)]
+    values = grid + loop + classes
+    keys = [b"grid"] * len(grid) + [b"m"] * len(loop) + [b"c"] * len(classes)
+    produce(kafka_bootstrap, topic, values, keys=keys)
+    port = free_port()
+    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, port, CONFIG)
+    proc = start_service(cfg, tmp_path / "service.log")
+    expected = {("grid", "feature:load"), ("m", "segments:entropy"), ("c", "prediction=b")}
+    try:
+        got = alerts_of(read_topic(kafka_bootstrap, f"alerts-{unique}",
+                                   lambda ms: expected <= {(a["model"], a["signal"]) for a in alerts_of(ms)},
+                                   timeout_s=120))
+    finally:
+        assert stop_service(proc) == 0
+    firing = [a for a in got if a["status"] == "firing"]
+    assert expected <= {(a["model"], a["signal"]) for a in firing}
+    load = next(a for a in firing if a["signal"] == "feature:load")
+    assert 10 * 86400 <= load["at"]["ts"] < 11 * 86400 and load["kind"] == "data_drift"
+    assert not [a for a in firing if a["model"] == "grid" and a["signal"] != "feature:load"]
+    assert next(a for a in firing if a["model"] == "m" and a["signal"] == "segments:entropy")["kind"] \
+        == "feedback_loop"
+    assert {a["kind"] for a in firing if a["model"] == "c"} == {"prediction_drift"}

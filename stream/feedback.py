@@ -38,8 +38,9 @@ class ConcentrationWatch:
                               mode="down")
         self.ref_mean = self.ref_sd = None
 
-    def update(self, batch: ModelBatch) -> list[tuple[int, float, float]]:
-        """Feed a batch; returns (row, entropy, z) for each window end that PH flagged."""
+    def update(self, batch: ModelBatch) -> list[tuple[int, float, float, int]]:
+        """Feed a batch; returns (row, entropy, z, windows so far) for each window end that PH
+        flagged."""
         seg = batch.segments
         has = np.array([s is not None for s in seg])
         if not has.any():
@@ -75,7 +76,7 @@ class ConcentrationWatch:
                 self.seen = 0
                 hit = self._watch(h)
                 if hit is not None:
-                    flagged.append((end_row, h, hit))
+                    flagged.append((end_row, h, hit, len(self.series)))
         return flagged
 
     def _entropy(self) -> float:

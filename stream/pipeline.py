@@ -118,17 +118,19 @@ class ModelMonitor:
         self.signals.remember(X)
         flagged = self.concentration.update(batch)
         if flagged or self.feedback_life.open:
-            z_at = {row: (h, z) for row, h, z in flagged}
+            z_at = {row: (h, z, n) for row, h, z, n in flagged}
+            last = (self.concentration.series[-1] if self.concentration.series else float("nan"),
+                    float("nan"), len(self.concentration.series))
             apply_lifecycle(self.feedback_life, [(row, 0, "page_hinkley") for row in z_at], batch.ts,
                             result, lambda row, j, name, status: self._entropy_alert(
-                                batch, row, name, status, *z_at.get(row, (float("nan"),) * 2)))
+                                batch, row, name, status, *z_at.get(row, last)))
 
     def _entropy_alert(self, batch: ModelBatch, row: int, detector: str, status: str, h: float,
-                       z: float) -> dict:
+                       z: float, windows: int) -> dict:
         watch = self.concentration
-        stats = {"entropy": h if h == h else watch.series[-1], "entropy_before": watch.ref_mean,
+        stats = {"entropy": h, "entropy_before": watch.ref_mean,
                  "effect_size": round(z, 6) if z == z else 0.0,
-                 "segments": len(watch.segment_index), "windows": len(watch.series)}
+                 "segments": len(watch.segment_index), "windows": windows}
         return make_alert(model=self.model, signal=ENTROPY_SIGNAL, detector=detector,
                           ts=float(batch.ts[row]), topic=batch.topic[row],
                           partition=int(batch.partition[row]), offset=int(batch.offset[row]),

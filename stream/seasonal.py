@@ -61,27 +61,32 @@ class SeasonalProfile:
         """X (n, k) raw values of the profile's columns -> clipped residual z (NaN = not scored)."""
         b = self.phase_bin(ts)
         valid = ~np.isnan(X)
-        scored = self.ready.copy()                  # columns ready when the batch started
-        learn = valid & ~scored[None, :]
-        if learn.any():
-            first = learn & ~self.has_shift[None, :]
-            for c in np.flatnonzero(first.any(axis=0)):
-                self.shift[c] = X[np.argmax(first[:, c]), c]
-                self.has_shift[c] = True
-            rows, cols = np.nonzero(learn)
-            v = X[rows, cols] - self.shift[cols]
-            np.add.at(self.n, (b[rows], cols), 1.0)
-            np.add.at(self.s1, (b[rows], cols), v)
-            np.add.at(self.s2, (b[rows], cols), v * v)
-            done = ~self.ready & (self.n.min(axis=0) >= self.min_per_bin)
-            if done.any():
-                n, s1, s2 = self.n[:, done], self.s1[:, done], self.s2[:, done]
-                self.mean[:, done] = self.shift[done] + s1 / n
+        learn = valid & ~self.ready[None, :]
+        scored = valid & self.ready[None, :]
+        for c in np.flatnonzero(learn.any(axis=0)):
+            rows = np.flatnonzero(learn[:, c])
+            if not self.has_shift[c]:
+                self.shift[c], self.has_shift[c] = X[rows[0], c], True
+            # the row at which every bin has min_per_bin values: learned up to it, scored after
+            counts = self.n[:, c].copy()
+            need = np.maximum(self.min_per_bin - counts, 0)
+            onehot = np.zeros((rows.size, self.bins))
+            onehot[np.arange(rows.size), b[rows]] = 1.0
+            reached = (np.cumsum(onehot, axis=0) >= need).all(axis=1)
+            last = int(reached.argmax()) if reached.any() else rows.size - 1
+            used = rows[:last + 1]
+            v = X[used, c] - self.shift[c]
+            np.add.at(self.n[:, c], b[used], 1.0)
+            np.add.at(self.s1[:, c], b[used], v)
+            np.add.at(self.s2[:, c], b[used], v * v)
+            if reached.any():
+                n, s1, s2 = self.n[:, c], self.s1[:, c], self.s2[:, c]
+                self.mean[:, c] = self.shift[c] + s1 / n
                 var = np.maximum(s2 - s1 * s1 / n, 0.0) / (n - 1)
-                floor = 1e-9 * np.maximum(1.0, np.abs(self.mean[:, done]))
-                self.sd[:, done] = np.maximum(np.sqrt(var), floor)
-                self.ready |= done
+                self.sd[:, c] = np.maximum(np.sqrt(var), 1e-9 * np.maximum(1.0, np.abs(self.mean[:, c])))
+                self.ready[c] = True
+                scored[rows[last + 1:], c] = True
         Z = (X - self.mean[b]) / self.sd[b]
-        Z[~(valid & scored[None, :])] = np.nan
+        Z[~scored] = np.nan
         np.clip(Z, -self.clip_z, self.clip_z, out=Z)
         return Z

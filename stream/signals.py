@@ -46,6 +46,7 @@ class SignalRegistry:
         self.sd = np.ones(0)
         self.recent = np.full((RECENT, 0), np.nan)          # ring of the last raw values
         self.recent_pos = np.zeros(0, dtype=np.int64)
+        self.warm_values = np.zeros((warmup, 0))             # warm-up values, until all are done
 
     @property
     def size(self) -> int:
@@ -70,6 +71,9 @@ class SignalRegistry:
             self.sd = np.concatenate([self.sd, np.ones(k)])
             self.recent = np.concatenate([self.recent, np.full((RECENT, k), np.nan)], axis=1)
             self.recent_pos = np.concatenate([self.recent_pos, np.zeros(k, dtype=np.int64)])
+            if self.warm_values.shape[0] < self.warmup:
+                self.warm_values = np.zeros((self.warmup, self.n.size - k))
+            self.warm_values = np.concatenate([self.warm_values, np.zeros((self.warmup, k))], axis=1)
         return k
 
     def ensure(self, names: list[str]) -> int:
@@ -154,22 +158,21 @@ class SignalRegistry:
         rank = np.cumsum(valid, axis=0)
         warm = valid & (rank <= need)
         if warm.any():
-            cnt = warm.sum(axis=0).astype(np.float64)
-            has = cnt > 0
-            Xw = np.where(warm, X, 0.0)
-            bmean = np.divide(Xw.sum(axis=0), cnt, out=np.zeros_like(cnt), where=has)
-            bm2 = np.where(warm, (X - bmean) ** 2, 0.0).sum(axis=0)
-            tot = self.n + cnt
-            d = bmean - self.mean
-            frac = np.divide(cnt, tot, out=np.zeros_like(cnt), where=tot > 0)
-            self.mean = np.where(has, self.mean + d * frac, self.mean)
-            self.m2 = np.where(has, self.m2 + bm2 + d * d * self.n * frac, self.m2)
-            self.n = tot
-            done = has & (self.n >= self.warmup)
-            if done.any():
-                sd = np.sqrt(self.m2[done] / (self.n[done] - 1))
-                floor = 1e-9 * np.maximum(1.0, np.abs(self.mean[done]))
-                self.sd[done] = np.maximum(sd, floor)
+            # keep the warm-up values themselves and compute the reference in one pass when
+            # complete: the result does not depend on how the stream was cut into batches
+            for j in np.flatnonzero(warm.any(axis=0)):
+                v = X[warm[:, j], j]
+                start = int(self.n[j])
+                self.warm_values[start:start + v.size, j] = v
+                self.n[j] += v.size
+                if self.n[j] >= self.warmup:
+                    w = self.warm_values[:, j]
+                    self.mean[j] = w.mean()
+                    self.m2[j] = ((w - self.mean[j]) ** 2).sum()
+                    sd = np.sqrt(self.m2[j] / (self.warmup - 1))
+                    self.sd[j] = max(sd, 1e-9 * max(1.0, abs(self.mean[j])))
+            if (self.n >= self.warmup).all():
+                self.warm_values = np.zeros((self.warmup, self.n.size))[:0]
         live = valid & ~warm & (self.n >= self.warmup)
         Z = np.where(live, (X - self.mean) / self.sd, np.nan)
         np.clip(Z, -self.clip_z, self.clip_z, out=Z)

@@ -30,6 +30,10 @@ class KafkaSettings:
     labels_topic: str = ""
     alerts_topic: str = "alerts"
     dead_letter_topic: str = "streamdrift-dead-letters"
+    guarantee: str = "at-least-once"    # or "exactly-once" (Kafka transactions)
+    changelog_topic: str = ""           # compacted state topic; default "<group_id>-changelog"
+    checkpoint_interval_s: float = 0.5  # state + offsets (+ transaction) commit period
+    instance_id: str = ""               # stable per instance; default host name + pid
     batch_size: int = 5000              # messages per consumed batch
     poll_timeout_s: float = 0.1         # longest wait for a batch to fill
     client: Mapping[str, str] = field(default_factory=dict)   # librdkafka pass-through
@@ -166,6 +170,9 @@ def _validate(s: Settings) -> None:
     need(bool(k.alerts_topic), "kafka.alerts_topic", "must not be empty")
     need(bool(k.dead_letter_topic), "kafka.dead_letter_topic", "must not be empty")
     need(k.batch_size >= 1, "kafka.batch_size", "must be >= 1")
+    need(k.guarantee in ("at-least-once", "exactly-once"), "kafka.guarantee",
+         f"must be 'at-least-once' or 'exactly-once', got {k.guarantee!r}")
+    need(k.checkpoint_interval_s > 0, "kafka.checkpoint_interval_s", "must be > 0")
     need(k.poll_timeout_s > 0, "kafka.poll_timeout_s", "must be > 0")
     for name in d.detectors:
         need(name in _DETECTORS, "detect.detectors", f"unknown detector {name!r} (known: {_DETECTORS})")

@@ -9,6 +9,8 @@ Shutdown (SIGTERM/SIGINT sets `stop`): finish the batch, flush, commit, leave th
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from typing import Any
@@ -21,6 +23,7 @@ from .config import Settings
 from .events import DeadLetter, Message
 from .metrics import Metrics
 from .pipeline import Pipeline
+from .state import StateError, dump_model, load_model
 
 log = logging.getLogger("streamdrift")
 
@@ -94,65 +97,210 @@ def dead_letter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
             ("streamdrift.source.offset", str(m.offset).encode())]
 
 
+class Shard:
+    """State of one assigned input partition: its pipeline and progress."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.next_offset: int | None = None     # next input offset to read (after processed)
+        self.changed: set[str] = set()          # models changed since the last checkpoint
+
+
+class FatalKafkaError(RuntimeError):
+    """A fatal client error (e.g. a fenced transactional producer): exit and be restarted."""
+
+
 class Service:
-    """One streamdrift instance in the consumer group."""
+    """One streamdrift instance in the consumer group.
+
+    State is sharded by input partition, like Kafka Streams tasks: each assigned events
+    partition has its own pipeline (labels partition p joins events partition p of the first
+    events topic: co-partition them, keyed by model). Every ``checkpoint_interval_s`` the
+    models changed since the last checkpoint are written to the compacted changelog topic
+    (key ``topic:partition:model``, header ``streamdrift.offset``), then the input offsets are
+    committed: after a flush (at-least-once) or in the same transaction (exactly-once).
+    On assignment a shard is restored from the changelog before its partition is read.
+    """
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        k = settings.kafka
         self.settings = settings
         self.metrics = metrics
-        labels = {settings.kafka.labels_topic} if settings.kafka.labels_topic else set()
-        self.pipeline = Pipeline(settings, label_topics=labels)
+        self.label_topics = {k.labels_topic} if k.labels_topic else set()
+        self.changelog = k.changelog_topic or f"{k.group_id}-changelog"
+        self.exactly_once = k.guarantee == "exactly-once"
+        self.shards: dict[tuple[str, int], Shard] = {}
         self._delivery_errors: list[str] = []
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._last_checkpoint = time.monotonic()
+        self._dirty = False
 
+    # ------------------------------------------------------------------ set-up
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
             self._delivery_errors.append(f"{msg.topic()}: {err.str()}")
+
+    def _create_topics(self) -> None:
+        s = self.settings.kafka
+        admin = AdminClient(client_config(self.settings))
+        meta = admin.list_topics(timeout=10).topics
+        partitions = max([len(meta[t].partitions) for t in s.events_topics if t in meta] or [1])
+        ensure_topics(self.settings, {s.alerts_topic: 1, s.dead_letter_topic: 1})
+        if self.changelog not in meta:
+            fut = admin.create_topics([NewTopic(
+                self.changelog, num_partitions=partitions, replication_factor=-1,
+                config={"cleanup.policy": "compact", "max.message.bytes": str(64 << 20)})])
+            try:
+                fut[self.changelog].result()
+                log.info("created changelog topic %s (%d partitions)", self.changelog, partitions)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
 
     def run(self, stop: threading.Event) -> int:
         s = self.settings.kafka
         if not wait_for_broker(self.settings, stop):
             return 0
-        ensure_topics(self.settings, {s.alerts_topic: 1, s.dead_letter_topic: 1})
-        consumer = Consumer({
+        self._create_topics()
+        instance = s.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+        consumer = self._consumer = Consumer({
             **client_config(self.settings),
             "group.id": s.group_id,
-            "enable.auto.commit": True,
+            "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
             "error_cb": _ErrorLog("kafka consumer"),
         })
-        producer = Producer({
-            **client_config(self.settings),
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "error_cb": _ErrorLog("kafka producer"),
-        })
-        consumer.subscribe(list(s.events_topics) + ([s.labels_topic] if s.labels_topic else []))
-        log.info("streamdrift running: group %s, events %s, labels %s -> alerts %s (dead letters %s)",
-                 s.group_id, ",".join(s.events_topics), s.labels_topic or "-", s.alerts_topic,
-                 s.dead_letter_topic)
+        producer_conf = {**client_config(self.settings), "enable.idempotence": True, "linger.ms": 5,
+                         "message.max.bytes": 64 << 20, "error_cb": _ErrorLog("kafka producer")}
+        if self.exactly_once:
+            producer_conf["transactional.id"] = f"streamdrift-{s.group_id}-{instance}"
+        producer = self._producer = Producer(producer_conf)
+        if self.exactly_once:
+            producer.init_transactions(30)
+            producer.begin_transaction()
+        consumer.subscribe(list(s.events_topics) + ([s.labels_topic] if s.labels_topic else []),
+                           on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        log.info("streamdrift running (%s): group %s, events %s, labels %s -> alerts %s "
+                 "(dead letters %s, state %s)", s.guarantee, s.group_id, ",".join(s.events_topics),
+                 s.labels_topic or "-", s.alerts_topic, s.dead_letter_topic, self.changelog)
+        code = 0
         try:
             while not stop.is_set():
                 raw = consumer.consume(num_messages=s.batch_size, timeout=s.poll_timeout_s)
                 if raw:
-                    self._process(raw, consumer, producer)
+                    self._process(raw)
+                if self._dirty and time.monotonic() - self._last_checkpoint >= s.checkpoint_interval_s:
+                    self._checkpoint(list(self.shards))
                 self._update_lag(consumer)
+            self._checkpoint(list(self.shards))
+        except FatalKafkaError as exc:
+            log.error("%s; exiting so that a supervisor restarts the service", exc)
+            code = 3
         finally:
-            producer.flush(30)
-            try:
-                consumer.commit(asynchronous=False)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError._NO_OFFSET:
-                    log.warning("final commit failed: %s", exc)
-            consumer.close()
-            log.info("streamdrift stopped: offsets committed, left the group")
-        return 0
+            if code == 0:
+                consumer.close()
+                log.info("streamdrift stopped: state and offsets committed, left the group")
+        return code
 
-    def _process(self, raw: list, consumer: Consumer, producer: Producer) -> None:
+    # ------------------------------------------------------------------ rebalance
+    def _on_assign(self, consumer: Consumer, partitions: list) -> None:
+        t0 = time.perf_counter()
+        committed = {(tp.topic, tp.partition): tp.offset
+                     for tp in consumer.committed(partitions, timeout=30)}
+        events = [tp for tp in partitions if tp.topic not in self.label_topics]
+        for tp in events:
+            self.shards[(tp.topic, tp.partition)] = Shard(self._new_pipeline())
+        n = self._restore(events, committed)
+        if events:
+            seconds = time.perf_counter() - t0
+            self.metrics.restore_seconds.observe(seconds)
+            log.info("assigned %s; restored %d models in %.2fs",
+                     ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions), n, seconds)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions if (tp.topic, tp.partition) in self.shards]
+        self._checkpoint(keys)
+        for key in keys:
+            self.shards.pop(key, None)
+        for tp in partitions:
+            getattr(self, "_label_offsets", {}).pop((tp.topic, tp.partition), None)
+
+    def _on_lost(self, consumer: Consumer, partitions: list) -> None:
+        for tp in partitions:
+            self.shards.pop((tp.topic, tp.partition), None)
+        log.warning("partitions lost: state dropped without committing")
+
+    def _new_pipeline(self) -> Pipeline:
+        return Pipeline(self.settings, label_topics=self.label_topics)
+
+    def _restore(self, events: list, committed: dict[tuple[str, int], int]) -> int:
+        """Load each shard's latest model states not newer than its committed offset."""
+        if not events:
+            return 0
+        reader = Consumer({**client_config(self.settings), "group.id": f"{self.settings.kafka.group_id}"
+                           "-restore", "enable.auto.commit": False, "isolation.level": "read_committed",
+                           "error_cb": _ErrorLog("kafka restore")})
+        wanted = {f"{tp.topic}:{tp.partition}:": (tp.topic, tp.partition) for tp in events}
+        latest: dict[bytes, tuple[bytes, int, float]] = {}
+        try:
+            for part in sorted({tp.partition for tp in events}):
+                lo, hi = reader.get_watermark_offsets(TopicPartition(self.changelog, part), timeout=30)
+                if hi <= lo:
+                    continue
+                tp = TopicPartition(self.changelog, part, lo)
+                reader.assign([tp])
+                pos, deadline = lo, time.monotonic() + 300
+                while pos < hi and time.monotonic() < deadline:
+                    msgs = reader.consume(1000, timeout=1)
+                    # transaction markers are never delivered: follow the position instead
+                    pos = max(pos, reader.position([tp])[0].offset)
+                    for msg in msgs:
+                        if msg.error() is not None:
+                            continue
+                        pos = max(pos, msg.offset() + 1)
+                        key = msg.key() or b""
+                        shard = next((v for p, v in wanted.items() if key.startswith(p.encode())), None)
+                        if shard is None:
+                            continue
+                        h = dict(msg.headers() or [])
+                        offset = int(h.get("streamdrift.offset", b"-1"))
+                        limit = committed.get(shard, -1)
+                        if msg.value() is None:
+                            latest.pop(key, None)
+                        elif 0 <= offset <= max(limit, 0) and limit >= 0:
+                            latest[key] = (msg.value(), offset, float(h.get("streamdrift.now_ts", b"-inf")))
+                        elif limit < 0 or offset > limit:
+                            log.warning("changelog record %s reflects offset %d beyond the committed "
+                                        "%d: skipped", key.decode(errors="replace"), offset, limit)
+        finally:
+            reader.close()
+        n = 0
+        for key, (value, _, now_ts) in latest.items():
+            topic, part, _ = key.decode().rsplit(":", 2)
+            shard = self.shards[(topic, int(part))]
+            try:
+                load_model(shard.pipeline, value)
+                shard.pipeline._now_ts = max(shard.pipeline._now_ts, now_ts)
+                n += 1
+            except StateError as exc:
+                log.error("state %s is unreadable (%s): starting that model fresh", key.decode(), exc)
+        return n
+
+    # ------------------------------------------------------------------ processing
+    def _shard_key(self, topic: str, partition: int) -> tuple[str, int]:
+        if topic in self.label_topics:
+            return (self.settings.kafka.events_topics[0], partition)
+        return (topic, partition)
+
+    def _process(self, raw: list) -> None:
         t0 = time.perf_counter()
         m = self.metrics
-        messages: list[Message] = []
-        last: dict[tuple[str, int], int] = {}
+        groups: dict[tuple[str, int], list[Message]] = {}
+        nexts: dict[tuple[str, int], int] = {}
+        per_topic: dict[str, int] = {}
         for msg in raw:
             err = msg.error()
             if err is not None:
@@ -161,52 +309,152 @@ class Service:
                 continue
             ts_ms = msg.timestamp()[1]
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-            messages.append(Message(msg.value() or b"", topic, partition, offset,
-                                    ts_ms / 1000.0 if ts_ms > 0 else 0.0))
-            last[(topic, partition)] = offset
-        per_topic: dict[str, int] = {}
-        for topic, _ in last:
-            per_topic[topic] = 0
-        for message in messages:
-            per_topic[message.topic] += 1
+            groups.setdefault(self._shard_key(topic, partition), []).append(
+                Message(msg.value() or b"", topic, partition, offset, ts_ms / 1000.0 if ts_ms > 0 else 0.0))
+            nexts[(topic, partition)] = offset + 1
+            per_topic[topic] = per_topic.get(topic, 0) + 1
+        if not groups:
+            return
         for topic, count in per_topic.items():
             m.messages.labels(topic=topic).inc(count)
-        if not messages:
-            return
-        result = self.pipeline.process(messages)
         s = self.settings.kafka
-        for alert in result.alerts:
-            producer.produce(s.alerts_topic, key=alert["model"].encode(), value=orjson.dumps(alert),
-                             on_delivery=self._on_delivery)
+        producer = self._producer
+        alerts_out = []
+        for key, messages in groups.items():
+            shard = self.shards.get(key)
+            if shard is None:                  # a labels partition without its events partition
+                shard = self.shards[key] = Shard(self._new_pipeline())
+            result = shard.pipeline.process(messages)
+            shard.changed.update(result.models_touched)
+            for alert in result.alerts:
+                producer.produce(s.alerts_topic, key=alert["model"].encode(), value=orjson.dumps(alert),
+                                 on_delivery=self._on_delivery)
+            for dl in result.dead_letters:
+                producer.produce(s.dead_letter_topic, value=dl.message.value,
+                                 headers=dead_letter_headers(dl), on_delivery=self._on_delivery)
             producer.poll(0)
-        for dl in result.dead_letters:
-            src = dl.message
-            producer.produce(s.dead_letter_topic, value=src.value, headers=dead_letter_headers(dl),
-                             on_delivery=self._on_delivery)
-            producer.poll(0)
-        remaining = producer.flush(60)
-        if remaining or self._delivery_errors:
-            errors = "; ".join(self._delivery_errors[:3]) or f"{remaining} messages not acknowledged"
-            raise DeliveryFailed(f"alerts/dead letters not delivered ({errors}); "
-                                 "offsets not committed, the batch will be replayed on restart")
-        consumer.store_offsets(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()])
-        now = time.time()
+            alerts_out.extend(result.alerts)
+            self._count(result)
+        for (topic, partition), nxt in nexts.items():
+            shard = self.shards.get(self._shard_key(topic, partition))
+            if shard is not None and topic not in self.label_topics:
+                shard.next_offset = nxt
+        self._label_offsets = getattr(self, "_label_offsets", {})
+        for (topic, partition), nxt in nexts.items():
+            if topic in self.label_topics:
+                self._label_offsets[(topic, partition)] = nxt
+        self._dirty = True
+        if not self.exactly_once:
+            # alerts out as soon as possible; offsets wait for the next checkpoint
+            if producer.flush(60) or self._delivery_errors:
+                raise DeliveryFailed(f"alerts/dead letters not delivered "
+                                     f"({'; '.join(self._delivery_errors[:3]) or 'timeout'}); "
+                                     "offsets not committed, the batch will be replayed on restart")
+            now = time.time()
+            for alert in alerts_out:
+                if alert["at"]["ts"] > 0:
+                    m.event_to_alert.observe(max(0.0, now - alert["at"]["ts"]))
+        m.batch_size.observe(sum(len(v) for v in groups.values()))
+        m.batch_seconds.observe(time.perf_counter() - t0)
+        self._pending_alerts = getattr(self, "_pending_alerts", []) + (alerts_out if self.exactly_once
+                                                                       else [])
+
+    def _count(self, result) -> None:
+        m = self.metrics
         m.events.labels(outcome="ok").inc(result.n_events)
-        label_topics = self.pipeline.label_topics
+        dead_labels = sum(1 for dl in result.dead_letters if dl.message.topic in self.label_topics)
         for dl in result.dead_letters:
             m.dead_letters.labels(reason=dl.reason).inc()
-        dead_labels = sum(1 for dl in result.dead_letters if dl.message.topic in label_topics)
         m.events.labels(outcome="dead_letter").inc(len(result.dead_letters) - dead_labels)
         m.labels.labels(outcome="joined").inc(result.n_labels_joined)
         m.labels.labels(outcome="dead_letter").inc(dead_labels)
         for alert in result.alerts:
             m.alerts.labels(kind=alert["kind"], model=m.model_label(alert["model"])).inc()
-            if alert["at"]["ts"] > 0:
-                m.event_to_alert.observe(max(0.0, now - alert["at"]["ts"]))
         m.suppressed.inc(result.suppressed)
-        m.observe_pipeline(self.pipeline)
-        m.batch_size.observe(len(messages))
-        m.batch_seconds.observe(time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self, keys: list[tuple[str, int]]) -> None:
+        """Write changed model states of these shards, then commit their offsets."""
+        producer, consumer = self._producer, self._consumer
+        offsets = []
+        for key in keys:
+            shard = self.shards.get(key)
+            if shard is None:
+                continue
+            if shard.next_offset is not None:
+                for model in sorted(shard.changed):
+                    if model not in shard.pipeline.models:
+                        continue
+                    producer.produce(self.changelog, partition=key[1],
+                                     key=f"{key[0]}:{key[1]}:{model}".encode(),
+                                     value=dump_model(shard.pipeline, model),
+                                     headers=[("streamdrift.offset", str(shard.next_offset).encode()),
+                                              ("streamdrift.now_ts", repr(shard.pipeline._now_ts).encode())],
+                                     on_delivery=self._on_delivery)
+                    producer.poll(0)
+                shard.changed.clear()
+                offsets.append(TopicPartition(key[0], key[1], shard.next_offset))
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        for (topic, partition), nxt in list(getattr(self, "_label_offsets", {}).items()):
+            if (topic, partition) in assigned:
+                offsets.append(TopicPartition(topic, partition, nxt))
+            else:
+                self._label_offsets.pop((topic, partition))
+        self._last_checkpoint = time.monotonic()
+        self._dirty = False
+        if self.exactly_once:
+            self._commit_transaction(offsets)
+            return
+        if producer.flush(60) or self._delivery_errors:
+            raise DeliveryFailed("state not delivered; offsets not committed")
+        if offsets:
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("offset commit failed (will be retried at the next checkpoint): %s", exc)
+
+    def _commit_transaction(self, offsets: list) -> None:
+        producer, consumer = self._producer, self._consumer
+        try:
+            if offsets:
+                producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
+            for attempt in range(5):
+                try:
+                    producer.commit_transaction(30)
+                    break
+                except KafkaException as exc:
+                    if not exc.args[0].retriable() or attempt == 4:
+                        raise
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.fatal():
+                raise FatalKafkaError(f"fatal Kafka error in a transaction: {err.str()}") from None
+            if err.txn_requires_abort():
+                log.warning("transaction aborted (%s): restoring state from the changelog", err.str())
+                producer.abort_transaction(30)
+                self._rewind()
+            else:
+                raise FatalKafkaError(f"transaction commit failed: {err.str()}") from None
+        else:
+            now = time.time()
+            for alert in getattr(self, "_pending_alerts", []):
+                if alert["at"]["ts"] > 0:
+                    self.metrics.event_to_alert.observe(max(0.0, now - alert["at"]["ts"]))
+        self._pending_alerts = []
+        producer.begin_transaction()
+
+    def _rewind(self) -> None:
+        """After an aborted transaction: reload every shard and re-read from committed offsets."""
+        consumer = self._consumer
+        assigned = [tp for tp in consumer.assignment()]
+        committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(assigned, timeout=30)}
+        events = [tp for tp in assigned if tp.topic not in self.label_topics]
+        self.shards = {(tp.topic, tp.partition): Shard(self._new_pipeline()) for tp in events}
+        self._label_offsets = {}
+        self._restore(events, committed)
+        for tp in assigned:
+            off = committed.get((tp.topic, tp.partition), -1)
+            consumer.seek(TopicPartition(tp.topic, tp.partition, off if off >= 0 else -2))
 
     def _update_lag(self, consumer: Consumer) -> None:
         try:
@@ -221,3 +469,4 @@ class Service:
                 self.metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, hi - pos))
         except KafkaException:
             pass
+        self.metrics.observe_pipelines([sh.pipeline for sh in self.shards.values()])

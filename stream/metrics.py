@@ -39,6 +39,9 @@ class Metrics:
                                         "time of the event that triggered an alert to the alert's "
                                         "acknowledgement by Kafka.", registry=r,
                                         buckets=(.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300))
+        self.restore_seconds = Histogram("streamdrift_restore_seconds", "Time to restore the state "
+                                         "of newly assigned partitions from the changelog.",
+                                         registry=r, buckets=(.01, .05, .1, .5, 1, 2.5, 5, 10, 30, 60))
         self.lag = Gauge("streamdrift_consumer_lag", "Messages behind the end of the partition.",
                          ["topic", "partition"], registry=r)
         self.detectors = Gauge("streamdrift_detectors", "Detector columns (signals x detectors).",
@@ -70,23 +73,29 @@ class Metrics:
         """Start the /metrics HTTP server in a daemon thread; returns (server, thread)."""
         return start_http_server(port, addr=address, registry=self.registry)
 
-    def observe_pipeline(self, pipeline) -> None:
-        """Refresh the gauges that describe the pipeline's size."""
-        self.detectors.set(pipeline.n_detectors)
-        self.models.set(len(pipeline.models))
+    def observe_pipelines(self, pipelines: list) -> None:
+        """Refresh the gauges that describe the pipelines (one per assigned partition)."""
+        self.detectors.set(sum(p.n_detectors for p in pipelines))
+        self.models.set(sum(len(p.models) for p in pipelines))
         per_label: dict[str, list[int]] = {}
-        for name, mon in pipeline.models.items():
-            acc = per_label.setdefault(self.model_label(name), [0, 0])
-            acc[0] += mon.n_signals
-            acc[1] += mon.signals.dropped
+        pending = 0
+        evicted = {"ttl": 0, "size": 0}
+        for pipeline in pipelines:
+            for name, mon in pipeline.models.items():
+                acc = per_label.setdefault(self.model_label(name), [0, 0])
+                acc[0] += mon.n_signals
+                acc[1] += mon.signals.dropped
+            if pipeline.store is not None:
+                pending += len(pipeline.store.pending)
+                for reason, count in pipeline.store.evicted.items():
+                    evicted[reason] += count
+            for name, perf in pipeline.performance.items():
+                level = perf.error_level
+                if level == level:
+                    self.error_level.labels(model=self.model_label(name)).set(level)
         for label, (n, dropped) in per_label.items():
             self.signals.labels(model=label).set(n)
             self.signals_dropped.labels(model=label).set(dropped)
-        if pipeline.store is not None:
-            self.predictions_pending.set(len(pipeline.store.pending))
-            for reason, count in pipeline.store.evicted.items():
-                self.predictions_evicted.labels(reason=reason).set(count)
-        for name, perf in pipeline.performance.items():
-            level = perf.error_level
-            if level == level:
-                self.error_level.labels(model=self.model_label(name)).set(level)
+        self.predictions_pending.set(pending)
+        for reason, count in evicted.items():
+            self.predictions_evicted.labels(reason=reason).set(count)

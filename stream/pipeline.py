@@ -29,6 +29,7 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     n_events: int = 0
     n_labels_joined: int = 0
+    models_touched: set[str] = field(default_factory=set)   # models whose state changed
     suppressed: int = 0                   # detections inside an open episode or a cooldown
 
 
@@ -231,7 +232,8 @@ class Pipeline:
             if labels:
                 messages = [m for m in messages if m.topic not in self.label_topics]
         batch = decode(messages, self.settings.limits, self._admit)
-        result = BatchResult(dead_letters=batch.dead_letters, n_events=batch.n_events)
+        result = BatchResult(dead_letters=batch.dead_letters, n_events=batch.n_events,
+                             models_touched=set(batch.models))
         for model, mb in batch.models.items():
             mon = self.models.get(model)
             if mon is None:
@@ -243,11 +245,13 @@ class Pipeline:
         if self.store is not None:
             for model, pred in self.store.expire(self._now_ts):
                 self._selection(model)[0].outcome(pred, labeled=False)
+                result.models_touched.add(model)
         if labels:
             self.n_labels += len(labels)
             joined, dead = join_labels(labels, self.store, self.settings.limits)
             result.dead_letters.extend(dead)
             result.n_labels_joined = sum(len(eb.errors) for eb in joined.values())
+            result.models_touched.update(joined)
             for model, eb in joined.items():
                 perf = self.performance.get(model)
                 if perf is None:

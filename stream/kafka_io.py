@@ -172,6 +172,9 @@ class Service:
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
             "error_cb": _ErrorLog("kafka consumer"),
+            # a configured instance id makes this a static member: a restarted instance takes
+            # its partitions back at once instead of after the session timeout
+            **({"group.instance.id": s.instance_id} if s.instance_id else {}),
         })
         producer_conf = {**client_config(self.settings), "enable.idempotence": True, "linger.ms": 5,
                          "message.max.bytes": 64 << 20, "error_cb": _ErrorLog("kafka producer")}

@@ -64,8 +64,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(path: Path, bootstrap: str, unique: str, metrics_port: int, extra: str = "") -> Path:
+def write_config(path: Path, bootstrap: str, unique: str, metrics_port: int, extra: str = "",
+                 kafka: str = "") -> Path:
+    """A config with unique topics and group; `kafka` adds lines to [kafka], `extra` tables."""
     path.write_text(f"""[kafka]
+{kafka}
 bootstrap = "{bootstrap}"
 group_id = "g-{unique}"
 events_topics = ["events-{unique}"]

@@ -19,7 +19,8 @@ from stream.synthetic import DEMO_MODELS, events
 
 def mixed_stream() -> list[Message]:
     """Demo models (drift, categories), a seasonal model, a feedback loop with late labels."""
-    demo = [(e["ts"] - 1.7e9, orjson.dumps(e), "events") for _, e in events(DEMO_MODELS, 9000, seed=5, t0=1.7e9)]
+    demo = [(e["ts"] - 1.7e9, orjson.dumps(e), "events")
+            for _, e in events(DEMO_MODELS, 9000, seed=5, t0=1.7e9)]
     grid = [(orjson.loads(m.value)["ts"], m.value, "events") for m in grid_stream(20, 10.0, seed=1)]
     loop = [(orjson.loads(m.value)["ts"], m.value, m.topic) for m in allocation_stream(True, n=20_000)]
     items = sorted(demo + grid + loop, key=lambda x: (x[0], x[2] == "labels"))

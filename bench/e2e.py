@@ -91,7 +91,7 @@ def _events_ok(port: int) -> float:
     return 0.0
 
 
-def run_rate(values: list[bytes], bootstrap: str) -> tuple[float, float]:
+def run_rate(values: list[bytes], bootstrap: str, guarantee: str = "at-least-once") -> tuple[float, float]:
     """(events/s from the first processed batch to the last, events/s of busy batch time)."""
     from kafka_helpers import create_topics, free_port, produce, write_config
 
@@ -101,7 +101,7 @@ def run_rate(values: list[bytes], bootstrap: str) -> tuple[float, float]:
     produce(bootstrap, topic, values)
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = write_config(Path(tmp) / "c.toml", bootstrap, unique, port)
+        cfg = write_config(Path(tmp) / "c.toml", bootstrap, unique, port, kafka=f'guarantee = "{guarantee}"')
         cfg.write_text(cfg.read_text().replace("batch_size = 2000", "batch_size = 5000"))
         proc = subprocess.Popen([sys.executable, "-m", "stream", "run", "--config", str(cfg)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
@@ -141,8 +141,10 @@ def main() -> None:
                 f"replay {replay:9,.0f}/s ({replay / floor:4.0%} of floor, {replay / naive:4.1f}x naive)")
         if not args.no_kafka:
             wall, busy = run_rate(values, args.bootstrap)
+            eos, _ = run_rate(values, args.bootstrap, "exactly-once")
             line += (f"  run {wall:9,.0f}/s ({wall / floor:4.0%} of floor, {wall / naive:4.1f}x naive),"
-                     f" {busy:9,.0f}/s of busy batch time")
+                     f" {busy:9,.0f}/s of busy batch time; exactly-once {eos:9,.0f}/s"
+                     f" ({eos / wall:4.0%} of at-least-once)")
         print(line, flush=True)
 
 

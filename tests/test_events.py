@@ -108,3 +108,15 @@ def test_fuzz_decoder_never_raises_and_accounts_for_every_message(value):
     rows = {int(o) for mb in batch.models.values() for o in mb.offset}
     assert 0 in rows
     assert (1 in dead) != (1 in rows)            # each message is either processed or dead-lettered
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.binary(max_size=300), json_values.map(_dumps),
+                 st.dictionaries(st.sampled_from(["model", "id", "label", "ts", "prediction"]),
+                                 json_values, max_size=5).map(_dumps)))
+def test_fuzz_label_decoder_never_raises(value):
+    from stream.labels import PredictionStore, join_labels
+
+    store = PredictionStore(10, 100.0)
+    joined, dead = join_labels([Message(value, "labels", 0, 0, 0.0)], store, LIMITS)
+    assert sum(len(eb.errors) for eb in joined.values()) + len(dead) == 1

@@ -150,15 +150,18 @@ def _parse_fast(messages: list[Message], limits: LimitSettings
     models = list(map(dict.get, docs, repeat("model")))
     if set(map(type, models)) != {str}:
         return None
+    if list in set(map(type, chain.from_iterable(map(dict.values, feats)))):
+        return None                         # columnar messages (or bad values): the slow path
     for model in set(models):
         if not MODEL_RE.match(model) or len(model) > limits.max_name_length:
             return None
     return docs, list(range(len(docs)))
 
 
-def _parse(messages: list[Message], limits: LimitSettings, out: EventBatch
-           ) -> tuple[list[dict[str, Any]], list[int]]:
-    """Parse each message; return its events and, per event, the index of its message."""
+def _parse(messages: list[Message], limits: LimitSettings, out: EventBatch,
+           columnar: list[tuple[int, dict]]) -> tuple[list[dict[str, Any]], list[int]]:
+    """Parse each message; return its events and, per event, the index of its message.
+    Columnar messages are set aside in `columnar` as (message index, document)."""
     fast = _parse_fast(messages, limits)
     if fast is not None:
         return fast
@@ -175,6 +178,9 @@ def _parse(messages: list[Message], limits: LimitSettings, out: EventBatch
                 doc = loads(value)
             except orjson.JSONDecodeError as exc:
                 raise _Bad("invalid_json", f"not JSON: {exc}") from None
+            if type(doc) is dict and is_columnar(doc):
+                columnar.append((mi, doc))
+                continue
             if type(doc) is dict:
                 # the common case, checked inline: a known model and a small features object
                 model, feats = doc.get("model"), doc.get("features")
@@ -208,7 +214,8 @@ def decode(messages: list[Message], limits: LimitSettings,
     messages with events of a refused model become dead letters "model_limit".
     """
     out = EventBatch()
-    events, owner = _parse(messages, limits, out)
+    columnar: list[tuple[int, dict]] = []
+    events, owner = _parse(messages, limits, out, columnar)
     sources = _Sources(messages)
     # group by model and type the columns; a bad value rejects its whole message
     bad_messages: dict[int, tuple[str, str]] = {}
@@ -242,12 +249,45 @@ def decode(messages: list[Message], limits: LimitSettings,
                 found_bad = True
         if not found_bad:
             break
+    if columnar:
+        _add_columnar(columnar, messages, limits, admit_model, batches, out)
     for mi, (reason, detail) in sorted(bad_messages.items()):
         out.dead_letters.append(DeadLetter(messages[mi], reason, detail))
     out.dead_letters.sort(key=lambda d: (d.message.topic, d.message.partition, d.message.offset))
     out.models = batches
     out.n_events = sum(b.size for b in batches.values())
     return out
+
+
+def is_columnar(doc: dict) -> bool:
+    """A message whose features are all lists carries many rows as columns."""
+    feats = doc.get("features")
+    return type(feats) is dict and bool(feats) and all(type(v) is list for v in feats.values())
+
+
+def _add_columnar(columnar: list[tuple[int, dict]], messages: list[Message], limits: LimitSettings,
+                  admit_model: Callable[[str], bool], batches: dict[str, ModelBatch],
+                  out: EventBatch) -> None:
+    """Decode columnar messages and merge them with the row events of their model (a model's
+    pieces are ordered by source offset; a producer should use one format per model)."""
+    from .columnar import ColumnarError, concat, decode_columnar
+
+    pieces: dict[str, list[tuple[int, ModelBatch]]] = {}
+    for model, mb in batches.items():
+        pieces[model] = [(int(mb.offset[0]) if mb.size else 0, -1, mb)]
+    for mi, doc in columnar:
+        msg = messages[mi]
+        try:
+            mb = decode_columnar(doc, msg, limits)
+            if not admit_model(mb.model):
+                raise ColumnarError("model_limit", f"model {mb.model!r} is over the limit of tracked models")
+        except ColumnarError as exc:
+            out.dead_letters.append(DeadLetter(msg, exc.reason, exc.detail))
+            continue
+        pieces.setdefault(mb.model, []).append((msg.offset, mi, mb))
+    for model, parts in pieces.items():
+        parts.sort(key=lambda t: (t[0], t[1]))
+        batches[model] = concat([p[2] for p in parts])
 
 
 class _Sources:

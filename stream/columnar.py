@@ -1,0 +1,138 @@
+"""Columnar batches: one message carries many rows as columns, decoded straight into arrays.
+
+    {"model": "m", "ts": [...], "id": [...], "features": {"age": [...], "ward": [...]},
+     "prediction": [...], "segment": [...]}
+
+Every list has one entry per row (null = missing); ``ts`` may also be a single number (all
+rows) or absent (the message timestamp). Numeric columns become float64 arrays in one numpy
+call each, string columns categorical; no Python object per row is built for numbers. A
+message is rejected whole (dead letter) when a column has the wrong length or bad values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import LimitSettings
+from .events import MODEL_RE, ModelBatch, parse_ts
+
+_NUMERIC = {int, float, bool, type(None)}
+
+
+class ColumnarError(ValueError):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _numeric(name: str, col: list, n: int) -> np.ndarray | None:
+    kinds = set(map(type, col))
+    if not kinds <= _NUMERIC:
+        return None
+    try:
+        arr = np.array(col, dtype=np.float64)
+    except OverflowError:
+        raise ColumnarError("non_finite_value", f"{name}: number out of range") from None
+    if np.isinf(arr).any():
+        raise ColumnarError("non_finite_value", f"{name}: non-finite number")
+    return arr
+
+
+def decode_columnar(doc: dict, msg, limits: LimitSettings) -> ModelBatch:
+    """One columnar message -> a ModelBatch (rows all from this message)."""
+    model = doc.get("model")
+    if not isinstance(model, str) or not MODEL_RE.match(model):
+        raise ColumnarError("invalid_model", "model must be a string of 1..128 [A-Za-z0-9._:-]")
+    feats: dict[str, list] = doc["features"]
+    if len(feats) > limits.max_features_per_event:
+        raise ColumnarError("too_many_features", f"{len(feats)} features > limit")
+    lengths = {len(v) for v in feats.values()}
+    if len(lengths) != 1:
+        raise ColumnarError("ragged_columns", "all feature columns must have the same length")
+    n = lengths.pop()
+    if n == 0 or n > limits.max_events_per_message:
+        raise ColumnarError("too_many_events", f"{n} rows (limit {limits.max_events_per_message})")
+
+    def column(key: str) -> list | None:
+        v = doc.get(key)
+        if v is None:
+            return None
+        if type(v) is not list or len(v) != n:
+            raise ColumnarError(f"invalid_{key}", f"{key} must be a list of {n} entries")
+        return v
+
+    numeric: dict[str, np.ndarray] = {}
+    categorical: dict[str, list] = {}
+    for name, col in feats.items():
+        if not name or len(name) > limits.max_name_length:
+            raise ColumnarError("invalid_name", "feature names must be 1..128 characters")
+        arr = _numeric(name, col, n)
+        if arr is not None:
+            numeric[name] = arr
+        elif set(map(type, col)) <= {str, type(None)}:
+            categorical[name] = col
+        else:
+            raise ColumnarError("nested_value" if any(isinstance(v, (dict, list)) for v in col)
+                                else "mixed_types", f"feature {name!r}: bad values")
+    preds = column("prediction")
+    prediction, prediction_class = np.full(n, np.nan), None
+    if preds is not None:
+        arr = _numeric("prediction", preds, n)
+        if arr is not None:
+            prediction = arr
+        elif set(map(type, preds)) <= {str, type(None)}:
+            prediction_class = preds
+        else:
+            raise ColumnarError("invalid_prediction", "prediction must be numbers or class strings")
+    raw_ts = doc.get("ts")
+    if raw_ts is None:
+        ts = np.full(n, msg.timestamp)
+    elif type(raw_ts) is list:
+        ts = _numeric("ts", column("ts"), n)
+        if ts is None:
+            try:
+                ts = np.array([np.nan if v is None else parse_ts(v) for v in raw_ts])
+            except Exception:
+                raise ColumnarError("invalid_ts", "ts must be epoch seconds or RFC 3339") from None
+        ts = np.where(np.isnan(ts), msg.timestamp, ts)
+    else:
+        try:
+            ts = np.full(n, parse_ts(raw_ts))
+        except Exception:
+            raise ColumnarError("invalid_ts", "ts must be epoch seconds or RFC 3339") from None
+    ids = column("id") or [None] * n
+    if not set(map(type, ids)) <= {str, int, type(None)}:
+        raise ColumnarError("invalid_id", "ids must be strings or integers")
+    segments = column("segment") or [None] * n
+    if not set(map(type, segments)) <= {str, type(None)}:
+        raise ColumnarError("invalid_segment", "segments must be strings")
+    return ModelBatch(model=model, numeric=numeric, categorical=categorical, prediction=prediction,
+                      prediction_class=prediction_class, ts=ts,
+                      partition=np.full(n, msg.partition, dtype=np.int64),
+                      offset=np.full(n, msg.offset, dtype=np.int64),
+                      topic=np.full(n, msg.topic, dtype=object), ids=list(ids), segments=list(segments))
+
+
+def concat(pieces: list[ModelBatch]) -> ModelBatch:
+    """Rows of several batches of one model, in order; missing columns are NaN / None."""
+    if len(pieces) == 1:
+        return pieces[0]
+    sizes = [p.size for p in pieces]
+    numeric_names = list(dict.fromkeys(k for p in pieces for k in p.numeric))
+    cat_names = list(dict.fromkeys(k for p in pieces for k in p.categorical))
+    parts = list(zip(pieces, sizes, strict=True))
+    numeric = {k: np.concatenate([p.numeric.get(k, np.full(s, np.nan)) for p, s in parts])
+               for k in numeric_names}
+    categorical = {k: [v for p, s in parts for v in p.categorical.get(k, [None] * s)] for k in cat_names}
+    classes = None
+    if any(p.prediction_class is not None for p in pieces):
+        classes = [v for p, s in parts
+                   for v in (p.prediction_class if p.prediction_class is not None else [None] * s)]
+    return ModelBatch(
+        model=pieces[0].model, numeric=numeric, categorical=categorical,
+        prediction=np.concatenate([p.prediction for p in pieces]), prediction_class=classes,
+        ts=np.concatenate([p.ts for p in pieces]),
+        partition=np.concatenate([p.partition for p in pieces]),
+        offset=np.concatenate([p.offset for p in pieces]),
+        topic=np.concatenate([p.topic for p in pieces]),
+        ids=[v for p in pieces for v in p.ids], segments=[v for p in pieces for v in p.segments])

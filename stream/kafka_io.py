@@ -209,10 +209,25 @@ class Service:
         return code
 
     # ------------------------------------------------------------------ rebalance
+    @staticmethod
+    def _committed(consumer: Consumer, partitions: list) -> dict[tuple[str, int], int]:
+        """Committed offsets, retried while the group coordinator is moving (broker restart)."""
+        for attempt in range(30):
+            try:
+                return {(tp.topic, tp.partition): tp.offset
+                        for tp in consumer.committed(partitions, timeout=30)}
+            except KafkaException as exc:
+                if attempt == 29 or not exc.args[0].retriable() and \
+                        exc.args[0].code() not in (KafkaError.NOT_COORDINATOR,
+                                                   KafkaError.COORDINATOR_NOT_AVAILABLE,
+                                                   KafkaError.COORDINATOR_LOAD_IN_PROGRESS):
+                    raise
+                time.sleep(1)
+        return {}
+
     def _on_assign(self, consumer: Consumer, partitions: list) -> None:
         t0 = time.perf_counter()
-        committed = {(tp.topic, tp.partition): tp.offset
-                     for tp in consumer.committed(partitions, timeout=30)}
+        committed = self._committed(consumer, partitions)
         events = [tp for tp in partitions if tp.topic not in self.label_topics]
         for tp in events:
             self.shards[(tp.topic, tp.partition)] = Shard(self._new_pipeline())
@@ -450,7 +465,7 @@ class Service:
         """After an aborted transaction: reload every shard and re-read from committed offsets."""
         consumer = self._consumer
         assigned = [tp for tp in consumer.assignment()]
-        committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(assigned, timeout=30)}
+        committed = self._committed(consumer, assigned)
         events = [tp for tp in assigned if tp.topic not in self.label_topics]
         self.shards = {(tp.topic, tp.partition): Shard(self._new_pipeline()) for tp in events}
         self._label_offsets = {}

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,10 +50,14 @@ def read_topic(bootstrap: str, topic: str, until, timeout_s: float = 60.0) -> li
 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
+    """Committed offsets of a group; -1 for each while the coordinator is unavailable (e.g.
+    just after a broker restart), so that polling callers simply try again."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
         tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
         return [tp.offset for tp in tps]
+    except KafkaException:
+        return [-1] * partitions
     finally:
         c.close()
 

@@ -18,7 +18,7 @@ def run_replay(*args: str) -> subprocess.CompletedProcess:
 
 def test_replay_writes_alerts_and_dead_letters(tmp_path):
     events = tmp_path / "events.jsonl"
-    bad = [b"garbage", b'{"model":"m","features":{"x":[1]}}', b""]
+    bad = [b"garbage", b'{"model":"m","features":{"x":{"deep":1}}}', b""]
     events.write_bytes(jsonl(DEMO_MODELS, 9000, seed=2) + b"\n".join(bad) + b"\n")
     out, dead = tmp_path / "alerts.jsonl", tmp_path / "dead.jsonl"
     proc = run_replay(str(events), "--out", str(out), "--dead-letter", str(dead))

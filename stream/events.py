@@ -131,7 +131,7 @@ def _classify_value(v: Any) -> str | None:
 
 
 def _parse_fast(messages: list[Message], limits: LimitSettings
-                ) -> tuple[list[dict[str, Any]], list[int]] | None:
+                ) -> tuple[list[dict[str, Any]], list[int]] | list[Any] | None:
     """The common batch, checked with C-level map()s only: every message one well-formed
     event object with a valid model and a features object within the limits. None when any
     message needs a closer look (then :func:`_parse` examines them one by one)."""
@@ -143,18 +143,18 @@ def _parse_fast(messages: list[Message], limits: LimitSettings
     except orjson.JSONDecodeError:
         return None
     if set(map(type, docs)) != {dict}:
-        return None
+        return docs
     feats = list(map(dict.get, docs, repeat("features")))
     if set(map(type, feats)) != {dict} or max(map(len, feats)) > limits.max_features_per_event:
-        return None
+        return docs
     models = list(map(dict.get, docs, repeat("model")))
     if set(map(type, models)) != {str}:
-        return None
+        return docs
     if list in set(map(type, chain.from_iterable(map(dict.values, feats)))):
-        return None                         # columnar messages (or bad values): the slow path
+        return docs                         # columnar messages (or bad values): the slow path
     for model in set(models):
         if not MODEL_RE.match(model) or len(model) > limits.max_name_length:
-            return None
+            return docs
     return docs, list(range(len(docs)))
 
 
@@ -163,8 +163,9 @@ def _parse(messages: list[Message], limits: LimitSettings, out: EventBatch,
     """Parse each message; return its events and, per event, the index of its message.
     Columnar messages are set aside in `columnar` as (message index, document)."""
     fast = _parse_fast(messages, limits)
-    if fast is not None:
+    if isinstance(fast, tuple):
         return fast
+    parsed = fast                               # documents already parsed, or None
     events: list[dict[str, Any]] = []
     owner: list[int] = []
     valid_models: set[str] = set()
@@ -174,10 +175,13 @@ def _parse(messages: list[Message], limits: LimitSettings, out: EventBatch,
         try:
             if len(value) > max_bytes:
                 raise _Bad("oversize", f"{len(value)} bytes > limit {max_bytes}")
-            try:
-                doc = loads(value)
-            except orjson.JSONDecodeError as exc:
-                raise _Bad("invalid_json", f"not JSON: {exc}") from None
+            if parsed is not None:
+                doc = parsed[mi]
+            else:
+                try:
+                    doc = loads(value)
+                except orjson.JSONDecodeError as exc:
+                    raise _Bad("invalid_json", f"not JSON: {exc}") from None
             if type(doc) is dict and is_columnar(doc):
                 columnar.append((mi, doc))
                 continue

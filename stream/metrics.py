@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from .alerts import kind_of
+
 OTHER = "__other__"
 
 
 class Metrics:
     """All of streamdrift's metrics, on their own registry (one per service instance)."""
 
-    def __init__(self, max_model_labels: int = 50) -> None:
+    def __init__(self, max_model_labels: int = 50, max_signal_labels: int = 20) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.max_model_labels = max_model_labels
+        self.max_signal_labels = max_signal_labels
         self._model_labels: set[str] = set()
         self.events = Counter("streamdrift_events", "Events processed, by outcome (ok, dead_letter).",
                               ["outcome"], registry=r)
@@ -58,6 +61,11 @@ class Metrics:
                                          ["reason"], registry=r)
         self.error_level = Gauge("streamdrift_error_level", "Mean error of the recent labels (the "
                                  "error rate for classifiers), by model.", ["model"], registry=r)
+        self.active_alerts = Gauge("streamdrift_active_alerts", "Open alert episodes (firing, not yet "
+                                   "resolved), by kind and model.", ["kind", "model"], registry=r)
+        self.signal_estimate = Gauge("streamdrift_signal_estimate", "ADWIN's window mean of a signal, "
+                                     "in standard deviations from its reference (the first "
+                                     "signals of each model only).", ["model", "signal"], registry=r)
         self.signals_dropped = Gauge("streamdrift_signals_dropped", "Signals refused by the "
                                      "per-model limit, by model.", ["model"], registry=r)
 
@@ -97,5 +105,27 @@ class Metrics:
             self.signals.labels(model=label).set(n)
             self.signals_dropped.labels(model=label).set(dropped)
         self.predictions_pending.set(pending)
+        active: dict[tuple[str, str], int] = {}
+        for pipeline in pipelines:
+            for name, mon in pipeline.models.items():
+                label = self.model_label(name)
+                for j in mon.lifecycle.open:
+                    key = (kind_of(mon.signals.names[j]), label)
+                    active[key] = active.get(key, 0) + 1
+                for _ in mon.feedback_life.open:
+                    active[("feedback_loop", label)] = active.get(("feedback_loop", label), 0) + 1
+                if label != OTHER and "adwin" in mon.detectors:
+                    est = mon.detectors["adwin"].estimation if mon.n_signals else []
+                    for j, value in enumerate(est[: self.max_signal_labels]):
+                        self.signal_estimate.labels(model=label, signal=mon.signals.names[j]).set(value)
+            for name, perf in pipeline.performance.items():
+                if perf.lifecycle.open:
+                    key = ("performance_drift", self.model_label(name))
+                    active[key] = active.get(key, 0) + len(perf.lifecycle.open)
+        for metric in list(self.active_alerts._metrics):
+            if metric not in active:
+                self.active_alerts.labels(*metric).set(0)
+        for (kind, label), count in active.items():
+            self.active_alerts.labels(kind=kind, model=label).set(count)
         for reason, count in evicted.items():
             self.predictions_evicted.labels(reason=reason).set(count)

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_compose_names_the_services_ports_and_topics_the_code_uses():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"kafka", "streamdrift", "prometheus"}
+    assert set(services) == {"kafka", "streamdrift", "prometheus", "grafana"}
     assert services["kafka"]["image"].startswith("apache/kafka:")
     env = services["kafka"]["environment"]
     assert "broker" in env["KAFKA_PROCESS_ROLES"] and "controller" in env["KAFKA_PROCESS_ROLES"]
@@ -34,3 +34,25 @@ def test_compose_names_the_services_ports_and_topics_the_code_uses():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "ENTRYPOINT [\"streamdrift\"]" in dockerfile
     tomllib.loads((ROOT / "deploy" / "streamdrift.toml").read_text())
+
+
+def test_grafana_dashboard_queries_only_metrics_the_service_exports():
+    import json
+    import re
+
+    from stream.metrics import Metrics
+
+    dash = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "streamdrift.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    assert len(dash["panels"]) >= 8 and all(p["datasource"]["uid"] == "prometheus" for p in dash["panels"])
+    used = {m for e in exprs for m in re.findall(r"streamdrift_[a-z_]+", e)}
+    exported = {s.name for fam in Metrics().registry.collect() for s in fam.samples} | {
+        fam.name for fam in Metrics().registry.collect()}
+    # histogram samples (_bucket/_sum/_count) and counters (_total) appear once observed
+    exported |= {f"{n}{suffix}" for n in list(exported) for suffix in ("_bucket", "_sum", "_count", "_total")}
+    assert used <= exported, used - exported
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    mounts = compose["services"]["grafana"]["volumes"]
+    assert any(m.startswith("./deploy/grafana/dashboards:") for m in mounts)
+    ds = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert ds["datasources"][0]["url"] == "http://prometheus:9090"

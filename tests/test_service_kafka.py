@@ -88,6 +88,9 @@ def test_run_publishes_alerts_dead_letters_and_metrics(kafka_bootstrap, unique, 
         assert metric(samples, "streamdrift_batch_seconds_count") >= 1
         assert metric(samples, "streamdrift_event_to_alert_seconds_count") >= 2
         assert any(k[0] == "streamdrift_consumer_lag" for k in samples)
+        assert metric(samples, "streamdrift_active_alerts", kind="data_drift", model="fraud") == 1
+        assert any(k[0] == "streamdrift_signal_estimate" and ("signal", "feature:amount") in k[1]
+                   for k in samples)
     finally:
         assert stop_service(proc) == 0
     ends = committed(kafka_bootstrap, f"g-{unique}", f"events-{unique}", 3)

@@ -37,6 +37,7 @@ class KafkaSettings:
     batch_size: int = 5000              # messages per consumed batch
     poll_timeout_s: float = 0.1         # longest wait for a batch to fill
     client: Mapping[str, str] = field(default_factory=dict)   # librdkafka pass-through
+    formats: Mapping[str, str] = field(default_factory=dict)  # topic -> kserve | oip (adapters)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class SeasonalitySettings:
 @dataclass(frozen=True)
 class ModelSettings:
     seasonality: SeasonalitySettings | None = None
+    columns: tuple[str, ...] = ()       # feature names of a single 2-D input tensor (adapters)
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,9 @@ def _validate(s: Settings) -> None:
     need(k.guarantee in ("at-least-once", "exactly-once"), "kafka.guarantee",
          f"must be 'at-least-once' or 'exactly-once', got {k.guarantee!r}")
     need(k.checkpoint_interval_s > 0, "kafka.checkpoint_interval_s", "must be > 0")
+    for topic, fmt in k.formats.items():
+        need(fmt in ("streamdrift", "kserve", "oip"), f"kafka.formats.{topic}",
+             f"unknown format {fmt!r} (known: streamdrift, kserve, oip)")
     need(k.poll_timeout_s > 0, "kafka.poll_timeout_s", "must be > 0")
     for name in d.detectors:
         need(name in _DETECTORS, "detect.detectors", f"unknown detector {name!r} (known: {_DETECTORS})")
@@ -278,14 +283,18 @@ def _models(table: Any) -> dict[str, ModelSettings]:
         key = f"models.{name}"
         if not MODEL_RE.match(name):
             raise ConfigError(f"{key}: not a valid model name")
-        if not isinstance(spec, dict) or set(spec) - {"seasonality"}:
-            raise ConfigError(f"{key}: unknown keys {sorted(set(spec) - {'seasonality'})} "
-                              "(known: seasonality)" if isinstance(spec, dict) else f"{key}: must be a table")
+        if not isinstance(spec, dict) or set(spec) - {"seasonality", "columns"}:
+            raise ConfigError(f"{key}: unknown keys {sorted(set(spec) - {'seasonality', 'columns'})} "
+                              "(known: columns, seasonality)" if isinstance(spec, dict)
+                              else f"{key}: must be a table")
+        columns = spec.get("columns", [])
+        if not isinstance(columns, list) or not all(isinstance(c, str) and c for c in columns):
+            raise ConfigError(f"{key}.columns: must be a list of feature names")
         season = spec.get("seasonality")
         if season is None:
-            out[name] = ModelSettings()
+            out[name] = ModelSettings(columns=tuple(columns))
             continue
-        key += ".seasonality"
+        key = f"models.{name}.seasonality"
         known = {"period", "bins", "features", "min_per_bin"}
         if not isinstance(season, dict) or set(season) - known:
             raise ConfigError(f"{key}: unknown keys {sorted(set(season) - known)} (known: {sorted(known)})"
@@ -305,5 +314,6 @@ def _models(table: Any) -> dict[str, ModelSettings]:
         feats = season.get("features", [])
         if not isinstance(feats, list) or not all(isinstance(f, str) for f in feats):
             raise ConfigError(f"{key}.features: must be a list of feature names")
-        out[name] = ModelSettings(SeasonalitySettings(period, bins, tuple(feats), min_per_bin))
+        out[name] = ModelSettings(SeasonalitySettings(period, bins, tuple(feats), min_per_bin),
+                                  tuple(columns))
     return out

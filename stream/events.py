@@ -38,6 +38,7 @@ class Message(NamedTuple):
     partition: int
     offset: int
     timestamp: float          # seconds since the epoch (Kafka message timestamp), 0.0 if none
+    headers: tuple | None = None   # Kafka headers ((name, bytes), ...), for the adapters
 
 
 @dataclass(frozen=True)

@@ -318,6 +318,7 @@ class Service:
         m = self.metrics
         groups: dict[tuple[str, int], list[Message]] = {}
         nexts: dict[tuple[str, int], int] = {}
+        needs_headers = bool(self.settings.kafka.formats)
         per_topic: dict[str, int] = {}
         for msg in raw:
             err = msg.error()
@@ -328,7 +329,8 @@ class Service:
             ts_ms = msg.timestamp()[1]
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             groups.setdefault(self._shard_key(topic, partition), []).append(
-                Message(msg.value() or b"", topic, partition, offset, ts_ms / 1000.0 if ts_ms > 0 else 0.0))
+                Message(msg.value() or b"", topic, partition, offset, ts_ms / 1000.0 if ts_ms > 0 else 0.0,
+                        tuple(msg.headers() or ()) if needs_headers else None))
             nexts[(topic, partition)] = offset + 1
             per_topic[topic] = per_topic.get(topic, 0) + 1
         if not groups:

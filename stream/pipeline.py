@@ -14,6 +14,7 @@ import numpy as np
 
 from detectors import ADWIN, PageHinkley
 
+from .adapters import Converter
 from .alerts import kind_of, make_alert
 from .config import Settings
 from .events import DeadLetter, Message, ModelBatch, decode
@@ -208,9 +209,14 @@ class PerformanceMonitor:
 class Pipeline:
     """All models' monitors; decode + detect + alert for one batch of messages at a time."""
 
-    def __init__(self, settings: Settings, label_topics: set[str] | None = None) -> None:
+    def __init__(self, settings: Settings, label_topics: set[str] | None = None,
+                 formats: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.models: dict[str, ModelMonitor] = {}
+        formats = dict(settings.kafka.formats) | (formats or {})
+        self.converter = Converter(formats, {m: ms.columns for m, ms in settings.models.items()
+                                             if ms.columns}) if any(
+            f != "streamdrift" for f in formats.values()) else None
         # Label messages are recognised by their topic; predictions are remembered for them
         # only when there is a label source.
         self.label_topics = label_topics or set()
@@ -231,8 +237,11 @@ class Pipeline:
             labels = [m for m in messages if m.topic in self.label_topics]
             if labels:
                 messages = [m for m in messages if m.topic not in self.label_topics]
+        adapter_dead: list[DeadLetter] = []
+        if self.converter is not None:
+            messages, adapter_dead = self.converter.convert(messages)
         batch = decode(messages, self.settings.limits, self._admit)
-        result = BatchResult(dead_letters=batch.dead_letters, n_events=batch.n_events,
+        result = BatchResult(dead_letters=adapter_dead + batch.dead_letters, n_events=batch.n_events,
                              models_touched=set(batch.models))
         for model, mb in batch.models.items():
             mon = self.models.get(model)

@@ -52,14 +52,14 @@ def merged(events: str, labels: str | None) -> Iterator[Message]:
 
 
 def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
-           dead: BinaryIO | None, err=sys.stderr) -> int:
+           dead: BinaryIO | None, err=sys.stderr, fmt: str = "streamdrift") -> int:
     if not Path(events).is_file():
         print(f"streamdrift replay: {events}: no such file", file=err)
         return 2
     if labels is not None and not Path(labels).is_file():
         print(f"streamdrift replay: {labels}: no such file", file=err)
         return 2
-    pipeline = Pipeline(settings, label_topics={labels} if labels else set())
+    pipeline = Pipeline(settings, label_topics={labels} if labels else set(), formats={events: fmt})
     batch_size = settings.kafka.batch_size
     n_lines = n_events = n_alerts = n_dead = 0
     t0 = time.perf_counter()

@@ -224,3 +224,35 @@ def test_ml_signals_in_run_seasonality_feedback_and_classes(kafka_bootstrap, uni
     assert next(a for a in firing if a["model"] == "m" and a["signal"] == "segments:entropy")["kind"] \
         == "feedback_loop"
     assert {a["kind"] for a in firing if a["model"] == "c"} == {"prediction_drift"}
+
+
+def test_kserve_binary_cloudevents_through_run(kafka_bootstrap, unique, tmp_path):
+    from confluent_kafka import Producer
+
+    topic = f"events-{unique}"
+    create_topics(kafka_bootstrap, {topic: 1})
+    rng = np.random.default_rng(1)
+    p = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 10})
+    for i in range(5000):
+        x = rng.normal(10 + (3 if i >= 2500 else 0), 1, 2).tolist()
+        for kind, body in (("request", {"instances": [x]}), ("response", {"predictions": [0.4]})):
+            p.produce(topic, value=orjson.dumps(body), headers=[
+                ("ce_specversion", b"1.0"), ("ce_id", f"id{i}".encode()), ("ce_source", b"s"),
+                ("ce_type", f"org.kubeflow.serving.inference.{kind}".encode()),
+                ("ce_inferenceservicename", b"iris"), ("content-type", b"application/json")])
+        if i % 500 == 0:
+            p.poll(0)
+    p.produce(topic, value=b'{"instances": [[1]]}')                  # no CloudEvent attributes
+    assert p.flush(30) == 0
+    extra = f'[kafka.formats]\n"{topic}" = "kserve"\n\n[models.iris]\ncolumns = ["petal", "sepal"]\n'
+    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, free_port(), extra)
+    proc = start_service(cfg, tmp_path / "service.log")
+    try:
+        got = alerts_of(read_topic(kafka_bootstrap, f"alerts-{unique}",
+                                   lambda ms: {"feature:petal", "feature:sepal"} <=
+                                   {a["signal"] for a in alerts_of(ms)}, timeout_s=90))
+        dead = read_topic(kafka_bootstrap, f"dead-{unique}", lambda ms: len(ms) >= 1, timeout_s=60)
+    finally:
+        assert stop_service(proc) == 0
+    assert all(a["model"] == "iris" and a["at"]["offset"] >= 5000 for a in got)
+    assert dict(dead[0].headers())["streamdrift.reason"] == b"not_cloudevent"

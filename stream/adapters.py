@@ -1,0 +1,249 @@
+"""Input adapters: what serving stacks already emit -> streamdrift's columnar batches.
+
+Selected per topic (``[kafka.formats]`` in the config, ``replay --format``):
+
+* ``kserve``: KServe InferenceLogger CloudEvents. Binary mode: attributes in Kafka headers
+  (``ce_type`` = ``org.kubeflow.serving.inference.request`` / ``.response``, ``ce_id`` shared
+  by a request and its response, ``ce_inferenceservicename`` = the model, optional
+  ``ce_time``), body = the payload. Structured mode (``content-type:
+  application/cloudevents+json``, or a JSON body with ``specversion``): the same attributes
+  in the body, payload in ``data``. Payloads: V1 ``{"instances": [...]}`` /
+  ``{"predictions": [...]}`` or V2 (Open Inference Protocol) ``inputs`` / ``outputs``.
+  Requests and responses are paired by ``ce_id`` in a bounded store: features from the request
+  rows, prediction from the response; whatever is evicted unpaired is still emitted alone.
+* ``oip``: Open Inference Protocol (V2) JSON records ``{"model_name", "inputs": [...],
+  "outputs": [...]}`` (``id``, ``parameters.ts`` optional).
+
+Tensors ``{"name", "shape", "datatype", "data"}`` are flattened row-major and split into
+``shape[0]`` rows. One tensor per column (pandas content type) names the features; a single
+2-D tensor takes ``[models.<name>] columns`` from the config (else ``f0``, ``f1``, ...).
+Each converted message keeps its source position, so alerts and dead letters point at it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any
+
+import orjson
+
+from .events import DeadLetter, Message, parse_ts
+
+FORMATS = ("streamdrift", "kserve", "oip")
+REQUEST = "org.kubeflow.serving.inference.request"
+RESPONSE = "org.kubeflow.serving.inference.response"
+
+
+class AdapterError(ValueError):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _tensor_rows(t: Any) -> tuple[str, list[list[Any]]]:
+    """One OIP tensor -> (name, rows); each row a list of its values (row-major)."""
+    if not isinstance(t, dict) or not isinstance(t.get("shape"), list) or not isinstance(t.get("data"), list):
+        raise AdapterError("invalid_tensor", "a tensor needs name, shape, datatype and data")
+    shape, data = t["shape"], t["data"]
+    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise AdapterError("invalid_tensor", f"tensor {t.get('name')!r}: bad shape {shape!r}")
+    while data and isinstance(data[0], list):          # nested data: flatten row-major
+        data = [v for row in data for v in row]
+    if len(data) != math.prod(shape):
+        raise AdapterError("invalid_tensor",
+                           f"tensor {t.get('name')!r}: {len(data)} values for shape {shape}")
+    n = shape[0]
+    k = math.prod(shape[1:]) if len(shape) > 1 else 1
+    return str(t.get("name", "")), [data[i * k:(i + 1) * k] for i in range(n)]
+
+
+def _columns_from_rows(rows: list, names: tuple[str, ...] | None) -> dict[str, list]:
+    if not rows:
+        raise AdapterError("invalid_payload", "no rows")
+    if all(isinstance(r, dict) for r in rows):
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        return {k: [r.get(k) for r in rows] for k in keys}
+    rows = [r if isinstance(r, list) else [r] for r in rows]
+    width = max(len(r) for r in rows)
+    cols = names if names and len(names) == width else tuple(f"f{i}" for i in range(width))
+    return {c: [r[i] if i < len(r) else None for r in rows] for i, c in enumerate(cols)}
+
+
+def features_of(payload: Any, names: tuple[str, ...] | None) -> dict[str, list]:
+    """Feature columns of a request payload (V1 instances or V2 inputs)."""
+    if not isinstance(payload, dict):
+        raise AdapterError("invalid_payload", "the request payload must be a JSON object")
+    if isinstance(payload.get("instances"), list):
+        return _columns_from_rows(payload["instances"], names)
+    if isinstance(payload.get("inputs"), list) and payload["inputs"]:
+        tensors = [_tensor_rows(t) for t in payload["inputs"]]
+        if len(tensors) == 1:
+            return _columns_from_rows(tensors[0][1], names)
+        n = {len(rows) for _, rows in tensors}
+        if len(n) != 1:
+            raise AdapterError("invalid_tensor", "input tensors have different numbers of rows")
+        cols = {}
+        for name, rows in tensors:
+            if any(len(r) != 1 for r in rows):
+                raise AdapterError("invalid_tensor", f"tensor {name!r}: one column per tensor expected")
+            cols[name or f"f{len(cols)}"] = [r[0] for r in rows]
+        return cols
+    raise AdapterError("invalid_payload", "a request needs 'instances' or 'inputs'")
+
+
+def _prediction(value: Any) -> Any:
+    if isinstance(value, list):
+        if len(value) == 1:
+            return _prediction(value[0])
+        if len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+            return value[1]                             # [p(0), p(1)]: the positive class score
+        if value and all(isinstance(v, (int, float)) for v in value):
+            return str(max(range(len(value)), key=value.__getitem__))   # argmax as the class
+        return None
+    return value if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
+
+
+def predictions_of(payload: Any) -> list:
+    """Predictions, one per row, of a response payload (V1 predictions or V2 outputs)."""
+    if not isinstance(payload, dict):
+        raise AdapterError("invalid_payload", "the response payload must be a JSON object")
+    if isinstance(payload.get("predictions"), list):
+        return [_prediction(p) for p in payload["predictions"]]
+    if isinstance(payload.get("outputs"), list) and payload["outputs"]:
+        _, rows = _tensor_rows(payload["outputs"][0])
+        return [_prediction(r) for r in rows]
+    raise AdapterError("invalid_payload", "a response needs 'predictions' or 'outputs'")
+
+
+def _doc(model: str, ident: str, ts: float | None, features: dict | None,
+         preds: list | None) -> dict | list:
+    """A columnar document (rows with features), or row events for predictions alone."""
+    if not features:
+        return [{"model": model, "id": f"{ident}-{i}", "features": {}, "prediction": p,
+                 **({"ts": ts} if ts is not None else {})} for i, p in enumerate(preds or [])]
+    n = len(next(iter(features.values())))
+    doc: dict[str, Any] = {"model": model, "id": [f"{ident}-{i}" for i in range(n)], "features": features}
+    if preds is not None:
+        if len(preds) != n:
+            raise AdapterError("row_mismatch", f"{n} request rows but {len(preds)} predictions")
+        doc["prediction"] = preds
+    if ts is not None:
+        doc["ts"] = ts
+    return doc
+
+
+class Converter:
+    """Converts adapter-format messages into streamdrift columnar messages."""
+
+    def __init__(self, formats: dict[str, str], columns: dict[str, tuple[str, ...]],
+                 max_pending: int = 100_000) -> None:
+        self.formats = formats
+        self.columns = columns
+        self.pending: OrderedDict[str, tuple[str, Any, Message, float | None]] = OrderedDict()
+        self.max_pending = max_pending
+        self.evicted = 0
+
+    def convert(self, messages: list[Message]) -> tuple[list[Message], list[DeadLetter]]:
+        out: list[Message] = []
+        dead: list[DeadLetter] = []
+        for msg in messages:
+            fmt = self.formats.get(msg.topic, "streamdrift")
+            if fmt == "streamdrift":
+                out.append(msg)
+                continue
+            try:
+                docs = self._kserve(msg) if fmt == "kserve" else self._oip(msg)
+            except AdapterError as exc:
+                dead.append(DeadLetter(msg, exc.reason, exc.detail))
+                continue
+            out.extend(msg._replace(value=orjson.dumps(d)) for d in docs)
+        return out, dead
+
+    # -- KServe CloudEvents
+    def _kserve(self, msg: Message) -> list[dict | list]:
+        headers = {k: (v.decode(errors="replace") if isinstance(v, bytes) else str(v))
+                   for k, v in (msg.headers or ())}
+        try:
+            body = orjson.loads(msg.value)
+        except orjson.JSONDecodeError as exc:
+            raise AdapterError("invalid_json", f"not JSON: {exc}") from None
+        if "ce_type" in headers:                                    # binary mode
+            attrs = {k[3:]: v for k, v in headers.items() if k.startswith("ce_")}
+            payload = body
+        elif isinstance(body, dict) and "specversion" in body:      # structured mode
+            attrs = {k: v for k, v in body.items() if k not in ("data", "data_base64")}
+            payload = body.get("data")
+            if payload is None and isinstance(body.get("data_base64"), str):
+                import base64
+                try:
+                    payload = orjson.loads(base64.b64decode(body["data_base64"]))
+                except Exception:
+                    raise AdapterError("invalid_payload", "data_base64 is not base64 JSON") from None
+        else:
+            raise AdapterError("not_cloudevent", "no ce_type header and no structured CloudEvent")
+        kind, ident = attrs.get("type"), attrs.get("id")
+        model = attrs.get("inferenceservicename") or str(attrs.get("source", "")).rstrip("/").split("/")[-1]
+        if kind not in (REQUEST, RESPONSE):
+            raise AdapterError("unknown_ce_type", f"ce type {kind!r} is neither request nor response")
+        if not ident or not model:
+            raise AdapterError("invalid_cloudevent", "a CloudEvent needs an id and a model name")
+        ts = None
+        if attrs.get("time"):
+            try:
+                ts = parse_ts(attrs["time"])
+            except Exception:
+                raise AdapterError("invalid_ts", f"time {attrs['time']!r} is not RFC 3339") from None
+        part = features_of(payload, self.columns.get(model)) if kind == REQUEST else predictions_of(payload)
+        other = self.pending.pop(str(ident), None)
+        if other is None:
+            self.pending[str(ident)] = (kind, part, msg, ts)
+            return self._evict()
+        if other[0] == kind:
+            self.pending[str(ident)] = (kind, part, msg, ts)    # a duplicate: keep the newer
+            raise AdapterError("duplicate_ce_id", f"two {kind} events with id {ident!r}")
+        features, preds = (part, other[1]) if kind == REQUEST else (other[1], part)
+        req_ts = ts if kind == REQUEST else other[3]
+        doc = _doc(model, str(ident), req_ts if req_ts is not None else ts, features, preds)
+        return [doc] + self._evict()
+
+    def _evict(self) -> list[dict | list]:
+        """Unpaired events beyond the store's size are emitted alone (nothing is dropped)."""
+        docs = []
+        while len(self.pending) > self.max_pending:
+            ident, (kind, part, msg, ts) = self.pending.popitem(last=False)
+            self.evicted += 1
+            model = self._model_of(msg)
+            docs.append(_doc(model, ident, ts, part, None) if kind == REQUEST else
+                        _doc(model, ident, ts, None, part))
+        return docs
+
+    @staticmethod
+    def _model_of(msg: Message) -> str:
+        for k, v in msg.headers or ():
+            if k == "ce_inferenceservicename":
+                return v.decode() if isinstance(v, bytes) else str(v)
+        try:
+            return str(orjson.loads(msg.value).get("inferenceservicename", "unknown"))
+        except Exception:
+            return "unknown"
+
+    # -- Open Inference Protocol records
+    def _oip(self, msg: Message) -> list[dict | list]:
+        try:
+            body = orjson.loads(msg.value)
+        except orjson.JSONDecodeError as exc:
+            raise AdapterError("invalid_json", f"not JSON: {exc}") from None
+        if not isinstance(body, dict) or not isinstance(body.get("model_name"), str):
+            raise AdapterError("invalid_payload", "an OIP record needs model_name and inputs")
+        model = body["model_name"]
+        features = features_of({"inputs": body.get("inputs")}, self.columns.get(model))
+        preds = predictions_of({"outputs": body["outputs"]}) if body.get("outputs") else None
+        params = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+        ts = params.get("ts")
+        if ts is not None:
+            try:
+                ts = parse_ts(ts)
+            except Exception:
+                raise AdapterError("invalid_ts", "parameters.ts must be epoch seconds or RFC 3339") from None
+        return [_doc(model, str(body.get("id", f"{msg.partition}-{msg.offset}")), ts, features, preds)]

@@ -1,0 +1,125 @@
+"""Adapters, with payloads written from the KServe CloudEvents and Open Inference Protocol specs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import orjson
+import pytest
+
+from stream.adapters import REQUEST, RESPONSE, Converter
+from stream.config import LimitSettings
+from stream.events import Message, decode
+
+CE = [("ce_specversion", b"1.0"), ("ce_source", b"http://localhost:9081/"),
+      ("content-type", b"application/json")]
+
+
+def binary(kind: str, ident: str, body: dict, offset: int, model: str = "sklearn-iris") -> Message:
+    headers = tuple(CE + [("ce_type", kind.encode()), ("ce_id", ident.encode()),
+                          ("ce_inferenceservicename", model.encode()),
+                          ("ce_time", b"2026-11-29T10:00:00Z")])
+    return Message(orjson.dumps(body), "kserve", 0, offset, 0.0, headers)
+
+
+def structured(kind: str, ident: str, data: dict, offset: int, model: str = "income") -> Message:
+    event = {"specversion": "1.0", "type": kind, "id": ident, "source": f"http://{model}/",
+             "inferenceservicename": model, "datacontenttype": "application/json", "data": data}
+    return Message(orjson.dumps(event), "kserve", 0, offset, 0.0)
+
+
+def convert(msgs, columns=None, fmt="kserve", max_pending=100):
+    conv = Converter({"kserve": fmt, "oip": fmt}, columns or {}, max_pending=max_pending)
+    out, dead = conv.convert(msgs)
+    return decode(out, LimitSettings()), dead, conv
+
+
+def test_kserve_binary_v1_request_and_response_pair_by_id():
+    msgs = [binary(REQUEST, "r1", {"instances": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]}, 0),
+            binary(REQUEST, "r2", {"instances": [[5.1, 3.5, 1.4, 0.2]]}, 1),
+            binary(RESPONSE, "r1", {"predictions": [1, 2]}, 2)]
+    batch, dead, conv = convert(msgs, {"sklearn-iris": ("sepal_l", "sepal_w", "petal_l", "petal_w")})
+    assert dead == []
+    mb = batch.models["sklearn-iris"]
+    assert set(mb.numeric) == {"sepal_l", "sepal_w", "petal_l", "petal_w"}
+    assert mb.numeric["petal_l"].tolist() == [4.8, 4.5] and mb.prediction.tolist() == [1.0, 2.0]
+    assert mb.ids == ["r1-0", "r1-1"] and mb.offset.tolist() == [2, 2]     # where the pair completed
+    assert mb.ts.tolist() == [1795946400.0] * 2
+    assert list(conv.pending) == ["r2"]                                     # waits for its response
+
+
+def test_kserve_structured_v2_tensors_one_per_column():
+    req = {"inputs": [{"name": "age", "shape": [2], "datatype": "FP32", "data": [30, 41]},
+                      {"name": "income", "shape": [2, 1], "datatype": "FP32", "data": [[1000], [2000]]},
+                      {"name": "city", "shape": [2], "datatype": "BYTES", "data": ["paris", "rome"]}]}
+    resp = {"outputs": [{"name": "proba", "shape": [2, 2], "datatype": "FP32", "data": [0.1, 0.9, 0.8, 0.2]}]}
+    batch, dead, _ = convert([structured(RESPONSE, "x", resp, 0), structured(REQUEST, "x", req, 1)])
+    assert dead == []
+    mb = batch.models["income"]
+    assert mb.numeric["age"].tolist() == [30, 41] and mb.numeric["income"].tolist() == [1000, 2000]
+    assert mb.categorical["city"] == ["paris", "rome"]
+    assert mb.prediction.tolist() == [0.9, 0.2]                       # [p0, p1] -> positive score
+
+
+def test_oip_record_single_2d_tensor_with_configured_columns():
+    rec = {"model_name": "m", "id": "q", "parameters": {"ts": 100.0},
+           "inputs": [{"name": "x", "shape": [3, 2], "datatype": "FP64", "data": [1, 2, 3, 4, 5, 6]}],
+           "outputs": [{"name": "y", "shape": [3], "datatype": "FP64", "data": [0.1, 0.2, 0.3]}]}
+    batch, dead, _ = convert([Message(orjson.dumps(rec), "oip", 0, 0, 0.0)], {"m": ("a", "b")}, fmt="oip")
+    mb = batch.models["m"]
+    assert mb.numeric["a"].tolist() == [1, 3, 5] and mb.numeric["b"].tolist() == [2, 4, 6]
+    assert np.allclose(mb.prediction, [0.1, 0.2, 0.3]) and mb.ts.tolist() == [100.0] * 3
+
+
+@pytest.mark.parametrize("msg,reason", [
+    (Message(b"not json", "kserve", 0, 0, 0.0), "invalid_json"),
+    (Message(b'{"instances": [[1]]}', "kserve", 0, 0, 0.0), "not_cloudevent"),
+    (structured("org.kubeflow.serving.other", "a", {"instances": [[1]]}, 0), "unknown_ce_type"),
+    (structured(REQUEST, "a", {"rows": [[1]]}, 0), "invalid_payload"),
+    (structured(REQUEST, "a", {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32",
+                                           "data": [1, 2, 3]}]}, 0), "invalid_tensor"),
+    (structured(REQUEST, "a", {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 2]},
+                                          {"name": "y", "shape": [3], "datatype": "FP32",
+                                           "data": [1, 2, 3]}]}, 0), "invalid_tensor"),
+])
+def test_malformed_adapter_messages_are_dead_letters(msg, reason):
+    _, dead, _ = convert([msg])
+    assert [d.reason for d in dead] == [reason] and dead[0].message.value == msg.value
+
+
+def test_row_mismatch_and_duplicates():
+    _, dead, _ = convert([structured(REQUEST, "a", {"instances": [[1], [2]]}, 0),
+                          structured(RESPONSE, "a", {"predictions": [1]}, 1)])
+    assert [d.reason for d in dead] == ["row_mismatch"]
+    _, dead, _ = convert([structured(REQUEST, "b", {"instances": [[1]]}, 0),
+                          structured(REQUEST, "b", {"instances": [[2]]}, 1)])
+    assert [d.reason for d in dead] == ["duplicate_ce_id"]
+
+
+def test_unpaired_events_beyond_the_store_are_emitted_alone():
+    msgs = [structured(REQUEST, f"r{i}", {"instances": [[float(i)]]}, i) for i in range(5)]
+    batch, dead, conv = convert(msgs, max_pending=2)
+    assert dead == [] and conv.evicted == 3
+    assert batch.models["income"].numeric["f0"].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_replay_kserve_file_finds_drift(tmp_path):
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(6000):
+        x = rng.normal(5 + (2 if i >= 3000 else 0), 1, 3).tolist()
+        lines.append(orjson.dumps({"specversion": "1.0", "type": REQUEST, "id": f"e{i}", "source": "s",
+                                   "inferenceservicename": "tab", "time": f"2026-11-29T10:{i // 60 % 60:02d}:"
+                                   f"{i % 60:02d}Z", "data": {"instances": [x]}}))
+        lines.append(orjson.dumps({"specversion": "1.0", "type": RESPONSE, "id": f"e{i}", "source": "s",
+                                   "inferenceservicename": "tab", "data": {"predictions": [0.3]}}))
+    path = tmp_path / "kserve.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    proc = subprocess.run([sys.executable, "-m", "stream", "replay", str(path), "--format", "kserve"],
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    alerts = [orjson.loads(x) for x in proc.stdout.splitlines()]
+    assert {a["signal"] for a in alerts} >= {"feature:f0", "feature:f1", "feature:f2"}
+    assert all(a["at"]["offset"] >= 2 * 3000 for a in alerts)

@@ -53,7 +53,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     out = open(args.out, "wb") if args.out else sys.stdout.buffer
     dead = open(args.dead_letter, "wb") if args.dead_letter else None
     try:
-        return replay(settings, args.events, args.labels, out, dead, fmt=args.format)
+        return replay(settings, args.events, args.labels, out, dead, fmt=args.format, report=args.report)
     finally:
         if args.out:
             out.close()
@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--config", help="TOML configuration file")
     rep.add_argument("--out", help="alerts as JSON lines (default: stdout)")
     rep.add_argument("--dead-letter", help="bad lines as JSON lines")
+    rep.add_argument("--report", help="write a self-contained HTML backtest report here")
     rep.add_argument("--format", default="streamdrift", choices=["streamdrift", "kserve", "oip"],
                      help="format of the events file (kserve: structured CloudEvents, one per line)")
     rep.set_defaults(func=cmd_replay)

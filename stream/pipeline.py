@@ -94,6 +94,7 @@ class ModelMonitor:
         self.concentration = ConcentrationWatch(d.feedback_window, d.feedback_warmup,
                                                 d.feedback_ph_threshold, d.feedback_ph_delta)
         self.feedback_life = Lifecycle(d.feedback_resolve_after_s, d.cooldown_s)
+        self.recorder = None                  # a report.ReportRecorder during a backtest
 
     @property
     def n_signals(self) -> int:
@@ -118,6 +119,8 @@ class ModelMonitor:
         apply_lifecycle(self.lifecycle, hits, batch.ts, result,
                         lambda row, j, name, status: self._alert(batch, X, row, j, name, status))
         self.signals.remember(X)
+        if self.recorder is not None:
+            self.recorder.record(self, batch.ts, X)
         flagged = self.concentration.update(batch)
         if flagged or self.feedback_life.open:
             z_at = {row: (h, z, n) for row, h, z, n in flagged}
@@ -226,6 +229,7 @@ class Pipeline:
         self.performance: dict[str, PerformanceMonitor] = {}
         self.selection: dict[str, tuple[SelectionWatch, Lifecycle]] = {}
         self._now_ts = float("-inf")
+        self.recorder = None                  # set by `replay --report`
 
     def _admit(self, model: str) -> bool:
         return model in self.models or len(self.models) < self.settings.limits.max_models
@@ -247,6 +251,7 @@ class Pipeline:
             mon = self.models.get(model)
             if mon is None:
                 mon = self.models[model] = ModelMonitor(model, self.settings)
+                mon.recorder = self.recorder
             mon.process(mb, result)
             if self.store is not None:
                 self.store.add(mb)

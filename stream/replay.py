@@ -52,7 +52,8 @@ def merged(events: str, labels: str | None) -> Iterator[Message]:
 
 
 def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
-           dead: BinaryIO | None, err=sys.stderr, fmt: str = "streamdrift") -> int:
+           dead: BinaryIO | None, err=sys.stderr, fmt: str = "streamdrift",
+           report: str | None = None) -> int:
     if not Path(events).is_file():
         print(f"streamdrift replay: {events}: no such file", file=err)
         return 2
@@ -60,6 +61,10 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
         print(f"streamdrift replay: {labels}: no such file", file=err)
         return 2
     pipeline = Pipeline(settings, label_topics={labels} if labels else set(), formats={events: fmt})
+    recorder = None
+    if report is not None:
+        from .report import ReportRecorder
+        recorder = pipeline.recorder = ReportRecorder()
     batch_size = settings.kafka.batch_size
     n_lines = n_events = n_alerts = n_dead = 0
     t0 = time.perf_counter()
@@ -71,6 +76,8 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
         n_events += result.n_events
         for alert in result.alerts:
             out.write(orjson.dumps(alert) + b"\n")
+        if recorder is not None:
+            recorder.alerts.extend(result.alerts)
         n_alerts += len(result.alerts)
         for dl in result.dead_letters:
             n_dead += 1
@@ -88,6 +95,9 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
     if batch:
         flush()
     out.flush()
+    if recorder is not None:
+        from .report import write_report
+        write_report(report, recorder, events)
     elapsed = time.perf_counter() - t0
     rate = n_events / elapsed if elapsed > 0 else 0.0
     print(f"streamdrift replay: {n_lines} lines, {n_events} events, {n_alerts} alerts, "

@@ -42,8 +42,8 @@ class Series:
 class ReportRecorder:
     """Collects what the report shows while the pipeline runs (attached to a Pipeline)."""
 
-    def __init__(self, buckets_per_batch: int = 40) -> None:
-        self.buckets = buckets_per_batch
+    def __init__(self, bucket_rows: int = 50) -> None:
+        self.bucket_rows = bucket_rows        # events averaged into one point (even noise)
         self.values: dict[tuple[str, str], Series] = {}
         self.estimates: dict[tuple[str, str], Series] = {}
         self.alerts: list[dict] = []
@@ -53,7 +53,7 @@ class ReportRecorder:
         """Bucket means of this batch's raw values, and ADWIN's estimate at its end."""
         n = X.shape[0]
         self.events += n
-        edges = np.linspace(0, n, min(self.buckets, n) + 1).astype(int)
+        edges = np.append(np.arange(0, n, self.bucket_rows), n)
         names = monitor.signals.names
         with np.errstate(invalid="ignore"):
             for lo, hi in zip(edges[:-1], edges[1:], strict=True):

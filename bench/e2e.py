@@ -71,9 +71,10 @@ def naive_rate(values: list[bytes]) -> float:
     return len(values) / (time.perf_counter() - t)
 
 
-def replay_rate(values: list[bytes], batch: int = 5000) -> float:
+def replay_rate(values: list[bytes], batch: int = 5000, fmt: str = "streamdrift") -> float:
     """Events (rows) per second through the pipeline, as `streamdrift replay` runs it."""
-    pipeline = Pipeline(load_settings(env={}, overrides={"limits.max_message_bytes": 64 << 20}))
+    pipeline = Pipeline(load_settings(env={}, overrides={"limits.max_message_bytes": 64 << 20}),
+                        formats={"bench": fmt})
     msgs = [Message(v, "bench", 0, i, 0.0) for i, v in enumerate(values)]
     rows = 0
     t = time.perf_counter()
@@ -140,6 +141,21 @@ def columnar_values(values: list[bytes], rows_per_message: int = 1000) -> list[b
     return out
 
 
+def kserve_values(values: list[bytes]) -> list[bytes]:
+    """The same rows as KServe structured CloudEvents: a V1 request and its response per row."""
+    out = []
+    for i, v in enumerate(values):
+        e = orjson.loads(v)
+        names = list(e["features"])
+        out.append(orjson.dumps({"specversion": "1.0", "type": "org.kubeflow.serving.inference.request",
+                                 "id": str(i), "source": "s", "inferenceservicename": "m",
+                                 "data": {"instances": [[e["features"][n] for n in names]]}}))
+        out.append(orjson.dumps({"specversion": "1.0", "type": "org.kubeflow.serving.inference.response",
+                                 "id": str(i), "source": "s", "inferenceservicename": "m",
+                                 "data": {"predictions": [e["prediction"]]}}))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=100_000)
@@ -158,6 +174,8 @@ def main() -> None:
         line = (f"features={f:3d} events={args.events}  floor {floor:9,.0f}/s  naive {naive:8,.0f}/s  "
                 f"replay {replay:9,.0f}/s ({replay / floor:4.0%} of floor, {replay / naive:4.1f}x naive)"
                 f"  columnar replay {col_rate:10,.0f} rows/s ({col_rate / replay:4.1f}x row JSON)")
+        ks = replay_rate(kserve_values(values[: args.events // 2]), batch=10_000, fmt="kserve")
+        line += f"  kserve replay {ks:9,.0f} rows/s ({ks / replay:4.2f}x row JSON)"
         if not args.no_kafka:
             wall, busy = run_rate(values, args.bootstrap)
             eos, _ = run_rate(values, args.bootstrap, "exactly-once")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -58,15 +59,27 @@ def _tensor_rows(t: Any) -> tuple[str, list[list[Any]]]:
     return str(t.get("name", "")), [data[i * k:(i + 1) * k] for i in range(n)]
 
 
+@lru_cache(maxsize=256)
+def _default_names(width: int) -> tuple[str, ...]:
+    return tuple(f"f{i}" for i in range(width))
+
+
 def _columns_from_rows(rows: list, names: tuple[str, ...] | None) -> dict[str, list]:
     if not rows:
         raise AdapterError("invalid_payload", "no rows")
+    if len(rows) == 1:                          # the common single-row request, kept cheap
+        row = rows[0]
+        if isinstance(row, dict):
+            return {k: [v] for k, v in row.items()}
+        row = row if isinstance(row, list) else [row]
+        cols = names if names and len(names) == len(row) else _default_names(len(row))
+        return {c: [v] for c, v in zip(cols, row, strict=True)}
     if all(isinstance(r, dict) for r in rows):
         keys = list(dict.fromkeys(k for r in rows for k in r))
         return {k: [r.get(k) for r in rows] for k in keys}
     rows = [r if isinstance(r, list) else [r] for r in rows]
     width = max(len(r) for r in rows)
-    cols = names if names and len(names) == width else tuple(f"f{i}" for i in range(width))
+    cols = names if names and len(names) == width else _default_names(width)
     return {c: [r[i] if i < len(r) else None for r in rows] for i, c in enumerate(cols)}
 
 
@@ -123,6 +136,16 @@ def _doc(model: str, ident: str, ts: float | None, features: dict | None,
         return [{"model": model, "id": f"{ident}-{i}", "features": {}, "prediction": p,
                  **({"ts": ts} if ts is not None else {})} for i, p in enumerate(preds or [])]
     n = len(next(iter(features.values())))
+    if n == 1:                                  # one row (the common request): a plain event
+        event: dict[str, Any] = {"model": model, "id": f"{ident}-0",
+                                 "features": {k: v[0] for k, v in features.items()}}
+        if preds is not None:
+            if len(preds) != 1:
+                raise AdapterError("row_mismatch", f"1 request row but {len(preds)} predictions")
+            event["prediction"] = preds[0]
+        if ts is not None:
+            event["ts"] = ts
+        return event
     doc: dict[str, Any] = {"model": model, "id": [f"{ident}-{i}" for i in range(n)], "features": features}
     if preds is not None:
         if len(preds) != n:

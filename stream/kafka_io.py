@@ -318,21 +318,31 @@ class Service:
         m = self.metrics
         groups: dict[tuple[str, int], list[Message]] = {}
         nexts: dict[tuple[str, int], int] = {}
-        needs_headers = bool(self.settings.kafka.formats)
         per_topic: dict[str, int] = {}
+        needs_headers = bool(self.settings.kafka.formats)
+        label_topics, events0 = self.label_topics, self.settings.kafka.events_topics[0]
+        counts: dict[tuple[str, int], int] = {}
+        current_key, current = None, None
         for msg in raw:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error: %s", err.str())
+            if msg.error() is not None:
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", msg.error().str())
                 continue
+            topic, partition = msg.topic(), msg.partition()
+            if (topic, partition) != current_key:      # messages come in runs per partition
+                current_key = (topic, partition)
+                shard_key = (events0, partition) if topic in label_topics else current_key
+                current = groups.setdefault(shard_key, [])
+                counts.setdefault(current_key, 0)
             ts_ms = msg.timestamp()[1]
-            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-            groups.setdefault(self._shard_key(topic, partition), []).append(
-                Message(msg.value() or b"", topic, partition, offset, ts_ms / 1000.0 if ts_ms > 0 else 0.0,
-                        tuple(msg.headers() or ()) if needs_headers else None))
-            nexts[(topic, partition)] = offset + 1
-            per_topic[topic] = per_topic.get(topic, 0) + 1
+            offset = msg.offset()
+            current.append(Message(msg.value() or b"", topic, partition, offset,
+                                   ts_ms / 1000.0 if ts_ms > 0 else 0.0,
+                                   tuple(msg.headers() or ()) if needs_headers else None))
+            nexts[current_key] = offset + 1
+            counts[current_key] += 1
+        for (topic, _), count in counts.items():
+            per_topic[topic] = per_topic.get(topic, 0) + count
         if not groups:
             return
         for topic, count in per_topic.items():

@@ -29,7 +29,8 @@ N_PER_MODEL = 12_000
 EXPECTED = {("readmission", "feature:age"), ("fraud", "feature:amount")}
 
 
-def _broker_answers(bootstrap: str) -> bool:
+def broker_answers(bootstrap: str) -> bool:
+    """True when a Kafka cluster answers a metadata request at `bootstrap` within 3 s."""
     try:
         AdminClient({"bootstrap.servers": bootstrap, "error_cb": lambda e: None}).list_topics(timeout=3)
         return True
@@ -38,7 +39,7 @@ def _broker_answers(bootstrap: str) -> bool:
 
 
 def _ensure_broker(bootstrap: str) -> None:
-    if _broker_answers(bootstrap):
+    if broker_answers(bootstrap):
         return
     if not KAFKA_SCRIPT.exists():
         raise SystemExit(f"demo: no Kafka answers at {bootstrap}; start one (see README)")

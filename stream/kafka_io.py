@@ -135,6 +135,8 @@ class Service:
         self._producer: Producer | None = None
         self._last_checkpoint = time.monotonic()
         self._dirty = False
+        self._label_offsets: dict[tuple[str, int], int] = {}   # next offset per labels partition
+        self._pending_alerts: list[dict] = []                    # in the open transaction (EOS)
 
     # ------------------------------------------------------------------ set-up
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
@@ -244,7 +246,7 @@ class Service:
         for key in keys:
             self.shards.pop(key, None)
         for tp in partitions:
-            getattr(self, "_label_offsets", {}).pop((tp.topic, tp.partition), None)
+            self._label_offsets.pop((tp.topic, tp.partition), None)
 
     def _on_lost(self, consumer: Consumer, partitions: list) -> None:
         for tp in partitions:
@@ -369,7 +371,6 @@ class Service:
             shard = self.shards.get(self._shard_key(topic, partition))
             if shard is not None and topic not in self.label_topics:
                 shard.next_offset = nxt
-        self._label_offsets = getattr(self, "_label_offsets", {})
         for (topic, partition), nxt in nexts.items():
             if topic in self.label_topics:
                 self._label_offsets[(topic, partition)] = nxt
@@ -386,8 +387,8 @@ class Service:
                     m.event_to_alert.observe(max(0.0, now - alert["at"]["ts"]))
         m.batch_size.observe(sum(len(v) for v in groups.values()))
         m.batch_seconds.observe(time.perf_counter() - t0)
-        self._pending_alerts = getattr(self, "_pending_alerts", []) + (alerts_out if self.exactly_once
-                                                                       else [])
+        if self.exactly_once:
+            self._pending_alerts.extend(alerts_out)
 
     def _count(self, result) -> None:
         m = self.metrics
@@ -425,7 +426,7 @@ class Service:
                 shard.changed.clear()
                 offsets.append(TopicPartition(key[0], key[1], shard.next_offset))
         assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-        for (topic, partition), nxt in list(getattr(self, "_label_offsets", {}).items()):
+        for (topic, partition), nxt in list(self._label_offsets.items()):
             if (topic, partition) in assigned:
                 offsets.append(TopicPartition(topic, partition, nxt))
             else:
@@ -467,7 +468,7 @@ class Service:
                 raise FatalKafkaError(f"transaction commit failed: {err.str()}") from None
         else:
             now = time.time()
-            for alert in getattr(self, "_pending_alerts", []):
+            for alert in self._pending_alerts:
                 if alert["at"]["ts"] > 0:
                     self.metrics.event_to_alert.observe(max(0.0, now - alert["at"]["ts"]))
         self._pending_alerts = []

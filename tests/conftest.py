@@ -15,28 +15,20 @@ from pathlib import Path
 
 import pytest
 
+from stream.demo import broker_answers
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def _answers(bootstrap: str) -> bool:
-    from confluent_kafka.admin import AdminClient
-
-    try:
-        AdminClient({"bootstrap.servers": bootstrap, "error_cb": lambda e: None}).list_topics(timeout=5)
-        return True
-    except Exception:
-        return False
 
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     bootstrap = os.environ.get("STREAMDRIFT_TEST_BOOTSTRAP", "127.0.0.1:9092")
-    if not _answers(bootstrap):
+    if not broker_answers(bootstrap):
         port = bootstrap.rpartition(":")[2]
         subprocess.run(["bash", str(ROOT / "scripts" / "kafka"), "start"], check=True,
                        env={**os.environ, "KAFKA_PORT": port}, timeout=600)
-        assert _answers(bootstrap), f"Kafka at {bootstrap} does not answer after scripts/kafka start"
+        assert broker_answers(bootstrap), f"Kafka at {bootstrap} does not answer after scripts/kafka start"
     return bootstrap
 
 

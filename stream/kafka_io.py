@@ -136,6 +136,7 @@ class Service:
         self._last_checkpoint = time.monotonic()
         self._dirty = False
         self._label_offsets: dict[tuple[str, int], int] = {}   # next offset per labels partition
+        self.changelog_partitions = 1                           # set when the topics are checked
         self._pending_alerts: list[dict] = []                    # in the open transaction (EOS)
 
     # ------------------------------------------------------------------ set-up
@@ -159,6 +160,14 @@ class Service:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
+            self.changelog_partitions = partitions
+        else:
+            self.changelog_partitions = len(meta[self.changelog].partitions)
+
+    def _changelog_partition(self, input_partition: int) -> int:
+        """Changelog partition of an input partition: the same number while the changelog has
+        as many partitions (it is created so); wrapped when the input grew later."""
+        return input_partition % self.changelog_partitions
 
     def run(self, stop: threading.Event) -> int:
         s = self.settings.kafka
@@ -167,6 +176,7 @@ class Service:
         self._create_topics()
         instance = s.instance_id or f"{socket.gethostname()}-{os.getpid()}"
         consumer = self._consumer = Consumer({
+            "topic.metadata.refresh.interval.ms": 10_000,   # see new topics and partitions soon
             **client_config(self.settings),
             "group.id": s.group_id,
             "enable.auto.commit": False,
@@ -266,7 +276,7 @@ class Service:
         wanted = {f"{tp.topic}:{tp.partition}:": (tp.topic, tp.partition) for tp in events}
         latest: dict[bytes, tuple[bytes, int, float]] = {}
         try:
-            for part in sorted({tp.partition for tp in events}):
+            for part in sorted({self._changelog_partition(tp.partition) for tp in events}):
                 lo, hi = reader.get_watermark_offsets(TopicPartition(self.changelog, part), timeout=30)
                 if hi <= lo:
                     continue
@@ -416,7 +426,7 @@ class Service:
                 for model in sorted(shard.changed):
                     if model not in shard.pipeline.models:
                         continue
-                    producer.produce(self.changelog, partition=key[1],
+                    producer.produce(self.changelog, partition=self._changelog_partition(key[1]),
                                      key=f"{key[0]}:{key[1]}:{model}".encode(),
                                      value=dump_model(shard.pipeline, model),
                                      headers=[("streamdrift.offset", str(shard.next_offset).encode()),

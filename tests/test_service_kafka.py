@@ -256,3 +256,28 @@ def test_kserve_binary_cloudevents_through_run(kafka_bootstrap, unique, tmp_path
         assert stop_service(proc) == 0
     assert all(a["model"] == "iris" and a["at"]["offset"] >= 5000 for a in got)
     assert dict(dead[0].headers())["streamdrift.reason"] == b"not_cloudevent"
+
+
+def test_events_topic_created_after_the_service_started(kafka_bootstrap, unique, tmp_path):
+    """The changelog is created with 1 partition when the events topic does not exist yet; a
+    3-partition events topic created later still checkpoints and restores."""
+    port = free_port()
+    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, port, kafka='instance_id = "late"')
+    log = tmp_path / "run1.log"
+    proc = start_service(cfg, log)
+    try:
+        wait_for(lambda: "streamdrift running" in log.read_text(), 60, "the service to start")
+        create_topics(kafka_bootstrap, {f"events-{unique}": 3})
+        evs = list(events(DEMO_MODELS, 3000, seed=2))
+        produce(kafka_bootstrap, f"events-{unique}", [orjson.dumps(e) for _, e in evs],
+                keys=[m.encode() for m, _ in evs])
+        wait_for(lambda: metric(scrape(port), "streamdrift_events_total", outcome="ok") == len(evs), 120,
+                 "all events processed")
+    finally:
+        assert stop_service(proc) == 0
+    proc = start_service(cfg, tmp_path / "run2.log")
+    try:
+        wait_for(lambda: re.search(r"restored [1-9][0-9]* models", (tmp_path / "run2.log").read_text()),
+                 60, "state restored from the 1-partition changelog")
+    finally:
+        assert stop_service(proc) == 0

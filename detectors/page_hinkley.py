@@ -90,6 +90,7 @@ class PageHinkley:
         self._emin = self._fresh_emin(D)            # [min s_inc, -max s_dec]
         self._pending_reset = np.zeros(D, dtype=bool)  # drift at the last value: reset first
         self.n_detections = np.zeros(D, dtype=np.int64)
+        self._buffers: dict = {}                    # work buffers (not state), see _row_buffers
 
     @staticmethod
     def _fresh_emin(D: int) -> np.ndarray:
@@ -172,7 +173,7 @@ class PageHinkley:
                 # a column that drifted restarts after its detection: it simply takes its next
                 # block from there (columns advance independently); when detections come early
                 # in blocks, shorter blocks waste less of the rows computed past them
-                early = np.median(det[hit]) < block // 4
+                early = 2 * int((det[hit] < block // 4).sum()) > int(hit.sum())   # mostly early
                 block = max(_MIN_BLOCK, block // 2) if early else block
             else:
                 block = min(_BLOCK, block * 2)
@@ -199,42 +200,58 @@ class PageHinkley:
             self._emin[:, reset] = self._fresh_emin(reset.size)
             self._pending_reset[reset] = False
 
+    def _row_buffers(self, k: int) -> dict:
+        """Per-width work buffers with their row views made once: iterating a 2-D array makes
+        a new view per row, which costs about as much as one of the loop's numpy calls."""
+        bufs = self._buffers
+        if bufs.get("k") != k:
+            B = _BLOCK
+            x, r, m = np.empty((B, k)), np.empty((B, k)), np.empty((B, k))
+            dev3 = np.empty((B, 2, k))
+            dev, sums = dev3.reshape(B, 2 * k), np.empty((B, 2 * k))
+            bufs.clear()
+            bufs.update(k=k, x=x, r=r, m=m, dev3=dev3, dev=dev, sums=sums,
+                        xv=list(x), rv=list(r), mv=list(m), dv=list(dev), sv=list(sums),
+                        alpha=np.full(2 * k, self.alpha), delta=np.full(2 * k, self.delta))
+        return bufs
+
     def _sequential(self, cols: np.ndarray, Xb: np.ndarray, counts: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
-        """Running means (L, k) and sums (L, 2k) with river's rounding, row by row."""
+        """Running means (L, k) and sums (L, 2k) with river's rounding, row by row.
+
+        The returned arrays are views of work buffers, valid until the next call.
+        """
         L, k = Xb.shape
+        b = self._row_buffers(k)
+        b["x"][:L] = Xb
+        np.divide(1.0, counts, out=b["r"][:L])
         # mean loop: river's Mean with w = 1: mean += (1 / n) * (x - mean)
-        recip = 1.0 / counts
-        means = np.empty((L, k))
         prev = self._mean[cols]
         sub, mul, add = np.subtract, np.multiply, np.add
-        for m_row, x_row, r_row in zip(means, Xb, recip, strict=True):
+        for m_row, x_row, r_row in zip(b["mv"][:L], b["xv"][:L], b["rv"][:L], strict=True):
             sub(x_row, prev, m_row)
             mul(m_row, r_row, m_row)
             add(prev, m_row, m_row)
             prev = m_row
-        dev = np.empty((L, 2, k))
-        np.subtract(Xb, means, out=dev[:, 0])
-        np.negative(dev[:, 0], out=dev[:, 1])
-        dev = dev.reshape(L, 2 * k)
+        means, dev3 = b["m"][:L], b["dev3"][:L]
+        np.subtract(b["x"][:L], means, out=dev3[:, 0])
+        np.negative(dev3[:, 0], out=dev3[:, 1])
         # faded sums loop: e = alpha * e + dev - delta, for [s_inc, -s_dec] at once
-        sums = np.empty((L, 2 * k))
+        # (array operands: a ufunc on two arrays is cheaper than on an array and a scalar)
         prev = self._e[:, cols].reshape(2 * k)
-        # array operands: a ufunc on two arrays is cheaper than on an array and a scalar
-        alpha = np.full(2 * k, self.alpha)
-        delta = np.full(2 * k, self.delta)
+        alpha, delta = b["alpha"], b["delta"]
         if self.alpha == 1.0:       # alpha * e == e exactly: skip the multiplication
-            for s_row, d_row in zip(sums, dev, strict=True):
+            for s_row, d_row in zip(b["sv"][:L], b["dv"][:L], strict=True):
                 add(prev, d_row, s_row)
                 sub(s_row, delta, s_row)
                 prev = s_row
         else:
-            for s_row, d_row in zip(sums, dev, strict=True):
+            for s_row, d_row in zip(b["sv"][:L], b["dv"][:L], strict=True):
                 mul(prev, alpha, s_row)
                 add(s_row, d_row, s_row)
                 sub(s_row, delta, s_row)
                 prev = s_row
-        return means, sums
+        return means, b["sums"][:L]
 
     def _closed_form(self, cols: np.ndarray, Xb: np.ndarray, counts: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:

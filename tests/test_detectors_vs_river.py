@@ -142,3 +142,32 @@ def test_page_hinkley_closed_form_agrees_with_river(kind, params):
     det, _ = _check("PageHinkley", lambda n_features, **kw: PageHinkley(n_features, exact=False, **kw),
                     X, params, cuts=[100, 2500])
     assert PageHinkley.from_bytes(det.to_bytes()).exact is False
+
+
+@pytest.mark.parametrize("params", [{}, {"clock": 4, "max_buckets": 2, "delta": 0.1},
+                                    {"clock": 1, "max_buckets": 3, "delta": 0.5}])
+def test_adwin_window_right_after_each_detection_equals_river(params):
+    """At a detection river deletes buckets and rescans until no cut passes; the window it
+    keeps (width, total, variance) is what ours reports right after that value."""
+    from river import drift
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(0, 1, 1500), rng.normal(3, 1, 800), rng.normal(0, 3, 1500),
+                        rng.normal(-3, 1, 600)])
+    theirs, ours = drift.ADWIN(**params), ADWIN(n_features=1, **params)
+    detections = 0
+    for v in x.tolist():
+        theirs.update(v)
+        assert bool(ours.update(np.array([[v]]))[0, 0]) == theirs.drift_detected
+        if theirs.drift_detected:
+            detections += 1
+            assert (ours.width[0], ours.total[0], ours.variance[0]) == \
+                (theirs.width, theirs.total, theirs.variance)
+    assert detections >= 3
+
+
+def test_adwin_long_windows_equal_river():
+    """Windows far past one chunk (16384 values) and several blocks of tests per chunk."""
+    X = make_stream("mean_shift", 60_000, 2, seed=11)
+    X[45_000:, 1] += 0.3                       # a small late shift: detected on a long window
+    _check("ADWIN", ADWIN, X, {}, cuts=[5, 20_000, 40_001])

@@ -351,19 +351,22 @@ class ADWIN:
         """River's buckets after `width` values: (counts, first block index), each (L, T).
 
         Level i has received a_i blocks (a_0 = width), merged m_i pairs of them and holds
-        c_i = a_i - 2 m_i buckets: blocks 2 m_i .. a_i - 1 of level i; a_{i+1} = m_i.
+        c_i = a_i - 2 m_i buckets: blocks 2 m_i .. a_i - 1 of level i; a_{i+1} = m_i =
+        max((a_i - (M - 1)) // 2, 0). Nested floor divisions compose, so in closed form
+        a_i = max((width - (M - 1) (2^i - 1)) // 2^i, 0).
         """
-        counts, firsts = [], []
-        a = width.astype(np.int64)
-        while a.any():
-            m = np.maximum((a - (M - 1)) >> 1, 0)                     # merges so far
-            counts.append(a - 2 * m)
-            firsts.append(2 * m)
-            a = m
-        return np.array(counts), np.array(firsts)
+        width = np.asarray(width, dtype=np.int64)
+        n_levels = max(1, int(width.max()).bit_length() + 1)
+        i = np.arange(n_levels, dtype=np.int64)[:, None]
+        a = np.maximum((width - (M - 1) * ((1 << i) - 1)) >> i, 0)     # (levels, T)
+        used = int(np.flatnonzero(a.any(axis=1))[-1]) + 1 if width.any() else 0
+        a = a[:used + 1]
+        merges = a[1:]
+        return a[:-1] - 2 * merges, 2 * merges
 
     def _cut_scan(self, rows, sizes: np.ndarray, width: np.ndarray, total: np.ndarray,
-                  var: np.ndarray, dprime: np.ndarray) -> np.ndarray:
+                  var: np.ndarray, dprime: np.ndarray, n0: np.ndarray | None = None
+                  ) -> np.ndarray:
         """river's cut test over all cuts: bool (k, T), True where some cut of window t of
         column j passes.
 
@@ -376,13 +379,15 @@ class ADWIN:
         columns. The running sums u0, u1 advance cut by cut in river's order (a row addition
         each: numpy's accumulate along a leading axis is several times slower); the test
         itself runs on a few cuts at a time, sized to stay in the CPU caches. Cuts whose
-        slots are all empty are skipped (they repeat the previous cut).
+        slots are all empty are skipped (they repeat the previous cut). ``n0`` (Q, T), the
+        values before each cut, is the running sum of ``sizes`` unless given.
         """
         mwl = float(self.min_window_length)
-        n0 = np.empty(sizes.shape)                                   # river: n0 += bucket_size
-        acc = np.zeros(sizes.shape[1])
-        for q, size_q in enumerate(sizes):
-            acc = np.add(acc, size_q, out=n0[q])
+        if n0 is None:                                               # river: n0 += bucket_size
+            n0 = np.empty(sizes.shape)
+            acc = np.zeros(sizes.shape[1])
+            for q, size_q in enumerate(sizes):
+                acc = np.add(acc, size_q, out=n0[q])
         n1 = width - n0
         shape_ok = (n0 >= mwl) & (n1 >= mwl)
         k, T = var.shape
@@ -443,10 +448,16 @@ class ADWIN:
         idx = (firsts + bases[:, None])[:, :, None] + ks              # (L, T, M)
         valid = ks < counts[:, :, None]
         idx[~valid] = flat.shape[1] - 1
-        sizes = valid * (2.0 ** np.arange(L))[:, None, None]
+        scale = 1 << np.arange(L, dtype=np.int64)[:, None]
+        sizes = valid * scale[:, :, None]
+        # values before each slot's cut in river's scan order (top level first, oldest bucket
+        # first): the levels above, then this level's buckets up to the slot (integers: exact)
+        level_sizes = counts * scale
+        above = np.cumsum(level_sizes[::-1], axis=0)[::-1] - level_sizes
+        n0 = above[:, :, None] + np.minimum(ks + 1, counts[:, :, None]) * scale[:, :, None]
         # river scans the top level first, oldest bucket first: (L reversed, M, T) -> (L * M, T)
-        idx = idx[::-1].transpose(0, 2, 1).reshape(L * M, T)
-        sizes = sizes[::-1].transpose(0, 2, 1).reshape(L * M, T)
+        idx, sizes, n0 = (x[::-1].transpose(0, 2, 1).reshape(L * M, T) for x in (idx, sizes, n0))
+        sizes, n0 = sizes.astype(np.float64), n0.astype(np.float64)
         width = tw.astype(np.float64)
         dprime = self._dprime(tw, delta)
         tot_t, var_t = tot[:, ti], var[:, ti]                        # (k, T)
@@ -456,8 +467,9 @@ class ADWIN:
         for s in range(0, T, step):
             e = min(T, s + step)
             idx_b = idx[:, s:e]
-            hit = self._cut_scan(lambda qs, idx_b=idx_b: flat[:, idx_b[qs]], sizes[:, s:e], width[s:e],
-                                 tot_t[:, s:e], var_t[:, s:e], dprime[s:e])   # (k, e - s)
+            hit = self._cut_scan(lambda qs, idx_b=idx_b: np.take(flat, idx_b[qs], axis=1),
+                                 sizes[:, s:e], width[s:e], tot_t[:, s:e], var_t[:, s:e],
+                                 dprime[s:e], n0[:, s:e])                  # (k, e - s)
             new = (first_hit < 0) & hit.any(axis=1)
             if new.any():
                 first_hit[new] = ti[s + hit[new].argmax(axis=1)]

@@ -29,6 +29,9 @@ closed-form cumulative sums (see :meth:`PageHinkley._closed_form`).
 
 from __future__ import annotations
 
+from collections import deque
+from operator import call
+
 import numpy as np
 
 from . import _state
@@ -37,6 +40,12 @@ from ._columns import check_batch, check_float, check_int, compact_columns
 _MODES = ("up", "down", "both")
 _BLOCK = 512
 _MIN_BLOCK = 16      # shortest block, used while detections are dense
+
+
+def _run_calls(calls: tuple[list, list, list, list], n: int) -> None:
+    """Call funcs[i](a[i], b[i], out[i]) for the first n i, in order, at C level."""
+    funcs, a, b, out = calls
+    deque(map(call, funcs[:n], a[:n], b[:n], out[:n]), maxlen=0)
 
 
 class PageHinkley:
@@ -188,7 +197,9 @@ class PageHinkley:
             return values[:L]
         idx = start[None, :] + np.arange(L)[:, None]
         np.minimum(idx, values.shape[0] - 1, out=idx)
-        return values[idx, cols[None, :]]
+        idx *= values.shape[1]
+        idx += cols
+        return np.take(values.reshape(-1), idx)              # faster than values[idx, cols]
 
     def _reset_pending(self, cols: np.ndarray) -> None:
         """River resets a detector on the update after a drift: do it for these columns."""
@@ -201,18 +212,43 @@ class PageHinkley:
             self._pending_reset[reset] = False
 
     def _row_buffers(self, k: int) -> dict:
-        """Per-width work buffers with their row views made once: iterating a 2-D array makes
-        a new view per row, which costs about as much as one of the loop's numpy calls."""
+        """Per-width work buffers and the fixed call sequences of the two row loops.
+
+        Row 0 of ``m`` and ``s`` holds the state before the block and row t + 1 the state
+        after block row t, so every call of the loops has fixed arguments (views made once):
+        a loop over L rows is the first calls of a sequence, run by ``map`` at C level with
+        no Python bytecode per row (about a third of the loop's time otherwise).
+        """
         bufs = self._buffers
         if bufs.get("k") != k:
             B = _BLOCK
-            x, r, m = np.empty((B, k)), np.empty((B, k)), np.empty((B, k))
+            x, r, m = np.empty((B, k)), np.empty((B, k)), np.empty((B + 1, k))
             dev3 = np.empty((B, 2, k))
-            dev, sums = dev3.reshape(B, 2 * k), np.empty((B, 2 * k))
+            dev, s = dev3.reshape(B, 2 * k), np.empty((B + 1, 2 * k))
+            alpha, delta = np.full(2 * k, self.alpha), np.full(2 * k, self.delta)
+            xv, rv, mv, dv, sv = list(x), list(r), list(m), list(dev), list(s)
+            sub, mul, add = np.subtract, np.multiply, np.add
+            # mean: river's Mean with w = 1: mean += (1 / n) * (x - mean)
+            mean_calls = ([sub, mul, add] * B,
+                          [a for t in range(B) for a in (xv[t], mv[t + 1], mv[t])],
+                          [a for t in range(B) for a in (mv[t], rv[t], mv[t + 1])],
+                          [a for t in range(B) for a in (mv[t + 1],) * 3])
+            # faded sums: e = alpha * e + dev - delta, for [s_inc, -s_dec] at once (array
+            # operands: a ufunc on two arrays is cheaper than on an array and a scalar);
+            # alpha * e == e exactly when alpha == 1: that multiplication is left out
+            if self.alpha == 1.0:
+                sum_calls = ([add, sub] * B,
+                             [a for t in range(B) for a in (sv[t], sv[t + 1])],
+                             [a for t in range(B) for a in (dv[t], delta)],
+                             [a for t in range(B) for a in (sv[t + 1],) * 2])
+            else:
+                sum_calls = ([mul, add, sub] * B,
+                             [a for t in range(B) for a in (sv[t], sv[t + 1], sv[t + 1])],
+                             [a for t in range(B) for a in (alpha, dv[t], delta)],
+                             [a for t in range(B) for a in (sv[t + 1],) * 3])
             bufs.clear()
-            bufs.update(k=k, x=x, r=r, m=m, dev3=dev3, dev=dev, sums=sums,
-                        xv=list(x), rv=list(r), mv=list(m), dv=list(dev), sv=list(sums),
-                        alpha=np.full(2 * k, self.alpha), delta=np.full(2 * k, self.delta))
+            bufs.update(k=k, x=x, r=r, m=m, dev3=dev3, s=s, mean_calls=mean_calls,
+                        sum_calls=sum_calls)
         return bufs
 
     def _sequential(self, cols: np.ndarray, Xb: np.ndarray, counts: np.ndarray
@@ -225,33 +261,14 @@ class PageHinkley:
         b = self._row_buffers(k)
         b["x"][:L] = Xb
         np.divide(1.0, counts, out=b["r"][:L])
-        # mean loop: river's Mean with w = 1: mean += (1 / n) * (x - mean)
-        prev = self._mean[cols]
-        sub, mul, add = np.subtract, np.multiply, np.add
-        for m_row, x_row, r_row in zip(b["mv"][:L], b["xv"][:L], b["rv"][:L], strict=True):
-            sub(x_row, prev, m_row)
-            mul(m_row, r_row, m_row)
-            add(prev, m_row, m_row)
-            prev = m_row
-        means, dev3 = b["m"][:L], b["dev3"][:L]
+        b["m"][0] = self._mean[cols]
+        _run_calls(b["mean_calls"], 3 * L)
+        means, dev3 = b["m"][1:L + 1], b["dev3"][:L]
         np.subtract(b["x"][:L], means, out=dev3[:, 0])
         np.negative(dev3[:, 0], out=dev3[:, 1])
-        # faded sums loop: e = alpha * e + dev - delta, for [s_inc, -s_dec] at once
-        # (array operands: a ufunc on two arrays is cheaper than on an array and a scalar)
-        prev = self._e[:, cols].reshape(2 * k)
-        alpha, delta = b["alpha"], b["delta"]
-        if self.alpha == 1.0:       # alpha * e == e exactly: skip the multiplication
-            for s_row, d_row in zip(b["sv"][:L], b["dv"][:L], strict=True):
-                add(prev, d_row, s_row)
-                sub(s_row, delta, s_row)
-                prev = s_row
-        else:
-            for s_row, d_row in zip(b["sv"][:L], b["dv"][:L], strict=True):
-                mul(prev, alpha, s_row)
-                add(s_row, d_row, s_row)
-                sub(s_row, delta, s_row)
-                prev = s_row
-        return means, b["sums"][:L]
+        b["s"][0] = self._e[:, cols].reshape(2 * k)
+        _run_calls(b["sum_calls"], (2 if self.alpha == 1.0 else 3) * L)
+        return means, b["s"][1:L + 1]
 
     def _closed_form(self, cols: np.ndarray, Xb: np.ndarray, counts: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -299,13 +316,50 @@ class PageHinkley:
             means, sums = self._sequential(cols, Xb, counts)
         else:
             means, sums = self._closed_form(cols, Xb, counts)
-        mins = np.empty((L + 1, 2 * k))
-        mins[0] = self._emin[:, cols].reshape(2 * k)
-        mins[1:] = sums
+        sums3 = sums.reshape(L, 2, k)
+        emin0 = self._emin[:, cols]                                  # (2, k)
+        # Only a column whose block could reach the threshold needs the running minimum:
+        # sum_t - min_{s<=t} sum_s <= max_t sum_t - min(emin0, min_t sum_t), and rounding is
+        # monotonic, so where that bound is <= threshold no row of the block can fire.
+        # (Rows past a column's `take` are filler: such columns take the exact path.)
+        low = np.minimum(emin0, sums3.min(axis=0))
+        maybe = sums3.max(axis=0) - low > self.threshold             # (2, k)
+        if self.mode == "up":
+            maybe = maybe[0]
+        elif self.mode == "down":
+            maybe = maybe[1]
+        else:
+            maybe = maybe[0] | maybe[1]
+        check = np.flatnonzero(maybe | (take < L))
+        det_row = np.full(k, -1)
+        last = np.full(k, L - 1)
+        emin_last = low
+        if check.size:
+            c_det, c_last, c_emin = self._first_fire(sums3[:, :, check], emin0[:, check],
+                                                     counts[:, check], take[check])
+            det_row[check], last[check] = c_det, c_last
+            emin_last[:, check] = c_emin
+        j = np.arange(k)
+        self._n[cols] = counts[last, j]
+        self._mean[cols] = means[last, j]
+        self._e[:, cols] = sums3[last, :, j].T
+        self._emin[:, cols] = emin_last
+        return det_row
+
+    def _first_fire(self, sums3: np.ndarray, emin0: np.ndarray, counts: np.ndarray,
+                    take: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """River's test on every row of some columns: sums3 (L, 2, c), emin0 (2, c).
+
+        Returns per column the first firing row or -1, the last consumed row (that row, or
+        take - 1) and the running minima (2, c) at that row.
+        """
+        L, _, c = sums3.shape
+        mins = np.empty((L + 1, 2, c))
+        mins[0] = emin0
+        mins[1:] = sums3
         np.minimum.accumulate(mins, axis=0, out=mins)
         mins = mins[1:]
-        stat = (sums - mins).reshape(L, 2, k)
-        over = stat > self.threshold
+        over = sums3 - mins > self.threshold
         if self.mode == "up":
             fired = over[:, 0]
         elif self.mode == "down":
@@ -317,14 +371,7 @@ class PageHinkley:
         any_hit = fired.any(axis=0)
         det_row = np.where(any_hit, fired.argmax(axis=0), -1)
         last = np.where(any_hit, det_row, take - 1)
-        j = np.arange(k)
-        self._n[cols] = counts[last, j]
-        self._mean[cols] = means[last, j]
-        sums3 = sums.reshape(L, 2, k)
-        mins3 = mins.reshape(L, 2, k)
-        self._e[:, cols] = sums3[last, :, j].T
-        self._emin[:, cols] = mins3[last, :, j].T
-        return det_row
+        return det_row, last, mins[last, :, np.arange(c)].T
 
     # ---------------------------------------------------------------- state
     def to_bytes(self) -> bytes:

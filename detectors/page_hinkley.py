@@ -40,6 +40,17 @@ from ._columns import check_batch, check_float, check_int, compact_columns
 _MODES = ("up", "down", "both")
 _BLOCK = 512
 _MIN_BLOCK = 16      # shortest block, used while detections are dense
+_SPAN = 32           # rows per span of the "can this block fire?" bound
+
+
+def _per_span(reduce, a: np.ndarray) -> np.ndarray:
+    """``reduce`` (np.min or np.max) over each span of _SPAN rows of a (L, ...); the last
+    span may be shorter. (A reshape is several times faster than ufunc.reduceat.)"""
+    n_full = a.shape[0] // _SPAN
+    full = reduce(a[:n_full * _SPAN].reshape(n_full, _SPAN, *a.shape[1:]), axis=1)
+    if n_full * _SPAN == a.shape[0]:
+        return full
+    return np.concatenate([full, reduce(a[n_full * _SPAN:], axis=0)[None]])
 
 
 def _run_calls(calls: tuple[list, list, list, list], n: int) -> None:
@@ -318,12 +329,19 @@ class PageHinkley:
             means, sums = self._closed_form(cols, Xb, counts)
         sums3 = sums.reshape(L, 2, k)
         emin0 = self._emin[:, cols]                                  # (2, k)
-        # Only a column whose block could reach the threshold needs the running minimum:
-        # sum_t - min_{s<=t} sum_s <= max_t sum_t - min(emin0, min_t sum_t), and rounding is
-        # monotonic, so where that bound is <= threshold no row of the block can fire.
+        # Only a column whose block could reach the threshold needs the running minimum at
+        # every row. For rows t in a span of _SPAN rows, sum_t - min_{s<=t} sum_s <=
+        # max_span sum - min(emin0, sums up to the span's end), and rounding is monotonic, so
+        # where that bound is <= threshold for every span no row of the block can fire.
         # (Rows past a column's `take` are filler: such columns take the exact path.)
-        low = np.minimum(emin0, sums3.min(axis=0))
-        maybe = sums3.max(axis=0) - low > self.threshold             # (2, k)
+        span_max = _per_span(np.max, sums3)
+        span_min = np.empty((span_max.shape[0] + 1, 2, k))
+        span_min[0] = emin0
+        span_min[1:] = _per_span(np.min, sums3)
+        np.minimum.accumulate(span_min, axis=0, out=span_min)       # min up to each span's end
+        bound = span_max - span_min[1:]
+        maybe = (bound > self.threshold).any(axis=0)                 # (2, k)
+        low = span_min[-1]
         if self.mode == "up":
             maybe = maybe[0]
         elif self.mode == "down":

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -39,6 +40,9 @@ class Message(NamedTuple):
     offset: int
     timestamp: float          # seconds since the epoch (Kafka message timestamp), 0.0 if none
     headers: tuple | None = None   # Kafka headers ((name, bytes), ...), for the adapters
+
+
+_VALUE, _TOPIC, _PARTITION, _OFFSET, _TIMESTAMP = (itemgetter(i) for i in range(5))   # Message fields
 
 
 @dataclass(frozen=True)
@@ -132,11 +136,13 @@ def _classify_value(v: Any) -> str | None:
 
 
 def _parse_fast(messages: list[Message], limits: LimitSettings
-                ) -> tuple[list[dict[str, Any]], list[int]] | list[Any] | None:
+                ) -> tuple[list[dict[str, Any]], list[int], bool] | list[Any] | None:
     """The common batch, checked with C-level map()s only: every message one well-formed
-    event object with a valid model and a features object within the limits. None when any
-    message needs a closer look (then :func:`_parse` examines them one by one)."""
-    values = [m.value for m in messages]
+    event object with a valid model and a features object within the limits; returned as
+    (events, message index per event, whether every feature value is an int or float).
+    Otherwise the parsed documents, or None when some message is not JSON or too large
+    (then :func:`_parse` examines them one by one)."""
+    values = list(map(_VALUE, messages))
     if not values or max(map(len, values)) > limits.max_message_bytes:
         return None
     try:
@@ -151,17 +157,19 @@ def _parse_fast(messages: list[Message], limits: LimitSettings
     models = list(map(dict.get, docs, repeat("model")))
     if set(map(type, models)) != {str}:
         return docs
-    if list in set(map(type, chain.from_iterable(map(dict.values, feats)))):
+    kinds = set(map(type, chain.from_iterable(map(dict.values, feats))))
+    if list in kinds:
         return docs                         # columnar messages (or bad values): the slow path
     for model in set(models):
         if not MODEL_RE.match(model) or len(model) > limits.max_name_length:
             return docs
-    return docs, list(range(len(docs)))
+    return docs, list(range(len(docs))), kinds <= _NUMBER_TYPES
 
 
 def _parse(messages: list[Message], limits: LimitSettings, out: EventBatch,
-           columnar: list[tuple[int, dict]]) -> tuple[list[dict[str, Any]], list[int]]:
-    """Parse each message; return its events and, per event, the index of its message.
+           columnar: list[tuple[int, dict]]) -> tuple[list[dict[str, Any]], list[int], bool]:
+    """Parse each message; return its events, per event the index of its message, and
+    whether all feature values are known to be ints or floats (False: not checked).
     Columnar messages are set aside in `columnar` as (message index, document)."""
     fast = _parse_fast(messages, limits)
     if isinstance(fast, tuple):
@@ -208,7 +216,10 @@ def _parse(messages: list[Message], limits: LimitSettings, out: EventBatch,
             continue
         events.extend(docs)
         owner.extend([mi] * len(docs))
-    return events, owner
+    return events, owner, False
+
+
+_DECODE_CHUNK = 1024     # messages decoded at a time: their parsed objects stay in the caches
 
 
 def decode(messages: list[Message], limits: LimitSettings,
@@ -217,10 +228,45 @@ def decode(messages: list[Message], limits: LimitSettings,
 
     ``admit_model(model)`` says whether a model may be tracked (the model-count limit);
     messages with events of a refused model become dead letters "model_limit".
+
+    Large batches are decoded in pieces of ``_DECODE_CHUNK`` messages whose columns are then
+    joined: parsed JSON objects are large, and a piece's objects still in the CPU caches
+    when their columns are extracted make decoding about 1.3x faster. A batch in which a
+    feature of a model is numeric in one piece and categorical in another is decoded whole
+    (then mixed types are judged over the whole batch, exactly as unsplit).
     """
+    if len(messages) <= _DECODE_CHUNK:
+        return _decode(messages, limits, admit_model)
+    from .columnar import concat
+
+    parts = [_decode(messages[i:i + _DECODE_CHUNK], limits, admit_model)
+             for i in range(0, len(messages), _DECODE_CHUNK)]
+    per_model: dict[str, list[ModelBatch]] = {}
+    for part in parts:
+        for model, mb in part.models.items():
+            per_model.setdefault(model, []).append(mb)
+    for pieces in per_model.values():
+        numeric = set().union(*(p.numeric for p in pieces))
+        if not numeric.isdisjoint(set().union(*(p.categorical for p in pieces))):
+            return _decode(messages, limits, admit_model)
+        classes = [p.prediction_class is not None for p in pieces]
+        if any(classes) and not all(classes) and any(
+                not np.isnan(p.prediction).all() for p, c in zip(pieces, classes, strict=True) if not c):
+            return _decode(messages, limits, admit_model)
+    out = EventBatch()
+    out.models = {model: concat(pieces) for model, pieces in per_model.items()}
+    out.dead_letters = sorted((d for part in parts for d in part.dead_letters),
+                              key=lambda d: (d.message.topic, d.message.partition, d.message.offset))
+    out.n_events = sum(part.n_events for part in parts)
+    return out
+
+
+def _decode(messages: list[Message], limits: LimitSettings,
+            admit_model: Callable[[str], bool]) -> EventBatch:
+    """:func:`decode` of one piece."""
     out = EventBatch()
     columnar: list[tuple[int, dict]] = []
-    events, owner = _parse(messages, limits, out, columnar)
+    events, owner, all_numbers = _parse(messages, limits, out, columnar)
     sources = _Sources(messages)
     # group by model and type the columns; a bad value rejects its whole message
     bad_messages: dict[int, tuple[str, str]] = {}
@@ -247,7 +293,7 @@ def decode(messages: list[Message], limits: LimitSettings,
             try:
                 batches[model] = _columns(model, [events[i] for i in rows],
                                           np.array([owner[i] for i in rows], dtype=np.int64),
-                                          sources, limits)
+                                          sources, limits, all_numbers)
             except _BadRows as bad:
                 for r, reason, detail in bad.rows:
                     bad_messages.setdefault(owner[rows[r]], (reason, detail))
@@ -299,10 +345,11 @@ class _Sources:
     """Per-message source columns of a batch, indexed by message number."""
 
     def __init__(self, messages: list[Message]) -> None:
-        self.partition = np.array([m.partition for m in messages], dtype=np.int64)
-        self.offset = np.array([m.offset for m in messages], dtype=np.int64)
-        self.timestamp = np.array([m.timestamp for m in messages], dtype=np.float64)
-        self.topic = np.array([m.topic for m in messages], dtype=object)
+        n = len(messages)
+        self.partition = np.fromiter(map(_PARTITION, messages), dtype=np.int64, count=n)
+        self.offset = np.fromiter(map(_OFFSET, messages), dtype=np.int64, count=n)
+        self.timestamp = np.fromiter(map(_TIMESTAMP, messages), dtype=np.float64, count=n)
+        self.topic = np.array(list(map(_TOPIC, messages)), dtype=object)
 
 
 class _BadRows(Exception):
@@ -318,8 +365,9 @@ def _rows_where(col: list[Any] | tuple, bad) -> list[int]:
 
 
 def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sources: _Sources,
-             limits: LimitSettings) -> ModelBatch:
-    """Columns of one model's events (evs, in arrival order; msg_index = their messages)."""
+             limits: LimitSettings, all_numbers: bool = False) -> ModelBatch:
+    """Columns of one model's events (evs, in arrival order; msg_index = their messages).
+    ``all_numbers``: every feature value is already known to be an int or a float."""
     n = len(evs)
     feats, ts_raw, preds, ids, segments = (list(map(dict.get, evs, repeat(key))) for key in
                                            ("features", "ts", "prediction", "id", "segment"))
@@ -343,8 +391,8 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
         raise _BadRows([(r, "invalid_name", f"feature names must be 1..{limits.max_name_length} "
                          "characters") for r, f in enumerate(feats) if bad_names.intersection(f)])
     width = len(names)
-    if len(key_orders) == 1 and width and \
-            set(map(type, chain.from_iterable(map(dict.values, feats)))) <= _NUMBER_TYPES:
+    if len(key_orders) == 1 and width and (
+            all_numbers or set(map(type, chain.from_iterable(map(dict.values, feats)))) <= _NUMBER_TYPES):
         try:
             M = np.fromiter(chain.from_iterable(map(dict.values, feats)), dtype=np.float64,
                             count=n * width).reshape(n, width)

@@ -120,3 +120,46 @@ def test_fuzz_label_decoder_never_raises(value):
     store = PredictionStore(10, 100.0)
     joined, dead = join_labels([Message(value, "labels", 0, 0, 0.0)], store, LIMITS)
     assert sum(len(eb.errors) for eb in joined.values()) + len(dead) == 1
+
+
+def _same_batches(a, b) -> None:
+    assert a.n_events == b.n_events
+    assert [(d.message.offset, d.reason) for d in a.dead_letters] == \
+        [(d.message.offset, d.reason) for d in b.dead_letters]
+    assert a.models.keys() == b.models.keys()
+    for model, x in a.models.items():
+        y = b.models[model]
+        assert x.numeric.keys() == y.numeric.keys() and x.categorical == y.categorical
+        for name, col in x.numeric.items():
+            assert np.array_equal(col, y.numeric[name], equal_nan=True), name
+        assert np.array_equal(x.prediction, y.prediction, equal_nan=True)
+        assert x.prediction_class == y.prediction_class
+        assert x.offset.tolist() == y.offset.tolist() and x.ids == y.ids
+        assert np.array_equal(x.ts, y.ts)
+
+
+@pytest.mark.parametrize("late_string", [False, True])
+def test_large_batches_decode_in_pieces_exactly_as_whole(late_string):
+    """decode() splits big batches into pieces; the result is the whole batch's."""
+    from stream import events
+
+    rng = np.random.default_rng(5)
+    values = []
+    for i in range(3 * events._DECODE_CHUNK + 17):
+        model = ["a", "b", "c"][i % 3]
+        feats = {"x": float(rng.normal()), "y": int(rng.integers(9))}
+        if i % 7 == 0:
+            feats["z"] = "red" if i % 2 else None
+        if late_string and i == 2500:
+            feats["x"] = "oops"              # numeric in early pieces, a string here
+        ev = {"model": model, "id": str(i), "features": feats,
+              "prediction": ("yes" if i % 2 else "no") if model == "c" else float(i)}
+        values.append(json.dumps(ev).encode())
+        if i % 500 == 3:
+            values.append(b"{broken")
+    batch = [Message(v, "events", 1, i, 1000.0 + i) for i, v in enumerate(values)]
+    limits = LimitSettings()
+    whole = events._decode(batch, limits, lambda model: True)
+    _same_batches(decode(batch, limits), whole)
+    reasons = {d.reason for d in whole.dead_letters}
+    assert "invalid_json" in reasons and (("mixed_types" in reasons) == late_string)

@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import orjson
@@ -143,6 +144,12 @@ class Service:
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
             self._delivery_errors.append(f"{msg.topic()}: {err.str()}")
+
+    def _on_alert_delivery(self, event_ts: float, err: KafkaError | None, msg: Any) -> None:
+        """At-least-once: an alert acknowledged by the broker; its event-to-alert latency."""
+        self._on_delivery(err, msg)
+        if err is None and event_ts > 0:
+            self.metrics.event_to_alert.observe(max(0.0, time.time() - event_ts))
 
     def _create_topics(self) -> None:
         s = self.settings.kafka
@@ -368,7 +375,8 @@ class Service:
             shard.changed.update(result.models_touched)
             for alert in result.alerts:
                 producer.produce(s.alerts_topic, key=alert["model"].encode(), value=orjson.dumps(alert),
-                                 on_delivery=self._on_delivery)
+                                 on_delivery=self._on_delivery if self.exactly_once
+                                 else partial(self._on_alert_delivery, alert["at"]["ts"]))
             for dl in result.dead_letters:
                 producer.produce(s.dead_letter_topic, value=dl.message.value,
                                  headers=dead_letter_headers(dl), on_delivery=self._on_delivery)
@@ -383,16 +391,12 @@ class Service:
             if topic in self.label_topics:
                 self._label_offsets[(topic, partition)] = nxt
         self._dirty = True
-        if not self.exactly_once:
-            # alerts out as soon as possible; offsets wait for the next checkpoint
-            if producer.flush(60) or self._delivery_errors:
-                raise DeliveryFailed(f"alerts/dead letters not delivered "
-                                     f"({'; '.join(self._delivery_errors[:3]) or 'timeout'}); "
-                                     "offsets not committed, the batch will be replayed on restart")
-            now = time.time()
-            for alert in alerts_out:
-                if alert["at"]["ts"] > 0:
-                    m.event_to_alert.observe(max(0.0, now - alert["at"]["ts"]))
+        if not self.exactly_once and self._delivery_errors:
+            # alerts leave at once (linger.ms); the checkpoint flushes them all before it
+            # commits offsets, so a batch's offsets are never committed before its alerts
+            raise DeliveryFailed(f"alerts/dead letters not delivered "
+                                 f"({'; '.join(self._delivery_errors[:3])}); "
+                                 "offsets not committed, the batch will be replayed on restart")
         m.batch_size.observe(sum(len(v) for v in groups.values()))
         m.batch_seconds.observe(time.perf_counter() - t0)
         if self.exactly_once:

@@ -171,3 +171,14 @@ def test_adwin_long_windows_equal_river():
     X = make_stream("mean_shift", 60_000, 2, seed=11)
     X[45_000:, 1] += 0.3                       # a small late shift: detected on a long window
     _check("ADWIN", ADWIN, X, {}, cuts=[5, 20_000, 40_001])
+
+
+def test_adwin_many_columns_split_into_groups_equal_river():
+    """40 columns advance as groups (up to 16 a group); columns leave a group when they
+    detect, at different times, and regroup later: every column still equals river's."""
+    rng = np.random.default_rng(21)
+    X = rng.normal(size=(6000, 40))
+    for j in range(40):
+        X[1000 + 100 * j:, j] += 2.0           # each column shifts at its own time
+    X[::7, 5] = np.nan                          # one column with gaps: its own schedule
+    _check("ADWIN", ADWIN, X, {"clock": 16}, cuts=[700, 3001, 3002, 5000])

@@ -341,10 +341,12 @@ class Service:
         needs_headers = bool(self.settings.kafka.formats)
         counts: dict[tuple[str, int], int] = {}
         current_key, current = None, None
+        make = tuple.__new__                           # Message(...) without its Python __new__
         for msg in raw:
-            if msg.error() is not None:
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error: %s", msg.error().str())
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", err.str())
                 continue
             topic, partition = msg.topic(), msg.partition()
             if (topic, partition) != current_key:      # messages come in runs per partition
@@ -353,9 +355,9 @@ class Service:
                 counts.setdefault(current_key, 0)
             ts_ms = msg.timestamp()[1]
             offset = msg.offset()
-            current.append(Message(msg.value() or b"", topic, partition, offset,
-                                   ts_ms / 1000.0 if ts_ms > 0 else 0.0,
-                                   tuple(msg.headers() or ()) if needs_headers else None))
+            current.append(make(Message, (msg.value() or b"", topic, partition, offset,
+                                          ts_ms / 1000.0 if ts_ms > 0 else 0.0,
+                                          tuple(msg.headers() or ()) if needs_headers else None)))
             nexts[current_key] = offset + 1
             counts[current_key] += 1
         for (topic, _), count in counts.items():

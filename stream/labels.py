@@ -1,7 +1,8 @@
 """Late labels -> error stream per model (performance drift).
 
 Events that carry an ``id`` and a ``prediction`` are remembered in a bounded store per model
-(size limit and time-to-live in event time; evictions are counted). A label event
+(size limit over all models, the largest evicted first, and time-to-live in event time;
+evictions are counted). A label event
 ``{"model", "id", "label", "ts"?, "prediction"?}`` joins its prediction by (model, id), or
 brings the prediction itself. The error of each joined label is:
 
@@ -39,53 +40,91 @@ class ErrorBatch:
 
 
 class PredictionStore:
-    """Predictions waiting for their labels, per model: bounded by size and age."""
+    """Predictions waiting for their labels, one insertion-ordered dict per model (so that a
+    model's entries are found without scanning the others'), bounded by size (all models
+    together) and by age (event time).
+
+    Over the size limit, the oldest predictions of the models holding the most go first: a
+    model that floods the store evicts its own predictions before anyone else's.
+    """
 
     def __init__(self, max_size: int, ttl_s: float) -> None:
         self.max_size = max_size
         self.ttl_s = ttl_s
-        self.pending: OrderedDict[tuple[str, Any], tuple[Any, float]] = OrderedDict()
-        self.labeled: OrderedDict[tuple[str, Any], None] = OrderedDict()
+        self.pending: dict[str, OrderedDict[Any, tuple[Any, float]]] = {}   # model -> id -> (prediction, ts)
+        self.labeled: dict[str, OrderedDict[Any, None]] = {}   # model -> ids labeled already
+        self.size = 0                   # predictions pending, all models
+        self.labeled_size = 0
         self.evicted = {"ttl": 0, "size": 0}
 
     def add(self, batch: ModelBatch) -> None:
         """Remember the batch's (id, prediction, ts) for events that have both."""
         preds = batch.prediction_class if batch.prediction_class is not None else batch.prediction.tolist()
-        model, pending = batch.model, self.pending
+        pending = self.pending.setdefault(batch.model, OrderedDict())
+        before = len(pending)
         for ident, pred, ts in zip(batch.ids, preds, batch.ts.tolist(), strict=True):
             if ident is None or pred is None or pred != pred:
                 continue
-            key = (model, ident)
-            pending.pop(key, None)
-            pending[key] = (pred, ts)
-        while len(pending) > self.max_size:
-            pending.popitem(last=False)
-            self.evicted["size"] += 1
+            pending.pop(ident, None)
+            pending[ident] = (pred, ts)
+        self.size += len(pending) - before
+        if self.size > self.max_size:
+            self.evicted["size"] += _shrink(self.pending, self.size - self.max_size)
+            self.size = self.max_size
 
     def expire(self, now_ts: float) -> list[tuple[str, Any]]:
         """Drop predictions older than the time-to-live (by event time); returns their
         (model, prediction): these never received a label."""
-        pending, limit = self.pending, now_ts - self.ttl_s
+        limit = now_ts - self.ttl_s
         expired = []
-        while pending:
-            key, (pred, ts) = next(iter(pending.items()))
-            if ts >= limit:
-                break
-            pending.popitem(last=False)
-            self.evicted["ttl"] += 1
-            expired.append((key[0], pred))
+        for model, pending in self.pending.items():
+            while pending:
+                ident, (pred, ts) = next(iter(pending.items()))
+                if ts >= limit:
+                    break
+                pending.popitem(last=False)
+                expired.append((model, pred))
+        self.size -= len(expired)
+        self.evicted["ttl"] += len(expired)
         return expired
 
     def take(self, model: str, ident: Any) -> tuple[Any, float] | None | str:
         """The prediction for (model, id) and its time; "duplicate" if already labeled; None."""
-        key = (model, ident)
-        hit = self.pending.pop(key, None)
+        pending = self.pending.get(model)
+        hit = pending.pop(ident, None) if pending else None
         if hit is None:
-            return "duplicate" if key in self.labeled else None
-        self.labeled[key] = None
-        while len(self.labeled) > self.max_size:
-            self.labeled.popitem(last=False)
+            return "duplicate" if ident in self.labeled.get(model, ()) else None
+        self.size -= 1
+        self.labeled.setdefault(model, OrderedDict())[ident] = None
+        self.labeled_size += 1
+        if self.labeled_size > self.max_size:
+            _shrink(self.labeled, self.labeled_size - self.max_size)
+            self.labeled_size = self.max_size
         return hit
+
+    def restore(self, model: str, pending: list[tuple[Any, Any, float]], labeled: list[Any]) -> None:
+        """Put back a model's (id, prediction, ts) and labeled ids from a checkpoint."""
+        self.size -= len(self.pending.get(model, ()))
+        self.labeled_size -= len(self.labeled.get(model, ()))
+        self.pending[model] = OrderedDict((ident, (pred, ts)) for ident, pred, ts in pending)
+        self.labeled[model] = OrderedDict.fromkeys(labeled)
+        self.size += len(self.pending[model])
+        self.labeled_size += len(self.labeled[model])
+
+
+def _shrink(per_model: dict[str, OrderedDict], excess: int) -> int:
+    """Drop ``excess`` oldest entries, taken from the largest models first; returns excess."""
+    left = excess
+    while left > 0:
+        sizes = sorted(((len(d), m) for m, d in per_model.items()), reverse=True)
+        model_size, model = sizes[0]
+        runner_up = sizes[1][0] if len(sizes) > 1 else 0
+        n = min(left, max(1, model_size - runner_up))     # down to the next largest
+        entries = per_model[model]
+        for _ in range(n):
+            entries.popitem(last=False)
+        left -= n
+    return excess
 
 
 def _error(pred: Any, label: Any) -> tuple[float, bool]:

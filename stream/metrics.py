@@ -94,7 +94,7 @@ class Metrics:
                 acc[0] += mon.n_signals
                 acc[1] += mon.signals.dropped
             if pipeline.store is not None:
-                pending += len(pipeline.store.pending)
+                pending += pipeline.store.size
                 for reason, count in pipeline.store.evicted.items():
                     evicted[reason] += count
             for name, perf in pipeline.performance.items():

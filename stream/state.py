@@ -88,10 +88,10 @@ def dump_model(pipeline, model: str) -> bytes:
         header["selection"] = {"lifecycle": _lifecycle(sel[1])}
         arrays["selection.labeled"], arrays["selection.unlabeled"] = sel[0].labeled, sel[0].unlabeled
     if pipeline.store is not None:
-        pending = [(k[1], v[0], v[1]) for k, v in pipeline.store.pending.items() if k[0] == model]
-        header["store"] = {"ids": [p[0] for p in pending], "preds": [p[1] for p in pending],
-                           "labeled": [k[1] for k in pipeline.store.labeled if k[0] == model]}
-        arrays["store.ts"] = np.array([p[2] for p in pending], dtype=np.float64)
+        pending = pipeline.store.pending.get(model, {})
+        header["store"] = {"ids": list(pending), "preds": [v[0] for v in pending.values()],
+                           "labeled": list(pipeline.store.labeled.get(model, ()))}
+        arrays["store.ts"] = np.array([v[1] for v in pending.values()], dtype=np.float64)
     return pack(KIND, header, arrays)
 
 
@@ -131,10 +131,8 @@ def load_model(pipeline, blob: bytes) -> str:
             _load_lifecycle(life, header["selection"]["lifecycle"])
         if "store" in header and pipeline.store is not None:
             s = header["store"]
-            for ident, pred, ts in zip(s["ids"], s["preds"], arrays["store.ts"].tolist(), strict=True):
-                pipeline.store.pending[(model, ident)] = (pred, ts)
-            for ident in s["labeled"]:
-                pipeline.store.labeled[(model, ident)] = None
+            pipeline.store.restore(model, list(zip(s["ids"], s["preds"], arrays["store.ts"].tolist(),
+                                                   strict=True)), s["labeled"])
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, StateError):
             raise

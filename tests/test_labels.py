@@ -88,9 +88,28 @@ def test_store_is_bounded_by_size_and_age():
     from stream.config import LimitSettings
     from stream.events import decode
     store.add(decode(msgs, LimitSettings()).models["m"])
-    assert store.evicted["size"] == 2 and [k[1] for k in store.pending] == [2, 3, 4]
+    assert store.evicted["size"] == 2 and list(store.pending["m"]) == [2, 3, 4]
     store.expire(now_ts=135.0)                      # keeps predictions from ts >= 35
-    assert store.evicted["ttl"] == 2 and [k[1] for k in store.pending] == [4]
+    assert store.evicted["ttl"] == 2 and list(store.pending["m"]) == [4] and store.size == 1
+
+
+def test_store_over_its_size_evicts_the_largest_models_oldest_first():
+    from stream.config import LimitSettings
+    from stream.events import decode
+
+    def batch(model, ids):
+        msgs = [Message(orjson.dumps({"model": model, "id": i, "ts": 1.0, "features": {},
+                                      "prediction": 0.5}), "events", 0, i, 0.0) for i in ids]
+        return decode(msgs, LimitSettings()).models[model]
+
+    store = PredictionStore(max_size=10, ttl_s=100.0)
+    store.add(batch("small", range(3)))
+    store.add(batch("flood", range(100, 120)))      # 23 > 10: the flooding model pays
+    assert store.size == 10 and store.evicted["size"] == 13
+    assert list(store.pending["small"]) == [0, 1, 2]
+    assert list(store.pending["flood"]) == list(range(113, 120))
+    assert store.take("small", 1) == (0.5, 1.0) and store.take("small", 1) == "duplicate"
+    assert store.take("flood", 100) is None and store.size == 9
 
 
 def test_error_definitions():

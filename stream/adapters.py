@@ -29,6 +29,8 @@ from typing import Any
 
 import orjson
 
+from detectors._state import StateError
+
 from .events import DeadLetter, Message, parse_ts
 
 FORMATS = ("streamdrift", "kserve", "oip")
@@ -163,9 +165,30 @@ class Converter:
                  max_pending: int = 100_000) -> None:
         self.formats = formats
         self.columns = columns
-        self.pending: OrderedDict[str, tuple[str, Any, Message, float | None]] = OrderedDict()
+        # ce_id -> (ce type, features or predictions, model, time) of events awaiting their pair
+        self.pending: OrderedDict[str, tuple[str, Any, str, float | None]] = OrderedDict()
         self.max_pending = max_pending
         self.evicted = 0
+        self.changed = False            # pending changed since the last dump()
+
+    def dump(self) -> bytes:
+        """The events awaiting their pair (JSON), for the changelog; see :meth:`load`."""
+        self.changed = False
+        return orjson.dumps({"version": 1, "evicted": self.evicted,
+                             "pending": [[ident, *entry] for ident, entry in self.pending.items()]})
+
+    def load(self, blob: bytes) -> None:
+        """Restore the events awaiting their pair from :meth:`dump` output."""
+        try:
+            doc = orjson.loads(blob)
+            if doc.get("version") != 1:
+                raise ValueError(f"unknown version {doc.get('version')!r}")
+            self.pending = OrderedDict((str(ident), (kind, part, str(model), ts))
+                                       for ident, kind, part, model, ts in doc["pending"])
+            self.evicted = int(doc["evicted"])
+        except (orjson.JSONDecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise StateError(f"adapter pairing state is unreadable: {exc}") from None
+        self.changed = False
 
     def convert(self, messages: list[Message]) -> tuple[list[Message], list[DeadLetter]]:
         out: list[Message] = []
@@ -218,12 +241,13 @@ class Converter:
             except Exception:
                 raise AdapterError("invalid_ts", f"time {attrs['time']!r} is not RFC 3339") from None
         part = features_of(payload, self.columns.get(model)) if kind == REQUEST else predictions_of(payload)
+        self.changed = True
         other = self.pending.pop(str(ident), None)
         if other is None:
-            self.pending[str(ident)] = (kind, part, msg, ts)
+            self.pending[str(ident)] = (kind, part, model, ts)
             return self._evict()
         if other[0] == kind:
-            self.pending[str(ident)] = (kind, part, msg, ts)    # a duplicate: keep the newer
+            self.pending[str(ident)] = (kind, part, model, ts)    # a duplicate: keep the newer
             raise AdapterError("duplicate_ce_id", f"two {kind} events with id {ident!r}")
         features, preds = (part, other[1]) if kind == REQUEST else (other[1], part)
         req_ts = ts if kind == REQUEST else other[3]
@@ -234,22 +258,11 @@ class Converter:
         """Unpaired events beyond the store's size are emitted alone (nothing is dropped)."""
         docs = []
         while len(self.pending) > self.max_pending:
-            ident, (kind, part, msg, ts) = self.pending.popitem(last=False)
+            ident, (kind, part, model, ts) = self.pending.popitem(last=False)
             self.evicted += 1
-            model = self._model_of(msg)
             docs.append(_doc(model, ident, ts, part, None) if kind == REQUEST else
                         _doc(model, ident, ts, None, part))
         return docs
-
-    @staticmethod
-    def _model_of(msg: Message) -> str:
-        for k, v in msg.headers or ():
-            if k == "ce_inferenceservicename":
-                return v.decode() if isinstance(v, bytes) else str(v)
-        try:
-            return str(orjson.loads(msg.value).get("inferenceservicename", "unknown"))
-        except Exception:
-            return "unknown"
 
     # -- Open Inference Protocol records
     def _oip(self, msg: Message) -> list[dict | list]:

@@ -98,6 +98,10 @@ def dead_letter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
             ("streamdrift.source.offset", str(m.offset).encode())]
 
 
+# changelog key suffix of a partition's adapter pairing state (not a valid model name)
+ADAPTER_STATE = "~adapters"
+
+
 class Shard:
     """State of one assigned input partition: its pipeline and progress."""
 
@@ -316,9 +320,13 @@ class Service:
             reader.close()
         n = 0
         for key, (value, _, now_ts) in latest.items():
-            topic, part, _ = key.decode().rsplit(":", 2)
+            topic, part, name = key.decode().rsplit(":", 2)
             shard = self.shards[(topic, int(part))]
             try:
+                if name == ADAPTER_STATE:
+                    if shard.pipeline.converter is not None:
+                        shard.pipeline.converter.load(value)
+                    continue
                 load_model(shard.pipeline, value)
                 shard.pipeline._now_ts = max(shard.pipeline._now_ts, now_ts)
                 n += 1
@@ -438,6 +446,13 @@ class Service:
                                      on_delivery=self._on_delivery)
                     producer.poll(0)
                 shard.changed.clear()
+                converter = shard.pipeline.converter
+                if converter is not None and converter.changed:
+                    producer.produce(self.changelog, partition=self._changelog_partition(key[1]),
+                                     key=f"{key[0]}:{key[1]}:{ADAPTER_STATE}".encode(),
+                                     value=converter.dump(),
+                                     headers=[("streamdrift.offset", str(shard.next_offset).encode())],
+                                     on_delivery=self._on_delivery)
                 offsets.append(TopicPartition(key[0], key[1], shard.next_offset))
         assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
         for (topic, partition), nxt in list(self._label_offsets.items()):

@@ -123,3 +123,25 @@ def test_replay_kserve_file_finds_drift(tmp_path):
     alerts = [orjson.loads(x) for x in proc.stdout.splitlines()]
     assert {a["signal"] for a in alerts} >= {"feature:f0", "feature:f1", "feature:f2"}
     assert all(a["at"]["offset"] >= 2 * 3000 for a in alerts)
+
+
+def test_pairing_state_round_trips_and_rejects_garbage():
+    from detectors._state import StateError
+
+    conv = Converter({"kserve": "kserve"}, {})
+    out, _ = conv.convert([binary(REQUEST, "a", {"instances": [[1.0, 2.0]]}, 0),
+                           binary(RESPONSE, "b", {"predictions": [0.7]}, 1)])
+    assert out == [] and conv.changed
+    blob = conv.dump()
+    assert not conv.changed
+    again = Converter({"kserve": "kserve"}, {})
+    again.load(blob)
+    assert list(again.pending) == ["a", "b"]
+    out, dead = again.convert([binary(RESPONSE, "a", {"predictions": [0.3]}, 2),
+                               binary(REQUEST, "b", {"instances": [[5.0, 6.0]]}, 3)])
+    mb = decode(out, LimitSettings()).models["sklearn-iris"]
+    assert dead == [] and mb.ids == ["a-0", "b-0"] and mb.prediction.tolist() == [0.3, 0.7]
+    assert mb.numeric["f0"].tolist() == [1.0, 5.0]
+    for garbage in (b"not json", b'{"version": 9}', b'{"version": 1, "pending": [[1]]}'):
+        with pytest.raises(StateError):
+            Converter({"kserve": "kserve"}, {}).load(garbage)

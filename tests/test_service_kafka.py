@@ -281,3 +281,48 @@ def test_events_topic_created_after_the_service_started(kafka_bootstrap, unique,
                  60, "state restored from the 1-partition changelog")
     finally:
         assert stop_service(proc) == 0
+
+
+def test_kserve_requests_awaiting_responses_survive_a_restart(kafka_bootstrap, unique, tmp_path):
+    """Requests are held until their responses arrive; that pairing state is checkpointed
+    with the models, so responses produced after a restart still find their requests (only
+    paired rows carry predictions: without the state no prediction would ever reach the
+    detectors, and the shift of the predictions would go unseen)."""
+    from confluent_kafka import Producer
+
+    topic = f"events-{unique}"
+    create_topics(kafka_bootstrap, {topic: 1})
+    rng = np.random.default_rng(2)
+    n = 3000
+
+    def produce_ce(kind: str, bodies: list[dict]) -> None:
+        p = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 10})
+        for i, body in enumerate(bodies):
+            p.produce(topic, value=orjson.dumps(body), headers=[
+                ("ce_specversion", b"1.0"), ("ce_id", f"id{i}".encode()), ("ce_source", b"s"),
+                ("ce_type", f"org.kubeflow.serving.inference.{kind}".encode()),
+                ("ce_inferenceservicename", b"iris"), ("content-type", b"application/json")])
+            if i % 500 == 0:
+                p.poll(0)
+        assert p.flush(30) == 0
+
+    produce_ce("request", [{"instances": [rng.normal(0, 1, 2).tolist()]} for _ in range(n)])
+    extra = f'[kafka.formats]\n"{topic}" = "kserve"\n\n[models.iris]\ncolumns = ["petal", "sepal"]\n'
+    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, free_port(), extra)
+    proc = start_service(cfg, tmp_path / "first.log")
+    try:
+        wait_for(lambda: committed(kafka_bootstrap, f"g-{unique}", topic, 1) == [n], 90,
+                 "the requests were processed and checkpointed")
+    finally:
+        assert stop_service(proc) == 0
+    scores = np.clip(np.where(np.arange(n) < 2000, 0.2, 0.8) + rng.normal(0, 0.05, n), 0, 1)
+    produce_ce("response", [{"predictions": [float(s)]} for s in scores])
+    proc = start_service(cfg, tmp_path / "second.log")
+    try:
+        got = alerts_of(read_topic(kafka_bootstrap, f"alerts-{unique}",
+                                   lambda ms: any(a["kind"] == "prediction_drift" for a in alerts_of(ms)),
+                                   timeout_s=90))
+    finally:
+        assert stop_service(proc) == 0
+    drift = [a for a in got if a["kind"] == "prediction_drift"]
+    assert drift and drift[0]["model"] == "iris" and drift[0]["at"]["offset"] >= n + 2000

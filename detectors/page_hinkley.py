@@ -40,6 +40,7 @@ from ._columns import check_batch, check_float, check_int, compact_columns
 _MODES = ("up", "down", "both")
 _BLOCK = 512
 _MIN_BLOCK = 16      # shortest block, used while detections are dense
+_BLOCK_CLOSED = 4096  # longest block of the closed form (no row loop: longer amortizes more)
 _SPAN = 32           # rows per span of the "can this block fire?" bound
 
 
@@ -103,6 +104,10 @@ class PageHinkley:
         self.alpha = float(alpha)
         self.mode = mode
         self.exact = bool(exact)
+        # rows per block: the exact row loop's buffers hold _BLOCK rows; the closed form takes
+        # longer blocks unless alpha^-L would overflow (then it runs the row loop itself)
+        closed_ok = self.alpha == 1.0 or -np.log(self.alpha) * _BLOCK_CLOSED <= 200
+        self._max_block = _BLOCK_CLOSED if not self.exact and closed_ok else _BLOCK
         D = self.n_features
         self._n = np.zeros(D)                       # values since reset (exact integers)
         self._mean = np.zeros(D)                    # running mean since reset
@@ -175,7 +180,7 @@ class PageHinkley:
         else:
             values, rows, lengths = X, None, np.full(D, B, dtype=np.int64)
         cursor = np.zeros(D, dtype=np.int64)
-        block = _BLOCK
+        block = self._max_block
         while True:
             active = np.flatnonzero(cursor < lengths)
             if active.size == 0:
@@ -196,7 +201,7 @@ class PageHinkley:
                 early = 2 * int((det[hit] < block // 4).sum()) > int(hit.sum())   # mostly early
                 block = max(_MIN_BLOCK, block // 2) if early else block
             else:
-                block = min(_BLOCK, block * 2)
+                block = min(self._max_block, block * 2)
             cursor[active] += np.where(hit, det + 1, take)
 
     @staticmethod

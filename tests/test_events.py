@@ -163,3 +163,16 @@ def test_large_batches_decode_in_pieces_exactly_as_whole(late_string):
     _same_batches(decode(batch, limits), whole)
     reasons = {d.reason for d in whole.dead_letters}
     assert "invalid_json" in reasons and (("mixed_types" in reasons) == late_string)
+
+
+@pytest.mark.parametrize("odd", [b'{"model":"m","features":{}}, {"model":"m","features":{}}',
+                                 b'  {"model":"m","features":{"x":1}}  ', b"1],[2", b""])
+def test_messages_that_are_not_one_json_value_are_judged_alone(odd):
+    """Well-formed messages are parsed together as one JSON array; a message that is two
+    values, or a fragment, must not shift the others."""
+    good = b'{"model":"m","features":{"x":3}}'
+    batch = decode(msgs(good, odd, good), LIMITS)
+    assert batch.models["m"].offset.tolist()[0] == 0 and batch.models["m"].offset.tolist()[-1] == 2
+    assert batch.models["m"].numeric["x"].tolist()[-1] == 3.0
+    bad = [d.message.offset for d in batch.dead_letters]
+    assert bad == ([] if odd.strip().startswith(b'{"model":"m","features":{"x":1}}') else [1])

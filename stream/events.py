@@ -279,7 +279,7 @@ def _decode(messages: list[Message], limits: LimitSettings,
             else range(len(events))
         distinct = set(models[i] for i in keep) if bad_messages else set(models)
         if len(distinct) == 1:
-            groups = {distinct.pop(): list(keep)}
+            groups = {distinct.pop(): keep}
         else:
             groups = {}
             for i in keep:
@@ -293,9 +293,11 @@ def _decode(messages: list[Message], limits: LimitSettings,
                                             f"model {model!r} is over the limit of tracked models"))
                 found_bad = True
                 continue
+            whole = len(rows) == len(events)          # the common batch: every event, in order
             try:
-                batches[model] = _columns(model, [events[i] for i in rows],
-                                          np.array([owner[i] for i in rows], dtype=np.int64),
+                batches[model] = _columns(model, events if whole else [events[i] for i in rows],
+                                          np.array(owner if whole else [owner[i] for i in rows],
+                                                   dtype=np.int64),
                                           sources, limits, all_numbers)
             except _BadRows as bad:
                 for r, reason, detail in bad.rows:

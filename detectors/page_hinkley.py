@@ -40,6 +40,7 @@ from ._columns import check_batch, check_float, check_int, compact_columns
 _MODES = ("up", "down", "both")
 _BLOCK = 512
 _MIN_BLOCK = 16      # shortest block, used while detections are dense
+_KEPT_WIDTHS = 8     # row-loop buffers kept, per padded width (most recently used)
 _BLOCK_CLOSED = 4096  # longest block of the closed form (no row loop: longer amortizes more)
 _SPAN = 32           # rows per span of the "can this block fire?" bound
 
@@ -235,8 +236,8 @@ class PageHinkley:
         a loop over L rows is the first calls of a sequence, run by ``map`` at C level with
         no Python bytecode per row (about a third of the loop's time otherwise).
         """
-        bufs = self._buffers
-        if bufs.get("k") != k:
+        bufs = self._buffers.pop(k, None)
+        if bufs is None:
             B = _BLOCK
             x, r, m = np.empty((B, k)), np.empty((B, k)), np.empty((B + 1, k))
             dev3 = np.empty((B, 2, k))
@@ -262,33 +263,47 @@ class PageHinkley:
                              [a for t in range(B) for a in (sv[t], sv[t + 1], sv[t + 1])],
                              [a for t in range(B) for a in (alpha, dv[t], delta)],
                              [a for t in range(B) for a in (sv[t + 1],) * 3])
-            bufs.clear()
-            bufs.update(k=k, x=x, r=r, m=m, dev3=dev3, s=s, mean_calls=mean_calls,
-                        sum_calls=sum_calls)
+            bufs = dict(x=x, r=r, m=m, dev3=dev3, s=s, mean_calls=mean_calls, sum_calls=sum_calls)
+        self._buffers[k] = bufs                     # most recently used last
+        while len(self._buffers) > _KEPT_WIDTHS:
+            del self._buffers[next(iter(self._buffers))]
         return bufs
 
     def _sequential(self, cols: np.ndarray, Xb: np.ndarray, counts: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
-        """Running means (L, k) and sums (L, 2k) with river's rounding, row by row.
+        """Running means (L, k) and sums (L, 2, k) with river's rounding, row by row.
 
-        The returned arrays are views of work buffers, valid until the next call.
+        The loops run on a width rounded up (padding columns of zeros, whose results are
+        dropped), so that the few widths met as columns finish a batch at different times
+        reuse their buffers. The returned arrays are views of work buffers, valid until the
+        next call.
         """
         L, k = Xb.shape
-        b = self._row_buffers(k)
-        b["x"][:L] = Xb
-        np.divide(1.0, counts, out=b["r"][:L])
-        b["m"][0] = self._mean[cols]
+        step = max(16, 1 << max(0, k.bit_length() - 3))
+        kp = -(-k // step) * step
+        b = self._row_buffers(kp)
+        x, r = b["x"][:L], b["r"][:L]
+        x[:, :k] = Xb
+        x[:, k:] = 0.0
+        np.divide(1.0, counts, out=r[:, :k])
+        r[:, k:] = 1.0
+        m0 = b["m"][0]
+        m0[:k] = self._mean[cols]
+        m0[k:] = 0.0
         _run_calls(b["mean_calls"], 3 * L)
         means, dev3 = b["m"][1:L + 1], b["dev3"][:L]
-        np.subtract(b["x"][:L], means, out=dev3[:, 0])
+        np.subtract(x, means, out=dev3[:, 0])
         np.negative(dev3[:, 0], out=dev3[:, 1])
-        b["s"][0] = self._e[:, cols].reshape(2 * k)
+        s0 = b["s"][0].reshape(2, kp)
+        s0[:, :k] = self._e[:, cols]
+        s0[:, k:] = 0.0
         _run_calls(b["sum_calls"], (2 if self.alpha == 1.0 else 3) * L)
-        return means, b["s"][1:L + 1]
+        return means[:, :k], b["s"][1:L + 1].reshape(L, 2, kp)[:, :, :k]
 
     def _closed_form(self, cols: np.ndarray, Xb: np.ndarray, counts: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """Running means and sums as whole-block cumulative sums (``exact=False``).
+        """Running means (L, k) and sums (L, 2, k) as whole-block cumulative sums
+        (``exact=False``).
 
         Same recurrences solved in closed form: mean_t = (n0 mean0 + sum x) / n_t, and
         e_t = alpha^t (e_0 + sum_i alpha^-i (dev_i - delta)). Values differ from river's in the
@@ -317,7 +332,7 @@ class PageHinkley:
             sums = np.cumsum(step / power, axis=0)
             sums += e0
             sums *= power
-        return means, sums
+        return means, sums.reshape(L, 2, k)
 
     def _run_block(self, cols: np.ndarray, Xb: np.ndarray, take: np.ndarray) -> np.ndarray:
         """Advance columns ``cols`` over block Xb (L, k); column j uses its first take[j] rows.
@@ -329,10 +344,9 @@ class PageHinkley:
         n0 = self._n[cols]
         counts = n0[None, :] + np.arange(1, L + 1, dtype=np.float64)[:, None]
         if self.exact:
-            means, sums = self._sequential(cols, Xb, counts)
+            means, sums3 = self._sequential(cols, Xb, counts)
         else:
-            means, sums = self._closed_form(cols, Xb, counts)
-        sums3 = sums.reshape(L, 2, k)
+            means, sums3 = self._closed_form(cols, Xb, counts)
         emin0 = self._emin[:, cols]                                  # (2, k)
         # Only a column whose block could reach the threshold needs the running minimum at
         # every row. For rows t in a span of _SPAN rows, sum_t - min_{s<=t} sum_s <=

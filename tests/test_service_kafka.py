@@ -226,24 +226,35 @@ def test_ml_signals_in_run_seasonality_feedback_and_classes(kafka_bootstrap, uni
     assert {a["kind"] for a in firing if a["model"] == "c"} == {"prediction_drift"}
 
 
-def test_kserve_binary_cloudevents_through_run(kafka_bootstrap, unique, tmp_path):
+def produce_cloudevents(bootstrap: str, topic: str, events: list[tuple[str, int, dict]],
+                        extra: list[bytes] = ()) -> None:
+    """KServe binary-mode CloudEvents (kind "request"/"response", id number, body) of model
+    iris, then the raw messages `extra`."""
     from confluent_kafka import Producer
 
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10})
+    for n, (kind, i, body) in enumerate(events):
+        p.produce(topic, value=orjson.dumps(body), headers=[
+            ("ce_specversion", b"1.0"), ("ce_id", f"id{i}".encode()), ("ce_source", b"s"),
+            ("ce_type", f"org.kubeflow.serving.inference.{kind}".encode()),
+            ("ce_inferenceservicename", b"iris"), ("content-type", b"application/json")])
+        if n % 1000 == 0:
+            p.poll(0)
+    for value in extra:
+        p.produce(topic, value=value)
+    assert p.flush(30) == 0
+
+
+def test_kserve_binary_cloudevents_through_run(kafka_bootstrap, unique, tmp_path):
     topic = f"events-{unique}"
     create_topics(kafka_bootstrap, {topic: 1})
     rng = np.random.default_rng(1)
-    p = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 10})
+    events = []
     for i in range(5000):
         x = rng.normal(10 + (3 if i >= 2500 else 0), 1, 2).tolist()
-        for kind, body in (("request", {"instances": [x]}), ("response", {"predictions": [0.4]})):
-            p.produce(topic, value=orjson.dumps(body), headers=[
-                ("ce_specversion", b"1.0"), ("ce_id", f"id{i}".encode()), ("ce_source", b"s"),
-                ("ce_type", f"org.kubeflow.serving.inference.{kind}".encode()),
-                ("ce_inferenceservicename", b"iris"), ("content-type", b"application/json")])
-        if i % 500 == 0:
-            p.poll(0)
-    p.produce(topic, value=b'{"instances": [[1]]}')                  # no CloudEvent attributes
-    assert p.flush(30) == 0
+        events += [("request", i, {"instances": [x]}), ("response", i, {"predictions": [0.4]})]
+    produce_cloudevents(kafka_bootstrap, topic, events,
+                        extra=[b'{"instances": [[1]]}'])             # no CloudEvent attributes
     extra = f'[kafka.formats]\n"{topic}" = "kserve"\n\n[models.iris]\ncolumns = ["petal", "sepal"]\n'
     cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, free_port(), extra)
     proc = start_service(cfg, tmp_path / "service.log")
@@ -288,25 +299,12 @@ def test_kserve_requests_awaiting_responses_survive_a_restart(kafka_bootstrap, u
     with the models, so responses produced after a restart still find their requests (only
     paired rows carry predictions: without the state no prediction would ever reach the
     detectors, and the shift of the predictions would go unseen)."""
-    from confluent_kafka import Producer
-
     topic = f"events-{unique}"
     create_topics(kafka_bootstrap, {topic: 1})
     rng = np.random.default_rng(2)
     n = 3000
-
-    def produce_ce(kind: str, bodies: list[dict]) -> None:
-        p = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 10})
-        for i, body in enumerate(bodies):
-            p.produce(topic, value=orjson.dumps(body), headers=[
-                ("ce_specversion", b"1.0"), ("ce_id", f"id{i}".encode()), ("ce_source", b"s"),
-                ("ce_type", f"org.kubeflow.serving.inference.{kind}".encode()),
-                ("ce_inferenceservicename", b"iris"), ("content-type", b"application/json")])
-            if i % 500 == 0:
-                p.poll(0)
-        assert p.flush(30) == 0
-
-    produce_ce("request", [{"instances": [rng.normal(0, 1, 2).tolist()]} for _ in range(n)])
+    produce_cloudevents(kafka_bootstrap, topic, [("request", i, {"instances": [rng.normal(0, 1, 2).tolist()]})
+                                                 for i in range(n)])
     extra = f'[kafka.formats]\n"{topic}" = "kserve"\n\n[models.iris]\ncolumns = ["petal", "sepal"]\n'
     cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, free_port(), extra)
     proc = start_service(cfg, tmp_path / "first.log")
@@ -316,7 +314,8 @@ def test_kserve_requests_awaiting_responses_survive_a_restart(kafka_bootstrap, u
     finally:
         assert stop_service(proc) == 0
     scores = np.clip(np.where(np.arange(n) < 2000, 0.2, 0.8) + rng.normal(0, 0.05, n), 0, 1)
-    produce_ce("response", [{"predictions": [float(s)]} for s in scores])
+    produce_cloudevents(kafka_bootstrap, topic, [("response", i, {"predictions": [float(s)]})
+                                                 for i, s in enumerate(scores)])
     proc = start_service(cfg, tmp_path / "second.log")
     try:
         got = alerts_of(read_topic(kafka_bootstrap, f"alerts-{unique}",

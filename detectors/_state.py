@@ -18,9 +18,12 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 MAGIC = b"SDDS"
 FORMAT_VERSION = 1
@@ -100,3 +103,23 @@ def unpack(blob: bytes, kind: str) -> tuple[dict[str, Any], dict[str, np.ndarray
     if pos != len(body):
         raise StateError("detector state has trailing bytes")
     return header, arrays
+
+
+def rebuild(kind: str, blob: bytes, make: Callable[[dict[str, Any]], T],
+            shapes: Callable[[T], dict[str, tuple[int, ...]]],
+            fill: Callable[[T, dict[str, np.ndarray]], None]) -> T:
+    """A detector from :func:`pack` bytes: ``make(header)`` builds it from its parameters,
+    every array named in ``shapes(detector)`` must have that shape, then ``fill(detector,
+    arrays)`` sets its state (and may raise StateError). Any inconsistency is a StateError."""
+    header, arrays = unpack(blob, kind)
+    try:
+        detector = make(header)
+        for name, shape in shapes(detector).items():
+            if arrays[name].shape != shape:
+                raise StateError(f"array {name!r} has shape {arrays[name].shape}, expected {shape}")
+        fill(detector, arrays)
+        return detector
+    except StateError:
+        raise
+    except (TypeError, KeyError, ValueError, IndexError) as exc:
+        raise StateError(f"{kind} state is inconsistent: {exc}") from None

@@ -567,28 +567,23 @@ class ADWIN:
     @classmethod
     def from_bytes(cls, blob: bytes) -> ADWIN:
         """Rebuild a detector from :meth:`to_bytes` output; raises StateError if invalid."""
-        header, a = _state.unpack(blob, "ADWIN")
-        try:
-            adwin = cls(**header)
-            D, R = adwin.n_features, adwin._ring
-            levels = a["levels"]
-            shapes = {"n": (D,), "chunk": (D,), "scalars": (D, 5), "pending": (D,),
-                      "levels": (D,), "n_detections": (D,), "deltas": (D,)}
-            for name, shape in shapes.items():
-                if a[name].shape != shape:
-                    raise _state.StateError(f"array {name!r} has shape {a[name].shape}, "
-                                            f"expected {shape}")
-            if not ((a["deltas"] > 0) & (a["deltas"] < 1)).all():
-                raise _state.StateError("ADWIN state has a delta outside (0, 1)")
-            if (levels < 0).any() or a["rt"].shape != (int(levels.sum()), R) \
-                    or a["rv"].shape != a["rt"].shape or (a["n"] < 0).any():
-                raise _state.StateError("ADWIN state arrays are inconsistent")
-        except (TypeError, KeyError, ValueError) as exc:
-            if isinstance(exc, _state.StateError):
-                raise
-            raise _state.StateError(f"ADWIN state is inconsistent: {exc}") from None
+        def shapes(adwin: ADWIN) -> dict[str, tuple[int, ...]]:
+            D = adwin.n_features
+            return {"n": (D,), "chunk": (D,), "scalars": (D, 5), "pending": (D,),
+                    "levels": (D,), "n_detections": (D,), "deltas": (D,)}
+
+        return _state.rebuild("ADWIN", blob, lambda header: cls(**header), shapes, cls._fill)
+
+    def _fill(self, a: dict[str, np.ndarray]) -> None:
+        """Set the state from checked-shape arrays of :meth:`to_bytes`."""
+        levels = a["levels"]
+        if not ((a["deltas"] > 0) & (a["deltas"] < 1)).all():
+            raise _state.StateError("ADWIN state has a delta outside (0, 1)")
+        if (levels < 0).any() or a["rt"].shape != (int(levels.sum()), self._ring) \
+                or a["rv"].shape != a["rt"].shape or (a["n"] < 0).any():
+            raise _state.StateError("ADWIN state arrays are inconsistent")
         bounds = np.concatenate([[0], np.cumsum(levels)])
-        for j, c in enumerate(adwin._cols):
+        for j, c in enumerate(self._cols):
             c.n = int(a["n"][j])
             c.chunk = int(a["chunk"][j])
             c.total, c.var = float(a["scalars"][j, 0]), float(a["scalars"][j, 1])
@@ -597,8 +592,7 @@ class ADWIN:
             c.delta = float(a["deltas"][j])
             c.rt = a["rt"][bounds[j]:bounds[j + 1]].copy()
             c.rv = a["rv"][bounds[j]:bounds[j + 1]].copy()
-        adwin.n_detections = a["n_detections"].copy()
-        return adwin
+        self.n_detections = a["n_detections"].copy()
 
     def __repr__(self) -> str:
         return (f"ADWIN(n_features={self.n_features}, delta={self.delta}, clock={self.clock}, "

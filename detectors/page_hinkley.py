@@ -423,24 +423,17 @@ class PageHinkley:
     @classmethod
     def from_bytes(cls, blob: bytes) -> PageHinkley:
         """Rebuild a detector from :meth:`to_bytes` output; raises StateError if invalid."""
-        header, arrays = _state.unpack(blob, "PageHinkley")
-        try:
-            ph = cls(**header)
+        def shapes(ph: PageHinkley) -> dict[str, tuple[int, ...]]:
             D = ph.n_features
-            expected = {"n": (D,), "mean": (D,), "e": (2, D), "emin": (2, D),
-                        "pending_reset": (D,), "n_detections": (D,)}
-            for name, shape in expected.items():
-                if arrays[name].shape != shape:
-                    raise _state.StateError(f"array {name!r} has shape {arrays[name].shape}, "
-                                            f"expected {shape}")
-        except (TypeError, KeyError, ValueError) as exc:
-            if isinstance(exc, _state.StateError):
-                raise
-            raise _state.StateError(f"PageHinkley state is inconsistent: {exc}") from None
-        ph._n, ph._mean, ph._e, ph._emin = arrays["n"], arrays["mean"], arrays["e"], arrays["emin"]
-        ph._pending_reset = arrays["pending_reset"].astype(bool)
-        ph.n_detections = arrays["n_detections"]
-        return ph
+            return {"n": (D,), "mean": (D,), "e": (2, D), "emin": (2, D), "pending_reset": (D,),
+                    "n_detections": (D,)}
+
+        def fill(ph: PageHinkley, a: dict[str, np.ndarray]) -> None:
+            ph._n, ph._mean, ph._e, ph._emin = a["n"], a["mean"], a["e"], a["emin"]
+            ph._pending_reset = a["pending_reset"].astype(bool)
+            ph.n_detections = a["n_detections"]
+
+        return _state.rebuild("PageHinkley", blob, lambda header: cls(**header), shapes, fill)
 
     def __repr__(self) -> str:
         return (f"PageHinkley(n_features={self.n_features}, min_instances={self.min_instances}, "

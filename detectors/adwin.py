@@ -273,14 +273,18 @@ class ADWIN:
         tot[:, 0] = [c.total for c in cols]
         tot[:, 1:] = X
         np.cumsum(tot, axis=1, out=tot)                              # river: total += value
-        with np.errstate(invalid="ignore", divide="ignore"):
-            inc = X - tot[:, :-1] / (w - 1.0)                        # value - total / (w - 1)
-        inc = (w - 1.0) * inc * inc / w
-        if n0 == 0:
-            inc[:, 0] = 0.0                                          # width 1: no increment
         var = np.empty((k, C + 1))
         var[:, 0] = [c.var for c in cols]
-        var[:, 1:] = inc
+        inc = var[:, 1:]
+        wm1 = w - 1.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            np.divide(tot[:, :-1], wm1, out=inc)                     # value - total / (w - 1)
+        np.subtract(X, inc, out=inc)
+        sq = inc * wm1                                               # (w - 1) * inc * inc / w
+        sq *= inc
+        np.divide(sq, w, out=inc)
+        if n0 == 0:
+            inc[:, 0] = 0.0                                          # width 1: no increment
         np.cumsum(var, axis=1, out=var)
         tot, var = tot[:, 1:], var[:, 1:]
 

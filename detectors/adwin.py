@@ -288,45 +288,47 @@ class ADWIN:
         np.cumsum(var, axis=1, out=var)
         tot, var = tot[:, 1:], var[:, 1:]
 
-        # blocks per level: ring (the last R blocks before the chunk) + blocks of this chunk,
-        # the totals of all levels side by side in one array (views per level) and a final
-        # 0.0 column, the total of an empty bucket slot
+        # blocks per level: ring (the last R blocks before the chunk) + blocks of this chunk.
+        # The totals of all levels side by side in one array (views per level) and a final
+        # 0.0 column, the total of an empty bucket slot; the variances likewise. Each level's
+        # new blocks are written in place by the pairing of the level below.
         n_end = n0 + C
         n_levels = n_end.bit_length()
         seg = [R + (n_end >> i) - (n0 >> i) for i in range(n_levels)]
         bases = np.cumsum([0] + seg)
         flat = np.empty((k, int(bases[-1]) + 1))
         flat[:, -1] = 0.0
+        flat_v = np.empty((k, int(bases[-1])))
         levels_t = [flat[:, bases[i]:bases[i + 1]] for i in range(n_levels)]   # (k, seg[i])
-        levels_v: list[np.ndarray] = []
+        levels_v = [flat_v[:, bases[i]:bases[i + 1]] for i in range(n_levels)]
         offsets = [(n0 >> i) - R for i in range(n_levels)]   # block index of element 0
-        new_t, new_v = X, None                      # level 0: values, variance 0.0
+        levels_t[0][:, R:] = X                      # level 0: the values, variance 0.0
+        levels_v[0][:, R:] = 0.0
         n_ring = cols[0].rt.shape[0]
         for i in range(n_levels):
-            kb = n0 >> i
+            lt, lv = levels_t[i], levels_v[i]
             if i < n_ring:
-                rt_i = np.array([c.rt[i] for c in cols])
-                rv_i = np.array([c.rv[i] for c in cols])
+                lt[:, :R] = [c.rt[i] for c in cols]
+                lv[:, :R] = [c.rv[i] for c in cols]
             else:
-                rt_i, rv_i = np.full((k, R), np.nan), np.full((k, R), np.nan)
-            lt = levels_t[i]
-            lt[:, :R] = rt_i
-            lt[:, R:] = new_t
-            if new_v is None:
-                new_v = np.zeros((k, C))
-            levels_v.append(np.concatenate([rv_i, new_v], axis=1))
+                lt[:, :R] = np.nan
+                lv[:, :R] = np.nan
+            if i + 1 == n_levels:
+                break
             # pair blocks of level i into level i + 1 (a pending left half comes from the ring)
-            seq_t, seq_v = (lt[:, R - 1:], levels_v[i][:, R - 1:]) if kb & 1 else (new_t, new_v)
-            half = seq_t.shape[1] // 2
-            t0, t1 = seq_t[:, 0:2 * half:2], seq_t[:, 1:2 * half:2]
+            first = R - 1 if (n0 >> i) & 1 else R
+            t0, t1 = lt[:, first::2], lt[:, first + 1::2]
+            v0, v1 = lv[:, first::2], lv[:, first + 1::2]
+            half = t1.shape[1]                      # = new blocks of level i + 1
+            t0, v0 = t0[:, :half], v0[:, :half]
             scale = 1.0 / float(1 << i)             # exact: x * 2**-i == x / 2**i bit for bit
             dmu = t0 * scale                        # mu1 - mu2, mu = total / n
             dmu -= t1 * scale
-            new_t = t0 + t1
+            np.add(t0, t1, out=levels_t[i + 1][:, R:])
             # river: variance = (v0 + v1) + n * 0.5 * dmu * dmu, with n = 2**i
             dev = dmu * (float(1 << i) * 0.5)
             dev *= dmu
-            new_v = seq_v[:, 0:2 * half:2] + seq_v[:, 1:2 * half:2]
+            new_v = np.add(v0, v1, out=levels_v[i + 1][:, R:])
             new_v += dev
 
         det = self._first_cut(n0, C, tot, var, flat, bases[:-1] - np.asarray(offsets),

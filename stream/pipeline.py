@@ -7,6 +7,7 @@ batch. Same input in the same order gives the same output, byte for byte.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,8 +232,19 @@ class Pipeline:
         self._now_ts = float("-inf")
         self.recorder = None                  # set by `replay --report`
 
-    def _admit(self, model: str) -> bool:
-        return model in self.models or len(self.models) < self.settings.limits.max_models
+    def _admitter(self) -> Callable[[str], bool]:
+        """The model-count limit for one batch: models admitted earlier in the same batch
+        count, so a batch of many new models cannot pass the limit."""
+        admitted: set[str] = set()
+
+        def admit(model: str) -> bool:
+            if model in self.models or model in admitted:
+                return True
+            if len(self.models) + len(admitted) < self.settings.limits.max_models:
+                admitted.add(model)
+                return True
+            return False
+        return admit
 
     def process(self, messages: list[Message]) -> BatchResult:
         """Events first, then the batch's labels (which may join this batch's predictions)."""
@@ -244,7 +256,7 @@ class Pipeline:
         adapter_dead: list[DeadLetter] = []
         if self.converter is not None:
             messages, adapter_dead = self.converter.convert(messages)
-        batch = decode(messages, self.settings.limits, self._admit)
+        batch = decode(messages, self.settings.limits, self._admitter())
         result = BatchResult(dead_letters=adapter_dead + batch.dead_letters, n_events=batch.n_events,
                              models_touched=set(batch.models))
         for model, mb in batch.models.items():
@@ -269,6 +281,15 @@ class Pipeline:
             for model, eb in joined.items():
                 perf = self.performance.get(model)
                 if perf is None:
+                    if model not in self.models and len(self.models.keys() | self.performance.keys()) \
+                            >= self.settings.limits.max_models:
+                        # a label bringing its own prediction for a model not tracked yet
+                        result.dead_letters.extend(
+                            DeadLetter(m, "model_limit", f"model {model!r} is over the limit of "
+                                       "tracked models") for m in eb.messages)
+                        result.n_labels_joined -= len(eb.errors)
+                        result.models_touched.discard(model)
+                        continue
                     perf = self.performance[model] = PerformanceMonitor(model, self.settings)
                 perf.process(eb, result)
                 watch = self._selection(model)[0]

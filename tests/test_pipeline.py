@@ -136,3 +136,28 @@ def test_string_predictions_are_class_indicators_with_prediction_drift():
     assert set(pipeline.models["m"].signals.names) == {"prediction=__other__", "prediction=a", "prediction=b"}
     assert alerts and {a["kind"] for a in alerts} == {"prediction_drift"}
     assert all(a["at"]["offset"] >= 5000 for a in alerts)
+
+
+def test_model_limit_holds_within_one_batch_and_across_pieces():
+    """A single batch of many new models (decoded in several pieces) admits no more than
+    limits.max_models; the events of the others are dead letters "model_limit"."""
+    pipeline = Pipeline(load_settings(env={}, overrides={"limits.max_models": 3}))
+    msgs = [Message(orjson.dumps({"model": f"m{i % 7}", "features": {"x": float(i)}}), "events", 0, i, 0.0)
+            for i in range(3000)]
+    result = pipeline.process(msgs)
+    assert sorted(pipeline.models) == ["m0", "m1", "m2"]
+    assert {d.reason for d in result.dead_letters} == {"model_limit"}
+    assert len(result.dead_letters) == sum(1 for i in range(3000) if i % 7 >= 3)
+    assert result.n_events == 3000 - len(result.dead_letters)
+
+
+def test_labels_with_their_own_prediction_respect_the_model_limit():
+    pipeline = Pipeline(load_settings(env={}, overrides={"limits.max_models": 1}), label_topics={"labels"})
+    events_ = [Message(orjson.dumps({"model": "tracked", "id": str(i), "features": {"x": 1.0},
+                                     "prediction": 0.5}), "events", 0, i, 0.0) for i in range(10)]
+    labels = [Message(orjson.dumps({"model": f"other{i}", "id": "a", "label": 1, "prediction": 0.9}),
+                      "labels", 0, i, 0.0) for i in range(5)]
+    labels.append(Message(orjson.dumps({"model": "tracked", "id": "3", "label": 1}), "labels", 0, 5, 0.0))
+    result = pipeline.process(events_ + labels)
+    assert sorted(pipeline.performance) == ["tracked"] and result.n_labels_joined == 1
+    assert [d.reason for d in result.dead_letters] == ["model_limit"] * 5

@@ -23,14 +23,16 @@ with whole-array numpy operations:
 1. the running total (``cumsum``, sequential like river) and variance sums;
 2. per level, the totals and variances of the blocks completed in the chunk (pairwise over
    the previous level), joined to a small ring of the last blocks of each level kept as state;
-3. for every test time in the chunk, a (tests, levels x max_buckets) matrix of bucket totals
-   gathered from those levels in river's scan order; ``cumsum`` and ``subtract.accumulate``
-   along rows give u0 and u1 in river's summation order, and the cut condition is evaluated
-   on the whole matrix at once.
+3. for every test time in the chunk, the bucket totals in river's scan order (levels x
+   max_buckets slots, gathered from those levels); the running sums u0 and u1 advance cut by
+   cut in river's summation order, each cut one vectorized step over all test times and
+   columns of the group, and the cut condition is evaluated a few cuts at a time on arrays
+   sized to stay in the CPU caches.
 
-The first test with a passing cut is the detection. Only then does a little scalar code run
-(once per detection, not per value): it replays river's delete-and-rescan on the buckets at
-that time so that ``width``, ``estimation`` and ``variance`` read exactly as river's do.
+The first test with a passing cut is the detection. Only then is river's delete-and-rescan
+replayed (once per detection, not per value): the windows after 0, 1, 2, ... deletions are
+computed with river's scalar recurrences and tested together, so that ``width``,
+``estimation`` and ``variance`` read exactly as river's do.
 Logarithms use ``math.log`` (the C library's, as Rust's ``f64::ln``), since numpy's
 vectorized log can differ in the last bit.
 

@@ -111,3 +111,20 @@ def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2):
 
 def alerts_of(messages) -> list[dict]:
     return [orjson.loads(m.value()) for m in messages]
+
+
+def replay_alerts(values: list[bytes], topic: str, partition: int = 0, offsets: list[int] | None = None,
+                  settings=None, batch: int = 1000) -> list[dict]:
+    """The alerts one uninterrupted pipeline raises over these message values (offsets 0.. unless
+    given), in batches of `batch`: what the service must publish for that partition."""
+    from stream.config import load_settings
+    from stream.events import Message
+    from stream.pipeline import Pipeline
+
+    pipeline = Pipeline(settings or load_settings(env={}))
+    offsets = offsets if offsets is not None else list(range(len(values)))
+    msgs = [Message(v, topic, partition, o, 0.0) for v, o in zip(values, offsets, strict=True)]
+    alerts: list[dict] = []
+    for s in range(0, len(msgs), batch):
+        alerts += pipeline.process(msgs[s:s + batch]).alerts
+    return alerts

@@ -24,15 +24,13 @@ from kafka_helpers import (
     free_port,
     produce,
     read_topic,
+    replay_alerts,
     start_service,
     stop_service,
     wait_for,
     write_config,
 )
 
-from stream.config import load_settings
-from stream.events import Message
-from stream.pipeline import Pipeline
 from stream.synthetic import DEMO_MODELS, ModelSpec, events
 
 pytestmark = pytest.mark.kafka
@@ -46,12 +44,7 @@ def test_kill_dash_nine_loses_and_duplicates_nothing(kafka_bootstrap, unique, tm
     topic = f"events-{unique}"
     create_topics(kafka_bootstrap, {topic: 1})
     values = [orjson.dumps(e) for _, e in events(MODELS, 16_000, seed=7, dt=0.5)]   # 9 hours
-    settings = load_settings(env={})
-    expected = []
-    pipeline = Pipeline(settings)
-    for s in range(0, len(values), 1000):
-        expected += pipeline.process([Message(v, topic, 0, s + i, 0.0)
-                                      for i, v in enumerate(values[s:s + 1000])]).alerts
+    expected = replay_alerts(values, topic)
     expected_ids = [a["alert_id"] for a in expected]
     assert len(expected_ids) >= 6 and {a["status"] for a in expected} == {"firing", "resolved"}
 

@@ -20,6 +20,7 @@ from kafka_helpers import (
     free_port,
     produce,
     read_topic,
+    replay_alerts,
     start_service,
     stop_service,
     wait_for,
@@ -27,8 +28,6 @@ from kafka_helpers import (
 )
 
 from stream.config import load_settings
-from stream.events import Message
-from stream.pipeline import Pipeline
 from stream.synthetic import ModelSpec, events
 
 pytestmark = pytest.mark.kafka
@@ -47,10 +46,8 @@ def expected_per_partition(bootstrap: str, topic: str, n: int, settings) -> list
     ids = []
     for part, ms in by_part.items():
         ms.sort(key=lambda m: m.offset())
-        pipeline = Pipeline(settings)
-        for s in range(0, len(ms), 1000):
-            ids += [a["alert_id"] for a in pipeline.process(
-                [Message(m.value(), topic, part, m.offset(), 0.0) for m in ms[s:s + 1000]]).alerts]
+        ids += [a["alert_id"] for a in replay_alerts([m.value() for m in ms], topic, part,
+                                                     [m.offset() for m in ms], settings)]
     return ids
 
 

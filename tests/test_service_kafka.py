@@ -16,6 +16,7 @@ from kafka_helpers import (
     free_port,
     produce,
     read_topic,
+    replay_alerts,
     start_service,
     stop_service,
     wait_for,
@@ -24,8 +25,6 @@ from kafka_helpers import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.config import load_settings
-from stream.events import Message
-from stream.pipeline import Pipeline
 from stream.synthetic import DEMO_MODELS, events
 
 pytestmark = pytest.mark.kafka
@@ -120,12 +119,8 @@ def test_sigterm_mid_stream_loses_nothing_and_restart_continues(kafka_bootstrap,
     settings = load_settings(env={}, overrides={"detect.cooldown_s": 0.0})
 
     def expected(lo: int, hi: int) -> list[str]:
-        pipeline = Pipeline(settings)
-        msgs = [Message(values[i], topic, 0, i, 0.0) for i in range(lo, hi)]
-        ids = []
-        for s in range(0, len(msgs), 1000):
-            ids += [a["alert_id"] for a in pipeline.process(msgs[s:s + 1000]).alerts]
-        return ids
+        return [a["alert_id"] for a in replay_alerts(values[lo:hi], topic, 0, list(range(lo, hi)),
+                                                     settings)]
 
     first = expected(0, c1)
     assert first, "the first run saw drift before it stopped"

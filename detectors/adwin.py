@@ -51,7 +51,7 @@ from ._columns import check_batch, check_float, check_int, columns_first
 
 _MAX_CHUNK = 1 << 14
 _GROUP = 16
-_CELLS = 1 << 14          # (tests x columns) per block of tests: rows of 64 KiB
+_CELLS = 1 << 14          # (tests x columns) per block of tests: rows of 128 KiB
 _SCAN_CELLS = 1 << 15     # (cuts x tests x columns) per step of the cut test: 256 KiB arrays
 
 

@@ -234,7 +234,7 @@ def decode(messages: list[Message], limits: LimitSettings,
 
     Large batches are decoded in pieces of ``_DECODE_CHUNK`` messages whose columns are then
     joined: parsed JSON objects are large, and a piece's objects still in the CPU caches
-    when their columns are extracted make decoding about 1.3x faster. A batch in which a
+    when their columns are extracted make decoding about 1.2x faster. A batch in which a
     feature of a model is numeric in one piece and categorical in another is decoded whole
     (then mixed types are judged over the whole batch, exactly as unsplit).
     """

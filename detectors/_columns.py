@@ -47,9 +47,9 @@ def columns_first(X: np.ndarray, rows_per_tile: int = 512) -> np.ndarray:
 
 
 def compact_columns(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Move each column's non-NaN values to the top, keeping their order.
+    """Each column's non-NaN values, in order, as one contiguous row per column.
 
-    Returns (values, rows, lengths): values (Lmax, D) float64 padded with 0.0, rows (Lmax, D)
+    Returns (values, rows, lengths): values (D, Lmax) float64 padded with 0.0, rows (D, Lmax)
     int64 original row index of each value (-1 in padding), lengths (D,) int64.
     One Python step per column, never per value.
     """
@@ -57,12 +57,12 @@ def compact_columns(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     valid = ~np.isnan(X)
     lengths = valid.sum(axis=0).astype(np.int64)
     lmax = int(lengths.max()) if D else 0
-    values = np.zeros((lmax, D))
-    rows = np.full((lmax, D), -1, dtype=np.int64)
+    values = np.zeros((D, lmax))
+    rows = np.full((D, lmax), -1, dtype=np.int64)
     for c in range(D):
         idx = np.flatnonzero(valid[:, c])
-        values[: idx.size, c] = X[idx, c]
-        rows[: idx.size, c] = idx
+        values[c, : idx.size] = X[idx, c]
+        rows[c, : idx.size] = idx
     return values, rows, lengths
 
 

@@ -30,18 +30,22 @@ closed-form cumulative sums (see :meth:`PageHinkley._closed_form`).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 from operator import call
 
 import numpy as np
 
 from . import _state
-from ._columns import check_batch, check_float, check_int, compact_columns
+from ._columns import check_batch, check_float, check_int, columns_first, compact_columns
 
 _MODES = ("up", "down", "both")
-_BLOCK = 512
+_BLOCK = 256
 _MIN_BLOCK = 16      # shortest block, used while detections are dense
 _KEPT_WIDTHS = 8     # row-loop buffers kept, per padded width (most recently used)
 _BLOCK_CLOSED = 4096  # longest block of the closed form (no row loop: longer amortizes more)
+_LAG = 32             # rows the sums run behind the mean in the row loop (see _row_buffers)
+_SLOTS = 14          # k-wide slots per row of the row loop's buffer
 _SPAN = 32           # rows per span of the "can this block fire?" bound
 
 
@@ -179,7 +183,7 @@ class PageHinkley:
         if np.isnan(X).any():
             values, rows, lengths = compact_columns(X)
         else:
-            values, rows, lengths = X, None, np.full(D, B, dtype=np.int64)
+            values, rows, lengths = columns_first(X), None, np.full(D, B, dtype=np.int64)
         cursor = np.zeros(D, dtype=np.int64)
         block = self._max_block
         while True:
@@ -188,35 +192,41 @@ class PageHinkley:
                 return mask
             self._reset_pending(active)
             take = np.minimum(lengths[active] - cursor[active], block)
-            det = self._run_block(active, self._gather(values, cursor[active], active, take, D), take)
+            det = self._run_block(active, values, cursor[active], take)
             hit = det >= 0
             if hit.any():
                 cols = active[hit]
                 pos = cursor[cols] + det[hit]
-                mask[pos if rows is None else rows[pos, cols], cols] = True
+                mask[pos if rows is None else rows[cols, pos], cols] = True
                 self.n_detections[cols] += 1
                 self._pending_reset[cols] = True
                 # a column that drifted restarts after its detection: it simply takes its next
                 # block from there (columns advance independently); when detections come early
                 # in blocks, shorter blocks waste less of the rows computed past them
                 early = 2 * int((det[hit] < block // 4).sum()) > int(hit.sum())   # mostly early
-                block = max(_MIN_BLOCK, block // 2) if early else block
+                block = max(_MIN_BLOCK, block // 2) if early else min(self._max_block, block * 2)
             else:
                 block = min(self._max_block, block * 2)
             cursor[active] += np.where(hit, det + 1, take)
 
     @staticmethod
-    def _gather(values: np.ndarray, start: np.ndarray, cols: np.ndarray, take: np.ndarray,
-                D: int) -> np.ndarray:
-        """Rows start[j] .. start[j] + take[j] - 1 of column cols[j], top-aligned (L, k)."""
-        L = int(take.max())
-        if cols.size == D and not start.any() and (take == L).all():
-            return values[:L]
-        idx = start[None, :] + np.arange(L)[:, None]
-        np.minimum(idx, values.shape[0] - 1, out=idx)
-        idx *= values.shape[1]
-        idx += cols
-        return np.take(values.reshape(-1), idx)              # faster than values[idx, cols]
+    def _gather(values: np.ndarray, start: np.ndarray, cols: np.ndarray, out: np.ndarray
+                ) -> np.ndarray:
+        """Write values[cols[j], start[j]:start[j] + L] into out[:, j] (L, k).
+
+        ``values`` (D, W) holds one contiguous row per column, so each column's block is one
+        contiguous run (a row-major batch makes every value of the block a separate cache
+        line). Positions past W repeat the column's last value (finite filler, of the
+        column's own magnitude: a column only uses the rows of its ``take``).
+        """
+        W = values.shape[1]
+        L = out.shape[0]
+        if int(start.max()) + L <= W:
+            idx = (cols * W + start) + np.arange(L)[:, None]
+        else:
+            idx = np.minimum(start + np.arange(L)[:, None], W - 1)
+            idx += cols * W
+        return np.take(values.reshape(-1), idx, mode="clip", out=out)
 
     def _reset_pending(self, cols: np.ndarray) -> None:
         """River resets a detector on the update after a drift: do it for these columns."""
@@ -229,78 +239,94 @@ class PageHinkley:
             self._pending_reset[reset] = False
 
     def _row_buffers(self, k: int) -> dict:
-        """Per-width work buffers and the fixed call sequences of the two row loops.
+        """Work buffers and the fixed call sequence of the row loop, per width k.
 
-        Row 0 of ``m`` and ``s`` holds the state before the block and row t + 1 the state
-        after block row t, so every call of the loops has fixed arguments (views made once):
-        a loop over L rows is the first calls of a sequence, run by ``map`` at C level with
-        no Python bytecode per row (about a third of the loop's time otherwise).
+        The two recurrences (running mean; faded sums [s_inc, -s_dec]) advance together, three
+        ufunc calls per row: the sums run _LAG rows behind the mean, so each call does one step
+        of both (numpy's cost per call, not per value, bounds this loop). Every quantity has a
+        fixed slot in G (rows x _SLOTS x k), laid out so that each call's three operands are
+        three adjacent slots (one contiguous array of 3k values). Cycle c, with mean row t = c
+        and sums row s = c - _LAG (row c + 1 of G holds what cycle c reads):
+
+            SUB  [S_{s-1}, a_t] = [v_{s-1}, x_t] - [delta, m_{t-1}]      (G[c+2, 6:9])
+            MUL  [u_s, b_t]     = [S_{s-1}, a_t] * [alpha, r_t]          (G[c+1, 1:4])
+            ADD  [m_t, v_s]     = [m_{t-1}, u_s] + [b_t, D_s]            (G[c+2, 0:3])
+
+        with r = 1/n, D = [dev, -dev] and dev = x - m, computed _LAG rows at a time from the
+        means already known: river's Mean (m += (1/n)(x - m)) and sums (e = alpha e + dev -
+        delta), in river's order. Row slots: 0 m, 1-2 v then u, 3 x then b, 4-5 D, 6-7 S,
+        8 a, 9-10 alpha, 11 r, 12-13 delta; row 0 only lends its delta slots.
         """
         bufs = self._buffers.pop(k, None)
         if bufs is None:
-            B = _BLOCK
-            x, r, m = np.empty((B, k)), np.empty((B, k)), np.empty((B + 1, k))
-            dev3 = np.empty((B, 2, k))
-            dev, s = dev3.reshape(B, 2 * k), np.empty((B + 1, 2 * k))
-            alpha, delta = np.full(2 * k, self.alpha), np.full(2 * k, self.delta)
-            xv, rv, mv, dv, sv = list(x), list(r), list(m), list(dev), list(s)
+            B, R, W = _BLOCK, _LAG, _SLOTS
+            G = np.zeros((B + R + 3, W, k))
+            G[:, 9:11] = self.alpha
+            G[:, 12:14] = self.delta
+            flat = G.reshape(-1, k)                  # slot i of row j is flat[j * W + i]
+            x = np.zeros((B + R + 1, k))              # inputs (G's x slots are overwritten)
+            e0, zero = np.zeros((2, k)), np.zeros((2, k))
+
+            def trio(row: int, slot: int) -> np.ndarray:
+                start = row * W + slot
+                return flat[start:start + 3].reshape(3 * k)
+
             sub, mul, add = np.subtract, np.multiply, np.add
-            # mean: river's Mean with w = 1: mean += (1 / n) * (x - mean)
-            mean_calls = ([sub, mul, add] * B,
-                          [a for t in range(B) for a in (xv[t], mv[t + 1], mv[t])],
-                          [a for t in range(B) for a in (mv[t], rv[t], mv[t + 1])],
-                          [a for t in range(B) for a in (mv[t + 1],) * 3])
-            # faded sums: e = alpha * e + dev - delta, for [s_inc, -s_dec] at once (array
-            # operands: a ufunc on two arrays is cheaper than on an array and a scalar);
-            # alpha * e == e exactly when alpha == 1: that multiplication is left out
-            if self.alpha == 1.0:
-                sum_calls = ([add, sub] * B,
-                             [a for t in range(B) for a in (sv[t], sv[t + 1])],
-                             [a for t in range(B) for a in (dv[t], delta)],
-                             [a for t in range(B) for a in (sv[t + 1],) * 2])
-            else:
-                sum_calls = ([mul, add, sub] * B,
-                             [a for t in range(B) for a in (sv[t], sv[t + 1], sv[t + 1])],
-                             [a for t in range(B) for a in (alpha, dv[t], delta)],
-                             [a for t in range(B) for a in (sv[t + 1],) * 3])
-            bufs = dict(x=x, r=r, m=m, dev3=dev3, s=s, mean_calls=mean_calls, sum_calls=sum_calls)
+            calls: list[tuple] = []
+            ends = []                                 # calls through the end of each cycle
+            for c in range(B + R + 1):
+                calls.append((sub, trio(c + 1, 1), trio(c, 12), trio(c + 2, 6)))
+                if c == R:                            # the sums start from the state: S_{-1}
+                    calls.append((sub, e0, zero, G[R + 2, 6:8]))   # e0 - 0.0 == e0, even -0.0
+                calls.append((mul, trio(c + 2, 6), trio(c + 2, 9), trio(c + 1, 1)))
+                calls.append((add, trio(c + 1, 0), trio(c + 1, 3), trio(c + 2, 0)))
+                if (c + 1) % R == 0 and c + 1 <= B:   # rows c + 1 - R .. c have their means
+                    lo, hi = c + 1 - R, c + 1
+                    m_rows = G[lo + 2:hi + 2, 0]
+                    calls.append((sub, x[lo:hi], m_rows, G[lo + R + 1:hi + R + 1, 4]))
+                    calls.append((sub, m_rows, x[lo:hi], G[lo + R + 1:hi + R + 1, 5]))
+                ends.append(len(calls))
+            funcs, a, b_, out = (list(col) for col in zip(*calls, strict=True))
+            bufs = dict(G=G, x=x, e0=e0, ends=ends, calls=(funcs, a, b_, out),
+                        row_counts=np.arange(1.0, B + 1)[:, None])
         self._buffers[k] = bufs                     # most recently used last
         while len(self._buffers) > _KEPT_WIDTHS:
             del self._buffers[next(iter(self._buffers))]
         return bufs
 
-    def _sequential(self, cols: np.ndarray, Xb: np.ndarray, counts: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray]:
+    def _sequential(self, cols: np.ndarray, n0: np.ndarray, L: int,
+                    load: Callable[[np.ndarray], object]) -> tuple[np.ndarray, np.ndarray]:
         """Running means (L, k) and sums (L, 2, k) with river's rounding, row by row.
 
-        The loops run on a width rounded up (padding columns of zeros, whose results are
-        dropped), so that the few widths met as columns finish a batch at different times
-        reuse their buffers. The returned arrays are views of work buffers, valid until the
-        next call.
+        ``load(out)`` writes the block's values (L, k) into ``out``; n0 (k,) are the values
+        seen before it. The loop runs on a width rounded up (padding columns of zeros, whose
+        results are dropped), so that the few widths met as columns finish a batch at
+        different times reuse their buffers. The returned arrays are views of work buffers,
+        valid until the next call.
         """
-        L, k = Xb.shape
+        k = cols.size
         step = max(16, 1 << max(0, k.bit_length() - 3))
         kp = -(-k // step) * step
         b = self._row_buffers(kp)
-        x, r = b["x"][:L], b["r"][:L]
-        x[:, :k] = Xb
-        x[:, k:] = 0.0
-        np.divide(1.0, counts, out=r[:, :k])
+        G, x, R = b["G"], b["x"], _LAG
+        load(x[:L, :k])
+        x[:L, k:] = 0.0
+        x[L:] = 0.0                                   # rows past the block: finite filler
+        G[1:L + 1, 3] = x[:L]
+        G[L + 1:L + R + 2, 3] = 0.0
+        r = G[2:L + 2, 11]
+        np.add(n0, b["row_counts"][:L], out=r[:, :k])  # values since reset after each row
+        np.divide(1.0, r[:, :k], out=r[:, :k])
         r[:, k:] = 1.0
-        m0 = b["m"][0]
-        m0[:k] = self._mean[cols]
-        m0[k:] = 0.0
-        _run_calls(b["mean_calls"], 3 * L)
-        means, dev3 = b["m"][1:L + 1], b["dev3"][:L]
-        np.subtract(x, means, out=dev3[:, 0])
-        np.negative(dev3[:, 0], out=dev3[:, 1])
-        s0 = b["s"][0].reshape(2, kp)
-        s0[:, :k] = self._e[:, cols]
-        s0[:, k:] = 0.0
-        _run_calls(b["sum_calls"], (2 if self.alpha == 1.0 else 3) * L)
-        return means[:, :k], b["s"][1:L + 1].reshape(L, 2, kp)[:, :, :k]
+        G[L + 2:L + R + 3, 11] = 1.0
+        G[1, 0, :k] = self._mean[cols]
+        G[1, 0, k:] = 0.0
+        b["e0"][:, :k] = self._e[:, cols]
+        b["e0"][:, k:] = 0.0
+        _run_calls(b["calls"], b["ends"][L + R])
+        return G[2:L + 2, 0, :k], G[R + 3:L + R + 3, 6:8, :k]
 
-    def _closed_form(self, cols: np.ndarray, Xb: np.ndarray, counts: np.ndarray
+    def _closed_form(self, cols: np.ndarray, Xb: np.ndarray, n0: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
         """Running means (L, k) and sums (L, 2, k) as whole-block cumulative sums
         (``exact=False``).
@@ -312,8 +338,9 @@ class PageHinkley:
         """
         L, k = Xb.shape
         if self.alpha < 1.0 and -np.log(self.alpha) * L > 200:   # alpha^-L would overflow
-            return self._sequential(cols, Xb, counts)
-        n0, m0 = self._n[cols], self._mean[cols]
+            return self._sequential(cols, n0, L, partial(np.copyto, src=Xb))
+        m0 = self._mean[cols]
+        counts = n0 + np.arange(1.0, L + 1)[:, None]
         pivot = np.where(n0 > 0, m0, Xb[0])                  # centre sums for large offsets
         acc = np.cumsum(Xb - pivot, axis=0)
         acc += n0 * (m0 - pivot)
@@ -334,19 +361,20 @@ class PageHinkley:
             sums *= power
         return means, sums.reshape(L, 2, k)
 
-    def _run_block(self, cols: np.ndarray, Xb: np.ndarray, take: np.ndarray) -> np.ndarray:
-        """Advance columns ``cols`` over block Xb (L, k); column j uses its first take[j] rows.
+    def _run_block(self, cols: np.ndarray, values: np.ndarray, start: np.ndarray,
+                   take: np.ndarray) -> np.ndarray:
+        """Advance column cols[j] over values[cols[j], start[j]:start[j] + take[j]].
 
         Returns per column the block row of its first detection, or -1. Each column's state is
         left as it was right after its last consumed row (the detection row, if any).
         """
-        L, k = Xb.shape
+        L, k = int(take.max()), cols.size
         n0 = self._n[cols]
-        counts = n0[None, :] + np.arange(1, L + 1, dtype=np.float64)[:, None]
         if self.exact:
-            means, sums3 = self._sequential(cols, Xb, counts)
+            means, sums3 = self._sequential(cols, n0, L, partial(self._gather, values, start, cols))
         else:
-            means, sums3 = self._closed_form(cols, Xb, counts)
+            Xb = self._gather(values, start, cols, np.empty((L, k)))
+            means, sums3 = self._closed_form(cols, Xb, n0)
         emin0 = self._emin[:, cols]                                  # (2, k)
         # Only a column whose block could reach the threshold needs the running minimum at
         # every row. For rows t in a span of _SPAN rows, sum_t - min_{s<=t} sum_s <=
@@ -372,20 +400,22 @@ class PageHinkley:
         last = np.full(k, L - 1)
         emin_last = low
         if check.size:
+            first = self.min_instances - 1 - n0[check]      # first row river may test
             c_det, c_last, c_emin = self._first_fire(sums3[:, :, check], emin0[:, check],
-                                                     counts[:, check], take[check])
+                                                     first, take[check])
             det_row[check], last[check] = c_det, c_last
             emin_last[:, check] = c_emin
         j = np.arange(k)
-        self._n[cols] = counts[last, j]
+        self._n[cols] = n0 + (last + 1)
         self._mean[cols] = means[last, j]
         self._e[:, cols] = sums3[last, :, j].T
         self._emin[:, cols] = emin_last
         return det_row
 
-    def _first_fire(self, sums3: np.ndarray, emin0: np.ndarray, counts: np.ndarray,
+    def _first_fire(self, sums3: np.ndarray, emin0: np.ndarray, first: np.ndarray,
                     take: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """River's test on every row of some columns: sums3 (L, 2, c), emin0 (2, c).
+        """River's test on rows first[j] .. take[j] - 1 of some columns: sums3 (L, 2, c),
+        emin0 (2, c).
 
         Returns per column the first firing row or -1, the last consumed row (that row, or
         take - 1) and the running minima (2, c) at that row.
@@ -403,8 +433,9 @@ class PageHinkley:
             fired = over[:, 1]
         else:
             fired = over[:, 0] | over[:, 1]
-        fired &= counts >= self.min_instances
-        fired &= np.arange(L)[:, None] < take[None, :]
+        rows = np.arange(L)[:, None]
+        fired &= rows >= first
+        fired &= rows < take
         any_hit = fired.any(axis=0)
         det_row = np.where(any_hit, fired.argmax(axis=0), -1)
         last = np.where(any_hit, det_row, take - 1)

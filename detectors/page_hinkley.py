@@ -43,6 +43,7 @@ _MODES = ("up", "down", "both")
 _BLOCK = 256
 _MIN_BLOCK = 16      # shortest block, used while detections are dense
 _KEPT_WIDTHS = 8     # row-loop buffers kept, per padded width (most recently used)
+_KEPT_COLUMN_VALUES = 1 << 23  # largest column-major batch copy kept for the next update (64 MB)
 _BLOCK_CLOSED = 4096  # longest block of the closed form (no row loop: longer amortizes more)
 _LAG = 32             # rows the sums run behind the mean in the row loop (see _row_buffers)
 _SLOTS = 14          # k-wide slots per row of the row loop's buffer
@@ -121,6 +122,7 @@ class PageHinkley:
         self._pending_reset = np.zeros(D, dtype=bool)  # drift at the last value: reset first
         self.n_detections = np.zeros(D, dtype=np.int64)
         self._buffers: dict = {}                    # work buffers (not state), see _row_buffers
+        self._column_copy: np.ndarray | None = None  # work buffer, see _columns_buffer
 
     @staticmethod
     def _fresh_emin(D: int) -> np.ndarray:
@@ -183,7 +185,8 @@ class PageHinkley:
         if np.isnan(X).any():
             values, rows, lengths = compact_columns(X)
         else:
-            values, rows, lengths = columns_first(X), None, np.full(D, B, dtype=np.int64)
+            values = columns_first(X, out=self._columns_buffer(B, D))
+            rows, lengths = None, np.full(D, B, dtype=np.int64)
         cursor = np.zeros(D, dtype=np.int64)
         block = self._max_block
         while True:
@@ -227,6 +230,15 @@ class PageHinkley:
             idx = np.minimum(start + np.arange(L)[:, None], W - 1)
             idx += cols * W
         return np.take(values.reshape(-1), idx, mode="clip", out=out)
+
+    def _columns_buffer(self, B: int, D: int) -> np.ndarray:
+        """A (D, B) work array for the column-major copy of a batch, reused between updates
+        while it holds at most _KEPT_COLUMN_VALUES values (not state)."""
+        buf = self._column_copy
+        if buf is None or buf.size < B * D:
+            buf = np.empty(B * D)
+        self._column_copy = buf if buf.size <= _KEPT_COLUMN_VALUES else None
+        return buf[:B * D].reshape(D, B)
 
     def _reset_pending(self, cols: np.ndarray) -> None:
         """River resets a detector on the update after a drift: do it for these columns."""
@@ -288,7 +300,7 @@ class PageHinkley:
                 ends.append(len(calls))
             funcs, a, b_, out = (list(col) for col in zip(*calls, strict=True))
             bufs = dict(G=G, x=x, e0=e0, ends=ends, calls=(funcs, a, b_, out),
-                        row_counts=np.arange(1.0, B + 1)[:, None])
+                        row_counts=np.arange(1.0, B + 1)[:, None], counts=np.empty((B, k)))
         self._buffers[k] = bufs                     # most recently used last
         while len(self._buffers) > _KEPT_WIDTHS:
             del self._buffers[next(iter(self._buffers))]
@@ -315,8 +327,8 @@ class PageHinkley:
         G[1:L + 1, 3] = x[:L]
         G[L + 1:L + R + 2, 3] = 0.0
         r = G[2:L + 2, 11]
-        np.add(n0, b["row_counts"][:L], out=r[:, :k])  # values since reset after each row
-        np.divide(1.0, r[:, :k], out=r[:, :k])
+        counts = np.add(n0, b["row_counts"][:L], out=b["counts"][:L, :k])   # values since reset
+        np.divide(1.0, counts, out=r[:, :k])
         r[:, k:] = 1.0
         G[L + 2:L + R + 3, 11] = 1.0
         G[1, 0, :k] = self._mean[cols]

@@ -182,7 +182,7 @@ class PageHinkley:
         mask = np.zeros((B, D), dtype=bool)
         if B == 0 or D == 0:
             return mask
-        if np.isnan(X).any():
+        if not np.isfinite(X.sum()) and np.isnan(X).any():   # a finite sum: no NaN
             values, rows, lengths = compact_columns(X)
         else:
             values = columns_first(X, out=self._columns_buffer(B, D))
@@ -398,24 +398,33 @@ class PageHinkley:
         span_min[0] = emin0
         span_min[1:] = _per_span(np.min, sums3)
         np.minimum.accumulate(span_min, axis=0, out=span_min)       # min up to each span's end
-        bound = span_max - span_min[1:]
-        maybe = (bound > self.threshold).any(axis=0)                 # (2, k)
+        span_max -= span_min[1:]
+        over = span_max > self.threshold                            # (spans, 2, k)
         low = span_min[-1]
         if self.mode == "up":
-            maybe = maybe[0]
+            over = over[:, 0]
         elif self.mode == "down":
-            maybe = maybe[1]
+            over = over[:, 1]
         else:
-            maybe = maybe[0] | maybe[1]
+            over = over[:, 0] | over[:, 1]
+        maybe = over.any(axis=0)
         check = np.flatnonzero(maybe | (take < L))
         det_row = np.full(k, -1)
         last = np.full(k, L - 1)
         emin_last = low
         if check.size:
-            first = self.min_instances - 1 - n0[check]      # first row river may test
-            c_det, c_last, c_emin = self._first_fire(sums3[:, :, check], emin0[:, check],
-                                                     first, take[check])
-            det_row[check], last[check] = c_det, c_last
+            # rows before the first span that may fire (or, for a column short of L rows, the
+            # span of its last row) need no test: start there, from the exact running minimum
+            # up to that span (rows past a column's take only come later)
+            span0 = np.where(maybe[check], over[:, check].argmax(axis=0), over.shape[0])
+            span0 = min(int(span0.min()), int((take[check] - 1).min()) // _SPAN)
+            r0 = span0 * _SPAN
+            first = self.min_instances - 1 - n0[check] - r0   # first row river may test
+            c_det, c_last, c_emin = self._first_fire(sums3[r0:, :, check],
+                                                     span_min[span0][:, check], first,
+                                                     take[check] - r0)
+            det_row[check] = np.where(c_det >= 0, c_det + r0, -1)
+            last[check] = c_last + r0
             emin_last[:, check] = c_emin
         j = np.arange(k)
         self._n[cols] = n0 + (last + 1)

@@ -1,6 +1,7 @@
 """Values/s of streamdrift's detectors against river's, on the same data, in the same run.
 
     python bench/detectors.py [--rows 1000000] [--features 64] [--river-columns 4]
+                              [--repeat 3] [--only PageHinkley|ADWIN]
 
 Data: D columns of N(0, 1) with a mean shift of 1 sd halfway (rows), fed in batches.
 river's detectors are fed `--river-columns` of the same columns value by value (river is
@@ -55,6 +56,7 @@ def main() -> None:
     ap.add_argument("--river-columns", type=int, default=4)
     ap.add_argument("--batch", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--only", choices=["PageHinkley", "ADWIN"], help="bench one detector")
     args = ap.parse_args()
     rng = np.random.default_rng(42)
     N, D = args.rows, args.features
@@ -64,6 +66,8 @@ def main() -> None:
     print(f"rows={N} features={D} batch={args.batch} river columns={k}")
     for name, ours, theirs in (("PageHinkley", PageHinkley, drift.PageHinkley),
                                ("ADWIN", ADWIN, drift.ADWIN)):
+        if args.only not in (None, name):
+            continue
         # alternate the two, best of `repeat` each: the machine's speed drifts between runs
         t_ours = t_river = float("inf")
         for _ in range(args.repeat):
@@ -79,6 +83,8 @@ def main() -> None:
               f"   (detections per column: {len(hits_river[0])})")
         if not equal:
             raise SystemExit(f"{name}: detections differ from river")
+    if args.only == "PageHinkley":
+        return
     adwin = ADWIN(n_features=1)
     adwin.update(rng.normal(size=(1_000_000, 1)))
     print(f"ADWIN state: {len(adwin.to_bytes())} bytes for 1 column at width {int(adwin.width[0])}")

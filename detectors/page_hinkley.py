@@ -17,14 +17,17 @@ and after a drift the detector restarts from scratch with the next value.
 How it is vectorized. Both sums are kept as one (2, D) array E = [s_inc, -s_dec]: negation
 is exact in IEEE arithmetic, so -s_dec follows ``alpha * E + (-dev) - delta`` bit for bit and
 the max of s_dec is the negated min of E. The mean and the sums are sequential in time and
-rounding makes them non-associative, so they run as two tight loops over rows that each do
-three whole-row numpy operations across all columns (no Python work per value); the running
-minimum, the test statistics and the threshold tests are whole-block operations
-(``minimum.accumulate``). Columns advance independently (each block takes every column's next
-values from its own cursor): a column that detects inside a block stops there and restarts
-from its next value in the following block; blocks shrink while detections come early in
-them, so little computed work is thrown away. ``exact=False`` replaces the two row loops with
-closed-form cumulative sums (see :meth:`PageHinkley._closed_form`).
+rounding makes them non-associative, so they run as one loop over rows, three whole-row numpy
+operations across all columns per row, the sums _LAG rows behind the mean (no Python work per
+value; numpy's cost per call, not per value, bounds it: see :meth:`PageHinkley._row_buffers`);
+the running minimum, the test statistics and the threshold tests are whole-block operations
+(``minimum.accumulate``), done only for the columns and from the span of rows whose bound can
+reach the threshold. Columns advance independently (each block takes every column's next
+values from its own cursor, gathered from a column-major copy of the batch): a column that
+detects inside a block stops there and restarts from its next value in the following block;
+blocks shrink while detections come early in them, so little computed work is thrown away,
+and grow back when they do not. ``exact=False`` replaces the row loop with closed-form
+cumulative sums (see :meth:`PageHinkley._closed_form`).
 """
 
 from __future__ import annotations
@@ -40,12 +43,12 @@ from . import _state
 from ._columns import check_batch, check_float, check_int, columns_first, compact_columns
 
 _MODES = ("up", "down", "both")
-_BLOCK = 256
+_BLOCK = 256         # rows per block of the exact row loop (its buffer: ~2 MB at 64 columns)
 _MIN_BLOCK = 16      # shortest block, used while detections are dense
 _KEPT_WIDTHS = 8     # row-loop buffers kept, per padded width (most recently used)
 _KEPT_COLUMN_VALUES = 1 << 23  # largest column-major batch copy kept for the next update (64 MB)
 _BLOCK_CLOSED = 4096  # longest block of the closed form (no row loop: longer amortizes more)
-_LAG = 32             # rows the sums run behind the mean in the row loop (see _row_buffers)
+_LAG = 32            # rows the sums run behind the mean in the row loop (see _row_buffers)
 _SLOTS = 14          # k-wide slots per row of the row loop's buffer
 _SPAN = 32           # rows per span of the "can this block fire?" bound
 
@@ -74,7 +77,7 @@ class PageHinkley:
     in the units of the data, ``alpha`` the fading factor of the cumulative sums, ``mode`` which
     direction of change counts ("up", "down" or "both").
 
-    ``exact=True`` (default) reproduces river's floating-point rounding (row-by-row loops);
+    ``exact=True`` (default) reproduces river's floating-point rounding (a row-by-row loop);
     ``exact=False`` solves the same recurrences with block-wide cumulative sums, several times
     faster on narrow batches, and agrees with river except when a statistic falls within
     rounding error of the threshold.

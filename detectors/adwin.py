@@ -47,7 +47,7 @@ import math
 import numpy as np
 
 from . import _state
-from ._columns import check_batch, check_float, check_int, columns_first
+from ._columns import check_batch, check_float, check_int, column_major_copy
 
 _MAX_CHUNK = 1 << 14
 _GROUP = 16
@@ -185,7 +185,7 @@ class ADWIN:
         mask = np.zeros((B, D), dtype=bool)
         if B == 0:
             return mask
-        XT = columns_first(X)            # one contiguous row per column
+        XT = column_major_copy(X)        # one contiguous row per column (work memory)
         nan_cols = np.isnan(XT).any(axis=1)
         # Columns whose window has the same length and chunk schedule, fed the same number of
         # values, share every index computation: they are advanced together as one group.

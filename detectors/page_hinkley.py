@@ -40,13 +40,12 @@ from operator import call
 import numpy as np
 
 from . import _state
-from ._columns import check_batch, check_float, check_int, columns_first, compact_columns
+from ._columns import check_batch, check_float, check_int, column_major_copy, compact_columns
 
 _MODES = ("up", "down", "both")
 _BLOCK = 256         # rows per block of the exact row loop (its buffer: ~2 MB at 64 columns)
 _MIN_BLOCK = 16      # shortest block, used while detections are dense
 _KEPT_WIDTHS = 8     # row-loop buffers kept, per padded width (most recently used)
-_KEPT_COLUMN_VALUES = 1 << 23  # largest column-major batch copy kept for the next update (64 MB)
 _BLOCK_CLOSED = 4096  # longest block of the closed form (no row loop: longer amortizes more)
 _LAG = 32            # rows the sums run behind the mean in the row loop (see _row_buffers)
 _SLOTS = 14          # k-wide slots per row of the row loop's buffer
@@ -125,7 +124,6 @@ class PageHinkley:
         self._pending_reset = np.zeros(D, dtype=bool)  # drift at the last value: reset first
         self.n_detections = np.zeros(D, dtype=np.int64)
         self._buffers: dict = {}                    # work buffers (not state), see _row_buffers
-        self._column_copy: np.ndarray | None = None  # work buffer, see _columns_buffer
 
     @staticmethod
     def _fresh_emin(D: int) -> np.ndarray:
@@ -188,7 +186,7 @@ class PageHinkley:
         if not np.isfinite(X.sum()) and np.isnan(X).any():   # a finite sum: no NaN
             values, rows, lengths = compact_columns(X)
         else:
-            values = columns_first(X, out=self._columns_buffer(B, D))
+            values = column_major_copy(X)
             rows, lengths = None, np.full(D, B, dtype=np.int64)
         cursor = np.zeros(D, dtype=np.int64)
         block = self._max_block
@@ -233,15 +231,6 @@ class PageHinkley:
             idx = np.minimum(start + np.arange(L)[:, None], W - 1)
             idx += cols * W
         return np.take(values.reshape(-1), idx, mode="clip", out=out)
-
-    def _columns_buffer(self, B: int, D: int) -> np.ndarray:
-        """A (D, B) work array for the column-major copy of a batch, reused between updates
-        while it holds at most _KEPT_COLUMN_VALUES values (not state)."""
-        buf = self._column_copy
-        if buf is None or buf.size < B * D:
-            buf = np.empty(B * D)
-        self._column_copy = buf if buf.size <= _KEPT_COLUMN_VALUES else None
-        return buf[:B * D].reshape(D, B)
 
     def _reset_pending(self, cols: np.ndarray) -> None:
         """River resets a detector on the update after a drift: do it for these columns."""

@@ -28,6 +28,28 @@ def test_state_round_trip_continues_exactly(cls, name, params, cut):
     assert np.array_equal(restored.n_detections, straight.n_detections)
 
 
+def test_detectors_sharing_work_memory_do_not_disturb_each_other():
+    """Batches are copied column-major into work memory reused across detectors (per
+    thread): interleaved updates of several detectors, batches of different shapes, with and
+    without NaN, give what each detector gives alone."""
+    streams = [make_stream("mean_shift", 6000, 5, seed=3),
+               with_nans(make_stream("variance_jump", 6000, 2, seed=4), 0.3, seed=5),
+               make_stream("gradual", 6000, 7, seed=6)]
+    makers = [lambda d: ADWIN(n_features=d, clock=8), lambda d: PageHinkley(n_features=d)]
+    cuts = [0, 1500, 1501, 4000, 6000]
+    alone = [[make(X.shape[1]).update(X) for X in streams] for make in makers]
+    dets = [[make(X.shape[1]) for X in streams] for make in makers]
+    got = [[[] for _ in streams] for _ in makers]
+    for lo, hi in zip(cuts, cuts[1:], strict=False):
+        for m in range(len(makers)):
+            for s, X in enumerate(streams):
+                got[m][s].append(dets[m][s].update(X[lo:hi]))
+    for m in range(len(makers)):
+        for s in range(len(streams)):
+            assert np.array_equal(np.concatenate(got[m][s]), alone[m][s]), (m, s)
+            assert alone[m][s].any()
+
+
 @pytest.mark.parametrize("cls,name,params", DETECTORS)
 def test_state_round_trip_right_after_a_detection(cls, name, params):
     X = make_stream("mean_shift", 3000, 1, seed=2)

@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from .config import Settings
 from .events import DeadLetter, Message
 from .metrics import Metrics
-from .pipeline import Pipeline
+from .pipeline import Pipeline, collector_paused
 from .state import StateError, dump_model, load_model
 
 log = logging.getLogger("streamdrift")
@@ -217,7 +217,8 @@ class Service:
             while not stop.is_set():
                 raw = consumer.consume(num_messages=s.batch_size, timeout=s.poll_timeout_s)
                 if raw:
-                    self._process(raw)
+                    with collector_paused():           # see Pipeline.process
+                        self._process(raw)
                 if self._dirty and time.monotonic() - self._last_checkpoint >= s.checkpoint_interval_s:
                     self._checkpoint(list(self.shards))
                 self._update_lag(consumer)

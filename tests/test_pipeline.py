@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import orjson
 
+import stream.pipeline as pipeline_module
 from stream.config import load_settings
 from stream.events import Message
 from stream.pipeline import Pipeline
@@ -161,3 +164,32 @@ def test_labels_with_their_own_prediction_respect_the_model_limit():
     result = pipeline.process(events_ + labels)
     assert sorted(pipeline.performance) == ["tracked"] and result.n_labels_joined == 1
     assert [d.reason for d in result.dead_letters] == ["model_limit"] * 5
+
+
+def test_garbage_collector_paused_during_a_batch_and_restored_after(monkeypatch):
+    evs = [e for _, e in events(DEMO_MODELS, 600, seed=5)]
+    pipeline = Pipeline(load_settings(env={}))
+    seen = []
+    decode = pipeline_module.decode
+
+    def spy(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "decode", spy)
+    assert gc.isenabled()
+    run(pipeline, evs[:300])
+    assert gc.isenabled() and seen == [False]
+    gc.disable()
+    try:
+        run(pipeline, evs[300:600])      # a host that disabled it keeps it disabled
+        assert not gc.isenabled() and seen == [False, False]
+    finally:
+        gc.enable()
+    bad = [Message(b"{}", "events", 0, 0, 0.0)]
+    monkeypatch.setattr(pipeline_module, "decode", lambda *a, **k: 1 / 0)
+    try:
+        pipeline.process(bad)
+    except ZeroDivisionError:
+        pass
+    assert gc.isenabled()                # restored after an error too

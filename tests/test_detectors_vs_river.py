@@ -135,7 +135,8 @@ def test_page_hinkley_property_random_streams_and_splits(seed, n, d, threshold, 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("params", [{}, {"alpha": 1.0, "delta": 0.25}, {"threshold": 5.0, "mode": "up"},
-                                    {"alpha": 0.9, "threshold": 3.0}])
+                                    {"alpha": 0.9, "threshold": 3.0},
+                                    {"alpha": 0.1, "threshold": 2.0}])  # row loop fallback
 def test_page_hinkley_closed_form_agrees_with_river(kind, params):
     """exact=False rounds differently, yet finds the same detections on these streams."""
     X = with_nans(make_stream(kind, 4000, 3, seed=21), 0.2, seed=22)

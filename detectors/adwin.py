@@ -312,11 +312,14 @@ class ADWIN:
         levels_t[0][:, R:] = X                      # level 0: the values, variance 0.0
         levels_v[0][:, R:] = 0.0
         n_ring = cols[0].rt.shape[0]
+        if n_ring:
+            rings_t = np.stack([c.rt for c in cols])                # (k, n_ring, R)
+            rings_v = np.stack([c.rv for c in cols])
         for i in range(n_levels):
             lt, lv = levels_t[i], levels_v[i]
             if i < n_ring:
-                lt[:, :R] = [c.rt[i] for c in cols]
-                lv[:, :R] = [c.rv[i] for c in cols]
+                lt[:, :R] = rings_t[:, i]
+                lv[:, :R] = rings_v[:, i]
             else:
                 lt[:, :R] = np.nan
                 lv[:, :R] = np.nan
@@ -340,11 +343,15 @@ class ADWIN:
 
         det = self._first_cut(n0, C, tot, var, flat, bases[:-1] - np.asarray(offsets),
                               cols[0].delta)
+        # the ring of each level: its last R blocks, for every column at once
+        ring_idx = (bases[1:, None] - R + np.arange(R)).reshape(-1)
+        ring_t = flat[:, ring_idx].reshape(k, n_levels, R)
+        ring_v = flat_v[:, ring_idx].reshape(k, n_levels, R)
         for j, c in enumerate(cols):
             d = int(det[j])
             if d < 0:
-                self._commit(c, n_end, tot[j, -1], var[j, -1], [lt[j] for lt in levels_t],
-                             [lv[j] for lv in levels_v])
+                c.n, c.total, c.var = n_end, float(tot[j, -1]), float(var[j, -1])
+                c.rt, c.rv = ring_t[j], ring_v[j]
                 continue
             wd = n0 + d + 1
             c.n, c.total, c.var = wd, float(tot[j, d]), float(var[j, d])
@@ -352,13 +359,6 @@ class ADWIN:
                                            [lv[j] for lv in levels_v], offsets, c.delta)
             c.pending = True
         return det
-
-    def _commit(self, col: _Column, n_end: int, total: float, var: float,
-                levels_t: list[np.ndarray], levels_v: list[np.ndarray]) -> None:
-        R = self._ring
-        col.n, col.total, col.var = n_end, float(total), float(var)
-        col.rt = np.array([lt[-R:] for lt in levels_t]).reshape(len(levels_t), R)
-        col.rv = np.array([lv[-R:] for lv in levels_v]).reshape(len(levels_v), R)
 
     @staticmethod
     def _bucket_counts(width: np.ndarray, M: int) -> tuple[np.ndarray, np.ndarray]:

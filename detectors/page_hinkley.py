@@ -416,7 +416,7 @@ class PageHinkley:
             span0 = min(int(span0.min()), int((take[check] - 1).min()) // _SPAN)
             r0 = span0 * _SPAN
             first = self.min_instances - 1 - n0[check] - r0   # first row river may test
-            c_det, c_last, c_emin = self._first_fire(sums3[r0:, :, check],
+            c_det, c_last, c_emin = self._first_fire(np.take(sums3[r0:], check, axis=2),
                                                      span_min[span0][:, check], first,
                                                      take[check] - r0)
             det_row[check] = np.where(c_det >= 0, c_det + r0, -1)
@@ -438,12 +438,9 @@ class PageHinkley:
         take - 1) and the running minima (2, c) at that row.
         """
         L, _, c = sums3.shape
-        mins = np.empty((L + 1, 2, c))
-        mins[0] = emin0
-        mins[1:] = sums3
-        np.minimum.accumulate(mins, axis=0, out=mins)
-        mins = mins[1:]
-        over = sums3 - mins > self.threshold
+        mins = np.minimum.accumulate(sums3, axis=0)
+        np.minimum(mins, emin0, out=mins)                 # running minima from the state's
+        over = np.subtract(sums3, mins) > self.threshold
         if self.mode == "up":
             fired = over[:, 0]
         elif self.mode == "down":
@@ -451,8 +448,10 @@ class PageHinkley:
         else:
             fired = over[:, 0] | over[:, 1]
         rows = np.arange(L)[:, None]
-        fired &= rows >= first
-        fired &= rows < take
+        if (first > 0).any():                             # (usually every row may be tested)
+            fired &= rows >= first
+        if (take < L).any():
+            fired &= rows < take
         any_hit = fired.any(axis=0)
         det_row = np.where(any_hit, fired.argmax(axis=0), -1)
         last = np.where(any_hit, det_row, take - 1)

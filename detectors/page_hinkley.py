@@ -52,14 +52,14 @@ _SLOTS = 14          # k-wide slots per row of the row loop's buffer
 _SPAN = 32           # rows per span of the "can this block fire?" bound
 
 
-def _per_span(reduce, a: np.ndarray) -> np.ndarray:
-    """``reduce`` (np.min or np.max) over each span of _SPAN rows of a (L, ...); the last
-    span may be shorter. (A reshape is several times faster than ufunc.reduceat.)"""
+def _per_span(op: np.ufunc, a: np.ndarray) -> np.ndarray:
+    """``op.reduce`` (np.minimum or np.maximum) over each span of _SPAN rows of a (L, ...); the
+    last span may be shorter. (A reshape is several times faster than ufunc.reduceat.)"""
     n_full = a.shape[0] // _SPAN
-    full = reduce(a[:n_full * _SPAN].reshape(n_full, _SPAN, *a.shape[1:]), axis=1)
+    full = op.reduce(a[:n_full * _SPAN].reshape(n_full, _SPAN, *a.shape[1:]), axis=1)
     if n_full * _SPAN == a.shape[0]:
         return full
-    return np.concatenate([full, reduce(a[n_full * _SPAN:], axis=0)[None]])
+    return np.concatenate([full, op.reduce(a[n_full * _SPAN:], axis=0)[None]])
 
 
 def _run_calls(calls: tuple[list, list, list, list], n: int) -> None:
@@ -389,10 +389,10 @@ class PageHinkley:
         # max_span sum - min(emin0, sums up to the span's end), and rounding is monotonic, so
         # where that bound is <= threshold for every span no row of the block can fire.
         # (Rows past a column's `take` are filler: such columns take the exact path.)
-        span_max = _per_span(np.max, sums3)
+        span_max = _per_span(np.maximum, sums3)
         span_min = np.empty((span_max.shape[0] + 1, 2, k))
         span_min[0] = emin0
-        span_min[1:] = _per_span(np.min, sums3)
+        span_min[1:] = _per_span(np.minimum, sums3)
         np.minimum.accumulate(span_min, axis=0, out=span_min)       # min up to each span's end
         span_max -= span_min[1:]
         over = span_max > self.threshold                            # (spans, 2, k)
@@ -412,8 +412,9 @@ class PageHinkley:
             # rows before the first span that may fire (or, for a column short of L rows, the
             # span of its last row) need no test: start there, from the exact running minimum
             # up to that span (rows past a column's take only come later)
-            span0 = np.where(maybe[check], over[:, check].argmax(axis=0), over.shape[0])
-            span0 = min(int(span0.min()), int((take[check] - 1).min()) // _SPAN)
+            spans_hit = over.any(axis=1)                     # (only candidates have any)
+            span0 = int(spans_hit.argmax()) if spans_hit.any() else over.shape[0]
+            span0 = min(span0, int((take[check] - 1).min()) // _SPAN)
             r0 = span0 * _SPAN
             first = self.min_instances - 1 - n0[check] - r0   # first row river may test
             c_det, c_last, c_emin = self._first_fire(np.take(sums3[r0:], check, axis=2),

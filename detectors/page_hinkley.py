@@ -226,11 +226,14 @@ class PageHinkley:
         W = values.shape[1]
         L = out.shape[0]
         if int(start.max()) + L <= W:
-            idx = (cols * W + start) + np.arange(L)[:, None]
+            idx = (cols * W + start)[:, None] + np.arange(L)
         else:
-            idx = np.minimum(start + np.arange(L)[:, None], W - 1)
-            idx += cols * W
-        return np.take(values.reshape(-1), idx, mode="clip", out=out)
+            idx = np.minimum(start[:, None] + np.arange(L), W - 1)
+            idx += (cols * W)[:, None]
+        # column by column (each one sequential run: the prefetcher follows it; row by row,
+        # 64 runs at once, it was ~25% slower), then transposed in the cache
+        np.copyto(out, np.take(values.reshape(-1), idx, mode="clip").T)
+        return out
 
     def _reset_pending(self, cols: np.ndarray) -> None:
         """River resets a detector on the update after a drift: do it for these columns."""

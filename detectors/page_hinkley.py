@@ -420,7 +420,7 @@ class PageHinkley:
             span0 = min(span0, int((take[check] - 1).min()) // _SPAN)
             r0 = span0 * _SPAN
             first = self.min_instances - 1 - n0[check] - r0   # first row river may test
-            c_det, c_last, c_emin = self._first_fire(np.take(sums3[r0:], check, axis=2),
+            c_det, c_last, c_emin = self._first_fire(sums3[r0:, :, check],
                                                      span_min[span0][:, check], first,
                                                      take[check] - r0)
             det_row[check] = np.where(c_det >= 0, c_det + r0, -1)

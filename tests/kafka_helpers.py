@@ -26,10 +26,16 @@ def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
 def produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes] | None = None) -> None:
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10})
     for i, v in enumerate(values):
-        p.produce(topic, value=v, key=None if keys is None else keys[i])
+        key = None if keys is None else keys[i]
+        while True:
+            try:
+                p.produce(topic, value=v, key=key)
+                break
+            except BufferError:          # local queue full (100k messages): let it drain
+                p.poll(0.1)
         if i % 1000 == 0:
             p.poll(0)
-    assert p.flush(30) == 0
+    assert p.flush(60) == 0
 
 
 def read_topic(bootstrap: str, topic: str, until, timeout_s: float = 60.0) -> list:

@@ -13,8 +13,9 @@ import threading
 import numpy as np
 
 
-def check_batch(X: np.ndarray, n_features: int) -> np.ndarray:
-    """Return X as a C-contiguous float64 (B, D) array or raise a clear error.
+def check_batch(X: np.ndarray, n_features: int) -> tuple[np.ndarray, bool]:
+    """Return (X as a C-contiguous float64 (B, D) array, whether X holds any NaN), or raise a
+    clear error.
 
     Accepts any real numeric array (ints and bools are converted); a 1-D array is accepted
     only when ``n_features == 1`` (one column). Infinite values are rejected: they carry no
@@ -31,9 +32,11 @@ def check_batch(X: np.ndarray, n_features: int) -> np.ndarray:
     if X.shape[1] != n_features:
         raise ValueError(f"X has {X.shape[1]} columns but the detector has {n_features} features")
     X = np.ascontiguousarray(X, dtype=np.float64)
-    if X.size and not np.isfinite(X.sum()) and np.isinf(X).any():   # a finite sum: no inf
+    if not X.size or np.isfinite(X.sum()):          # a finite sum: no inf and no NaN
+        return X, False
+    if np.isinf(X).any():
         raise ValueError("X contains infinite values; use NaN for a missing value")
-    return X
+    return X, bool(np.isnan(X).any())              # (or a sum that overflowed)
 
 
 def columns_first(X: np.ndarray, rows_per_tile: int | None = None,

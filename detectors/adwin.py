@@ -180,16 +180,13 @@ class ADWIN:
     # ---------------------------------------------------------------- update
     def update(self, X: np.ndarray) -> np.ndarray:
         """Feed a batch X (B, D) and return the (B, D) bool mask of detections."""
-        X = check_batch(X, self.n_features)
+        X, has_nan = check_batch(X, self.n_features)
         B, D = X.shape
         mask = np.zeros((B, D), dtype=bool)
         if B == 0:
             return mask
         XT = column_major_copy(X)        # one contiguous row per column (work memory)
-        if np.isfinite(X.sum()):         # a finite sum: no NaN (checked finite or NaN before)
-            nan_cols = np.zeros(D, dtype=bool)
-        else:
-            nan_cols = np.isnan(XT).any(axis=1)
+        nan_cols = np.isnan(XT).any(axis=1) if has_nan else np.zeros(D, dtype=bool)
         # Columns whose window has the same length and chunk schedule, fed the same number of
         # values, share every index computation: they are advanced together as one group.
         groups: dict[tuple, list[int]] = {}

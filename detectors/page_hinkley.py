@@ -178,12 +178,12 @@ class PageHinkley:
     # ---------------------------------------------------------------- update
     def update(self, X: np.ndarray) -> np.ndarray:
         """Feed a batch X (B, D) and return the (B, D) bool mask of detections."""
-        X = check_batch(X, self.n_features)
+        X, has_nan = check_batch(X, self.n_features)
         B, D = X.shape
         mask = np.zeros((B, D), dtype=bool)
         if B == 0 or D == 0:
             return mask
-        if not np.isfinite(X.sum()) and np.isnan(X).any():   # a finite sum: no NaN
+        if has_nan:
             values, rows, lengths = compact_columns(X)
         else:
             values = column_major_copy(X)

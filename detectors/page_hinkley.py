@@ -400,12 +400,7 @@ class PageHinkley:
         span_max -= span_min[1:]
         over = span_max > self.threshold                            # (spans, 2, k)
         low = span_min[-1]
-        if self.mode == "up":
-            over = over[:, 0]
-        elif self.mode == "down":
-            over = over[:, 1]
-        else:
-            over = over[:, 0] | over[:, 1]
+        over = self._by_mode(over)                                  # (spans, k)
         maybe = over.any(axis=0)
         check = np.flatnonzero(maybe | (take < L))
         det_row = np.full(k, -1)
@@ -433,6 +428,14 @@ class PageHinkley:
         self._emin[:, cols] = emin_last
         return det_row
 
+    def _by_mode(self, over: np.ndarray) -> np.ndarray:
+        """(n, 2, c) over-threshold flags of [up, down] -> (n, c) for this detector's mode."""
+        if self.mode == "up":
+            return over[:, 0]
+        if self.mode == "down":
+            return over[:, 1]
+        return over[:, 0] | over[:, 1]
+
     def _first_fire(self, sums3: np.ndarray, emin0: np.ndarray, first: np.ndarray,
                     take: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """River's test on rows first[j] .. take[j] - 1 of some columns: sums3 (L, 2, c),
@@ -444,13 +447,7 @@ class PageHinkley:
         L, _, c = sums3.shape
         mins = np.minimum.accumulate(sums3, axis=0)
         np.minimum(mins, emin0, out=mins)                 # running minima from the state's
-        over = np.subtract(sums3, mins) > self.threshold
-        if self.mode == "up":
-            fired = over[:, 0]
-        elif self.mode == "down":
-            fired = over[:, 1]
-        else:
-            fired = over[:, 0] | over[:, 1]
+        fired = self._by_mode(np.subtract(sums3, mins) > self.threshold)
         rows = np.arange(L)[:, None]
         if (first > 0).any():                             # (usually every row may be tested)
             fired &= rows >= first

@@ -33,6 +33,10 @@ The first test with a passing cut is the detection. Only then is river's delete-
 replayed (once per detection, not per value): the windows after 0, 1, 2, ... deletions are
 computed with river's scalar recurrences and tested together, so that ``width``,
 ``estimation`` and ``variance`` read exactly as river's do.
+Columns are advanced in groups (numpy's per-call cost is paid once a group): columns with
+equal windows share all index work; columns whose windows differ (each restarted at its own
+detection, the usual state of a service after a few drifts) are grouped in short steps with
+per-column bucket layouts.
 Logarithms use ``math.log`` (the C library's, as Rust's ``f64::ln``), since numpy's
 vectorized log can differ in the last bit.
 
@@ -51,6 +55,10 @@ from ._columns import check_batch, check_float, check_int, column_major_copy
 
 _MAX_CHUNK = 1 << 14
 _GROUP = 16
+_MIX_STEP = 4096         # longest step of a group of columns with unequal windows (measured:
+                         # 11 columns of unequal windows together take 0.36x the time of each
+                         # alone in steps of 500 values, 0.6x at 2000, 0.9x at 4000, 1.1-1.4x
+                         # at 8000-16000, where their bucket layouts outgrow the CPU caches)
 _CELLS = 1 << 14          # (tests x columns) per block of tests: rows of 128 KiB
 _SCAN_CELLS = 1 << 15     # (cuts x tests x columns) per step of the cut test: 256 KiB arrays
 
@@ -187,8 +195,8 @@ class ADWIN:
             return mask
         XT = column_major_copy(X)        # one contiguous row per column (work memory)
         nan_cols = np.isnan(XT).any(axis=1) if has_nan else np.zeros(D, dtype=bool)
-        # Columns whose window has the same length and chunk schedule, fed the same number of
-        # values, share every index computation: they are advanced together as one group.
+        # Columns fed the same number of values with the same delta are fed together (their
+        # windows may differ in length: see _feed).
         groups: dict[tuple, list[int]] = {}
         values: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         for j in range(D):
@@ -197,13 +205,8 @@ class ADWIN:
                 rows = np.flatnonzero(~np.isnan(x))
                 x = x[rows]
             values[j] = (x, rows)
-            c = self._cols[j]
-            groups.setdefault((c.n, c.pending, c.chunk, x.size, c.delta), []).append(j)
-        # a few columns per group amortize the index work (the cut test runs in cache-sized
-        # steps whatever the group size); measured here: 8, 16 and 32 a group are equal on
-        # 64 columns, and 16 keeps a model of 10-16 signals in one group (~9% faster replay)
-        split = [m[i:i + _GROUP] for m in groups.values() for i in range(0, len(m), _GROUP)]
-        for members in split:
+            groups.setdefault((x.size, self._cols[j].delta), []).append(j)
+        for members in groups.values():
             if not nan_cols[members].any() and members[-1] - members[0] == len(members) - 1:
                 Xg = XT[members[0]:members[-1] + 1]          # consecutive columns: a view
             else:
@@ -217,43 +220,72 @@ class ADWIN:
         return mask
 
     def _feed(self, members: list[int], Xg: np.ndarray) -> list[list[int]]:
-        """Feed columns `members` (same window length and schedule) with the rows of Xg (k, m).
+        """Feed columns `members` (same delta) with the rows of Xg (k, m).
 
-        Returns per member the indices of its detections in its row. A member that detects
-        leaves the group and continues alone after its detection.
+        Returns per member the indices of its detections in its row. Each column advances
+        chunk by chunk (its chunk doubles while it does not detect, and restarts small after a
+        detection); in each round, columns whose next step has the same length advance
+        together (see _rounds), whatever their positions in their rows. A column that detects
+        stops at that value and goes on from the next.
         """
-        hits: list[list[int]] = [[] for _ in members]
-        size = Xg.shape[1]
-        work = [(list(range(len(members))), 0)]       # (group, position) still to feed
-        while work:
-            active, pos = work.pop()
-            while pos < size and active:
-                cols = [self._cols[members[a]] for a in active]
-                lead = cols[0]
-                if lead.pending or lead.chunk == 0:
-                    for c in cols:
-                        if c.pending:
-                            self._reset(c)
-                        c.chunk = self._min_chunk
-                end = min(size, pos + lead.chunk)
-                det = self._advance(cols, Xg[active, pos:end])
-                full = end - pos == lead.chunk
-                still = []
-                for a, c, d in zip(active, cols, det.tolist(), strict=True):
+        k, size = Xg.shape
+        hits: list[list[int]] = [[] for _ in range(k)]
+        pos = [0] * k
+        active = list(range(k)) if size else []
+        while active:
+            for step, group in self._rounds(members, active, size, pos):
+                p0 = pos[group[0]]
+                if all(pos[a] == p0 for a in group):
+                    rows = group[0] if len(group) == 1 else group
+                    if len(group) > 1 and group == list(range(group[0], group[-1] + 1)):
+                        rows = slice(group[0], group[-1] + 1)
+                    Xc = Xg[rows, p0:p0 + step]
+                    if Xc.ndim == 1:
+                        Xc = Xc[None]
+                else:
+                    Xc = np.stack([Xg[a, pos[a]:pos[a] + step] for a in group])
+                cols = [self._cols[members[a]] for a in group]
+                det = self._advance(cols, Xc)
+                for a, c, d in zip(group, cols, det.tolist(), strict=True):
                     if d < 0:
-                        if full:
+                        if step == c.chunk:
                             c.chunk = min(self._max_chunk, c.chunk * 2)
-                        still.append(a)
-                        continue
-                    hits[a].append(pos + d)
-                    if len(active) == 1:          # alone: go on right after the detection
-                        end = pos + d + 1
-                    elif pos + d + 1 < size:      # leaves the group, continues on its own
-                        work.append(([a], pos + d + 1))
-                if len(active) > 1:
-                    active = still
-                pos = end
+                        pos[a] += step
+                    else:
+                        hits[a].append(pos[a] + d)
+                        pos[a] += d + 1
+            active = [a for a in active if pos[a] < size]
         return hits
+
+    def _rounds(self, members: list[int], active: list[int], size: int, pos: list[int]
+                ) -> list[tuple[int, list[int]]]:
+        """One round of steps: (step length, group of active columns) to advance together.
+
+        Columns with equal windows share all index work: groups of up to _GROUP of them.
+        The others are grouped with columns of other window lengths (same step, same number
+        of levels, so their cut tests have about as many buckets) in steps of at most
+        _MIX_STEP values: that saves numpy's per-call cost, which dominates short steps,
+        while their per-column bucket layouts stay in the CPU caches.
+        """
+        equal: dict[tuple[int, int], list[int]] = {}
+        for a in active:
+            c = self._cols[members[a]]
+            if c.pending or c.chunk == 0:
+                if c.pending:
+                    self._reset(c)
+                c.chunk = self._min_chunk
+            equal.setdefault((min(c.chunk, size - pos[a]), c.n), []).append(a)
+        rounds: list[tuple[int, list[int]]] = []
+        mixed: dict[tuple[int, int], list[int]] = {}
+        for (step, n), ready in equal.items():
+            if len(ready) >= _GROUP // 2 or step > _MIX_STEP:
+                rounds.extend((step, ready[s:s + _GROUP]) for s in range(0, len(ready), _GROUP))
+            else:
+                mixed.setdefault((step, n.bit_length()), []).extend(ready)
+        for (step, _), ready in mixed.items():
+            ready.sort(key=lambda a: self._cols[members[a]].n)
+            rounds.extend((step, ready[s:s + _GROUP]) for s in range(0, len(ready), _GROUP))
+        return rounds
 
     def _reset(self, col: _Column) -> None:
         col.n, col.total, col.var = 0, 0.0, 0.0
@@ -264,15 +296,23 @@ class ADWIN:
         col.chunk = 0
 
     def _advance(self, cols: list[_Column], X: np.ndarray) -> np.ndarray:
-        """Advance columns with equal window length over chunk X (k, C).
+        """Advance columns over chunk X (k, C): row j holds column j's next C values.
 
-        Returns per column the index in the chunk of its first detection, or -1. A column that
-        detects is left at that value, with river's post-cut window in ``col.post`` and
-        ``col.pending`` set; the others are left at the end of the chunk.
+        The columns' windows may differ in length. What depends only on the window length
+        (bucket layout, test widths) is computed once when all lengths are equal, per column
+        otherwise. Returns per column the index in the chunk of its first detection, or -1.
+        A column that detects is left at that value, with river's post-cut window in
+        ``col.post`` and ``col.pending`` set; the others are left at the end of the chunk.
         """
         k, C = X.shape
-        n0, R = cols[0].n, self._ring
-        w = np.arange(n0 + 1, n0 + C + 1, dtype=np.float64)          # width after each value
+        R = self._ring
+        n0 = np.array([c.n for c in cols], dtype=np.int64)               # (k,) values so far
+        same = bool(n0.min() == n0.max())
+        if same:
+            n0i = int(n0[0])
+            w = np.arange(n0i + 1, n0i + C + 1, dtype=np.float64)       # width after each value
+        else:
+            w = (n0[:, None] + np.arange(1, C + 1)).astype(np.float64)
         tot = np.empty((k, C + 1))
         tot[:, 0] = [c.total for c in cols]
         tot[:, 1:] = X
@@ -287,31 +327,50 @@ class ADWIN:
         sq = inc * wm1                                               # (w - 1) * inc * inc / w
         sq *= inc
         np.divide(sq, w, out=inc)
-        if n0 == 0:
+        if same and n0i == 0:
             inc[:, 0] = 0.0                                          # width 1: no increment
+        elif not same:
+            inc[n0 == 0, 0] = 0.0
         np.cumsum(var, axis=1, out=var)
         tot, var = tot[:, 1:], var[:, 1:]
 
-        # blocks per level: ring (the last R blocks before the chunk) + blocks of this chunk.
-        # The totals of all levels side by side in one array (views per level) and a final
-        # 0.0 column, the total of an empty bucket slot; the variances likewise. Each level's
-        # new blocks are written in place by the pairing of the level below.
+        # blocks per level: ring (the last R blocks before the chunk) + blocks of this chunk
+        # (+ 2 spare slots when window lengths differ: then a column may have one block less
+        # than the level's longest and its pairing may read past its blocks). The totals of all
+        # levels side by side in one array (views per level) and a final 0.0 column, the total
+        # of an empty bucket slot; the variances likewise. Block b of level i of column j is
+        # at position b - offsets[i][j] of the level. Each level's new blocks are written in
+        # place by the pairing of the level below.
         n_end = n0 + C
-        n_levels = n_end.bit_length()
-        seg = [R + (n_end >> i) - (n0 >> i) for i in range(n_levels)]
+        n_levels = int(n_end.max()).bit_length()
+        if same:
+            new = [((n0i + C) >> i) - (n0i >> i) for i in range(n_levels)]   # blocks per level
+            most = new
+        else:
+            new = [(n_end >> i) - (n0 >> i) for i in range(n_levels)]   # (k,) blocks per level
+            most = [int(h.max()) for h in new]
+        seg = [R + h + (0 if same else 2) for h in most]
         bases = np.cumsum([0] + seg)
-        flat = np.empty((k, int(bases[-1]) + 1))
+        make = np.empty if same else np.zeros
+        flat = make((k, int(bases[-1]) + 1))
         flat[:, -1] = 0.0
-        flat_v = np.empty((k, int(bases[-1])))
+        flat_v = make((k, int(bases[-1])))
         levels_t = [flat[:, bases[i]:bases[i + 1]] for i in range(n_levels)]   # (k, seg[i])
         levels_v = [flat_v[:, bases[i]:bases[i + 1]] for i in range(n_levels)]
-        offsets = [(n0 >> i) - R for i in range(n_levels)]   # block index of element 0
-        levels_t[0][:, R:] = X                      # level 0: the values, variance 0.0
-        levels_v[0][:, R:] = 0.0
-        n_ring = cols[0].rt.shape[0]
+        levels_t[0][:, R:R + C] = X                 # level 0: the values, variance 0.0
+        levels_v[0][:, R:R + C] = 0.0
+        rings = [c.rt.shape[0] for c in cols]
+        n_ring = max(rings)
         if n_ring:
-            rings_t = np.stack([c.rt for c in cols])                # (k, n_ring, R)
-            rings_v = np.stack([c.rv for c in cols])
+            if min(rings) == n_ring:
+                rings_t = np.stack([c.rt for c in cols])            # (k, n_ring, R)
+                rings_v = np.stack([c.rv for c in cols])
+            else:
+                rings_t = np.full((k, n_ring, R), np.nan)
+                rings_v = np.full((k, n_ring, R), np.nan)
+                for j, c in enumerate(cols):
+                    rings_t[j, :rings[j]] = c.rt
+                    rings_v[j, :rings[j]] = c.rv
         for i in range(n_levels):
             lt, lv = levels_t[i], levels_v[i]
             if i < n_ring:
@@ -323,35 +382,55 @@ class ADWIN:
             if i + 1 == n_levels:
                 break
             # pair blocks of level i into level i + 1 (a pending left half comes from the ring)
-            first = R - 1 if (n0 >> i) & 1 else R
-            t0, t1 = lt[:, first::2], lt[:, first + 1::2]
-            v0, v1 = lv[:, first::2], lv[:, first + 1::2]
-            half = t1.shape[1]                      # = new blocks of level i + 1
-            t0, v0 = t0[:, :half], v0[:, :half]
-            scale = 1.0 / float(1 << i)             # exact: x * 2**-i == x / 2**i bit for bit
-            dmu = t0 * scale                        # mu1 - mu2, mu = total / n
+            half = most[i + 1]                      # new blocks of level i + 1
+            parity = None if same else (n0 >> i) & 1
+            if same or parity.min() == parity.max():
+                first = R - ((n0i >> i) & 1 if same else int(parity[0]))
+                t0, t1 = lt[:, first:first + 2 * half:2], lt[:, first + 1:first + 2 * half:2]
+                v0, v1 = lv[:, first:first + 2 * half:2], lv[:, first + 1:first + 2 * half:2]
+            else:
+                left = (R - parity)[:, None] + 2 * np.arange(half)
+                t0, t1 = np.take_along_axis(lt, left, 1), np.take_along_axis(lt, left + 1, 1)
+                v0, v1 = np.take_along_axis(lv, left, 1), np.take_along_axis(lv, left + 1, 1)
+            np.add(t0, t1, out=levels_t[i + 1][:, R:R + half])
+            new_v = levels_v[i + 1][:, R:R + half]
+            # river: variance = (v0 + v1) + n * 0.5 * dmu * dmu, with n = 2**i, dmu = mu1 - mu2
+            # and mu = total / n; x * 2**-i == x / 2**i bit for bit. At level 0 (n = 1) the
+            # values' variances are 0.0 and 0.0 + 0.0 + x == x: the same numbers, fewer steps.
+            if i == 0:
+                dmu = np.subtract(t0, t1)
+                np.multiply(dmu, 0.5, out=new_v)
+                new_v *= dmu
+                continue
+            scale = 1.0 / float(1 << i)
+            dmu = t0 * scale
             dmu -= t1 * scale
-            np.add(t0, t1, out=levels_t[i + 1][:, R:])
-            # river: variance = (v0 + v1) + n * 0.5 * dmu * dmu, with n = 2**i
             dev = dmu * (float(1 << i) * 0.5)
             dev *= dmu
-            new_v = np.add(v0, v1, out=levels_v[i + 1][:, R:])
+            np.add(v0, v1, out=new_v)
             new_v += dev
 
-        det = self._first_cut(n0, C, tot, var, flat, bases[:-1] - np.asarray(offsets),
-                              cols[0].delta)
-        # the ring of each level: its last R blocks, for every column at once
-        ring_idx = (bases[1:, None] - R + np.arange(R)).reshape(-1)
-        ring_t = flat[:, ring_idx].reshape(k, n_levels, R)
-        ring_v = flat_v[:, ring_idx].reshape(k, n_levels, R)
+        det = self._first_cut(n0, same, C, tot, var, flat, bases[:-1], cols[0].delta)
+        # the ring of each level: its last R blocks (trimmed to the column's own levels)
+        if same:
+            ring_idx = (bases[1:, None] - R + np.arange(R)).reshape(-1)
+            ring_t = flat[:, ring_idx].reshape(k, n_levels, R)
+            ring_v = flat_v[:, ring_idx].reshape(k, n_levels, R)
+        else:
+            ends = np.stack(new, axis=1)                                # (k, n_levels)
+            ring_idx = (bases[:-1] + ends)[:, :, None] + np.arange(R)   # (k, n_levels, R)
+            ring_t = np.take_along_axis(flat, ring_idx.reshape(k, -1), 1).reshape(k, n_levels, R)
+            ring_v = np.take_along_axis(flat_v, ring_idx.reshape(k, -1), 1).reshape(k, n_levels, R)
         for j, c in enumerate(cols):
             d = int(det[j])
             if d < 0:
-                c.n, c.total, c.var = n_end, float(tot[j, -1]), float(var[j, -1])
-                c.rt, c.rv = ring_t[j], ring_v[j]
+                own = int(n_end[j]).bit_length()
+                c.n, c.total, c.var = int(n_end[j]), float(tot[j, -1]), float(var[j, -1])
+                c.rt, c.rv = ring_t[j, :own], ring_v[j, :own]
                 continue
-            wd = n0 + d + 1
+            wd = int(n0[j]) + d + 1
             c.n, c.total, c.var = wd, float(tot[j, d]), float(var[j, d])
+            offsets = [(int(n0[j]) >> i) - R for i in range(n_levels)]   # block of element 0
             c.post = self._post_cut_window(wd, c.total, c.var, [lt[j] for lt in levels_t],
                                            [lv[j] for lv in levels_v], offsets, c.delta)
             c.pending = True
@@ -359,7 +438,8 @@ class ADWIN:
 
     @staticmethod
     def _bucket_counts(width: np.ndarray, M: int) -> tuple[np.ndarray, np.ndarray]:
-        """River's buckets after `width` values: (counts, first block index), each (L, T).
+        """River's buckets after `width` values (any shape S): (counts, first block index),
+        each (L, *S).
 
         Level i has received a_i blocks (a_0 = width), merged m_i pairs of them and holds
         c_i = a_i - 2 m_i buckets: blocks 2 m_i .. a_i - 1 of level i; a_{i+1} = m_i =
@@ -368,9 +448,10 @@ class ADWIN:
         """
         width = np.asarray(width, dtype=np.int64)
         n_levels = max(1, int(width.max()).bit_length() + 1)
-        i = np.arange(n_levels, dtype=np.int64)[:, None]
-        a = np.maximum((width - (M - 1) * ((1 << i) - 1)) >> i, 0)     # (levels, T)
-        used = int(np.flatnonzero(a.any(axis=1))[-1]) + 1 if width.any() else 0
+        i = np.arange(n_levels, dtype=np.int64).reshape((-1,) + (1,) * width.ndim)
+        a = np.maximum((width - (M - 1) * ((1 << i) - 1)) >> i, 0)     # (levels, *S)
+        used = int(np.flatnonzero(a.reshape(n_levels, -1).any(axis=1))[-1]) + 1 \
+            if width.any() else 0
         a = a[:used + 1]
         merges = a[1:]
         return a[:-1] - 2 * merges, 2 * merges
@@ -381,22 +462,23 @@ class ADWIN:
         """river's cut test over all cuts: bool (k, T), True where some cut of window t of
         column j passes.
 
-        Window t of every column has ``width[t]`` values and buckets of ``sizes[:, t]`` (Q, T)
-        in river's scan order (empty slots: size 0 and total 0.0, which repeat the previous
-        cut exactly and change nothing). ``rows(qs)`` gives the columns' bucket totals of
-        cuts ``qs`` as a (k, len(qs), T) array; ``total`` and ``var`` (k, T) are the running
+        Window t of column j has ``width[j, t]`` values and buckets of ``sizes[:, j, t]``
+        (Q, k', T) in river's scan order (empty slots: size 0 and total 0.0, which repeat the
+        previous cut exactly and change nothing); k' is k, or 1 when all columns' windows
+        are alike (then broadcast). ``rows(qs)`` gives the columns' bucket totals of cuts
+        ``qs`` as a (len(qs), k, T) array; ``total`` and ``var`` (k, T) are the running
         total and variance. Windows are the last axis, so every broadcast operand runs along
         the long inner loop. What depends only on sizes (n0, n1, m) is computed once for all
-        columns. The running sums u0, u1 advance cut by cut in river's order (a row addition
-        each: numpy's accumulate along a leading axis is several times slower); the test
-        itself runs on a few cuts at a time, sized to stay in the CPU caches. Cuts whose
-        slots are all empty are skipped (they repeat the previous cut). ``n0`` (Q, T), the
-        values before each cut, is the running sum of ``sizes`` unless given.
+        alike columns. The running sums u0, u1 advance cut by cut in river's order (a row
+        addition each: numpy's accumulate along a leading axis is several times slower); the
+        test itself runs on a few cuts at a time, sized to stay in the CPU caches. Cuts whose
+        slots are all empty are skipped (they repeat the previous cut). ``n0`` (Q, k', T),
+        the values before each cut, is the running sum of ``sizes`` unless given.
         """
         mwl = float(self.min_window_length)
         if n0 is None:                                               # river: n0 += bucket_size
             n0 = np.empty(sizes.shape)
-            acc = np.zeros(sizes.shape[1])
+            acc = np.zeros(sizes.shape[1:])
             for q, size_q in enumerate(sizes):
                 acc = np.add(acc, size_q, out=n0[q])
         n1 = width - n0
@@ -410,7 +492,7 @@ class ADWIN:
             # eps = sqrt(2 m (var / width) d') + 2/3 d' m. Scaling by 2 is exact, so
             # (2 m)(var/w) == m (2 (var/w)) bit for bit.
             two_vw = 2.0 * (var / width)                             # (k, T)
-            cuts = np.flatnonzero((sizes > 0).any(axis=1))
+            cuts = np.flatnonzero((sizes > 0).reshape(sizes.shape[0], -1).any(axis=1))
             g_max = max(1, min(cuts.size, _SCAN_CELLS // (k * T)))
             U0, U1 = np.empty((g_max, k, T)), np.empty((g_max, k, T))
             dm_buf, root_buf = np.empty((g_max, k, T)), np.empty((g_max, k, T))
@@ -419,71 +501,95 @@ class ADWIN:
             for s in range(0, cuts.size, g_max):
                 qs = cuts[s:s + g_max]
                 g = qs.size
-                totals = rows(qs)                                    # (k, g, T)
+                totals = rows(qs)                                    # (g, k, T)
                 for a in range(g):
-                    u0 = np.add(u0, totals[:, a], out=U0[a])         # river: u0 += total_at
-                    u1 = np.subtract(u1, totals[:, a], out=U1[a])    # river: u1 -= total_at
+                    u0 = np.add(u0, totals[a], out=U0[a])            # river: u0 += total_at
+                    u1 = np.subtract(u1, totals[a], out=U1[a])       # river: u1 -= total_at
                 if not shape_ok[qs].any():
                     continue
                 dm, root = dm_buf[:g], root_buf[:g]
-                np.divide(U0[:g], n0[qs][:, None, :], out=dm)       # delta_mean =
-                dm -= np.divide(U1[:g], n1[qs][:, None, :], out=root)   # u0 / n0 - u1 / n1
+                np.divide(U0[:g], n0[qs], out=dm)                   # delta_mean =
+                dm -= np.divide(U1[:g], n1[qs], out=root)           # u0 / n0 - u1 / n1
                 np.abs(dm, out=dm)
-                np.multiply(m[qs][:, None, :], two_vw, out=root)
+                np.multiply(m[qs], two_vw, out=root)
                 root *= dprime
                 np.sqrt(root, out=root)
-                root += two_thirds_dp_m[qs][:, None, :]
+                root += two_thirds_dp_m[qs]
                 hit |= (dm > root).any(axis=0)
         return hit
 
-    def _first_cut(self, n0: int, C: int, tot: np.ndarray, var: np.ndarray, flat: np.ndarray,
-                   bases: np.ndarray, delta: float) -> np.ndarray:
+    def _first_cut(self, n0: np.ndarray, same: bool, C: int, tot: np.ndarray, var: np.ndarray,
+                   flat: np.ndarray, bases: np.ndarray, delta: float) -> np.ndarray:
         """Per column of the group, the chunk index of its first passing test, or -1.
 
-        ``flat`` (k, blocks + 1) holds every level's block totals side by side and a final
-        0.0; block b of level i is column ``bases[i] + b``.
+        ``n0`` (k,) values before the chunk per column (all equal if ``same``). ``flat``
+        (k, F) holds every level's block totals side by side and a final 0.0; block b of
+        level i of column j is column ``bases[i] + b - (n0[j] >> i) + ring`` of row j.
         """
-        clock, M = self.clock, self.max_buckets
-        k = tot.shape[0]
-        first = n0 + 1
-        start = max(first, self.grace_period + 1)
+        clock, M, R = self.clock, self.max_buckets, self._ring
+        k, F = flat.shape
+        n0s = n0[:1] if same else n0                                 # (k',)
+        first = n0s + 1                                              # width at chunk index 0
+        start = np.maximum(first, self.grace_period + 1)
         start = -(-start // clock) * clock                           # first multiple of clock
-        if start > n0 + C:
+        n_tests = (n0s + C - start) // clock + 1                     # (k',) tests in the chunk
+        T = int(n_tests.max())
+        if T <= 0:
             return np.full(k, -1)
-        tw = np.arange(start, n0 + C + 1, clock, dtype=np.int64)    # test widths
-        ti = tw - first                                              # their index in the chunk
-        counts, firsts = self._bucket_counts(tw, M)                  # (L, T)
-        L, T = counts.shape
-        bases = bases[:L]
+        tw = start[:, None] + clock * np.arange(T)                   # (k', T) test widths
+        in_chunk = np.arange(T) < n_tests[:, None]
+        if not in_chunk.all():
+            tw = np.where(in_chunk, tw, first[:, None])              # placeholders, masked out
+        ti = tw - first[:, None]                                     # their index in the chunk
+        counts, firsts = self._bucket_counts(tw, M)                  # (L, k', T)
+        L = counts.shape[0]
+        shift = np.arange(L, dtype=np.int64)[:, None]
+        block0 = bases[:L, None] + R - (n0s >> shift)                # (L, k'): block 0's column
         ks = np.arange(M)
-        idx = (firsts + bases[:, None])[:, :, None] + ks              # (L, T, M)
-        valid = ks < counts[:, :, None]
-        idx[~valid] = flat.shape[1] - 1
-        scale = 1 << np.arange(L, dtype=np.int64)[:, None]
-        sizes = valid * scale[:, :, None]
+        idx = (firsts + block0[:, :, None])[..., None] + ks          # (L, k', T, M)
+        valid = ks < counts[..., None]
+        idx[~valid] = F - 1
+        scale = (1 << shift)[:, :, None]                             # (L, 1, 1)
+        sizes = valid * scale[..., None]
         # values before each slot's cut in river's scan order (top level first, oldest bucket
         # first): the levels above, then this level's buckets up to the slot (integers: exact)
         level_sizes = counts * scale
         above = np.cumsum(level_sizes[::-1], axis=0)[::-1] - level_sizes
-        n0 = above[:, :, None] + np.minimum(ks + 1, counts[:, :, None]) * scale[:, :, None]
-        # river scans the top level first, oldest bucket first: (L reversed, M, T) -> (L * M, T)
-        idx, sizes, n0 = (x[::-1].transpose(0, 2, 1).reshape(L * M, T) for x in (idx, sizes, n0))
-        sizes, n0 = sizes.astype(np.float64), n0.astype(np.float64)
+        n0q = above[..., None] + np.minimum(ks + 1, counts[..., None]) * scale[..., None]
+        # river scans the top level first, oldest bucket first: (L reversed, k', T, M) ->
+        # (L * M, k', T)
+        kk = n0s.size
+        idx, sizes, n0q = (x[::-1].transpose(0, 3, 1, 2).reshape(L * M, kk, T)
+                           for x in (idx, sizes, n0q))
+        sizes, n0q = sizes.astype(np.float64), n0q.astype(np.float64)
         width = tw.astype(np.float64)
         dprime = self._dprime(tw, delta)
-        tot_t, var_t = tot[:, ti], var[:, ti]                        # (k, T)
+        if same:
+            tot_t, var_t = tot[:, ti[0]], var[:, ti[0]]              # (k, T)
+        else:
+            tot_t, var_t = np.take_along_axis(tot, ti, 1), np.take_along_axis(var, ti, 1)
+            idx += (np.arange(k) * F)[:, None]                       # rows of flat, flattened
+        flat_all = flat.reshape(-1)
+        ti = np.broadcast_to(ti, (k, T))
         first_hit = np.full(k, -1)
         # tests in blocks whose rows stay in the CPU caches; stop once all columns have hit
         step = max(1, _CELLS // k)
         for s in range(0, T, step):
             e = min(T, s + step)
-            idx_b = idx[:, s:e]
-            hit = self._cut_scan(lambda qs, idx_b=idx_b: np.take(flat, idx_b[qs], axis=1),
-                                 sizes[:, s:e], width[s:e], tot_t[:, s:e], var_t[:, s:e],
-                                 dprime[s:e], n0[:, s:e])                  # (k, e - s)
+            idx_b = idx[:, :, s:e]
+            if same:
+                def rows(qs, idx_b=idx_b):
+                    return np.take(flat, idx_b[qs, 0], axis=1).transpose(1, 0, 2)
+            else:
+                def rows(qs, idx_b=idx_b):
+                    return np.take(flat_all, idx_b[qs])
+            hit = self._cut_scan(rows, sizes[:, :, s:e], width[:, s:e], tot_t[:, s:e],
+                                 var_t[:, s:e], dprime[:, s:e], n0q[:, :, s:e])  # (k, e - s)
+            hit &= in_chunk[:, s:e]
             new = (first_hit < 0) & hit.any(axis=1)
             if new.any():
-                first_hit[new] = ti[s + hit[new].argmax(axis=1)]
+                rows_new = np.flatnonzero(new)
+                first_hit[new] = ti[rows_new, s + hit[new].argmax(axis=1)]
                 if (first_hit >= 0).all():
                     break
         return first_hit
@@ -495,7 +601,7 @@ class ADWIN:
         math.log (tables are shared by the detector's columns and are not part of its state).
         """
         k = tw // self.clock
-        need = int(k[-1]) + 1
+        need = int(k.max()) + 1
         table = self._dprime_tables.get(delta, np.zeros(0))
         if need > table.size:
             size = max(need, 2 * table.size, 1024)
@@ -541,13 +647,13 @@ class ADWIN:
         pos = np.arange(B)[:, None] + np.arange(S)                  # (cut q, window s): bucket
         live = pos < B
         pos[~live] = 0
-        totals = np.where(live, np.asarray(bt + [0.0])[pos], 0.0)[None]     # (1, Q, S)
-        sizes = np.where(live, np.asarray(bn + [0.0])[pos], 0.0)           # (Q, S)
-        Ws, TOTs, VARs = (np.array(col) for col in zip(*windows, strict=True))
+        totals = np.where(live, np.asarray(bt + [0.0])[pos], 0.0)[:, None]  # (Q, 1, S)
+        sizes = np.where(live, np.asarray(bn + [0.0])[pos], 0.0)[:, None]   # (Q, 1, S)
+        Ws, TOTs, VARs = (np.array(col)[None] for col in zip(*windows, strict=True))   # (1, S)
         with np.errstate(divide="ignore", invalid="ignore"):
             dprime = _ln(2.0 * _ln(Ws) / delta)
-        passed = self._cut_scan(lambda qs: totals[:, qs], sizes, Ws, TOTs[None, :], VARs[None, :],
-                                dprime)[0]
+        passed = self._cut_scan(lambda qs: totals[qs], sizes, Ws, TOTs, VARs, dprime)[0]
+        Ws = Ws[0]
         # river stops at the first window without a passing cut, or an empty one
         stop = [s for s in range(S) if not passed[s] or Ws[s] <= 0 or s == B]
         return windows[stop[0] if stop else S - 1]

@@ -183,3 +183,31 @@ def test_adwin_many_columns_split_into_groups_equal_river():
         X[1000 + 100 * j:, j] += 2.0           # each column shifts at its own time
     X[::7, 5] = np.nan                          # one column with gaps: its own schedule
     _check("ADWIN", ADWIN, X, {"clock": 16}, cuts=[700, 3001, 3002, 5000])
+
+
+@pytest.mark.parametrize("params", [{}, {"clock": 1, "max_buckets": 2}, {"clock": 4},
+                                    {"grace_period": 100, "min_window_length": 20}])
+def test_adwin_columns_with_unequal_windows_advanced_together_equal_river(params, monkeypatch):
+    """Columns whose windows differ in length (each drifted at its own times, some with gaps)
+    advance together in short steps; every column, and its window after the last batch,
+    still equals river's."""
+    rng = np.random.default_rng(len(params))
+    X = rng.normal(size=(8000, 13))
+    for j in range(13):
+        for cp in rng.integers(0, 8000, size=3):
+            X[cp:, j] += rng.normal(0, 2)
+    X[rng.random(X.shape) < 0.1] = np.nan
+    X[:, :4] = np.where(np.isnan(X[:, :4]), 0.0, X[:, :4])   # 4 columns without gaps
+    unequal = []
+    advance = ADWIN._advance
+
+    def spy(self, cols, Xc):
+        unequal.append(len({c.n for c in cols}) > 1)
+        return advance(self, cols, Xc)
+
+    monkeypatch.setattr(ADWIN, "_advance", spy)
+    det, finals = _check("ADWIN", ADWIN, X, params, cuts=list(range(500, 8000, 500)) + [777, 3333])
+    assert any(unequal)                        # the case under test did happen
+    assert np.array_equal(det.width, [f.width for f in finals])
+    assert np.array_equal(det.variance, [f.variance for f in finals])
+    assert np.array_equal(det.total, [f.total for f in finals])

@@ -248,7 +248,7 @@ class ADWIN:
                 det = self._advance(cols, Xc)
                 for a, c, d in zip(group, cols, det.tolist(), strict=True):
                     if d < 0:
-                        if step == c.chunk:
+                        if step >= c.chunk:
                             c.chunk = min(self._max_chunk, c.chunk * 2)
                         pos[a] += step
                     else:
@@ -261,11 +261,13 @@ class ADWIN:
                 ) -> list[tuple[int, list[int]]]:
         """One round of steps: (step length, group of active columns) to advance together.
 
-        Columns with equal windows share all index work: groups of up to _GROUP of them.
-        The others are grouped with columns of other window lengths (same step, same number
-        of levels, so their cut tests have about as many buckets) in steps of at most
-        _MIX_STEP values: that saves numpy's per-call cost, which dominates short steps,
-        while their per-column bucket layouts stay in the CPU caches.
+        A column's step is its chunk, or the rest of its row when that is at most _MIX_STEP
+        values (a column restarted by a detection then joins the others at once: its values
+        after a detection in the step cost little). Columns with equal windows share all index
+        work: groups of up to _GROUP of them. The others are grouped with columns of other
+        window lengths in steps of at most _MIX_STEP values: that saves numpy's per-call
+        cost, which dominates short steps, while their per-column bucket layouts stay in
+        the CPU caches.
         """
         equal: dict[tuple[int, int], list[int]] = {}
         for a in active:
@@ -274,16 +276,17 @@ class ADWIN:
                 if c.pending:
                     self._reset(c)
                 c.chunk = self._min_chunk
-            equal.setdefault((min(c.chunk, size - pos[a]), c.n), []).append(a)
+            rest = size - pos[a]
+            equal.setdefault((rest if rest <= _MIX_STEP else min(c.chunk, rest), c.n), []).append(a)
         rounds: list[tuple[int, list[int]]] = []
-        mixed: dict[tuple[int, int], list[int]] = {}
-        for (step, n), ready in equal.items():
+        mixed: dict[int, list[int]] = {}
+        for (step, _), ready in equal.items():
             if len(ready) >= _GROUP // 2 or step > _MIX_STEP:
                 rounds.extend((step, ready[s:s + _GROUP]) for s in range(0, len(ready), _GROUP))
             else:
-                mixed.setdefault((step, n.bit_length()), []).extend(ready)
-        for (step, _), ready in mixed.items():
-            ready.sort(key=lambda a: self._cols[members[a]].n)
+                mixed.setdefault(step, []).extend(ready)
+        for step, ready in mixed.items():
+            ready.sort(key=lambda a: self._cols[members[a]].n)   # similar windows together
             rounds.extend((step, ready[s:s + _GROUP]) for s in range(0, len(ready), _GROUP))
         return rounds
 
@@ -359,6 +362,7 @@ class ADWIN:
         levels_v = [flat_v[:, bases[i]:bases[i + 1]] for i in range(n_levels)]
         levels_t[0][:, R:R + C] = X                 # level 0: the values, variance 0.0
         levels_v[0][:, R:R + C] = 0.0
+        by_row = np.arange(k)[:, None]                               # row of each column
         rings = [c.rt.shape[0] for c in cols]
         n_ring = max(rings)
         if n_ring:
@@ -390,8 +394,8 @@ class ADWIN:
                 v0, v1 = lv[:, first:first + 2 * half:2], lv[:, first + 1:first + 2 * half:2]
             else:
                 left = (R - parity)[:, None] + 2 * np.arange(half)
-                t0, t1 = np.take_along_axis(lt, left, 1), np.take_along_axis(lt, left + 1, 1)
-                v0, v1 = np.take_along_axis(lv, left, 1), np.take_along_axis(lv, left + 1, 1)
+                right = left + 1
+                t0, t1, v0, v1 = lt[by_row, left], lt[by_row, right], lv[by_row, left], lv[by_row, right]
             np.add(t0, t1, out=levels_t[i + 1][:, R:R + half])
             new_v = levels_v[i + 1][:, R:R + half]
             # river: variance = (v0 + v1) + n * 0.5 * dmu * dmu, with n = 2**i, dmu = mu1 - mu2
@@ -419,8 +423,8 @@ class ADWIN:
         else:
             ends = np.stack(new, axis=1)                                # (k, n_levels)
             ring_idx = (bases[:-1] + ends)[:, :, None] + np.arange(R)   # (k, n_levels, R)
-            ring_t = np.take_along_axis(flat, ring_idx.reshape(k, -1), 1).reshape(k, n_levels, R)
-            ring_v = np.take_along_axis(flat_v, ring_idx.reshape(k, -1), 1).reshape(k, n_levels, R)
+            ring_t = flat[by_row[:, :, None], ring_idx]                 # (k, n_levels, R)
+            ring_v = flat_v[by_row[:, :, None], ring_idx]
         for j, c in enumerate(cols):
             d = int(det[j])
             if d < 0:
@@ -542,32 +546,32 @@ class ADWIN:
             tw = np.where(in_chunk, tw, first[:, None])              # placeholders, masked out
         ti = tw - first[:, None]                                     # their index in the chunk
         counts, firsts = self._bucket_counts(tw, M)                  # (L, k', T)
-        L = counts.shape[0]
-        shift = np.arange(L, dtype=np.int64)[:, None]
-        block0 = bases[:L, None] + R - (n0s >> shift)                # (L, k'): block 0's column
-        ks = np.arange(M)
-        idx = (firsts + block0[:, :, None])[..., None] + ks          # (L, k', T, M)
-        valid = ks < counts[..., None]
+        L, kk = counts.shape[0], n0s.size
+        # river scans the top level first, oldest bucket first: slot s of the l-th level from
+        # the top is cut l * M + s. Everything is built in that order: (L, M, k', T).
+        counts, firsts = counts[::-1, None], firsts[::-1, None]      # (L, 1, k', T)
+        level = np.arange(L - 1, -1, -1, dtype=np.int64)[:, None]   # (L, 1)
+        block0 = bases[:L][::-1, None] + R - (n0s >> level)          # (L, k'): block 0's column
+        ks = np.arange(M)[:, None, None]                             # (M, 1, 1)
+        idx = (firsts + block0[:, None, :, None]) + ks               # (L, M, k', T)
+        valid = ks < counts
         idx[~valid] = F - 1
-        scale = (1 << shift)[:, :, None]                             # (L, 1, 1)
-        sizes = valid * scale[..., None]
-        # values before each slot's cut in river's scan order (top level first, oldest bucket
-        # first): the levels above, then this level's buckets up to the slot (integers: exact)
-        level_sizes = counts * scale
-        above = np.cumsum(level_sizes[::-1], axis=0)[::-1] - level_sizes
-        n0q = above[..., None] + np.minimum(ks + 1, counts[..., None]) * scale[..., None]
-        # river scans the top level first, oldest bucket first: (L reversed, k', T, M) ->
-        # (L * M, k', T)
-        kk = n0s.size
-        idx, sizes, n0q = (x[::-1].transpose(0, 3, 1, 2).reshape(L * M, kk, T)
-                           for x in (idx, sizes, n0q))
-        sizes, n0q = sizes.astype(np.float64), n0q.astype(np.float64)
+        scale = np.ldexp(1.0, level)[:, :, None, None]               # (L, 1, 1, 1): 2**level
+        sizes = valid * scale
+        # values before each slot's cut: the levels above, then this level's buckets up to
+        # the slot (integers, exact in float64)
+        level_sizes = counts * scale                                 # (L, 1, k', T)
+        above = np.cumsum(level_sizes, axis=0) - level_sizes
+        n0q = np.minimum(ks + 1, counts) * scale
+        n0q += above
+        idx, sizes, n0q = (x.reshape(L * M, kk, T) for x in (idx, sizes, n0q))
         width = tw.astype(np.float64)
         dprime = self._dprime(tw, delta)
         if same:
             tot_t, var_t = tot[:, ti[0]], var[:, ti[0]]              # (k, T)
         else:
-            tot_t, var_t = np.take_along_axis(tot, ti, 1), np.take_along_axis(var, ti, 1)
+            by_row = np.arange(k)[:, None]
+            tot_t, var_t = tot[by_row, ti], var[by_row, ti]
             idx += (np.arange(k) * F)[:, None]                       # rows of flat, flattened
         flat_all = flat.reshape(-1)
         ti = np.broadcast_to(ti, (k, T))

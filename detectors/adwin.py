@@ -54,7 +54,8 @@ from . import _state
 from ._columns import check_batch, check_float, check_int, column_major_copy
 
 _MAX_CHUNK = 1 << 14
-_GROUP = 16
+_GROUP = 16              # columns a group: 8, 16 and 32 are equal on 64 columns, and 16 keeps
+                         # a model of 10-16 signals in one group (~9% faster replay)
 _MIX_STEP = 4096         # longest step of a group of columns with unequal windows (measured:
                          # 11 columns of unequal windows together take 0.36x the time of each
                          # alone in steps of 500 values, 0.6x at 2000, 0.9x at 4000, 1.1-1.4x

@@ -60,6 +60,9 @@ _MIX_STEP = 4096         # longest step of a group of columns with unequal windo
                          # 11 columns of unequal windows together take 0.36x the time of each
                          # alone in steps of 500 values, 0.6x at 2000, 0.9x at 4000, 1.1-1.4x
                          # at 8000-16000, where their bucket layouts outgrow the CPU caches)
+_ACCUMULATE_CELLS = 256  # (tests x columns) up to which the cut sums run as one cumsum down
+                         # the cuts (numpy's accumulate along a leading axis is slower per
+                         # value than row additions, but one call instead of two a cut)
 _CELLS = 1 << 14          # (tests x columns) per block of tests: rows of 128 KiB
 _SCAN_CELLS = 1 << 15     # (cuts x tests x columns) per step of the cut test: 256 KiB arrays
 
@@ -211,7 +214,7 @@ class ADWIN:
             if not nan_cols[members].any() and members[-1] - members[0] == len(members) - 1:
                 Xg = XT[members[0]:members[-1] + 1]          # consecutive columns: a view
             else:
-                Xg = np.stack([values[j][0] for j in members])
+                Xg = np.array([values[j][0] for j in members])
             for g, hits in zip(members, self._feed(members, Xg), strict=True):
                 if hits:
                     rows = values[g][1]
@@ -244,7 +247,7 @@ class ADWIN:
                     if Xc.ndim == 1:
                         Xc = Xc[None]
                 else:
-                    Xc = np.stack([Xg[a, pos[a]:pos[a] + step] for a in group])
+                    Xc = np.array([Xg[a, pos[a]:pos[a] + step] for a in group])
                 cols = [self._cols[members[a]] for a in group]
                 det = self._advance(cols, Xc)
                 for a, c, d in zip(group, cols, det.tolist(), strict=True):
@@ -368,26 +371,29 @@ class ADWIN:
         n_ring = max(rings)
         if n_ring:
             if min(rings) == n_ring:
-                rings_t = np.stack([c.rt for c in cols])            # (k, n_ring, R)
-                rings_v = np.stack([c.rv for c in cols])
+                rings_t = np.array([c.rt for c in cols])            # (k, n_ring, R)
+                rings_v = np.array([c.rv for c in cols])
             else:
                 rings_t = np.full((k, n_ring, R), np.nan)
                 rings_v = np.full((k, n_ring, R), np.nan)
                 for j, c in enumerate(cols):
                     rings_t[j, :rings[j]] = c.rt
                     rings_v[j, :rings[j]] = c.rv
-        for i in range(n_levels):
+        # every level's ring in place at once (NaN for the levels the columns did not have)
+        ring_cols = (bases[:n_levels, None] + np.arange(R)).reshape(-1)
+        had = ring_cols[:n_ring * R]
+        if n_ring:
+            flat[:, had] = rings_t.reshape(k, -1)
+            flat_v[:, had] = rings_v.reshape(k, -1)
+        if n_ring < n_levels:
+            flat[:, ring_cols[n_ring * R:]] = np.nan
+            flat_v[:, ring_cols[n_ring * R:]] = np.nan
+        for i in range(n_levels - 1):
             lt, lv = levels_t[i], levels_v[i]
-            if i < n_ring:
-                lt[:, :R] = rings_t[:, i]
-                lv[:, :R] = rings_v[:, i]
-            else:
-                lt[:, :R] = np.nan
-                lv[:, :R] = np.nan
-            if i + 1 == n_levels:
-                break
-            # pair blocks of level i into level i + 1 (a pending left half comes from the ring)
             half = most[i + 1]                      # new blocks of level i + 1
+            if half == 0:
+                break                               # none above either: rings as they were
+            # pair blocks of level i into level i + 1 (a pending left half comes from the ring)
             parity = None if same else (n0 >> i) & 1
             if same or parity.min() == parity.max():
                 first = R - ((n0i >> i) & 1 if same else int(parity[0]))
@@ -499,28 +505,38 @@ class ADWIN:
             two_vw = 2.0 * (var / width)                             # (k, T)
             cuts = np.flatnonzero((sizes > 0).reshape(sizes.shape[0], -1).any(axis=1))
             g_max = max(1, min(cuts.size, _SCAN_CELLS // (k * T)))
-            U0, U1 = np.empty((g_max, k, T)), np.empty((g_max, k, T))
+            # U0[1 + a], U1[1 + a]: u0, u1 after cut a of the step; row 0 carries the sums in
+            U0, U1 = np.empty((g_max + 1, k, T)), np.empty((g_max + 1, k, T))
+            U0[0], U1[0] = 0.0, total
             dm_buf, root_buf = np.empty((g_max, k, T)), np.empty((g_max, k, T))
-            u0, u1 = np.zeros((k, T)), np.array(total, dtype=np.float64)
             hit = np.zeros((k, T), dtype=bool)
             for s in range(0, cuts.size, g_max):
                 qs = cuts[s:s + g_max]
                 g = qs.size
                 totals = rows(qs)                                    # (g, k, T)
-                for a in range(g):
-                    u0 = np.add(u0, totals[a], out=U0[a])            # river: u0 += total_at
-                    u1 = np.subtract(u1, totals[a], out=U1[a])       # river: u1 -= total_at
-                if not shape_ok[qs].any():
-                    continue
-                dm, root = dm_buf[:g], root_buf[:g]
-                np.divide(U0[:g], n0[qs], out=dm)                   # delta_mean =
-                dm -= np.divide(U1[:g], n1[qs], out=root)           # u0 / n0 - u1 / n1
-                np.abs(dm, out=dm)
-                np.multiply(m[qs], two_vw, out=root)
-                root *= dprime
-                np.sqrt(root, out=root)
-                root += two_thirds_dp_m[qs]
-                hit |= (dm > root).any(axis=0)
+                if k * T <= _ACCUMULATE_CELLS:
+                    # few windows: one accumulation down the cuts (the same additions in
+                    # the same order; u1 - t == u1 + (-t) exactly)
+                    U0[1:g + 1] = totals
+                    np.negative(totals, out=U1[1:g + 1])
+                    np.cumsum(U0[:g + 1], axis=0, out=U0[:g + 1])
+                    np.cumsum(U1[:g + 1], axis=0, out=U1[:g + 1])
+                else:
+                    for a in range(g):
+                        np.add(U0[a], totals[a], out=U0[a + 1])      # river: u0 += total_at
+                        np.subtract(U1[a], totals[a], out=U1[a + 1])  # river: u1 -= total_at
+                u0s, u1s = U0[1:g + 1], U1[1:g + 1]
+                if shape_ok[qs].any():
+                    dm, root = dm_buf[:g], root_buf[:g]
+                    np.divide(u0s, n0[qs], out=dm)                  # delta_mean =
+                    dm -= np.divide(u1s, n1[qs], out=root)          # u0 / n0 - u1 / n1
+                    np.abs(dm, out=dm)
+                    np.multiply(m[qs], two_vw, out=root)
+                    root *= dprime
+                    np.sqrt(root, out=root)
+                    root += two_thirds_dp_m[qs]
+                    hit |= (dm > root).any(axis=0)
+                U0[0], U1[0] = U0[g], U1[g]                          # carried to the next step
         return hit
 
     def _first_cut(self, n0: np.ndarray, same: bool, C: int, tot: np.ndarray, var: np.ndarray,

@@ -1,10 +1,11 @@
 """End-to-end events/s of `replay` and `run`, next to two baselines measured in the same run.
 
     python bench/e2e.py [--events 100000] [--run-events 300000] [--features 10 50] [--no-kafka]
+                        [--models 1] [--batch 5000]
 
-Workload: row-per-event JSON, one model, F numeric features + a numeric prediction, N(0, 1)
-with a shift of the first feature halfway. In-process rates are the best of --repeat
-alternating rounds. Baselines:
+Workload: row-per-event JSON, one model (or --models, round-robin), F numeric features + a
+numeric prediction, N(0, 1) with a shift of the first feature halfway. In-process rates are the
+best of --repeat alternating rounds. Baselines:
   floor  orjson.loads of each message and nothing else (decode-only)
   naive  orjson.loads + river's ADWIN and PageHinkley updated per value (what a simple
          service would do), measured on a prefix and reported per event
@@ -40,12 +41,14 @@ from stream.events import Message  # noqa: E402
 from stream.pipeline import Pipeline  # noqa: E402
 
 
-def make_values(n: int, f: int, seed: int = 0) -> list[bytes]:
+def make_values(n: int, f: int, seed: int = 0, models: int = 1) -> list[bytes]:
+    """n events of f features; with models > 1, event i belongs to model m{i % models}."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, f))
     X[n // 2:, 0] += 1.0
     pred = rng.random(n)
-    return [orjson.dumps({"model": "m", "id": str(i), "ts": 1.7e9 + i * 0.001,
+    name = (lambda i: "m") if models == 1 else (lambda i: f"m{i % models}")
+    return [orjson.dumps({"model": name(i), "id": str(i), "ts": 1.7e9 + i * 0.001,
                           "features": {f"f{k}": float(X[i, k]) for k in range(f)},
                           "prediction": float(pred[i])}) for i in range(n)]
 
@@ -64,9 +67,9 @@ def naive_rate(values: list[bytes]) -> float:
         ev = orjson.loads(v)
         items = list(ev["features"].items()) + [("prediction", ev["prediction"])]
         for name, x in items:
-            d = dets.get(name)
+            d = dets.get((ev["model"], name))
             if d is None:
-                d = dets[name] = (drift.ADWIN(), drift.PageHinkley())
+                d = dets[(ev["model"], name)] = (drift.ADWIN(), drift.PageHinkley())
             d[0].update(x)
             d[1].update(x)
     return len(values) / (time.perf_counter() - t)
@@ -97,7 +100,8 @@ def _events_ok(port: int) -> float:
     return 0.0
 
 
-def run_rate(values: list[bytes], bootstrap: str, guarantee: str = "at-least-once") -> tuple[float, float]:
+def run_rate(values: list[bytes], bootstrap: str, guarantee: str = "at-least-once",
+             batch: int = 5000) -> tuple[float, float]:
     """(events/s from the first processed batch to the last, events/s of busy batch time)."""
     from kafka_helpers import create_topics, free_port, produce, write_config
 
@@ -108,7 +112,7 @@ def run_rate(values: list[bytes], bootstrap: str, guarantee: str = "at-least-onc
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = write_config(Path(tmp) / "c.toml", bootstrap, unique, port, kafka=f'guarantee = "{guarantee}"')
-        cfg.write_text(cfg.read_text().replace("batch_size = 2000", "batch_size = 5000"))
+        cfg.write_text(cfg.read_text().replace("batch_size = 2000", f"batch_size = {batch}"))
         proc = subprocess.Popen([sys.executable, "-m", "stream", "run", "--config", str(cfg)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
                                 env={**os.environ})
@@ -131,12 +135,23 @@ def run_rate(values: list[bytes], bootstrap: str, guarantee: str = "at-least-onc
 
 
 def columnar_values(values: list[bytes], rows_per_message: int = 1000) -> list[bytes]:
-    evs = [orjson.loads(v) for v in values]
+    """The same rows as columnar messages of up to rows_per_message rows of one model."""
+    per_model: dict[str, list[dict]] = {}
+    for v in values:
+        ev = orjson.loads(v)
+        per_model.setdefault(ev["model"], []).append(ev)
+    out = []
+    for model, evs in per_model.items():
+        out.extend(_columnar_messages(model, evs, rows_per_message))
+    return out
+
+
+def _columnar_messages(model: str, evs: list[dict], rows_per_message: int) -> list[bytes]:
     out = []
     for s in range(0, len(evs), rows_per_message):
         part = evs[s:s + rows_per_message]
         names = list(part[0]["features"])
-        out.append(orjson.dumps({"model": "m", "ts": [e["ts"] for e in part], "id": [e["id"] for e in part],
+        out.append(orjson.dumps({"model": model, "ts": [e["ts"] for e in part], "id": [e["id"] for e in part],
                                  "features": {n: [e["features"][n] for e in part] for n in names},
                                  "prediction": [e["prediction"] for e in part]}))
     return out
@@ -149,10 +164,10 @@ def kserve_values(values: list[bytes]) -> list[bytes]:
         e = orjson.loads(v)
         names = list(e["features"])
         out.append(orjson.dumps({"specversion": "1.0", "type": "org.kubeflow.serving.inference.request",
-                                 "id": str(i), "source": "s", "inferenceservicename": "m",
+                                 "id": str(i), "source": "s", "inferenceservicename": e["model"],
                                  "data": {"instances": [[e["features"][n] for n in names]]}}))
         out.append(orjson.dumps({"specversion": "1.0", "type": "org.kubeflow.serving.inference.response",
-                                 "id": str(i), "source": "s", "inferenceservicename": "m",
+                                 "id": str(i), "source": "s", "inferenceservicename": e["model"],
                                  "data": {"predictions": [e["prediction"]]}}))
     return out
 
@@ -168,9 +183,11 @@ def main() -> None:
     ap.add_argument("--bootstrap", default="127.0.0.1:9092")
     ap.add_argument("--no-kafka", action="store_true")
     ap.add_argument("--repeat", type=int, default=3, help="rounds of the in-process rates")
+    ap.add_argument("--models", type=int, default=1, help="events spread round-robin over models")
+    ap.add_argument("--batch", type=int, default=5000, help="messages a batch (replay and run)")
     args = ap.parse_args()
     for f in args.features:
-        values = make_values(args.events, f)
+        values = make_values(args.events, f, models=args.models)
         cols = columnar_values(values)
         # in-process rates: alternating rounds, best of each (this machine's speed drifts by
         # tens of percent between runs)
@@ -178,17 +195,18 @@ def main() -> None:
         for _ in range(args.repeat):
             floor = max(floor, floor_rate(values))
             naive = max(naive, naive_rate(values[: args.naive_events]))
-            replay = max(replay, replay_rate(values))
+            replay = max(replay, replay_rate(values, batch=args.batch))
             col_rate = max(col_rate, replay_rate(cols, batch=5))   # 5 messages of 1000 rows
-        line = (f"features={f:3d} events={args.events}  floor {floor:9,.0f}/s  naive {naive:8,.0f}/s  "
+        line = (f"features={f:3d} models={args.models} batch={args.batch} events={args.events}  "
+                f"floor {floor:9,.0f}/s  naive {naive:8,.0f}/s  "
                 f"replay {replay:9,.0f}/s ({replay / floor:4.0%} of floor, {replay / naive:4.1f}x naive)"
                 f"  columnar replay {col_rate:10,.0f} rows/s ({col_rate / replay:4.1f}x row JSON)")
         ks = replay_rate(kserve_values(values[: args.events // 2]), batch=10_000, fmt="kserve")
         line += f"  kserve replay {ks:9,.0f} rows/s ({ks / replay:4.2f}x row JSON)"
         if not args.no_kafka:
-            run_values = make_values(args.run_events, f)
-            wall, busy = run_rate(run_values, args.bootstrap)
-            eos, _ = run_rate(run_values, args.bootstrap, "exactly-once")
+            run_values = make_values(args.run_events, f, models=args.models)
+            wall, busy = run_rate(run_values, args.bootstrap, batch=args.batch)
+            eos, _ = run_rate(run_values, args.bootstrap, "exactly-once", batch=args.batch)
             line += (f"  run {wall:9,.0f}/s ({wall / floor:4.0%} of floor, {wall / naive:4.1f}x naive),"
                      f" {busy:9,.0f}/s of busy batch time; exactly-once {eos:9,.0f}/s"
                      f" ({eos / wall:4.0%} of at-least-once)")

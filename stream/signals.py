@@ -153,6 +153,11 @@ class SignalRegistry:
 
         Seasonal signals (given event times ``ts``) get de-seasonalised residuals instead.
         """
+        if X.shape[1] and self.n.min() >= self.warmup and (self.profile is None or ts is None
+                                                           or not self.profile.columns):
+            # every signal past its warm-up (the steady state): NaN stays NaN by itself
+            Z = (X - self.mean) / self.sd
+            return np.clip(Z, -self.clip_z, self.clip_z, out=Z)
         valid = ~np.isnan(X)
         need = self.warmup - self.n                                  # (D,) warm-up values missing
         rank = np.cumsum(valid, axis=0)
@@ -184,6 +189,12 @@ class SignalRegistry:
     def remember(self, X: np.ndarray) -> None:
         """Push this batch's raw values into each signal's ring of recent values."""
         valid = ~np.isnan(X)
+        if valid.all():                       # every signal has every row: all at once
+            v = X[-RECENT:]
+            pos = (self.recent_pos + np.arange(v.shape[0])[:, None]) % RECENT   # (rows, D)
+            self.recent[pos, np.arange(X.shape[1])] = v
+            self.recent_pos += v.shape[0]
+            return
         for j in np.flatnonzero(valid.any(axis=0)):
             v = X[valid[:, j], j][-RECENT:]
             pos = (self.recent_pos[j] + np.arange(v.size)) % RECENT

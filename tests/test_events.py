@@ -138,29 +138,40 @@ def _same_batches(a, b) -> None:
         assert np.array_equal(x.ts, y.ts)
 
 
+@pytest.mark.parametrize("n_models", [3, 9])
 @pytest.mark.parametrize("late_string", [False, True])
-def test_large_batches_decode_in_pieces_exactly_as_whole(late_string):
-    """decode() splits big batches into pieces; the result is the whole batch's."""
+def test_large_batches_decode_in_pieces_exactly_as_whole(late_string, n_models, monkeypatch):
+    """decode() splits big batches into pieces (not when a piece holds many models); the
+    result is the whole batch's."""
     from stream import events
 
+    pieces = []
+    decode_piece = events._decode
+    monkeypatch.setattr(events, "_decode", lambda *a: pieces.append(len(a[0])) or decode_piece(*a))
     rng = np.random.default_rng(5)
     values = []
     for i in range(3 * events._DECODE_CHUNK + 17):
-        model = ["a", "b", "c"][i % 3]
+        model = "abcdefghi"[i % n_models]
         feats = {"x": float(rng.normal()), "y": int(rng.integers(9))}
         if i % 7 == 0:
             feats["z"] = "red" if i % 2 else None
         if late_string and i == 2500:
             feats["x"] = "oops"              # numeric in early pieces, a string here
         ev = {"model": model, "id": str(i), "features": feats,
-              "prediction": ("yes" if i % 2 else "no") if model == "c" else float(i)}
+              "prediction": ("yes" if i % 2 else "no") if model in "cf" else float(i)}
         values.append(json.dumps(ev).encode())
         if i % 500 == 3:
             values.append(b"{broken")
     batch = [Message(v, "events", 1, i, 1000.0 + i) for i, v in enumerate(values)]
     limits = LimitSettings()
-    whole = events._decode(batch, limits, lambda model: True)
+    whole = decode_piece(batch, limits, lambda model: True)
     _same_batches(decode(batch, limits), whole)
+    # few models: pieces of _DECODE_CHUNK (then whole here, as a feature's type differs
+    # between pieces); many: the first piece shows them and the batch is decoded whole
+    if n_models == 3:
+        assert pieces[:4] == [events._DECODE_CHUNK] * 3 + [len(batch) - 3 * events._DECODE_CHUNK]
+    else:
+        assert pieces == [events._DECODE_CHUNK, len(batch)]
     reasons = {d.reason for d in whole.dead_letters}
     assert "invalid_json" in reasons and (("mixed_types" in reasons) == late_string)
 

@@ -193,3 +193,25 @@ def test_garbage_collector_paused_during_a_batch_and_restored_after(monkeypatch)
     except ZeroDivisionError:
         pass
     assert gc.isenabled()                # restored after an error too
+
+
+def test_signals_of_full_rows_take_the_same_values_as_signals_with_gaps():
+    """Batches where every signal has every row take shortcuts (z-scores without warm-up
+    bookkeeping once all signals are warm, recent values of all signals at once): the same
+    numbers as the general path, which a signal without values forces on its neighbours."""
+    from stream.signals import RECENT, SignalRegistry
+
+    rng = np.random.default_rng(8)
+    full, gappy = SignalRegistry(10, 50, 4.0), SignalRegistry(10, 50, 4.0)
+    full.ensure(["a", "b", "c"])
+    gappy.ensure(["a", "b", "c", "never"])
+    for size in (30, 30, 7, 120, 1, 250):       # through the warm-up, then past RECENT rows
+        X = rng.normal(3.0, 2.0, (size, 3))
+        X[rng.random(X.shape) < 0.01] = 1e6      # clipped
+        with_gap = np.concatenate([X, np.full((size, 1), np.nan)], axis=1)
+        assert np.array_equal(full.standardize(X), gappy.standardize(with_gap)[:, :3], equal_nan=True)
+        full.remember(X)
+        gappy.remember(with_gap)
+        assert np.array_equal(full.recent, gappy.recent[:, :3], equal_nan=True)
+        assert full.recent_pos.tolist() == gappy.recent_pos[:3].tolist()
+    assert full.n.min() >= 50 and (full.recent_pos >= RECENT).all()

@@ -56,6 +56,7 @@ from ._columns import check_batch, check_float, check_int, column_major_copy
 _MAX_CHUNK = 1 << 14
 _GROUP = 16              # columns a group: 8, 16 and 32 are equal on 64 columns, and 16 keeps
                          # a model of 10-16 signals in one group (~9% faster replay)
+_GROUP_CELLS = 1 << 12   # values a step of a group of more than _GROUP columns (short steps)
 _MIX_STEP = 4096         # longest step of a group of columns with unequal windows (measured:
                          # 11 columns of unequal windows together take 0.36x the time of each
                          # alone in steps of 500 values, 0.6x at 2000, 0.9x at 4000, 1.1-1.4x
@@ -102,6 +103,11 @@ class _Column:
         self.pending = False
         self.post = (0.0, 0.0, 0.0)
         self.chunk = 0
+
+
+def _group_size(step: int) -> int:
+    """Columns a group advancing `step` values: _GROUP, more in short steps."""
+    return max(_GROUP, _GROUP_CELLS // step)
 
 
 class ADWIN:
@@ -195,62 +201,106 @@ class ADWIN:
         X, has_nan = check_batch(X, self.n_features)
         B, D = X.shape
         mask = np.zeros((B, D), dtype=bool)
-        if B == 0:
+        if B == 0 or D == 0:
             return mask
         XT = column_major_copy(X)        # one contiguous row per column (work memory)
         nan_cols = np.isnan(XT).any(axis=1) if has_nan else np.zeros(D, dtype=bool)
-        # Columns fed the same number of values with the same delta are fed together (their
-        # windows may differ in length: see _feed).
-        groups: dict[tuple, list[int]] = {}
-        values: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
-        for j in range(D):
-            x, rows = XT[j], None
-            if nan_cols[j]:
-                rows = np.flatnonzero(~np.isnan(x))
-                x = x[rows]
-            values[j] = (x, rows)
-            groups.setdefault((x.size, self._cols[j].delta), []).append(j)
-        for members in groups.values():
-            if not nan_cols[members].any() and members[-1] - members[0] == len(members) - 1:
-                Xg = XT[members[0]:members[-1] + 1]          # consecutive columns: a view
-            else:
-                Xg = np.array([values[j][0] for j in members])
-            for g, hits in zip(members, self._feed(members, Xg), strict=True):
-                if hits:
-                    rows = values[g][1]
-                    idx = np.asarray(hits) if rows is None else rows[hits]
-                    mask[idx, g] = True
-                    self.n_detections[g] += len(hits)
+        values, rows = self._columns_of(XT, nan_cols)
+        hits = self._feed(self._cols, values, None if has_nan else XT)
+        self._mark(mask, hits, rows)
         return mask
 
-    def _feed(self, members: list[int], Xg: np.ndarray) -> list[list[int]]:
-        """Feed columns `members` (same delta) with the rows of Xg (k, m).
+    @staticmethod
+    def update_many(detectors: list[ADWIN], batches: list[np.ndarray]) -> list[np.ndarray]:
+        """``[d.update(X) for d, X in zip(detectors, batches)]``, with the columns of all the
+        detectors advanced together (numpy's per-call cost is paid once a group of columns,
+        not once a detector: many small batches, e.g. one per model, cost much less).
 
-        Returns per member the indices of its detections in its row. Each column advances
-        chunk by chunk (its chunk doubles while it does not detect, and restarts small after a
-        detection); in each round, columns whose next step has the same length advance
-        together (see _rounds), whatever their positions in their rows. A column that detects
-        stops at that value and goes on from the next.
+        Detectors whose parameters other than ``delta`` differ from the first one's are
+        updated on their own. Results and states are exactly those of separate updates.
         """
-        k, size = Xg.shape
+        if len(detectors) != len(batches):
+            raise ValueError(f"{len(detectors)} detectors but {len(batches)} batches")
+        if not detectors:
+            return []
+        lead = detectors[0]
+        params = (lead.clock, lead.max_buckets, lead.min_window_length, lead.grace_period)
+        masks: list[np.ndarray | None] = [None] * len(detectors)
+        cols: list[_Column] = []
+        values: list[np.ndarray] = []
+        owners: list[tuple[int, int, np.ndarray | None]] = []    # (detector, column, rows)
+        for i, (det, X) in enumerate(zip(detectors, batches, strict=True)):
+            if (det.clock, det.max_buckets, det.min_window_length, det.grace_period) != params:
+                masks[i] = det.update(X)
+                continue
+            X, has_nan = check_batch(X, det.n_features)
+            masks[i] = np.zeros(X.shape, dtype=bool)
+            if X.size == 0:
+                continue
+            XT = np.ascontiguousarray(X.T)
+            nan_cols = np.isnan(XT).any(axis=1) if has_nan else np.zeros(X.shape[1], dtype=bool)
+            det_values, det_rows = det._columns_of(XT, nan_cols)
+            cols.extend(det._cols)
+            values.extend(det_values)
+            owners.extend((i, j, r) for j, r in enumerate(det_rows))
+        hits = lead._feed(cols, values, None)
+        for (i, j, rows), h in zip(owners, hits, strict=True):
+            if h:
+                idx = np.asarray(h) if rows is None else rows[h]
+                masks[i][idx, j] = True
+                detectors[i].n_detections[j] += len(h)
+        return masks
+
+    @staticmethod
+    def _columns_of(XT: np.ndarray, nan_cols: np.ndarray
+                    ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+        """Per column its values (NaN dropped) and, if some were, the rows they came from."""
+        values: list[np.ndarray] = []
+        rows: list[np.ndarray | None] = []
+        for j, x in enumerate(XT):
+            r = None
+            if nan_cols[j]:
+                r = np.flatnonzero(~np.isnan(x))
+                x = x[r]
+            values.append(x)
+            rows.append(r)
+        return values, rows
+
+    def _mark(self, mask: np.ndarray, hits: list[list[int]], rows: list[np.ndarray | None]) -> None:
+        for j, h in enumerate(hits):
+            if h:
+                idx = np.asarray(h) if rows[j] is None else rows[j][h]
+                mask[idx, j] = True
+                self.n_detections[j] += len(h)
+
+    def _feed(self, cols: list[_Column], values: list[np.ndarray], matrix: np.ndarray | None
+              ) -> list[list[int]]:
+        """Feed each column ``cols[a]`` with its values ``values[a]`` (1-D, any lengths).
+
+        ``matrix``, if given, is a (k, m) array whose rows are the values (then a group of
+        consecutive columns reads a view of it, not a copy). Returns per column the indices
+        of its detections in its values. Each column advances chunk by chunk (its chunk
+        doubles while it does not detect, and restarts small after a detection); in each
+        round, columns advance together in groups (see _rounds), whatever their positions in
+        their values. A column that detects stops at that value and goes on from the next.
+        All columns must be of detectors with this one's parameters (delta aside).
+        """
+        k = len(cols)
+        sizes = [v.size for v in values]
         hits: list[list[int]] = [[] for _ in range(k)]
         pos = [0] * k
-        active = list(range(k)) if size else []
+        active = [a for a in range(k) if sizes[a]]
         while active:
-            for step, group in self._rounds(members, active, size, pos):
+            for step, group in self._rounds(cols, active, sizes, pos):
                 p0 = pos[group[0]]
-                if all(pos[a] == p0 for a in group):
-                    rows = group[0] if len(group) == 1 else group
-                    if len(group) > 1 and group == list(range(group[0], group[-1] + 1)):
-                        rows = slice(group[0], group[-1] + 1)
-                    Xc = Xg[rows, p0:p0 + step]
-                    if Xc.ndim == 1:
-                        Xc = Xc[None]
+                if matrix is not None and len(group) > 1 and all(pos[a] == p0 for a in group) \
+                        and group == list(range(group[0], group[-1] + 1)):
+                    Xc = matrix[group[0]:group[-1] + 1, p0:p0 + step]
                 else:
-                    Xc = np.array([Xg[a, pos[a]:pos[a] + step] for a in group])
-                cols = [self._cols[members[a]] for a in group]
-                det = self._advance(cols, Xc)
-                for a, c, d in zip(group, cols, det.tolist(), strict=True):
+                    Xc = np.array([values[a][pos[a]:pos[a] + step] for a in group])
+                group_cols = [cols[a] for a in group]
+                det = self._advance(group_cols, Xc)
+                for a, c, d in zip(group, group_cols, det.tolist(), strict=True):
                     if d < 0:
                         if step >= c.chunk:
                             c.chunk = min(self._max_chunk, c.chunk * 2)
@@ -258,40 +308,52 @@ class ADWIN:
                     else:
                         hits[a].append(pos[a] + d)
                         pos[a] += d + 1
-            active = [a for a in active if pos[a] < size]
+            active = [a for a in active if pos[a] < sizes[a]]
         return hits
 
-    def _rounds(self, members: list[int], active: list[int], size: int, pos: list[int]
+    def _rounds(self, cols: list[_Column], active: list[int], sizes: list[int], pos: list[int]
                 ) -> list[tuple[int, list[int]]]:
         """One round of steps: (step length, group of active columns) to advance together.
 
-        A column's step is its chunk, or the rest of its row when that is at most _MIX_STEP
-        values (a column restarted by a detection then joins the others at once: its values
-        after a detection in the step cost little). Columns with equal windows share all index
-        work: groups of up to _GROUP of them. The others are grouped with columns of other
-        window lengths in steps of at most _MIX_STEP values: that saves numpy's per-call
+        A column's step is its chunk, or the rest of its values when that is at most
+        _MIX_STEP (a column restarted by a detection then joins the others at once: its
+        values after a detection in the step cost little). Columns with equal windows and
+        steps share all index work: groups of them. The others are grouped with columns of
+        other window lengths and steps of at most _MIX_STEP values (sorted by step, a group
+        takes its shortest: the others go on in the next round): that saves numpy's per-call
         cost, which dominates short steps, while their per-column bucket layouts stay in
-        the CPU caches.
+        the CPU caches. A group holds up to _GROUP columns, more in short steps (up to
+        _GROUP_CELLS values). Only columns of the same delta are grouped.
         """
-        equal: dict[tuple[int, int], list[int]] = {}
+        equal: dict[tuple[int, int, float], list[int]] = {}
         for a in active:
-            c = self._cols[members[a]]
+            c = cols[a]
             if c.pending or c.chunk == 0:
                 if c.pending:
                     self._reset(c)
                 c.chunk = self._min_chunk
-            rest = size - pos[a]
-            equal.setdefault((rest if rest <= _MIX_STEP else min(c.chunk, rest), c.n), []).append(a)
+            rest = sizes[a] - pos[a]
+            step = rest if rest <= _MIX_STEP else min(c.chunk, rest)
+            equal.setdefault((step, c.n, c.delta), []).append(a)
         rounds: list[tuple[int, list[int]]] = []
-        mixed: dict[int, list[int]] = {}
-        for (step, _), ready in equal.items():
+        mixed: dict[float, list[tuple[int, int, int]]] = {}
+        for (step, n, delta), ready in equal.items():
             if len(ready) >= _GROUP // 2 or step > _MIX_STEP:
-                rounds.extend((step, ready[s:s + _GROUP]) for s in range(0, len(ready), _GROUP))
+                size = _group_size(step)
+                rounds.extend((step, ready[s:s + size]) for s in range(0, len(ready), size))
             else:
-                mixed.setdefault(step, []).extend(ready)
-        for step, ready in mixed.items():
-            ready.sort(key=lambda a: self._cols[members[a]].n)   # similar windows together
-            rounds.extend((step, ready[s:s + _GROUP]) for s in range(0, len(ready), _GROUP))
+                mixed.setdefault(delta, []).extend((step, n, a) for a in ready)
+        for ready in mixed.values():
+            ready.sort()                                  # similar steps and windows together
+            s = 0
+            while s < len(ready):
+                step = ready[s][0]
+                size = _group_size(step)
+                e = s + 1
+                while e < len(ready) and e - s < size and ready[e][0] <= 2 * step:
+                    e += 1
+                rounds.append((step, [a for _, _, a in ready[s:e]]))
+                s = e
         return rounds
 
     def _reset(self, col: _Column) -> None:

@@ -89,6 +89,25 @@ def _adwin(d) -> ADWIN:
                  min_window_length=d.adwin_min_window_length, grace_period=d.adwin_grace_period)
 
 
+def _detect(prepared: list[tuple[ModelMonitor, ModelBatch, np.ndarray, np.ndarray]]
+            ) -> list[dict[str, np.ndarray]]:
+    """Every model's detector masks for its z-scores Z. The ADWIN detectors of all models
+    advance together (ADWIN.update_many: numpy's cost per call is paid once a group of
+    columns, not once a model, which dominated batches of many models); Page-Hinkley per model.
+    """
+    masks: list[dict[str, np.ndarray]] = [{} for _ in prepared]
+    adwin = [i for i, (mon, *_) in enumerate(prepared) if "adwin" in mon.detectors]
+    together = ADWIN.update_many([prepared[i][0].detectors["adwin"] for i in adwin],
+                                 [prepared[i][3] for i in adwin])
+    for i, mask in zip(adwin, together, strict=True):
+        masks[i]["adwin"] = mask
+    for (mon, _, _, Z), m in zip(prepared, masks, strict=True):
+        for name, det in mon.detectors.items():
+            if name != "adwin":
+                m[name] = det.update(Z)
+    return masks
+
+
 class ModelMonitor:
     """Signals and detectors of one model."""
 
@@ -117,6 +136,13 @@ class ModelMonitor:
         return self.signals.size
 
     def process(self, batch: ModelBatch, result: BatchResult) -> None:
+        """prepare, every detector's update, finish: one model's whole batch."""
+        X, Z = self.prepare(batch)
+        self.finish(batch, X, {name: det.update(Z) for name, det in self.detectors.items()}, result)
+
+    def prepare(self, batch: ModelBatch) -> tuple[np.ndarray, np.ndarray]:
+        """The batch's raw signal matrix X and its z-scores Z (the detectors' input), both
+        (rows, signals); the detectors grow with new signals."""
         X, grown = self.signals.matrix(batch)
         if grown:
             for det in self.detectors.values():
@@ -125,10 +151,15 @@ class ModelMonitor:
             if d.bonferroni and "adwin" in self.detectors:
                 # many signals multiply false alarms: share the model's delta among them
                 self.detectors["adwin"].set_delta(d.adwin_delta / max(1, self.n_signals))
-        Z = self.signals.standardize(X, batch.ts)
+        return X, self.signals.standardize(X, batch.ts)
+
+    def finish(self, batch: ModelBatch, X: np.ndarray, masks: dict[str, np.ndarray],
+               result: BatchResult) -> None:
+        """Alerts from the detectors' masks (by detector name, as self.detectors), then the
+        signals' recent values and the feedback watch."""
         hits: list[tuple[int, int, str]] = []
-        for name, det in self.detectors.items():
-            mask = det.update(Z)
+        for name in self.detectors:
+            mask = masks[name]
             if mask.any():
                 rows, cols = np.nonzero(mask)
                 hits.extend(zip(rows.tolist(), cols.tolist(), [name] * rows.size, strict=True))
@@ -284,12 +315,15 @@ class Pipeline:
         batch = decode(messages, self.settings.limits, self._admitter())
         result = BatchResult(dead_letters=adapter_dead + batch.dead_letters, n_events=batch.n_events,
                              models_touched=set(batch.models))
+        prepared = []
         for model, mb in batch.models.items():
             mon = self.models.get(model)
             if mon is None:
                 mon = self.models[model] = ModelMonitor(model, self.settings)
                 mon.recorder = self.recorder
-            mon.process(mb, result)
+            prepared.append((mon, mb, *mon.prepare(mb)))
+        for (mon, mb, X, _), masks in zip(prepared, _detect(prepared), strict=True):
+            mon.finish(mb, X, masks, result)
             if self.store is not None:
                 self.store.add(mb)
                 self._now_ts = max(self._now_ts, float(mb.ts.max()))

@@ -211,3 +211,31 @@ def test_adwin_columns_with_unequal_windows_advanced_together_equal_river(params
     assert np.array_equal(det.width, [f.width for f in finals])
     assert np.array_equal(det.variance, [f.variance for f in finals])
     assert np.array_equal(det.total, [f.total for f in finals])
+
+
+def test_adwin_update_many_equals_separate_updates():
+    """Detectors advanced together (one per model in the service) give each one's own masks
+    and states, whatever their widths, deltas, batch lengths, gaps and detections; a detector
+    with other parameters is simply updated on its own."""
+    rng = np.random.default_rng(3)
+    shapes = [3, 1, 11, 11, 5, 2]
+    together = [ADWIN(d, delta=0.01) for d in shapes] + [ADWIN(2, clock=8)]
+    alone = [ADWIN(d, delta=0.01) for d in shapes] + [ADWIN(2, clock=8)]
+    for det in (together[3], alone[3]):
+        det.set_delta(0.002, [0, 4, 7])
+    for _ in range(40):
+        batches = []
+        for det in alone:
+            X = rng.normal(size=(int(rng.integers(0, 300)), det.n_features))
+            X[:, ::2] += rng.choice([0.0, 3.0])           # shifts now and then
+            X[rng.random(X.shape) < 0.05] = np.nan
+            batches.append(X)
+        masks = ADWIN.update_many(together, batches)
+        for mask, det, X in zip(masks, alone, batches, strict=True):
+            assert np.array_equal(mask, det.update(X))
+    assert sum(int(d.n_detections.sum()) for d in alone) > 20
+    for a, b in zip(together, alone, strict=True):           # (their chunk schedules may differ)
+        for prop in ("width", "total", "variance", "n_detections"):
+            assert np.array_equal(getattr(a, prop), getattr(b, prop)), prop
+    with pytest.raises(ValueError, match="2 detectors but 1 batches"):
+        ADWIN.update_many(together[:2], batches[:1])

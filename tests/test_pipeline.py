@@ -215,3 +215,19 @@ def test_signals_of_full_rows_take_the_same_values_as_signals_with_gaps():
         assert np.array_equal(full.recent, gappy.recent[:, :3], equal_nan=True)
         assert full.recent_pos.tolist() == gappy.recent_pos[:3].tolist()
     assert full.n.min() >= 50 and (full.recent_pos >= RECENT).all()
+
+
+def test_models_detected_together_alert_as_models_detected_one_by_one(monkeypatch):
+    """The ADWIN detectors of a batch's models advance together (ADWIN.update_many): the
+    alerts are exactly those of each model's detectors updated on their own."""
+    evs = [e for _, e in events(DEMO_MODELS, 12000, seed=9)]
+    together = run(Pipeline(load_settings(env={})), evs, batch=700)
+
+    def one_by_one(prepared):
+        return [{name: det.update(Z) for name, det in mon.detectors.items()}
+                for mon, _, _, Z in prepared]
+
+    monkeypatch.setattr(pipeline_module, "_detect", one_by_one)
+    alone = run(Pipeline(load_settings(env={})), evs, batch=700)
+    assert len({a["model"] for a in together}) >= 2        # drifts in several models
+    assert together == alone

@@ -32,6 +32,7 @@ cumulative sums (see :meth:`PageHinkley._closed_form`).
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -188,20 +189,87 @@ class PageHinkley:
         else:
             values = column_major_copy(X)
             rows, lengths = None, np.full(D, B, dtype=np.int64)
+        cols, pos = self._advance(values, lengths)
+        mask[pos if rows is None else rows[cols, pos], cols] = True
+        return mask
+
+    @staticmethod
+    def update_many(detectors: list[PageHinkley], batches: list[np.ndarray]) -> list[np.ndarray]:
+        """``[d.update(X) for d, X in zip(detectors, batches)]``, with the columns of detectors
+        of equal parameters advanced together as one detector (numpy's per-call cost is paid
+        once, not once a detector: many small batches, e.g. one per model, cost much less).
+        Results and states are exactly those of separate updates."""
+        if len(detectors) != len(batches):
+            raise ValueError(f"{len(detectors)} detectors but {len(batches)} batches")
+        masks: list[np.ndarray] = [np.zeros((0, 0), dtype=bool)] * len(detectors)
+        alike: dict[tuple, list[int]] = {}
+        for i, det in enumerate(detectors):
+            alike.setdefault((det.min_instances, det.delta, det.threshold, det.alpha, det.mode,
+                              det.exact), []).append(i)
+        for members in alike.values():
+            if len(members) == 1:
+                masks[members[0]] = detectors[members[0]].update(batches[members[0]])
+                continue
+            parts = [detectors[i] for i in members]
+            checked = [check_batch(batches[i], det.n_features) for i, det in zip(members, parts,
+                                                                                  strict=True)]
+            widths = [X.shape[1] for X, _ in checked]
+            D, L = sum(widths), max(X.shape[0] for X, _ in checked)
+            values, lengths = np.zeros((D, L)), np.zeros(D, dtype=np.int64)
+            rows: list[np.ndarray | None] = []
+            off = 0
+            for (X, has_nan), w in zip(checked, widths, strict=True):
+                r = None
+                if has_nan and w:
+                    v, r, lengths[off:off + w] = compact_columns(X)
+                    values[off:off + w, :v.shape[1]] = v
+                else:
+                    values[off:off + w, :X.shape[0]] = X.T
+                    lengths[off:off + w] = X.shape[0]
+                rows.append(r)
+                off += w
+            fused = copy.copy(parts[0])          # same parameters and work buffers
+            fused.n_features = D
+            for name in ("_n", "_mean", "_pending_reset", "n_detections"):
+                setattr(fused, name, np.concatenate([getattr(p, name) for p in parts]))
+            for name in ("_e", "_emin"):
+                setattr(fused, name, np.concatenate([getattr(p, name) for p in parts], axis=1))
+            cols, pos = fused._advance(values, lengths) if D and L else (np.zeros(0, int),) * 2
+            off = 0
+            for i, det, (X, _), w, r in zip(members, parts, checked, widths, rows, strict=True):
+                own = slice(off, off + w)
+                for name in ("_n", "_mean", "_pending_reset", "n_detections"):
+                    setattr(det, name, getattr(fused, name)[own].copy())
+                for name in ("_e", "_emin"):
+                    setattr(det, name, getattr(fused, name)[:, own].copy())
+                mine = (cols >= off) & (cols < off + w)
+                c, q = cols[mine] - off, pos[mine]
+                mask = np.zeros(X.shape, dtype=bool)
+                mask[q if r is None else r[c, q], c] = True
+                masks[i] = mask
+                off += w
+        return masks
+
+    def _advance(self, values: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Feed column j the values ``values[j, :lengths[j]]`` (one row per column). Returns
+        the detections as (column, index in its values) arrays."""
+        D = values.shape[0]
+        found_cols: list[np.ndarray] = []
+        found_pos: list[np.ndarray] = []
         cursor = np.zeros(D, dtype=np.int64)
         block = self._max_block
         while True:
             active = np.flatnonzero(cursor < lengths)
             if active.size == 0:
-                return mask
+                break
             self._reset_pending(active)
             take = np.minimum(lengths[active] - cursor[active], block)
             det = self._run_block(active, values, cursor[active], take)
             hit = det >= 0
             if hit.any():
                 cols = active[hit]
-                pos = cursor[cols] + det[hit]
-                mask[pos if rows is None else rows[cols, pos], cols] = True
+                found_cols.append(cols)
+                found_pos.append(cursor[cols] + det[hit])
                 self.n_detections[cols] += 1
                 self._pending_reset[cols] = True
                 # a column that drifted restarts after its detection: it simply takes its next
@@ -212,6 +280,9 @@ class PageHinkley:
             else:
                 block = min(self._max_block, block * 2)
             cursor[active] += np.where(hit, det + 1, take)
+        if not found_cols:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(found_cols), np.concatenate(found_pos)
 
     @staticmethod
     def _gather(values: np.ndarray, start: np.ndarray, cols: np.ndarray, out: np.ndarray

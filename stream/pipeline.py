@@ -91,20 +91,16 @@ def _adwin(d) -> ADWIN:
 
 def _detect(prepared: list[tuple[ModelMonitor, ModelBatch, np.ndarray, np.ndarray]]
             ) -> list[dict[str, np.ndarray]]:
-    """Every model's detector masks for its z-scores Z. The ADWIN detectors of all models
-    advance together (ADWIN.update_many: numpy's cost per call is paid once a group of
-    columns, not once a model, which dominated batches of many models); Page-Hinkley per model.
-    """
+    """Every model's detector masks for its z-scores Z. Each kind of detector advances for
+    all models at once (update_many: numpy's cost per call is then paid once a group of
+    columns, not once a model, which dominated batches of many models)."""
     masks: list[dict[str, np.ndarray]] = [{} for _ in prepared]
-    adwin = [i for i, (mon, *_) in enumerate(prepared) if "adwin" in mon.detectors]
-    together = ADWIN.update_many([prepared[i][0].detectors["adwin"] for i in adwin],
-                                 [prepared[i][3] for i in adwin])
-    for i, mask in zip(adwin, together, strict=True):
-        masks[i]["adwin"] = mask
-    for (mon, _, _, Z), m in zip(prepared, masks, strict=True):
-        for name, det in mon.detectors.items():
-            if name != "adwin":
-                m[name] = det.update(Z)
+    for name, cls in (("adwin", ADWIN), ("page_hinkley", PageHinkley)):
+        which = [i for i, (mon, *_) in enumerate(prepared) if name in mon.detectors]
+        together = cls.update_many([prepared[i][0].detectors[name] for i in which],
+                                   [prepared[i][3] for i in which])
+        for i, mask in zip(which, together, strict=True):
+            masks[i][name] = mask
     return masks
 
 

@@ -239,3 +239,27 @@ def test_adwin_update_many_equals_separate_updates():
             assert np.array_equal(getattr(a, prop), getattr(b, prop)), prop
     with pytest.raises(ValueError, match="2 detectors but 1 batches"):
         ADWIN.update_many(together[:2], batches[:1])
+
+
+@pytest.mark.parametrize("params", [{}, {"alpha": 1.0, "delta": 0.25, "threshold": 20.0},
+                                    {"mode": "down", "threshold": 5.0, "exact": True}])
+def test_page_hinkley_update_many_equals_separate_updates(params):
+    """Detectors of equal parameters advanced together as one: each one's own masks and
+    states, whatever their widths, batch lengths and gaps; others on their own."""
+    rng = np.random.default_rng(4)
+    shapes = [3, 1, 11, 0, 11, 5]
+    together = [PageHinkley(d, **params) for d in shapes] + [PageHinkley(2, threshold=7.0)]
+    alone = [PageHinkley(d, **params) for d in shapes] + [PageHinkley(2, threshold=7.0)]
+    for _ in range(30):
+        batches = []
+        for det in alone:
+            X = rng.normal(size=(int(rng.integers(0, 400)), det.n_features))
+            X[:, ::2] += rng.choice([0.0, 2.0])
+            X[rng.random(X.shape) < 0.05] = np.nan
+            batches.append(X)
+        masks = PageHinkley.update_many(together, batches)
+        for mask, det, X in zip(masks, alone, batches, strict=True):
+            assert np.array_equal(mask, det.update(X))
+    assert sum(int(d.n_detections.sum()) for d in alone) > 20
+    for a, b in zip(together, alone, strict=True):
+        assert a.to_bytes() == b.to_bytes()

@@ -223,11 +223,12 @@ def _parse(messages: list[Message], limits: LimitSettings, out: EventBatch,
 
 
 _DECODE_CHUNK = 1024     # messages decoded at a time: their parsed objects stay in the caches
-_PIECE_MODELS = 4        # more models than this in the first piece: the batch is decoded whole
+PIECE_MODELS = 4        # more models than this in the first piece: the batch is decoded whole
 
 
 def decode(messages: list[Message], limits: LimitSettings,
-           admit_model: Callable[[str], bool] = lambda model: True) -> EventBatch:
+           admit_model: Callable[[str], bool] = lambda model: True,
+           pieces: bool | None = None) -> EventBatch:
     """Decode a batch of messages into per-model columns and dead letters.
 
     ``admit_model(model)`` says whether a model may be tracked (the model-count limit);
@@ -238,17 +239,18 @@ def decode(messages: list[Message], limits: LimitSettings,
     when their columns are extracted make decoding about 1.2x faster. Not when a piece holds
     events of many models: each model's columns have a fixed cost per piece (with 100 models
     round-robin, decoding in pieces took 2x as long), so a batch whose first piece has more
-    than ``_PIECE_MODELS`` models is decoded whole (the first piece again: ~1/5 of a batch of
-    5000, less than the joins it saves). A batch in which a
+    than ``PIECE_MODELS`` models is decoded whole (the first piece again: ~1/5 of a batch of
+    5000, less than the joins it saves). ``pieces`` False decodes whole at once (a caller
+    that saw many models in the previous batch), True always in pieces. A batch in which a
     feature of a model is numeric in one piece and categorical in another is decoded whole
     (then mixed types are judged over the whole batch, exactly as unsplit).
     """
-    if len(messages) <= _DECODE_CHUNK:
+    if len(messages) <= _DECODE_CHUNK or pieces is False:
         return _decode(messages, limits, admit_model)
     from .columnar import concat
 
     parts = [_decode(messages[:_DECODE_CHUNK], limits, admit_model)]
-    if len(parts[0].models) > _PIECE_MODELS:
+    if pieces is None and len(parts[0].models) > PIECE_MODELS:
         # many models: each piece would cost every model its own columns, then a join
         return _decode(messages, limits, admit_model)
     parts += [_decode(messages[i:i + _DECODE_CHUNK], limits, admit_model)

@@ -20,7 +20,7 @@ from detectors import ADWIN, PageHinkley
 from .adapters import Converter
 from .alerts import make_alert
 from .config import Settings
-from .events import DeadLetter, Message, ModelBatch, decode
+from .events import PIECE_MODELS, DeadLetter, Message, ModelBatch, decode
 from .feedback import ENTROPY_SIGNAL, SELECTION_SIGNAL, ConcentrationWatch, SelectionWatch
 from .labels import ErrorBatch, PredictionStore, join_labels
 from .lifecycle import Lifecycle
@@ -273,6 +273,7 @@ class Pipeline:
         self.selection: dict[str, tuple[SelectionWatch, Lifecycle]] = {}
         self._now_ts = float("-inf")
         self.recorder = None                  # set by `replay --report`
+        self._pieces = True                   # the last batch had few models (see decode)
 
     def _admitter(self) -> Callable[[str], bool]:
         """The model-count limit for one batch: models admitted earlier in the same batch
@@ -308,7 +309,10 @@ class Pipeline:
         adapter_dead: list[DeadLetter] = []
         if self.converter is not None:
             messages, adapter_dead = self.converter.convert(messages)
-        batch = decode(messages, self.settings.limits, self._admitter())
+        # a batch of many models is decoded whole; the last batch tells (see decode)
+        batch = decode(messages, self.settings.limits, self._admitter(),
+                       pieces=None if self._pieces else False)
+        self._pieces = len(batch.models) <= PIECE_MODELS
         result = BatchResult(dead_letters=adapter_dead + batch.dead_letters, n_events=batch.n_events,
                              models_touched=set(batch.models))
         prepared = []

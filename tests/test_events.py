@@ -172,6 +172,9 @@ def test_large_batches_decode_in_pieces_exactly_as_whole(late_string, n_models, 
         assert pieces[:4] == [events._DECODE_CHUNK] * 3 + [len(batch) - 3 * events._DECODE_CHUNK]
     else:
         assert pieces == [events._DECODE_CHUNK, len(batch)]
+    pieces.clear()                           # told (by the last batch) that it is one piece
+    _same_batches(decode(batch, limits, pieces=False), whole)
+    assert pieces == [len(batch)]
     reasons = {d.reason for d in whole.dead_letters}
     assert "invalid_json" in reasons and (("mixed_types" in reasons) == late_string)
 

@@ -27,6 +27,7 @@ from .pipeline import Pipeline, collector_paused
 from .state import StateError, dump_model, load_model
 
 log = logging.getLogger("streamdrift")
+_GAUGES_INTERVAL_S = 0.5      # lag and per-model gauges refreshed at most this often
 
 
 class DeliveryFailed(RuntimeError):
@@ -139,6 +140,7 @@ class Service:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._last_checkpoint = time.monotonic()
+        self._gauges_at = float("-inf")                # when the gauges were last refreshed
         self._dirty = False
         self._label_offsets: dict[tuple[str, int], int] = {}   # next offset per labels partition
         self.changelog_partitions = 1                           # set when the topics are checked
@@ -518,6 +520,12 @@ class Service:
             consumer.seek(TopicPartition(tp.topic, tp.partition, off if off >= 0 else -2))
 
     def _update_lag(self, consumer: Consumer) -> None:
+        """Lag and the pipelines' gauges, at most once every _GAUGES_INTERVAL_S (they walk
+        every model; a scrape reads them every few seconds, not every batch)."""
+        now = time.monotonic()
+        if now - self._gauges_at < _GAUGES_INTERVAL_S:
+            return
+        self._gauges_at = now
         try:
             assigned = consumer.assignment()
             if not assigned:

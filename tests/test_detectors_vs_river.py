@@ -213,6 +213,18 @@ def test_adwin_columns_with_unequal_windows_advanced_together_equal_river(params
     assert np.array_equal(det.total, [f.total for f in finals])
 
 
+def _ragged_batches(rng, detectors, max_rows: int, shift: float) -> list[np.ndarray]:
+    """One batch per detector: random lengths (0 included), every other column shifted by
+    `shift` now and then, 5% gaps."""
+    batches = []
+    for det in detectors:
+        X = rng.normal(size=(int(rng.integers(0, max_rows)), det.n_features))
+        X[:, ::2] += rng.choice([0.0, shift])
+        X[rng.random(X.shape) < 0.05] = np.nan
+        batches.append(X)
+    return batches
+
+
 def test_adwin_update_many_equals_separate_updates():
     """Detectors advanced together (one per model in the service) give each one's own masks
     and states, whatever their widths, deltas, batch lengths, gaps and detections; a detector
@@ -224,14 +236,8 @@ def test_adwin_update_many_equals_separate_updates():
     for det in (together[3], alone[3]):
         det.set_delta(0.002, [0, 4, 7])
     for _ in range(40):
-        batches = []
-        for det in alone:
-            X = rng.normal(size=(int(rng.integers(0, 300)), det.n_features))
-            X[:, ::2] += rng.choice([0.0, 3.0])           # shifts now and then
-            X[rng.random(X.shape) < 0.05] = np.nan
-            batches.append(X)
-        masks = ADWIN.update_many(together, batches)
-        for mask, det, X in zip(masks, alone, batches, strict=True):
+        batches = _ragged_batches(rng, alone, 300, 3.0)
+        for mask, det, X in zip(ADWIN.update_many(together, batches), alone, batches, strict=True):
             assert np.array_equal(mask, det.update(X))
     assert sum(int(d.n_detections.sum()) for d in alone) > 20
     for a, b in zip(together, alone, strict=True):           # (their chunk schedules may differ)
@@ -251,14 +257,9 @@ def test_page_hinkley_update_many_equals_separate_updates(params):
     together = [PageHinkley(d, **params) for d in shapes] + [PageHinkley(2, threshold=7.0)]
     alone = [PageHinkley(d, **params) for d in shapes] + [PageHinkley(2, threshold=7.0)]
     for _ in range(30):
-        batches = []
-        for det in alone:
-            X = rng.normal(size=(int(rng.integers(0, 400)), det.n_features))
-            X[:, ::2] += rng.choice([0.0, 2.0])
-            X[rng.random(X.shape) < 0.05] = np.nan
-            batches.append(X)
-        masks = PageHinkley.update_many(together, batches)
-        for mask, det, X in zip(masks, alone, batches, strict=True):
+        batches = _ragged_batches(rng, alone, 400, 2.0)
+        for mask, det, X in zip(PageHinkley.update_many(together, batches), alone, batches,
+                                strict=True):
             assert np.array_equal(mask, det.update(X))
     assert sum(int(d.n_detections.sum()) for d in alone) > 20
     for a, b in zip(together, alone, strict=True):

@@ -368,6 +368,15 @@ class _Sources:
         self.topic = np.array(list(map(_TOPIC, messages)), dtype=object)
 
 
+def _check_names(names: list[str], feats: list[dict], limits: LimitSettings) -> None:
+    """Rejects the events that have a feature name out of 1..max_name_length characters."""
+    too_long = [nm for nm in names if not nm or len(nm) > limits.max_name_length]
+    if too_long:
+        bad_names = set(too_long)
+        raise _BadRows([(r, "invalid_name", f"feature names must be 1..{limits.max_name_length} "
+                         "characters") for r, f in enumerate(feats) if bad_names.intersection(f)])
+
+
 class _BadRows(Exception):
     """Rows (indices into the model's event list) that make their messages bad."""
 
@@ -390,33 +399,29 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
     numeric: dict[str, np.ndarray] = {}
     categorical: dict[str, list[Any]] = {}
     bad: list[tuple[int, str, str]] = []
-    # fast path: every event has the same feature names in the same order and only numbers:
-    # all values in one C-level pass into an (n, width) matrix
-    key_orders = set(map(tuple, feats))
-    names: list[str]
-    if len(key_orders) == 1:
-        names = list(next(iter(key_orders)))
-    else:
+    # fast path: every event has the first event's feature names (as many, and each of them:
+    # itemgetter raises KeyError otherwise), in any order, and only numbers: all values in one
+    # C-level pass into an (n, width) matrix
+    names = list(feats[0]) if n else []
+    fast = bool(names) and set(map(len, feats)) == {len(names)} and (
+        all_numbers or set(map(type, chain.from_iterable(map(dict.values, feats)))) <= _NUMBER_TYPES)
+    if fast:
+        _check_names(names, feats, limits)
+        pick = itemgetter(*names)
+        try:
+            M = np.fromiter(map(pick, feats) if len(names) == 1 else
+                            chain.from_iterable(map(pick, feats)), dtype=np.float64,
+                            count=n * len(names)).reshape(n, len(names))
+            numeric = {nm: M[:, k] for k, nm in enumerate(names)}
+            names = []
+        except (KeyError, OverflowError):
+            fast = False
+    if not fast:
         seen: dict[str, None] = {}
         for f in feats:
             seen.update(dict.fromkeys(f))
         names = list(seen)
-    too_long = [nm for nm in names if not nm or len(nm) > limits.max_name_length]
-    if too_long:
-        bad_names = set(too_long)
-        raise _BadRows([(r, "invalid_name", f"feature names must be 1..{limits.max_name_length} "
-                         "characters") for r, f in enumerate(feats) if bad_names.intersection(f)])
-    width = len(names)
-    if len(key_orders) == 1 and width and (
-            all_numbers or set(map(type, chain.from_iterable(map(dict.values, feats)))) <= _NUMBER_TYPES):
-        try:
-            M = np.fromiter(chain.from_iterable(map(dict.values, feats)), dtype=np.float64,
-                            count=n * width).reshape(n, width)
-        except OverflowError:
-            M = None
-        if M is not None:
-            numeric = {nm: M[:, k] for k, nm in enumerate(names)}
-            names = []
+        _check_names(names, feats, limits)
     for name in names:
         col = [f.get(name) for f in feats]
         kinds = set(map(type, col))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -190,3 +191,19 @@ def test_messages_that_are_not_one_json_value_are_judged_alone(odd):
     assert batch.models["m"].numeric["x"].tolist()[-1] == 3.0
     bad = [d.message.offset for d in batch.dead_letters]
     assert bad == ([] if odd.strip().startswith(b'{"model":"m","features":{"x":1}}') else [1])
+
+
+@pytest.mark.parametrize("second", [{"b": 2.5, "a": 1}, {"a": 1, "c": 2.5}, {"a": 1},
+                                    {"a": 1, "b": 2.5, "c": 3}, {"b": 4}])
+def test_feature_columns_whatever_the_order_and_names_of_each_event(second):
+    """Events listing the same features in another order, or other features, give each
+    feature its own column (NaN where an event lacks it), as one by one."""
+    first = {"a": 7, "b": 0.5}
+    batch = decode(msgs(*(orjson.dumps({"model": "m", "features": f}) for f in
+                          (first, second, first))), LIMITS)
+    columns = batch.models["m"].numeric
+    names = list(dict.fromkeys([*first, *second]))
+    assert list(columns) == names
+    for name in names:
+        expected = [f.get(name, np.nan) for f in (first, second, first)]
+        assert np.array_equal(columns[name], np.array(expected, dtype=float), equal_nan=True), name

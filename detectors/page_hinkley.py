@@ -44,6 +44,7 @@ from . import _state
 from ._columns import check_batch, check_float, check_int, column_major_copy, compact_columns
 
 _MODES = ("up", "down", "both")
+_FUSE_VALUES = 1 << 22  # padded values of detectors updated as one (update_many): 32 MB
 _BLOCK = 256         # rows per block of the exact row loop (its buffer: ~2 MB at 64 columns)
 _MIN_BLOCK = 16      # shortest block, used while detections are dense
 _KEPT_WIDTHS = 8     # row-loop buffers kept, per padded width (most recently used)
@@ -207,48 +208,67 @@ class PageHinkley:
             alike.setdefault((det.min_instances, det.delta, det.threshold, det.alpha, det.mode,
                               det.exact), []).append(i)
         for members in alike.values():
-            if len(members) == 1:
-                masks[members[0]] = detectors[members[0]].update(batches[members[0]])
-                continue
-            parts = [detectors[i] for i in members]
-            checked = [check_batch(batches[i], det.n_features) for i, det in zip(members, parts,
-                                                                                  strict=True)]
-            widths = [X.shape[1] for X, _ in checked]
-            D, L = sum(widths), max(X.shape[0] for X, _ in checked)
-            values, lengths = np.zeros((D, L)), np.zeros(D, dtype=np.int64)
-            rows: list[np.ndarray | None] = []
-            off = 0
-            for (X, has_nan), w in zip(checked, widths, strict=True):
-                r = None
-                if has_nan and w:
-                    v, r, lengths[off:off + w] = compact_columns(X)
-                    values[off:off + w, :v.shape[1]] = v
-                else:
-                    values[off:off + w, :X.shape[0]] = X.T
-                    lengths[off:off + w] = X.shape[0]
-                rows.append(r)
-                off += w
-            fused = copy.copy(parts[0])          # same parameters and work buffers
-            fused.n_features = D
-            for name in ("_n", "_mean", "_pending_reset", "n_detections"):
-                setattr(fused, name, np.concatenate([getattr(p, name) for p in parts]))
-            for name in ("_e", "_emin"):
-                setattr(fused, name, np.concatenate([getattr(p, name) for p in parts], axis=1))
-            cols, pos = fused._advance(values, lengths) if D and L else (np.zeros(0, int),) * 2
-            off = 0
-            for i, det, (X, _), w, r in zip(members, parts, checked, widths, rows, strict=True):
-                own = slice(off, off + w)
-                for name in ("_n", "_mean", "_pending_reset", "n_detections"):
-                    setattr(det, name, getattr(fused, name)[own].copy())
-                for name in ("_e", "_emin"):
-                    setattr(det, name, getattr(fused, name)[:, own].copy())
-                mine = (cols >= off) & (cols < off + w)
-                c, q = cols[mine] - off, pos[mine]
-                mask = np.zeros(X.shape, dtype=bool)
-                mask[q if r is None else r[c, q], c] = True
-                masks[i] = mask
-                off += w
+            checked = {i: check_batch(batches[i], detectors[i].n_features) for i in members}
+            # fused in chunks of similar batch lengths: the fused values are padded to the
+            # longest batch of the chunk, at most _FUSE_VALUES of them
+            members.sort(key=lambda i: checked[i][0].shape[0])
+            chunk: list[int] = []
+            width = 0
+            for i in members:
+                rows, w = checked[i][0].shape
+                if chunk and (width + w) * rows > _FUSE_VALUES:
+                    PageHinkley._update_fused([detectors[c] for c in chunk],
+                                              [checked[c] for c in chunk], chunk, masks)
+                    chunk, width = [], 0
+                chunk.append(i)
+                width += w
+            PageHinkley._update_fused([detectors[c] for c in chunk], [checked[c] for c in chunk],
+                                      chunk, masks)
         return masks
+
+    @staticmethod
+    def _update_fused(parts: list[PageHinkley], checked: list[tuple[np.ndarray, bool]],
+                      at: list[int], masks: list[np.ndarray]) -> None:
+        """Update detectors of equal parameters as one with their checked batches; their
+        masks go to ``masks[at[m]]``."""
+        if len(parts) == 1:
+            masks[at[0]] = parts[0].update(checked[0][0])
+            return
+        widths = [X.shape[1] for X, _ in checked]
+        D, L = sum(widths), max(X.shape[0] for X, _ in checked)
+        values, lengths = np.zeros((D, L)), np.zeros(D, dtype=np.int64)
+        rows: list[np.ndarray | None] = []
+        off = 0
+        for (X, has_nan), w in zip(checked, widths, strict=True):
+            r = None
+            if has_nan and w:
+                v, r, lengths[off:off + w] = compact_columns(X)
+                values[off:off + w, :v.shape[1]] = v
+            else:
+                values[off:off + w, :X.shape[0]] = X.T
+                lengths[off:off + w] = X.shape[0]
+            rows.append(r)
+            off += w
+        fused = copy.copy(parts[0])          # same parameters and work buffers
+        fused.n_features = D
+        for name in ("_n", "_mean", "_pending_reset", "n_detections"):
+            setattr(fused, name, np.concatenate([getattr(p, name) for p in parts]))
+        for name in ("_e", "_emin"):
+            setattr(fused, name, np.concatenate([getattr(p, name) for p in parts], axis=1))
+        cols, pos = fused._advance(values, lengths) if D and L else (np.zeros(0, int),) * 2
+        off = 0
+        for i, det, (X, _), w, r in zip(at, parts, checked, widths, rows, strict=True):
+            own = slice(off, off + w)
+            for name in ("_n", "_mean", "_pending_reset", "n_detections"):
+                setattr(det, name, getattr(fused, name)[own].copy())
+            for name in ("_e", "_emin"):
+                setattr(det, name, getattr(fused, name)[:, own].copy())
+            mine = (cols >= off) & (cols < off + w)
+            c, q = cols[mine] - off, pos[mine]
+            mask = np.zeros(X.shape, dtype=bool)
+            mask[q if r is None else r[c, q], c] = True
+            masks[i] = mask
+            off += w
 
     def _advance(self, values: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Feed column j the values ``values[j, :lengths[j]]`` (one row per column). Returns

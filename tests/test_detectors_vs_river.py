@@ -249,9 +249,15 @@ def test_adwin_update_many_equals_separate_updates():
 
 @pytest.mark.parametrize("params", [{}, {"alpha": 1.0, "delta": 0.25, "threshold": 20.0},
                                     {"mode": "down", "threshold": 5.0, "exact": True}])
-def test_page_hinkley_update_many_equals_separate_updates(params):
-    """Detectors of equal parameters advanced together as one: each one's own masks and
-    states, whatever their widths, batch lengths and gaps; others on their own."""
+@pytest.mark.parametrize("fuse_values", [None, 600])
+def test_page_hinkley_update_many_equals_separate_updates(params, fuse_values, monkeypatch):
+    """Detectors of equal parameters advanced together as one (in chunks of similar batch
+    lengths when padding them all would be large): each one's own masks and states, whatever
+    their widths, batch lengths and gaps; others on their own."""
+    from detectors import page_hinkley
+
+    if fuse_values:
+        monkeypatch.setattr(page_hinkley, "_FUSE_VALUES", fuse_values)
     rng = np.random.default_rng(4)
     shapes = [3, 1, 11, 0, 11, 5]
     together = [PageHinkley(d, **params) for d in shapes] + [PageHinkley(2, threshold=7.0)]

@@ -131,14 +131,10 @@ class ModelMonitor:
     def n_signals(self) -> int:
         return self.signals.size
 
-    def process(self, batch: ModelBatch, result: BatchResult) -> None:
-        """prepare, every detector's update, finish: one model's whole batch."""
-        X, Z = self.prepare(batch)
-        self.finish(batch, X, {name: det.update(Z) for name, det in self.detectors.items()}, result)
-
     def prepare(self, batch: ModelBatch) -> tuple[np.ndarray, np.ndarray]:
         """The batch's raw signal matrix X and its z-scores Z (the detectors' input), both
-        (rows, signals); the detectors grow with new signals."""
+        (rows, signals); the detectors grow with new signals. Then the detectors update on Z
+        (for all models at once, see _detect) and :meth:`finish` turns their masks into alerts."""
         X, grown = self.signals.matrix(batch)
         if grown:
             for det in self.detectors.values():

@@ -218,6 +218,15 @@ class ADWIN:
 
         Detectors whose parameters other than ``delta`` differ from the first one's are
         updated on their own. Results and states are exactly those of separate updates.
+
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(7)
+        >>> models = [ADWIN(n_features=2), ADWIN(n_features=3)]
+        >>> batches = [rng.normal(0, 1, (1500, 2)), rng.normal(0, 1, (900, 3))]
+        >>> batches[0][500:, 1] += 3.0             # model 0, column 1 drifts
+        >>> masks = ADWIN.update_many(models, batches)
+        >>> [np.argwhere(m).tolist() for m in masks]
+        [[[511, 1]], []]
         """
         if len(detectors) != len(batches):
             raise ValueError(f"{len(detectors)} detectors but {len(batches)} batches")

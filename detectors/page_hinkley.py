@@ -199,7 +199,17 @@ class PageHinkley:
         """``[d.update(X) for d, X in zip(detectors, batches)]``, with the columns of detectors
         of equal parameters advanced together as one detector (numpy's per-call cost is paid
         once, not once a detector: many small batches, e.g. one per model, cost much less).
-        Results and states are exactly those of separate updates."""
+        Results and states are exactly those of separate updates.
+
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(7)
+        >>> models = [PageHinkley(n_features=2), PageHinkley(n_features=1)]
+        >>> batches = [rng.normal(0, 1, (400, 2)), rng.normal(0, 1, (300, 1))]
+        >>> batches[1][100:] += 4.0                # model 1 drifts
+        >>> masks = PageHinkley.update_many(models, batches)
+        >>> [m.any(axis=0).tolist() for m in masks]
+        [[False, False], [True]]
+        """
         if len(detectors) != len(batches):
             raise ValueError(f"{len(detectors)} detectors but {len(batches)} batches")
         masks: list[np.ndarray] = [np.zeros((0, 0), dtype=bool)] * len(detectors)

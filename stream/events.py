@@ -297,12 +297,17 @@ def _decode(messages: list[Message], limits: LimitSettings,
                 groups.setdefault(models[i], []).append(i)
         found_bad = False
         batches: dict[str, ModelBatch] = {}
+        shared = _shared_columns(events, owner, sources, limits, all_numbers) \
+            if len(groups) > 1 and not bad_messages else None
         for model, rows in groups.items():
             if not admit_model(model):
                 for i in rows:
                     bad_messages.setdefault(owner[i], ("model_limit",
                                             f"model {model!r} is over the limit of tracked models"))
                 found_bad = True
+                continue
+            if shared is not None:
+                batches[model] = _rows_of(shared, model, rows)
                 continue
             whole = len(rows) == len(events)          # the common batch: every event, in order
             try:
@@ -324,6 +329,31 @@ def _decode(messages: list[Message], limits: LimitSettings,
     out.models = batches
     out.n_events = sum(b.size for b in batches.values())
     return out
+
+
+def _shared_columns(events: list[dict[str, Any]], owner: list[int], sources: _Sources,
+                    limits: LimitSettings, all_numbers: bool) -> ModelBatch | None:
+    """The columns of a batch of several models extracted once for all its events, when each
+    model's would be exactly its rows of them: every event has the same numeric features and
+    no prediction is a class name. None otherwise (or if some row is bad: then each model's
+    own extraction finds it)."""
+    try:
+        shared = _columns("", events, np.array(owner, dtype=np.int64), sources, limits,
+                          all_numbers, uniform=True)
+    except (_BadRows, _NotUniform):
+        return None
+    return shared if shared.prediction_class is None else None
+
+
+def _rows_of(shared: ModelBatch, model: str, rows: list[int]) -> ModelBatch:
+    """One model's rows of the columns extracted for a whole batch."""
+    idx = np.array(rows, dtype=np.int64)
+    return ModelBatch(
+        model=model, numeric={name: col[idx] for name, col in shared.numeric.items()},
+        categorical={}, prediction=shared.prediction[idx], prediction_class=None,
+        ts=shared.ts[idx], partition=shared.partition[idx], offset=shared.offset[idx],
+        topic=shared.topic[idx], ids=[shared.ids[i] for i in rows],
+        segments=[shared.segments[i] for i in rows])
 
 
 def is_columnar(doc: dict) -> bool:
@@ -377,6 +407,10 @@ def _check_names(names: list[str], feats: list[dict], limits: LimitSettings) -> 
                          "characters") for r, f in enumerate(feats) if bad_names.intersection(f)])
 
 
+class _NotUniform(Exception):
+    """The events do not all have the same numeric features (see _columns' ``uniform``)."""
+
+
 class _BadRows(Exception):
     """Rows (indices into the model's event list) that make their messages bad."""
 
@@ -390,9 +424,10 @@ def _rows_where(col: list[Any] | tuple, bad) -> list[int]:
 
 
 def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sources: _Sources,
-             limits: LimitSettings, all_numbers: bool = False) -> ModelBatch:
+             limits: LimitSettings, all_numbers: bool = False, uniform: bool = False) -> ModelBatch:
     """Columns of one model's events (evs, in arrival order; msg_index = their messages).
-    ``all_numbers``: every feature value is already known to be an int or a float."""
+    ``all_numbers``: every feature value is already known to be an int or a float.
+    ``uniform``: raise _NotUniform unless every event has the same numeric features."""
     n = len(evs)
     feats, ts_raw, preds, ids, segments = (list(map(dict.get, evs, repeat(key))) for key in
                                            ("features", "ts", "prediction", "id", "segment"))
@@ -417,6 +452,8 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
         except (KeyError, OverflowError):
             fast = False
     if not fast:
+        if uniform:
+            raise _NotUniform
         seen: dict[str, None] = {}
         for f in feats:
             seen.update(dict.fromkeys(f))

@@ -136,6 +136,8 @@ def _same_batches(a, b) -> None:
         assert np.array_equal(x.prediction, y.prediction, equal_nan=True)
         assert x.prediction_class == y.prediction_class
         assert x.offset.tolist() == y.offset.tolist() and x.ids == y.ids
+        assert x.partition.tolist() == y.partition.tolist() and x.topic.tolist() == y.topic.tolist()
+        assert x.segments == y.segments
         assert np.array_equal(x.ts, y.ts)
 
 
@@ -207,3 +209,40 @@ def test_feature_columns_whatever_the_order_and_names_of_each_event(second):
     for name in names:
         expected = [f.get(name, np.nan) for f in (first, second, first)]
         assert np.array_equal(columns[name], np.array(expected, dtype=float), equal_nan=True), name
+
+
+@pytest.mark.parametrize("variant", ["uniform", "class_prediction", "bad_value", "other_names",
+                                     "int_and_missing_ts"])
+def test_columns_of_many_models_extracted_once_equal_each_models_own(variant, monkeypatch):
+    """A batch of several models whose events all have the same numeric features has its
+    columns extracted once and cut per model: exactly each model's own extraction (which
+    runs whenever that would not be so)."""
+    from stream import events
+
+    rng = np.random.default_rng(2)
+    values = []
+    for i in range(600):
+        model = f"m{i % 7}"
+        feats = {"x": float(rng.normal()), "y": int(rng.integers(5))}
+        ev = {"model": model, "id": i if i % 2 else str(i), "features": feats, "prediction": float(i),
+              "ts": 1.7e9 + i, "segment": "s" if i % 3 else None}
+        if variant == "class_prediction" and model == "m3":
+            ev["prediction"] = "yes"
+        if variant == "bad_value" and i == 300:
+            feats["x"] = [1, 2]
+        if variant == "other_names" and model == "m5":
+            feats["z"] = feats.pop("y")
+        if variant == "int_and_missing_ts" and i % 5 == 0:
+            ev["ts"] = None if i % 10 else int(1.7e9)
+        values.append(orjson.dumps(ev))
+    batch = [Message(v, "events", 1, i, 1000.0 + i) for i, v in enumerate(values)]
+    shared_calls = []
+    shared_columns = events._shared_columns
+    monkeypatch.setattr(events, "_shared_columns",
+                        lambda *a: shared_calls.append(shared_columns(*a)) or shared_calls[-1])
+    once = decode(batch, LIMITS)
+    monkeypatch.setattr(events, "_shared_columns", lambda *a: None)
+    _same_batches(once, decode(batch, LIMITS))
+    used = any(c is not None for c in shared_calls)
+    assert used == (variant in ("uniform", "int_and_missing_ts"))
+    assert [d.message.offset for d in once.dead_letters] == ([300] if variant == "bad_value" else [])

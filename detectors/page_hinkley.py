@@ -45,8 +45,11 @@ from ._columns import check_batch, check_float, check_int, column_major_copy, co
 
 _MODES = ("up", "down", "both")
 _FUSE_VALUES = 1 << 22  # padded values of detectors updated as one (update_many): 32 MB
+_FUSE_COLUMNS_EXACT = 256  # columns of detectors updated as one by the exact row loop (its
+                           # buffer: ~33 kB a column; wider saves little per call)
 _BLOCK = 256         # rows per block of the exact row loop (its buffer: ~2 MB at 64 columns)
 _MIN_BLOCK = 16      # shortest block, used while detections are dense
+_FUSED_BUFFERS: dict[tuple[float, float], dict] = {}   # (alpha, delta) -> row-loop buffers
 _KEPT_WIDTHS = 8     # row-loop buffers kept, per padded width (most recently used)
 _BLOCK_CLOSED = 4096  # longest block of the closed form (no row loop: longer amortizes more)
 _LAG = 32            # rows the sums run behind the mean in the row loop (see _row_buffers)
@@ -220,13 +223,16 @@ class PageHinkley:
         for members in alike.values():
             checked = {i: check_batch(batches[i], detectors[i].n_features) for i in members}
             # fused in chunks of similar batch lengths: the fused values are padded to the
-            # longest batch of the chunk, at most _FUSE_VALUES of them
+            # longest batch of the chunk, at most _FUSE_VALUES of them (and at most
+            # _FUSE_COLUMNS_EXACT columns for the exact row loop)
             members.sort(key=lambda i: checked[i][0].shape[0])
             chunk: list[int] = []
             width = 0
+            most = _FUSE_COLUMNS_EXACT if detectors[members[0]].exact else None
             for i in members:
                 rows, w = checked[i][0].shape
-                if chunk and (width + w) * rows > _FUSE_VALUES:
+                if chunk and ((width + w) * rows > _FUSE_VALUES
+                              or (most is not None and width + w > most)):
                     PageHinkley._update_fused([detectors[c] for c in chunk],
                                               [checked[c] for c in chunk], chunk, masks)
                     chunk, width = [], 0
@@ -259,8 +265,11 @@ class PageHinkley:
                 lengths[off:off + w] = X.shape[0]
             rows.append(r)
             off += w
-        fused = copy.copy(parts[0])          # same parameters and work buffers
+        fused = copy.copy(parts[0])          # same parameters
         fused.n_features = D
+        # the row loop's work buffers of fused detectors: shared by parameters (they hold
+        # alpha and delta), not kept by whichever detector came first
+        fused._buffers = _FUSED_BUFFERS.setdefault((fused.alpha, fused.delta), {})
         for name in ("_n", "_mean", "_pending_reset", "n_detections"):
             setattr(fused, name, np.concatenate([getattr(p, name) for p in parts]))
         for name in ("_e", "_emin"):

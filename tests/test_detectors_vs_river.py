@@ -256,8 +256,9 @@ def test_page_hinkley_update_many_equals_separate_updates(params, fuse_values, m
     their widths, batch lengths and gaps; others on their own."""
     from detectors import page_hinkley
 
-    if fuse_values:
+    if fuse_values:                            # small chunks, by values and by columns
         monkeypatch.setattr(page_hinkley, "_FUSE_VALUES", fuse_values)
+        monkeypatch.setattr(page_hinkley, "_FUSE_COLUMNS_EXACT", 12)
     rng = np.random.default_rng(4)
     shapes = [3, 1, 11, 0, 11, 5]
     together = [PageHinkley(d, **params) for d in shapes] + [PageHinkley(2, threshold=7.0)]

@@ -204,10 +204,8 @@ class ADWIN:
         if B == 0 or D == 0:
             return mask
         XT = column_major_copy(X)        # one contiguous row per column (work memory)
-        nan_cols = np.isnan(XT).any(axis=1) if has_nan else np.zeros(D, dtype=bool)
-        values, rows = self._columns_of(XT, nan_cols)
-        hits = self._feed(self._cols, values, None if has_nan else XT)
-        self._mark(mask, hits, rows)
+        values, rows = self._columns_of(XT, has_nan)
+        self._mark(mask, self._feed(self._cols, values, None if has_nan else XT), rows)
         return mask
 
     @staticmethod
@@ -237,7 +235,7 @@ class ADWIN:
         masks: list[np.ndarray | None] = [None] * len(detectors)
         cols: list[_Column] = []
         values: list[np.ndarray] = []
-        owners: list[tuple[int, int, np.ndarray | None]] = []    # (detector, column, rows)
+        spans: list[tuple[int, int, list]] = []     # (detector, its first column, its rows)
         for i, (det, X) in enumerate(zip(detectors, batches, strict=True)):
             if (det.clock, det.max_buckets, det.min_window_length, det.grace_period) != params:
                 masks[i] = det.update(X)
@@ -246,24 +244,21 @@ class ADWIN:
             masks[i] = np.zeros(X.shape, dtype=bool)
             if X.size == 0:
                 continue
-            XT = np.ascontiguousarray(X.T)
-            nan_cols = np.isnan(XT).any(axis=1) if has_nan else np.zeros(X.shape[1], dtype=bool)
-            det_values, det_rows = det._columns_of(XT, nan_cols)
+            det_values, det_rows = det._columns_of(np.ascontiguousarray(X.T), has_nan)
+            spans.append((i, len(cols), det_rows))
             cols.extend(det._cols)
             values.extend(det_values)
-            owners.extend((i, j, r) for j, r in enumerate(det_rows))
         hits = lead._feed(cols, values, None)
-        for (i, j, rows), h in zip(owners, hits, strict=True):
-            if h:
-                idx = np.asarray(h) if rows is None else rows[h]
-                masks[i][idx, j] = True
-                detectors[i].n_detections[j] += len(h)
+        for i, first, rows in spans:
+            detectors[i]._mark(masks[i], hits[first:first + len(rows)], rows)
         return masks
 
     @staticmethod
-    def _columns_of(XT: np.ndarray, nan_cols: np.ndarray
+    def _columns_of(XT: np.ndarray, has_nan: bool
                     ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-        """Per column its values (NaN dropped) and, if some were, the rows they came from."""
+        """Per column (row of XT) its values, NaN dropped, and, if some were, the rows they
+        came from."""
+        nan_cols = np.isnan(XT).any(axis=1) if has_nan else np.zeros(XT.shape[0], dtype=bool)
         values: list[np.ndarray] = []
         rows: list[np.ndarray | None] = []
         for j, x in enumerate(XT):
@@ -276,6 +271,7 @@ class ADWIN:
         return values, rows
 
     def _mark(self, mask: np.ndarray, hits: list[list[int]], rows: list[np.ndarray | None]) -> None:
+        """Set column j's detections (indices into its values, then rows) in mask; count them."""
         for j, h in enumerate(hits):
             if h:
                 idx = np.asarray(h) if rows[j] is None else rows[j][h]

@@ -73,6 +73,19 @@ def _run_calls(calls: tuple[list, list, list, list], n: int) -> None:
     deque(map(call, funcs[:n], a[:n], b[:n], out[:n]), maxlen=0)
 
 
+_STATE_ARRAYS = (("_n", 0), ("_mean", 0), ("_pending_reset", 0), ("n_detections", 0),
+                 ("_e", 1), ("_emin", 1))      # per-column state: (attribute, column axis)
+
+
+def _mask(shape: tuple[int, int], cols: np.ndarray, pos: np.ndarray,
+          rows: np.ndarray | None) -> np.ndarray:
+    """Detections (column, index in its values) as a batch mask; ``rows`` (D, L) maps a
+    column's value index to its batch row when some values were NaN."""
+    mask = np.zeros(shape, dtype=bool)
+    mask[pos if rows is None else rows[cols, pos], cols] = True
+    return mask
+
+
 class PageHinkley:
     """Page-Hinkley change detector over ``n_features`` independent columns.
 
@@ -185,17 +198,14 @@ class PageHinkley:
         """Feed a batch X (B, D) and return the (B, D) bool mask of detections."""
         X, has_nan = check_batch(X, self.n_features)
         B, D = X.shape
-        mask = np.zeros((B, D), dtype=bool)
         if B == 0 or D == 0:
-            return mask
+            return np.zeros((B, D), dtype=bool)
         if has_nan:
             values, rows, lengths = compact_columns(X)
         else:
             values = column_major_copy(X)
             rows, lengths = None, np.full(D, B, dtype=np.int64)
-        cols, pos = self._advance(values, lengths)
-        mask[pos if rows is None else rows[cols, pos], cols] = True
-        return mask
+        return _mask((B, D), *self._advance(values, lengths), rows)
 
     @staticmethod
     def update_many(detectors: list[PageHinkley], batches: list[np.ndarray]) -> list[np.ndarray]:
@@ -226,20 +236,20 @@ class PageHinkley:
             # longest batch of the chunk, at most _FUSE_VALUES of them (and at most
             # _FUSE_COLUMNS_EXACT columns for the exact row loop)
             members.sort(key=lambda i: checked[i][0].shape[0])
-            chunk: list[int] = []
-            width = 0
             most = _FUSE_COLUMNS_EXACT if detectors[members[0]].exact else None
+            chunks: list[list[int]] = [[]]
+            width = 0
             for i in members:
                 rows, w = checked[i][0].shape
-                if chunk and ((width + w) * rows > _FUSE_VALUES
-                              or (most is not None and width + w > most)):
-                    PageHinkley._update_fused([detectors[c] for c in chunk],
-                                              [checked[c] for c in chunk], chunk, masks)
-                    chunk, width = [], 0
-                chunk.append(i)
+                if chunks[-1] and ((width + w) * rows > _FUSE_VALUES
+                                   or (most is not None and width + w > most)):
+                    chunks.append([])
+                    width = 0
+                chunks[-1].append(i)
                 width += w
-            PageHinkley._update_fused([detectors[c] for c in chunk], [checked[c] for c in chunk],
-                                      chunk, masks)
+            for chunk in chunks:
+                PageHinkley._update_fused([detectors[c] for c in chunk],
+                                          [checked[c] for c in chunk], chunk, masks)
         return masks
 
     @staticmethod
@@ -270,23 +280,16 @@ class PageHinkley:
         # the row loop's work buffers of fused detectors: shared by parameters (they hold
         # alpha and delta), not kept by whichever detector came first
         fused._buffers = _FUSED_BUFFERS.setdefault((fused.alpha, fused.delta), {})
-        for name in ("_n", "_mean", "_pending_reset", "n_detections"):
-            setattr(fused, name, np.concatenate([getattr(p, name) for p in parts]))
-        for name in ("_e", "_emin"):
-            setattr(fused, name, np.concatenate([getattr(p, name) for p in parts], axis=1))
+        for name, axis in _STATE_ARRAYS:
+            setattr(fused, name, np.concatenate([getattr(p, name) for p in parts], axis=axis))
         cols, pos = fused._advance(values, lengths) if D and L else (np.zeros(0, int),) * 2
         off = 0
         for i, det, (X, _), w, r in zip(at, parts, checked, widths, rows, strict=True):
             own = slice(off, off + w)
-            for name in ("_n", "_mean", "_pending_reset", "n_detections"):
-                setattr(det, name, getattr(fused, name)[own].copy())
-            for name in ("_e", "_emin"):
-                setattr(det, name, getattr(fused, name)[:, own].copy())
+            for name, axis in _STATE_ARRAYS:
+                setattr(det, name, getattr(fused, name)[(slice(None),) * axis + (own,)].copy())
             mine = (cols >= off) & (cols < off + w)
-            c, q = cols[mine] - off, pos[mine]
-            mask = np.zeros(X.shape, dtype=bool)
-            mask[q if r is None else r[c, q], c] = True
-            masks[i] = mask
+            masks[i] = _mask(X.shape, cols[mine] - off, pos[mine], r)
             off += w
 
     def _advance(self, values: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -153,33 +153,31 @@ class SignalRegistry:
 
         Seasonal signals (given event times ``ts``) get de-seasonalised residuals instead.
         """
-        if X.shape[1] and self.n.min() >= self.warmup and (self.profile is None or ts is None
-                                                           or not self.profile.columns):
-            # every signal past its warm-up (the steady state): NaN stays NaN by itself
-            Z = (X - self.mean) / self.sd
-            return np.clip(Z, -self.clip_z, self.clip_z, out=Z)
-        valid = ~np.isnan(X)
-        need = self.warmup - self.n                                  # (D,) warm-up values missing
-        rank = np.cumsum(valid, axis=0)
-        warm = valid & (rank <= need)
-        if warm.any():
-            # keep the warm-up values themselves and compute the reference in one pass when
-            # complete: the result does not depend on how the stream was cut into batches
-            for j in np.flatnonzero(warm.any(axis=0)):
-                v = X[warm[:, j], j]
-                start = int(self.n[j])
-                self.warm_values[start:start + v.size, j] = v
-                self.n[j] += v.size
-                if self.n[j] >= self.warmup:
-                    w = self.warm_values[:, j]
-                    self.mean[j] = w.mean()
-                    self.m2[j] = ((w - self.mean[j]) ** 2).sum()
-                    sd = np.sqrt(self.m2[j] / (self.warmup - 1))
-                    self.sd[j] = max(sd, 1e-9 * max(1.0, abs(self.mean[j])))
-            if (self.n >= self.warmup).all():
-                self.warm_values = np.zeros((self.warmup, self.n.size))[:0]
-        live = valid & ~warm & (self.n >= self.warmup)
-        Z = np.where(live, (X - self.mean) / self.sd, np.nan)
+        if X.shape[1] and self.n.min() >= self.warmup:
+            Z = (X - self.mean) / self.sd        # all signals warm (the steady state): NaN stays NaN
+        else:
+            valid = ~np.isnan(X)
+            need = self.warmup - self.n                                  # (D,) warm-up values missing
+            rank = np.cumsum(valid, axis=0)
+            warm = valid & (rank <= need)
+            if warm.any():
+                # keep the warm-up values themselves and compute the reference in one pass when
+                # complete: the result does not depend on how the stream was cut into batches
+                for j in np.flatnonzero(warm.any(axis=0)):
+                    v = X[warm[:, j], j]
+                    start = int(self.n[j])
+                    self.warm_values[start:start + v.size, j] = v
+                    self.n[j] += v.size
+                    if self.n[j] >= self.warmup:
+                        w = self.warm_values[:, j]
+                        self.mean[j] = w.mean()
+                        self.m2[j] = ((w - self.mean[j]) ** 2).sum()
+                        sd = np.sqrt(self.m2[j] / (self.warmup - 1))
+                        self.sd[j] = max(sd, 1e-9 * max(1.0, abs(self.mean[j])))
+                if (self.n >= self.warmup).all():
+                    self.warm_values = np.zeros((self.warmup, self.n.size))[:0]
+            live = valid & ~warm & (self.n >= self.warmup)
+            Z = np.where(live, (X - self.mean) / self.sd, np.nan)
         np.clip(Z, -self.clip_z, self.clip_z, out=Z)
         if self.profile is not None and self.profile.columns and ts is not None:
             cols = self.profile.columns

@@ -11,6 +11,8 @@ message is rejected whole (dead letter) when a column has the wrong length or ba
 
 from __future__ import annotations
 
+from itertools import chain
+
 import numpy as np
 
 from .config import LimitSettings
@@ -123,11 +125,13 @@ def concat(pieces: list[ModelBatch]) -> ModelBatch:
     parts = list(zip(pieces, sizes, strict=True))
     numeric = {k: np.concatenate([p.numeric.get(k, np.full(s, np.nan)) for p, s in parts])
                for k in numeric_names}
-    categorical = {k: [v for p, s in parts for v in p.categorical.get(k, [None] * s)] for k in cat_names}
+    # lists joined at C level (chain), not by a comprehension: a batch has thousands of rows
+    categorical = {k: list(chain.from_iterable(p.categorical.get(k) or [None] * s for p, s in parts))
+                   for k in cat_names}
     classes = None
     if any(p.prediction_class is not None for p in pieces):
-        classes = [v for p, s in parts
-                   for v in (p.prediction_class if p.prediction_class is not None else [None] * s)]
+        classes = list(chain.from_iterable(
+            p.prediction_class if p.prediction_class is not None else [None] * s for p, s in parts))
     return ModelBatch(
         model=pieces[0].model, numeric=numeric, categorical=categorical,
         prediction=np.concatenate([p.prediction for p in pieces]), prediction_class=classes,
@@ -135,4 +139,5 @@ def concat(pieces: list[ModelBatch]) -> ModelBatch:
         partition=np.concatenate([p.partition for p in pieces]),
         offset=np.concatenate([p.offset for p in pieces]),
         topic=np.concatenate([p.topic for p in pieces]),
-        ids=[v for p in pieces for v in p.ids], segments=[v for p in pieces for v in p.segments])
+        ids=list(chain.from_iterable(p.ids for p in pieces)),
+        segments=list(chain.from_iterable(p.segments for p in pieces)))

@@ -136,10 +136,11 @@ def _classify_value(v: Any) -> str | None:
 
 
 def _parse_fast(messages: list[Message], limits: LimitSettings
-                ) -> tuple[list[dict[str, Any]], list[int], bool] | list[Any] | None:
+                ) -> tuple[list[dict[str, Any]], list[int], bool, list[str]] | list[Any] | None:
     """The common batch, checked with C-level map()s only: every message one well-formed
     event object with a valid model and a features object within the limits; returned as
-    (events, message index per event, whether every feature value is an int or float).
+    (events, message index per event, whether every feature value is an int or float, model
+    per event).
     Otherwise the parsed documents, or None when some message is not JSON or too large
     (then :func:`_parse` examines them one by one)."""
     values = list(map(_VALUE, messages))
@@ -166,13 +167,14 @@ def _parse_fast(messages: list[Message], limits: LimitSettings
     for model in set(models):
         if not MODEL_RE.match(model) or len(model) > limits.max_name_length:
             return docs
-    return docs, list(range(len(docs))), kinds <= _NUMBER_TYPES
+    return docs, list(range(len(docs))), kinds <= _NUMBER_TYPES, models
 
 
 def _parse(messages: list[Message], limits: LimitSettings, out: EventBatch,
-           columnar: list[tuple[int, dict]]) -> tuple[list[dict[str, Any]], list[int], bool]:
-    """Parse each message; return its events, per event the index of its message, and
-    whether all feature values are known to be ints or floats (False: not checked).
+           columnar: list[tuple[int, dict]]) -> tuple[list[dict[str, Any]], list[int], bool, list[str]]:
+    """Parse each message; return its events, per event the index of its message, whether
+    all feature values are known to be ints or floats (False: not checked), and per event
+    its model.
     Columnar messages are set aside in `columnar` as (message index, document)."""
     fast = _parse_fast(messages, limits)
     if isinstance(fast, tuple):
@@ -219,7 +221,7 @@ def _parse(messages: list[Message], limits: LimitSettings, out: EventBatch,
             continue
         events.extend(docs)
         owner.extend([mi] * len(docs))
-    return events, owner, False
+    return events, owner, False, [ev["model"] for ev in events]
 
 
 _DECODE_CHUNK = 1024     # messages decoded at a time: their parsed objects stay in the caches
@@ -280,11 +282,10 @@ def _decode(messages: list[Message], limits: LimitSettings,
     """:func:`decode` of one piece."""
     out = EventBatch()
     columnar: list[tuple[int, dict]] = []
-    events, owner, all_numbers = _parse(messages, limits, out, columnar)
+    events, owner, all_numbers, models = _parse(messages, limits, out, columnar)
     sources = _Sources(messages)
     # group by model and type the columns; a bad value rejects its whole message
     bad_messages: dict[int, tuple[str, str]] = {}
-    models = [ev["model"] for ev in events]
     while True:
         keep = [i for i in range(len(events)) if owner[i] not in bad_messages] if bad_messages \
             else range(len(events))

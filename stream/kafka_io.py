@@ -14,10 +14,14 @@ import socket
 import threading
 import time
 from functools import partial
+from itertools import compress, groupby, repeat
+from operator import is_, itemgetter
 from typing import Any
 
+import numpy as np
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Message as KafkaMessage
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from .config import Settings
@@ -44,6 +48,47 @@ def client_config(settings: Settings) -> dict[str, Any]:
     conf = {"bootstrap.servers": settings.kafka.bootstrap}
     conf.update(settings.kafka.client)
     return conf
+
+
+def split_consumed(raw: list, with_headers: bool) -> dict[tuple[str, int], list[Message]]:
+    """Consumed messages -> our Messages per (topic, partition), each list in consume order.
+
+    Errors are logged (end of partition silently) and dropped. Each field is read for the
+    whole batch in one C-level pass (map over the message type's methods), not field by field
+    per message in Python. Timestamps are epoch seconds (0.0 when the message has none);
+    headers are a tuple of (key, value) pairs only ``with_headers`` (adapters read them).
+    """
+    errors = list(map(KafkaMessage.error, raw))
+    if not all(map(is_, errors, repeat(None))):        # (KafkaError's == cannot take None)
+        for err in errors:
+            if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consume error: %s", err.str())
+        raw = list(compress(raw, map(is_, errors, repeat(None))))
+    if not raw:
+        return {}
+    topics = list(map(KafkaMessage.topic, raw))
+    partitions = list(map(KafkaMessage.partition, raw))
+    values = list(map(KafkaMessage.value, raw))
+    if None in values:                                 # tombstones: empty values (dead letters)
+        values = [b"" if v is None else v for v in values]
+    stamps = np.fromiter(map(itemgetter(1), map(KafkaMessage.timestamp, raw)), dtype=np.float64,
+                         count=len(raw))
+    ts = np.where(stamps > 0, stamps / 1000.0, 0.0).tolist()
+    headers = [tuple(h) if h else () for h in map(KafkaMessage.headers, raw)] if with_headers \
+        else repeat(None)
+    fields = zip(values, topics, partitions, map(KafkaMessage.offset, raw), ts, headers,
+                 strict=False)                         # headers may be repeat(None)
+    messages = list(map(tuple.__new__, repeat(Message), fields))
+    keys = list(zip(topics, partitions, strict=True))
+    if keys.count(keys[0]) == len(keys):               # the common batch: one partition
+        return {keys[0]: messages}
+    out: dict[tuple[str, int], list[Message]] = {}
+    start = 0
+    for key, run in groupby(keys):                     # messages come in runs per partition
+        end = start + len(list(run))
+        out.setdefault(key, []).extend(messages[start:end])
+        start = end
+    return out
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
@@ -365,30 +410,10 @@ class Service:
         groups: dict[tuple[str, int], list[Message]] = {}
         nexts: dict[tuple[str, int], int] = {}
         per_topic: dict[str, int] = {}
-        needs_headers = bool(self.settings.kafka.formats)
-        counts: dict[tuple[str, int], int] = {}
-        current_key, current = None, None
-        make = tuple.__new__                           # Message(...) without its Python __new__
-        for msg in raw:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error: %s", err.str())
-                continue
-            topic, partition = msg.topic(), msg.partition()
-            if (topic, partition) != current_key:      # messages come in runs per partition
-                current_key = (topic, partition)
-                current = groups.setdefault(self._shard_key(topic, partition), [])
-                counts.setdefault(current_key, 0)
-            ts_ms = msg.timestamp()[1]
-            offset = msg.offset()
-            current.append(make(Message, (msg.value() or b"", topic, partition, offset,
-                                          ts_ms / 1000.0 if ts_ms > 0 else 0.0,
-                                          tuple(msg.headers() or ()) if needs_headers else None)))
-            nexts[current_key] = offset + 1
-            counts[current_key] += 1
-        for (topic, _), count in counts.items():
-            per_topic[topic] = per_topic.get(topic, 0) + count
+        for (topic, partition), messages in split_consumed(raw, bool(self.settings.kafka.formats)).items():
+            groups.setdefault(self._shard_key(topic, partition), []).extend(messages)
+            nexts[(topic, partition)] = messages[-1].offset + 1
+            per_topic[topic] = per_topic.get(topic, 0) + len(messages)
         if not groups:
             return
         for topic, count in per_topic.items():

@@ -29,19 +29,6 @@ def test_file_env_and_overrides_layer_in_order(tmp_path):
     assert s.detect.warmup == 50 and s.detect.clip_z == 3.5
 
 
-def test_consumer_config_defaults_user_overrides_and_fixed_keys(tmp_path):
-    from stream.kafka_io import consumer_config
-
-    conf = consumer_config(load_settings(env={}))
-    assert conf["fetch.queue.backoff.ms"] == 10       # not librdkafka's 1000 ms pause
-    assert conf["enable.auto.commit"] is False and conf["isolation.level"] == "read_committed"
-    cfg = tmp_path / "c.toml"
-    cfg.write_text('[kafka.client]\n"fetch.queue.backoff.ms" = 250\n"enable.auto.commit" = true\n')
-    conf = consumer_config(load_settings(cfg, env={}))
-    assert conf["fetch.queue.backoff.ms"] == "250"     # the user's setting wins over ours
-    assert conf["enable.auto.commit"] is False         # the guarantee's keys are not theirs
-
-
 @pytest.mark.parametrize("text,key", [
     ("[kafka]\nbootstrp = 'x'\n", "kafka.bootstrp"),
     ("[detect]\nwarmup = 'many'\n", "detect.warmup"),

@@ -1,0 +1,62 @@
+"""Unit tests of the Kafka side that need no broker: consumer configuration, consumed batches."""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import KafkaError
+from confluent_kafka import Message as KafkaMessage
+
+from stream.config import load_settings
+from stream.events import Message
+from stream.kafka_io import consumer_config, split_consumed
+
+
+def test_consumer_config_defaults_user_overrides_and_fixed_keys(tmp_path):
+    conf = consumer_config(load_settings(env={}))
+    assert conf["fetch.queue.backoff.ms"] == 10       # not librdkafka's 1000 ms pause
+    assert conf["enable.auto.commit"] is False and conf["isolation.level"] == "read_committed"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[kafka.client]\n"fetch.queue.backoff.ms" = 250\n"enable.auto.commit" = true\n')
+    conf = consumer_config(load_settings(cfg, env={}))
+    assert conf["fetch.queue.backoff.ms"] == "250"     # the user's setting wins over ours
+    assert conf["enable.auto.commit"] is False         # the guarantee's keys are not theirs
+
+
+def _reference_split(raw: list, with_headers: bool) -> dict[tuple[str, int], list[Message]]:
+    """What split_consumed must return, written message by message."""
+    out: dict[tuple[str, int], list[Message]] = {}
+    for msg in raw:
+        if msg.error() is not None:
+            continue
+        ts_ms = msg.timestamp()[1]
+        out.setdefault((msg.topic(), msg.partition()), []).append(Message(
+            msg.value() or b"", msg.topic(), msg.partition(), msg.offset(),
+            ts_ms / 1000.0 if ts_ms > 0 else 0.0,
+            tuple(msg.headers() or ()) if with_headers else None))
+    return out
+
+
+def test_split_consumed_groups_runs_per_partition_and_drops_errors(caplog):
+    def msg(topic, partition, offset, value=b"{}", ts=(1, 1_700_000_000_123), headers=None):
+        return KafkaMessage(topic=topic, partition=partition, offset=offset, value=value,
+                            timestamp=ts, headers=headers)
+
+    raw = [msg("ev", 0, 10), msg("ev", 0, 11, headers=[("ce_type", b"x")]),
+           msg("ev", 1, 5, value=None),                              # a tombstone
+           KafkaMessage(error=KafkaError(KafkaError._PARTITION_EOF), topic="ev", partition=1),
+           msg("lab", 0, 7, ts=(0, 0)), msg("lab", 0, 8, ts=(1, -1)),   # no timestamp
+           msg("ev", 0, 12),                                         # partition 0 again
+           KafkaMessage(error=KafkaError(KafkaError._TRANSPORT), topic="ev", partition=0)]
+    with caplog.at_level(logging.WARNING, logger="streamdrift"):
+        for with_headers in (False, True):
+            got = split_consumed(raw, with_headers)
+            assert got == _reference_split(raw, with_headers)
+            assert [m.offset for m in got[("ev", 0)]] == [10, 11, 12]
+            assert got[("ev", 1)][0].value == b""
+            assert [m.timestamp for m in got[("lab", 0)]] == [0.0, 0.0]
+            assert got[("ev", 0)][0].timestamp == 1_700_000_000.123
+    assert sum("consume error" in r.message for r in caplog.records) == 2    # not end-of-partition
+    one = [msg("ev", 3, i) for i in range(5)]
+    assert split_consumed(one, False) == _reference_split(one, False)
+    assert split_consumed([raw[3]], False) == {} and split_consumed([], False) == {}

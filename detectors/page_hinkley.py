@@ -53,6 +53,7 @@ _FUSED_BUFFERS: dict[tuple[float, float], dict] = {}   # (alpha, delta) -> row-l
 _KEPT_WIDTHS = 8     # row-loop buffers kept, per padded width (most recently used)
 _BLOCK_CLOSED = 4096  # longest block of the closed form (no row loop: longer amortizes more)
 _LAG = 32            # rows the sums run behind the mean in the row loop (see _row_buffers)
+_RING = 3 * _LAG     # rows of the row loop's ring buffer (live rows: at most 2 _LAG + 1)
 _SLOTS = 14          # k-wide slots per row of the row loop's buffer
 _SPAN = 32           # rows per span of the "can this block fire?" bound
 
@@ -364,9 +365,9 @@ class PageHinkley:
         The two recurrences (running mean; faded sums [s_inc, -s_dec]) advance together, three
         ufunc calls per row: the sums run _LAG rows behind the mean, so each call does one step
         of both (numpy's cost per call, not per value, bounds this loop). Every quantity has a
-        fixed slot in G (rows x _SLOTS x k), laid out so that each call's three operands are
-        three adjacent slots (one contiguous array of 3k values). Cycle c, with mean row t = c
-        and sums row s = c - _LAG (row c + 1 of G holds what cycle c reads):
+        fixed slot in a row of G (rows x _SLOTS x k), laid out so that each call's three
+        operands are three adjacent slots (one contiguous array of 3k values). Cycle c, with
+        mean row t = c and sums row s = c - _LAG (row c + 1 holds what cycle c reads):
 
             SUB  [S_{s-1}, a_t] = [v_{s-1}, x_t] - [delta, m_{t-1}]      (G[c+2, 6:9])
             MUL  [u_s, b_t]     = [S_{s-1}, a_t] * [alpha, r_t]          (G[c+1, 1:4])
@@ -375,48 +376,102 @@ class PageHinkley:
         with r = 1/n, D = [dev, -dev] and dev = x - m, computed _LAG rows at a time from the
         means already known: river's Mean (m += (1/n)(x - m)) and sums (e = alpha e + dev -
         delta), in river's order. Row slots: 0 m, 1-2 v then u, 3 x then b, 4-5 D, 6-7 S,
-        8 a, 9-10 alpha, 11 r, 12-13 delta; row 0 only lends its delta slots. No call writes
-        into one of its inputs (an in-place ufunc call costs ~1.5x here).
+        8 a, 9-10 alpha, 11 r, 12-13 delta. No call writes into one of its inputs (an in-place
+        ufunc call costs ~1.5x here).
+
+        G is a ring of _RING rows (logical row c is ring row (c - 2) mod _RING), small enough
+        to stay in the CPU cache whatever the block length (a whole block's rows, 2 MB at 64
+        columns, made each call ~1.5x as slow), and each view is made once per ring row and
+        slot. The ring rows hold a row only while it is live (at most 2 _LAG + 1 rows); every
+        _LAG rows, calls copy the next inputs (x, r = 1/n) in and the finished means and sums
+        out. The one operand that spans two rows, [delta, delta | m], takes
+        the deltas of a lead row before ring row 0 where it would wrap.
 
         All views are made once: a loop over L rows is the first calls of the sequence, run by
         ``map`` at C level with no Python bytecode per row.
         """
         bufs = self._buffers.pop(k, None)
         if bufs is None:
-            B, R, W = _BLOCK, _LAG, _SLOTS
-            G = np.zeros((B + R + 3, W, k))
-            G[:, 9:11] = self.alpha
-            G[:, 12:14] = self.delta
-            flat = G.reshape(-1, k)                  # slot i of row j is flat[j * W + i]
-            x = np.zeros((B + R + 1, k))              # inputs (G's x slots are overwritten)
-            e0, zero = np.zeros((2, k)), np.zeros((2, k))
-
-            def trio(row: int, slot: int) -> np.ndarray:
-                start = row * W + slot
-                return flat[start:start + 3].reshape(3 * k)
-
-            sub, mul, add = np.subtract, np.multiply, np.add
-            calls: list[tuple] = []
-            ends = []                                 # calls through the end of each cycle
-            for c in range(B + R + 1):
-                calls.append((sub, trio(c + 1, 1), trio(c, 12), trio(c + 2, 6)))
-                if c == R:                            # the sums start from the state: S_{-1}
-                    calls.append((sub, e0, zero, G[R + 2, 6:8]))   # e0 - 0.0 == e0, even -0.0
-                calls.append((mul, trio(c + 2, 6), trio(c + 2, 9), trio(c + 1, 1)))
-                calls.append((add, trio(c + 1, 0), trio(c + 1, 3), trio(c + 2, 0)))
-                if (c + 1) % R == 0 and c + 1 <= B:   # rows c + 1 - R .. c have their means
-                    lo, hi = c + 1 - R, c + 1
-                    m_rows = G[lo + 2:hi + 2, 0]
-                    calls.append((sub, x[lo:hi], m_rows, G[lo + R + 1:hi + R + 1, 4]))
-                    calls.append((sub, m_rows, x[lo:hi], G[lo + R + 1:hi + R + 1, 5]))
-                ends.append(len(calls))
-            funcs, a, b_, out = (list(col) for col in zip(*calls, strict=True))
-            bufs = dict(G=G, x=x, e0=e0, ends=ends, calls=(funcs, a, b_, out),
-                        row_counts=np.arange(1.0, B + 1)[:, None], counts=np.empty((B, k)))
+            bufs = self._ring_sequence(k)
         self._buffers[k] = bufs                     # most recently used last
         while len(self._buffers) > _KEPT_WIDTHS:
             del self._buffers[next(iter(self._buffers))]
         return bufs
+
+    def _ring_sequence(self, k: int) -> dict:
+        """The buffers and calls of :meth:`_row_buffers` for width k."""
+        B, R, W, P = _BLOCK, _LAG, _SLOTS, _RING
+        H = np.zeros((P + 1, W, k))                 # H[0]: lead row; ring row p is H[p + 1]
+        H[:, 9:11] = self.alpha
+        H[:, 12:14] = self.delta
+        flat = H.reshape(-1, k)                     # slot i of H[j] is flat[j * W + i]
+        n_in = B + 2 * R + 2                        # input rows the sequence may read
+        x, recip = np.zeros((n_in, k)), np.ones((n_in, k))
+        means, sums = np.zeros((n_in, k)), np.zeros((n_in, 2, k))
+        e0, zero = np.zeros((2, k)), np.zeros((2, k))
+        sub, mul, add = np.subtract, np.multiply, np.add
+        views: dict[tuple[int, int], np.ndarray] = {}
+
+        def ring(row: int) -> int:
+            return (row - 2) % P
+
+        def trio(row: int, slot: int) -> np.ndarray:
+            p = ring(row)
+            view = views.get((p, slot))
+            if view is None:
+                start = slot if slot + 3 > W and p == P - 1 else (p + 1) * W + slot
+                view = views[(p, slot)] = flat[start:start + 3].reshape(3 * k)
+            return view
+
+        def runs(row: int, n: int) -> list[tuple[slice, int, int]]:
+            """Logical rows row .. row + n - 1 as (rows of H, first, count): 1 or 2 runs."""
+            out, i = [], 0
+            while i < n:
+                p = ring(row + i)
+                m = min(n - i, P - p)
+                out.append((slice(p + 1, p + 1 + m), i, m))
+                i += m
+            return out
+
+        calls: list[tuple] = []
+
+        def copy(dst: np.ndarray, src: np.ndarray) -> None:
+            calls.append((np.copyto, dst, src, "no"))   # (as np.copyto(dst, src, casting))
+
+        def copy_in(src: np.ndarray, lo: int, row: int, slot: int) -> None:
+            for rows, i, m in runs(row, R):
+                copy(H[rows, slot], src[lo + i:lo + i + m])
+
+        def sums_out(lo: int) -> None:
+            for rows, i, m in runs(lo + R + 3, R):   # S_j is in row j + R + 3
+                copy(sums[lo + i:lo + i + m], H[rows, 6:8])
+
+        copy_in(x, 0, 1, 3)                         # x_t: row t + 1, slot 3
+        copy_in(recip, 0, 2, 11)                    # r_t: row t + 2, slot 11
+        ends = []                                   # calls through the end of each cycle
+        for c in range(B + R + 1):
+            calls.append((sub, trio(c + 1, 1), trio(c, 12), trio(c + 2, 6)))
+            if c == R:                              # the sums start from the state: S_{-1}
+                calls.append((sub, e0, zero, H[ring(R + 2) + 1, 6:8]))   # e0 - 0.0 == e0
+            calls.append((mul, trio(c + 2, 6), trio(c + 2, 9), trio(c + 1, 1)))
+            calls.append((add, trio(c + 1, 0), trio(c + 1, 3), trio(c + 2, 0)))
+            if (c + 1) % R == 0 and c + 1 <= B:     # rows c + 1 - R .. c have their means
+                lo, hi = c + 1 - R, c + 1
+                for rows, i, m in runs(lo + 2, R):  # m_t is in row t + 2
+                    copy(means[lo + i:lo + i + m], H[rows, 0])
+                for rows, i, m in runs(lo + R + 1, R):   # D_s is read from row s + R + 1
+                    a, b_ = x[lo + i:lo + i + m], means[lo + i:lo + i + m]
+                    calls.append((sub, a, b_, H[rows, 4]))
+                    calls.append((sub, b_, a, H[rows, 5]))
+                copy_in(x, hi, hi + 1, 3)           # the next rows' inputs
+                copy_in(recip, hi, hi + 2, 11)
+            if c % R == 0 and 2 * R <= c <= B + R:  # sums of rows c - 2R .. c - R - 1 done
+                sums_out(c - 2 * R)
+            ends.append(len(calls))
+        funcs, a, b_, out = (list(col) for col in zip(*calls, strict=True))
+        return dict(H=H, x=x, recip=recip, means=means, sums=sums, e0=e0, runs=runs, ends=ends,
+                    calls=(funcs, a, b_, out), row_counts=np.arange(1.0, B + 1)[:, None],
+                    counts=np.empty((B, k)))
 
     def _sequential(self, cols: np.ndarray, n0: np.ndarray, L: int,
                     load: Callable[[np.ndarray], object]) -> tuple[np.ndarray, np.ndarray]:
@@ -432,23 +487,26 @@ class PageHinkley:
         step = max(16, 1 << max(0, k.bit_length() - 3))
         kp = -(-k // step) * step
         b = self._row_buffers(kp)
-        G, x, R = b["G"], b["x"], _LAG
+        H, x, recip, R = b["H"], b["x"], b["recip"], _LAG
         load(x[:L, :k])
         x[:L, k:] = 0.0
         x[L:] = 0.0                                   # rows past the block: finite filler
-        G[1:L + 1, 3] = x[:L]
-        G[L + 1:L + R + 2, 3] = 0.0
-        r = G[2:L + 2, 11]
         counts = np.add(n0, b["row_counts"][:L], out=b["counts"][:L, :k])   # values since reset
-        np.divide(1.0, counts, out=r[:, :k])
-        r[:, k:] = 1.0
-        G[L + 2:L + R + 3, 11] = 1.0
-        G[1, 0, :k] = self._mean[cols]
-        G[1, 0, k:] = 0.0
+        np.divide(1.0, counts, out=recip[:L, :k])
+        recip[:L, k:] = 1.0
+        recip[L:] = 1.0
+        m_prev = H[_RING, 0]                          # m_{-1}: row 1, ring row _RING - 1
+        m_prev[:k] = self._mean[cols]
+        m_prev[k:] = 0.0
         b["e0"][:, :k] = self._e[:, cols]
         b["e0"][:, k:] = 0.0
         _run_calls(b["calls"], b["ends"][L + R])
-        return G[2:L + 2, 0, :k], G[R + 3:L + R + 3, 6:8, :k]
+        sums = b["sums"]
+        if L % R:                                     # the last rows' sums: not copied yet
+            lo = L - L % R
+            for rows, i, m in b["runs"](lo + R + 3, L - lo):
+                sums[lo + i:lo + i + m] = H[rows, 6:8]
+        return b["means"][:L, :k], sums[:L, :, :k]
 
     def _closed_form(self, cols: np.ndarray, Xb: np.ndarray, n0: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:

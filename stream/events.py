@@ -290,12 +290,7 @@ def _decode(messages: list[Message], limits: LimitSettings,
         keep = [i for i in range(len(events)) if owner[i] not in bad_messages] if bad_messages \
             else range(len(events))
         distinct = set(models[i] for i in keep) if bad_messages else set(models)
-        if len(distinct) == 1:
-            groups = {distinct.pop(): keep}
-        else:
-            groups = {}
-            for i in keep:
-                groups.setdefault(models[i], []).append(i)
+        groups = {distinct.pop(): keep} if len(distinct) == 1 else _group_rows(models, keep)
         found_bad = False
         batches: dict[str, ModelBatch] = {}
         shared = _shared_columns(events, owner, sources, limits, all_numbers) \
@@ -346,6 +341,20 @@ def _shared_columns(events: list[dict[str, Any]], owner: list[int], sources: _So
     return shared if shared.prediction_class is None else None
 
 
+def _group_rows(models: list[str], keep: range | list[int]) -> dict[str, list[int]]:
+    """The rows in ``keep`` of each model (``models[row]``), ascending, models in order of
+    first appearance; with C-level passes (a batch of many models has thousands of rows)."""
+    kept = [models[i] for i in keep] if isinstance(keep, list) else models
+    names = list(dict.fromkeys(kept))
+    if not names:
+        return {}
+    code = dict(zip(names, range(len(names)), strict=True))
+    codes = np.fromiter(map(code.__getitem__, kept), dtype=np.int64, count=len(kept))
+    rows = np.asarray(keep, dtype=np.int64)[np.argsort(codes, kind="stable")]
+    ends = np.cumsum(np.bincount(codes, minlength=len(names)))[:-1]
+    return dict(zip(names, (part.tolist() for part in np.split(rows, ends)), strict=True))
+
+
 def _rows_of(shared: ModelBatch, model: str, rows: list[int]) -> ModelBatch:
     """One model's rows of the columns extracted for a whole batch."""
     idx = np.array(rows, dtype=np.int64)
@@ -353,8 +362,8 @@ def _rows_of(shared: ModelBatch, model: str, rows: list[int]) -> ModelBatch:
         model=model, numeric={name: col[idx] for name, col in shared.numeric.items()},
         categorical={}, prediction=shared.prediction[idx], prediction_class=None,
         ts=shared.ts[idx], partition=shared.partition[idx], offset=shared.offset[idx],
-        topic=shared.topic[idx], ids=[shared.ids[i] for i in rows],
-        segments=[shared.segments[i] for i in rows])
+        topic=shared.topic[idx], ids=list(map(shared.ids.__getitem__, rows)),
+        segments=list(map(shared.segments.__getitem__, rows)))
 
 
 def is_columnar(doc: dict) -> bool:

@@ -246,3 +246,17 @@ def test_columns_of_many_models_extracted_once_equal_each_models_own(variant, mo
     used = any(c is not None for c in shared_calls)
     assert used == (variant in ("uniform", "int_and_missing_ts"))
     assert [d.message.offset for d in once.dead_letters] == ([300] if variant == "bad_value" else [])
+
+
+def test_group_rows_equals_the_row_by_row_grouping():
+    from stream.events import _group_rows
+
+    rng = np.random.default_rng(3)
+    for n, k in ((0, 1), (1, 1), (7, 3), (500, 40)):
+        models = [f"m{int(i)}" for i in rng.integers(0, k, size=n)]
+        for keep in (range(n), sorted(rng.choice(n, size=n // 2, replace=False).tolist())):
+            expected: dict[str, list[int]] = {}
+            for i in keep:
+                expected.setdefault(models[i], []).append(i)
+            got = _group_rows(models, keep)
+            assert got == expected and list(got) == list(expected)   # same order of models too

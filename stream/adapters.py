@@ -18,6 +18,11 @@ Tensors ``{"name", "shape", "datatype", "data"}`` are flattened row-major and sp
 ``shape[0]`` rows. One tensor per column (pandas content type) names the features; a single
 2-D tensor takes ``[models.<name>] columns`` from the config (else ``f0``, ``f1``, ...).
 Each converted message keeps its source position, so alerts and dead letters point at it.
+Problems of one message (not JSON, not a CloudEvent, a bad tensor, a bad model name, a
+request's nested or out-of-range feature value, too many or too-long feature names) make that
+message a dead letter at conversion, with its own raw bytes. A converted message that decoding
+rejects later (e.g. a feature's type mixing numbers and names within a batch) is dead-lettered
+as the message it came from (:meth:`Converter.convert_with_origins`).
 """
 
 from __future__ import annotations
@@ -25,15 +30,18 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 import orjson
 
 from detectors._state import StateError
 
-from .events import DeadLetter, Message, parse_ts
+from .config import LimitSettings
+from .events import MODEL_RE, DeadLetter, Message, classify_value, parse_ts
 
 FORMATS = ("streamdrift", "kserve", "oip")
+_SCALARS = {int, float, str, bool, type(None)}     # feature values an event may carry
 REQUEST = "org.kubeflow.serving.inference.request"
 RESPONSE = "org.kubeflow.serving.inference.response"
 
@@ -158,13 +166,38 @@ def _doc(model: str, ident: str, ts: float | None, features: dict | None,
     return doc
 
 
+def check_features(features: dict[str, list], limits: LimitSettings) -> None:
+    """The checks decoding makes of one event's features, for a request's columns: an
+    AdapterError names the first problem (the message is then dead-lettered as it is)."""
+    if len(features) > limits.max_features_per_event:
+        raise AdapterError("too_many_features",
+                           f"{len(features)} features > limit {limits.max_features_per_event}")
+    if not all(0 < len(name) <= limits.max_name_length for name in features):
+        raise AdapterError("invalid_name",
+                           f"feature names must be 1..{limits.max_name_length} characters")
+    if set(map(type, chain.from_iterable(features.values()))) <= _SCALARS:
+        return                    # (parsed JSON numbers are always finite, ints within 64 bits)
+    for name, values in features.items():
+        for v in values:
+            reason = classify_value(v)
+            if reason is not None:
+                raise AdapterError(reason, f"feature {name!r}: {reason.replace('_', ' ')}")
+
+
+def check_model(model: str, limits: LimitSettings) -> None:
+    if not MODEL_RE.match(model) or len(model) > limits.max_name_length:
+        raise AdapterError("invalid_model",
+                           f"model {model[:40]!r}: must be 1..128 characters [A-Za-z0-9._:-]")
+
+
 class Converter:
     """Converts adapter-format messages into streamdrift columnar messages."""
 
     def __init__(self, formats: dict[str, str], columns: dict[str, tuple[str, ...]],
-                 max_pending: int = 100_000) -> None:
+                 max_pending: int = 100_000, limits: LimitSettings | None = None) -> None:
         self.formats = formats
         self.columns = columns
+        self.limits = limits or LimitSettings()
         # ce_id -> (ce type, features or predictions, model, time) of events awaiting their pair
         self.pending: OrderedDict[str, tuple[str, Any, str, float | None]] = OrderedDict()
         self.max_pending = max_pending
@@ -191,8 +224,17 @@ class Converter:
         self.changed = False
 
     def convert(self, messages: list[Message]) -> tuple[list[Message], list[DeadLetter]]:
+        """(streamdrift messages, dead letters of the messages that could not be converted)."""
+        out, dead, _ = self.convert_with_origins(messages)
+        return out, dead
+
+    def convert_with_origins(self, messages: list[Message]
+                             ) -> tuple[list[Message], list[DeadLetter], dict[int, Message]]:
+        """:meth:`convert`, and for each converted message (by ``id``) the message it came
+        from, so that a dead letter of decoding carries the raw bytes that arrived."""
         out: list[Message] = []
         dead: list[DeadLetter] = []
+        origins: dict[int, Message] = {}
         for msg in messages:
             fmt = self.formats.get(msg.topic, "streamdrift")
             if fmt == "streamdrift":
@@ -203,8 +245,11 @@ class Converter:
             except AdapterError as exc:
                 dead.append(DeadLetter(msg, exc.reason, exc.detail))
                 continue
-            out.extend(msg._replace(value=orjson.dumps(d)) for d in docs)
-        return out, dead
+            for d in docs:
+                converted = msg._replace(value=orjson.dumps(d))
+                origins[id(converted)] = msg
+                out.append(converted)
+        return out, dead, origins
 
     # -- KServe CloudEvents
     def _kserve(self, msg: Message) -> list[dict | list]:
@@ -234,13 +279,18 @@ class Converter:
             raise AdapterError("unknown_ce_type", f"ce type {kind!r} is neither request nor response")
         if not ident or not model:
             raise AdapterError("invalid_cloudevent", "a CloudEvent needs an id and a model name")
+        check_model(model, self.limits)
         ts = None
         if attrs.get("time"):
             try:
                 ts = parse_ts(attrs["time"])
             except Exception:
                 raise AdapterError("invalid_ts", f"time {attrs['time']!r} is not RFC 3339") from None
-        part = features_of(payload, self.columns.get(model)) if kind == REQUEST else predictions_of(payload)
+        if kind == REQUEST:
+            part = features_of(payload, self.columns.get(model))
+            check_features(part, self.limits)
+        else:
+            part = predictions_of(payload)
         self.changed = True
         other = self.pending.pop(str(ident), None)
         if other is None:
@@ -273,7 +323,9 @@ class Converter:
         if not isinstance(body, dict) or not isinstance(body.get("model_name"), str):
             raise AdapterError("invalid_payload", "an OIP record needs model_name and inputs")
         model = body["model_name"]
+        check_model(model, self.limits)
         features = features_of({"inputs": body.get("inputs")}, self.columns.get(model))
+        check_features(features, self.limits)
         preds = predictions_of({"outputs": body["outputs"]}) if body.get("outputs") else None
         params = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
         ts = params.get("ts")

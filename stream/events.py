@@ -122,7 +122,7 @@ def _check_event(ev: Any, limits: LimitSettings, valid_models: set[str]) -> None
                    f"{len(feats)} features > limit {limits.max_features_per_event}")
 
 
-def _classify_value(v: Any) -> str | None:
+def classify_value(v: Any) -> str | None:
     """None if v is an acceptable feature value, else the dead-letter reason."""
     if v is None or isinstance(v, (bool, str)):
         return None
@@ -486,7 +486,7 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
         # mixed or invalid: find the offending rows (slow path, only for this column)
         has_str = str in kinds
         for r, v in enumerate(col):
-            reason = _classify_value(v)
+            reason = classify_value(v)
             if reason is None and has_str and v is not None and not isinstance(v, str):
                 reason = "mixed_types"
             if reason is not None:

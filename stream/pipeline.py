@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -257,7 +257,8 @@ class Pipeline:
         self.models: dict[str, ModelMonitor] = {}
         formats = dict(settings.kafka.formats) | (formats or {})
         self.converter = Converter(formats, {m: ms.columns for m, ms in settings.models.items()
-                                             if ms.columns}) if any(
+                                             if ms.columns},
+                                   limits=settings.limits) if any(
             f != "streamdrift" for f in formats.values()) else None
         # Label messages are recognised by their topic; predictions are remembered for them
         # only when there is a label source.
@@ -303,13 +304,18 @@ class Pipeline:
             if labels:
                 messages = [m for m in messages if m.topic not in self.label_topics]
         adapter_dead: list[DeadLetter] = []
+        origins: dict[int, Message] = {}
         if self.converter is not None:
-            messages, adapter_dead = self.converter.convert(messages)
+            messages, adapter_dead, origins = self.converter.convert_with_origins(messages)
         # a batch of many models is decoded whole; the last batch tells (see decode)
         batch = decode(messages, self.settings.limits, self._admitter(),
                        pieces=None if self._pieces else False)
         self._pieces = len(batch.models) <= PIECE_MODELS
-        result = BatchResult(dead_letters=adapter_dead + batch.dead_letters, n_events=batch.n_events,
+        decode_dead = batch.dead_letters
+        if origins:             # a converted message's dead letter carries what arrived
+            decode_dead = [replace(dl, message=origins.get(id(dl.message), dl.message))
+                           for dl in decode_dead]
+        result = BatchResult(dead_letters=adapter_dead + decode_dead, n_events=batch.n_events,
                              models_touched=set(batch.models))
         prepared = []
         for model, mb in batch.models.items():

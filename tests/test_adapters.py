@@ -83,9 +83,17 @@ def test_oip_record_single_2d_tensor_with_configured_columns():
     (structured(REQUEST, "a", {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 2]},
                                           {"name": "y", "shape": [3], "datatype": "FP32",
                                            "data": [1, 2, 3]}]}, 0), "invalid_tensor"),
+    # problems decoding would find in the converted event: found in the message that has them
+    (binary(REQUEST, "a", {"instances": [[1.0, {"x": 2}]]}, 0), "nested_value"),
+    (structured(REQUEST, "a", {"instances": [{"x" * 300: 1.0}]}, 0), "invalid_name"),
+    (structured(REQUEST, "a", {"instances": [list(range(2000))]}, 0), "too_many_features"),
+    (binary(RESPONSE, "a", {"predictions": [1]}, 0, model="no spaces allowed"), "invalid_model"),
+    (Message(orjson.dumps({"model_name": "m", "inputs": [{"name": "x", "shape": [1], "datatype": "BYTES",
+                                                          "data": [[{"nested": 1}]]}]}), "oip", 0, 0, 0.0),
+     "nested_value"),
 ])
 def test_malformed_adapter_messages_are_dead_letters(msg, reason):
-    _, dead, _ = convert([msg])
+    _, dead, _ = convert([msg], fmt=msg.topic)
     assert [d.reason for d in dead] == [reason] and dead[0].message.value == msg.value
 
 
@@ -145,3 +153,20 @@ def test_pairing_state_round_trips_and_rejects_garbage():
     for garbage in (b"not json", b'{"version": 9}', b'{"version": 1, "pending": [[1]]}'):
         with pytest.raises(StateError):
             Converter({"kserve": "kserve"}, {}).load(garbage)
+
+
+def test_a_converted_event_rejected_by_decoding_is_dead_lettered_as_it_arrived():
+    """Feature types mixing numbers and names within a batch are only seen by decoding, in the
+    converted events: the dead letters carry the KServe messages that arrived, not our JSON."""
+    from stream.config import load_settings
+    from stream.pipeline import Pipeline
+
+    msgs = [structured(REQUEST, "a", {"instances": [{"ward": 1.0}]}, 0),
+            structured(RESPONSE, "a", {"predictions": [0.1]}, 1),
+            structured(REQUEST, "b", {"instances": [{"ward": "B"}]}, 2),
+            structured(RESPONSE, "b", {"predictions": [0.2]}, 3)]
+    result = Pipeline(load_settings(env={}), formats={"kserve": "kserve"}).process(msgs)
+    # a number among names: that event is rejected, as the message that completed its pair
+    assert [d.reason for d in result.dead_letters] == ["mixed_types"]
+    assert result.dead_letters[0].message == msgs[1]          # its raw bytes and headers
+    assert result.n_events == 1

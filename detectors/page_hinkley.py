@@ -47,7 +47,8 @@ _MODES = ("up", "down", "both")
 _FUSE_VALUES = 1 << 22  # padded values of detectors updated as one (update_many): 32 MB
 _FUSE_COLUMNS_EXACT = 256  # columns of detectors updated as one by the exact row loop (its
                            # buffer: ~33 kB a column; wider saves little per call)
-_BLOCK = 256         # rows per block of the exact row loop (its buffer: ~2 MB at 64 columns)
+_BLOCK = 256         # rows per block of the exact row loop (its buffers: ~1.5 MB at 64 columns;
+                     # 512 was as fast, 128 and 1024 slower)
 _MIN_BLOCK = 16      # shortest block, used while detections are dense
 _FUSED_BUFFERS: dict[tuple[float, float], dict] = {}   # (alpha, delta) -> row-loop buffers
 _KEPT_WIDTHS = 8     # row-loop buffers kept, per padded width (most recently used)
@@ -379,13 +380,13 @@ class PageHinkley:
         8 a, 9-10 alpha, 11 r, 12-13 delta. No call writes into one of its inputs (an in-place
         ufunc call costs ~1.5x here).
 
-        G is a ring of _RING rows (logical row c is ring row (c - 2) mod _RING), small enough
-        to stay in the CPU cache whatever the block length (a whole block's rows, 2 MB at 64
-        columns, made each call ~1.5x as slow), and each view is made once per ring row and
-        slot. The ring rows hold a row only while it is live (at most 2 _LAG + 1 rows); every
-        _LAG rows, calls copy the next inputs (x, r = 1/n) in and the finished means and sums
-        out. The one operand that spans two rows, [delta, delta | m], takes
-        the deltas of a lead row before ring row 0 where it would wrap.
+        G is a ring of _RING rows (logical row c is ring row (c - 2) mod _RING; 0.7 MB at 64
+        columns, where a whole block's rows took 2 MB) and each view is made once per ring row
+        and slot (same-process A/B on the 1M x 64 bench: ~6% faster than a block-long G). A
+        ring row holds a row only while it is live (at most 2 _LAG + 1 rows); every _LAG rows,
+        calls copy the next inputs (x, r = 1/n) in and the finished means and sums out. The
+        one operand that spans two rows, [delta, delta | m], takes the deltas of a lead row
+        before ring row 0 where it would wrap.
 
         All views are made once: a loop over L rows is the first calls of the sequence, run by
         ``map`` at C level with no Python bytecode per row.

@@ -71,3 +71,21 @@ def test_bad_columnar_messages_are_dead_letters(doc, reason):
     batch = decode([good, Message(orjson.dumps(doc), "e", 0, 1, 0.0)], limits)
     assert [d.reason for d in batch.dead_letters] == [reason]
     assert batch.models["m"].offset.tolist() == [0]
+
+
+@pytest.mark.parametrize("col", [
+    [1.0, 2.5], [1, 2], [1, 2.5], [2 ** 63, 1], [1.0, True], [True, False], [1.0, None],
+    [None, None], ["a", "b"], ["1.5", "2"], [1.0, "a"], [1.0, [2.0]], [[1.0], [2.0]],
+    [1.0, {"a": 1}], [2 ** 64, 1],
+])
+def test_numeric_columns_as_by_value_types(col):
+    """numpy's type discovery (the fast path) decides exactly as checking each value's type:
+    ints, floats, bools and None (NaN) make a number column; names, nesting, mixes do not."""
+    from stream.columnar import _NUMERIC, _numeric
+
+    expected = np.array(col, dtype=np.float64) if set(map(type, col)) <= _NUMERIC else None
+    got = _numeric("f", col, len(col))
+    if expected is None:
+        assert got is None
+    else:
+        assert got.dtype == np.float64 and np.array_equal(got, expected, equal_nan=True)

@@ -54,9 +54,11 @@ def split_consumed(raw: list, with_headers: bool) -> dict[tuple[str, int], list[
     """Consumed messages -> our Messages per (topic, partition), each list in consume order.
 
     Errors are logged (end of partition silently) and dropped. Each field is read for the
-    whole batch in one C-level pass (map over the message type's methods), not field by field
-    per message in Python. Timestamps are epoch seconds (0.0 when the message has none);
-    headers are a tuple of (key, value) pairs only ``with_headers`` (adapters read them).
+    whole batch in one C-level pass (map over the message type's methods); ~0.6 us a message,
+    as a loop over the messages took: the objects confluent-kafka makes per field dominate
+    (the timestamp tuple alone ~130 ns). Timestamps are epoch seconds (0.0 when the message
+    has none); headers are a tuple of (key, value) pairs only ``with_headers`` (adapters
+    read them).
     """
     errors = list(map(KafkaMessage.error, raw))
     if not all(map(is_, errors, repeat(None))):        # (KafkaError's == cannot take None)

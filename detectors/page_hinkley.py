@@ -317,16 +317,36 @@ class PageHinkley:
                 self.n_detections[cols] += 1
                 self._pending_reset[cols] = True
                 # a column that drifted restarts after its detection: it simply takes its next
-                # block from there (columns advance independently); when detections come early
-                # in blocks, shorter blocks waste less of the rows computed past them
-                early = 2 * int((det[hit] < block // 4).sum()) > int(hit.sum())   # mostly early
-                block = max(_MIN_BLOCK, block // 2) if early else min(self._max_block, block * 2)
+                # block from there (columns advance independently); the rows computed past
+                # its detection are thrown away, so blocks shrink while that wastes much
+                block = self._next_block(block, take, det, hit)
             else:
                 block = min(self._max_block, block * 2)
             cursor[active] += np.where(hit, det + 1, take)
         if not found_cols:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         return np.concatenate(found_cols), np.concatenate(found_pos)
+
+    def _next_block(self, block: int, take: np.ndarray, det: np.ndarray, hit: np.ndarray) -> int:
+        """The next block length after a block in which some columns detected.
+
+        Row loop (exact): halve when most detections came in the first quarter of the block,
+        else double (up to _BLOCK rows: they are short anyway). Closed form: its blocks are up
+        to 16x longer, and on a stream detecting every ~1600 values most of a 4096-row block
+        was thrown away, which the "first quarter" rule never saw (the 1M x 64 bench with
+        alpha < 1: 19.8 s -> 5.5 s, same detections): halve while the rows computed past
+        detections are over a quarter of the block's, double when under an eighth.
+        """
+        if self.exact:
+            early = 2 * int((det[hit] < block // 4).sum()) > int(hit.sum())   # mostly early
+            return max(_MIN_BLOCK, block // 2) if early else min(self._max_block, block * 2)
+        wasted = int((take[hit] - det[hit] - 1).sum())
+        computed = int(take.sum())
+        if 4 * wasted > computed:
+            return max(_MIN_BLOCK, block // 2)
+        if 8 * wasted < computed:
+            return min(self._max_block, block * 2)
+        return block
 
     @staticmethod
     def _gather(values: np.ndarray, start: np.ndarray, cols: np.ndarray, out: np.ndarray

@@ -145,6 +145,30 @@ def test_page_hinkley_closed_form_agrees_with_river(kind, params):
     assert PageHinkley.from_bytes(det.to_bytes()).exact is False
 
 
+def test_page_hinkley_closed_form_blocks_shrink_where_detections_waste_them(monkeypatch):
+    """On noise that river's defaults detect every few hundred values, closed-form blocks of
+    4096 rows would be mostly thrown away after detections: they must shrink (the detections
+    are checked against river on 2 columns)."""
+    import detectors.page_hinkley as ph
+
+    lengths: list[int] = []
+    run_block = ph.PageHinkley._run_block
+
+    def spy(self, cols, values, start, take):
+        lengths.append(int(take.max()))
+        return run_block(self, cols, values, start, take)
+
+    monkeypatch.setattr(ph.PageHinkley, "_run_block", spy)
+    X = np.random.default_rng(5).normal(0, 3, (40_000, 16))
+    _check("PageHinkley", lambda n_features, **kw: PageHinkley(n_features, exact=False, **kw),
+           X[:, :2], {}, cuts=[])
+    lengths.clear()
+    det = PageHinkley(16, exact=False)
+    det.update(X)
+    assert det.n_detections.min() >= 20                       # the stream detects often
+    assert lengths[0] == 4096 and np.median(lengths) <= 1024   # and the blocks followed
+
+
 @pytest.mark.parametrize("params", [{}, {"clock": 4, "max_buckets": 2, "delta": 0.1},
                                     {"clock": 1, "max_buckets": 3, "delta": 0.5}])
 def test_adwin_window_right_after_each_detection_equals_river(params):

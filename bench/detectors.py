@@ -83,6 +83,17 @@ def compare(name: str, ours, theirs, X: np.ndarray, batch: int, k: int, repeat: 
     return best_ours, best_river, float(np.median(ratios)), hits_river
 
 
+def report(label: str, X: np.ndarray, batch: int, args) -> None:
+    """Compare each detector with river's on X in batches of `batch` rows; one line each."""
+    k = min(args.river_columns, X.shape[1])
+    for name, ours, theirs in detectors(args.only):
+        ours_rate, river_rate, ratio, hits_river = compare(name, ours, theirs, X, batch, k,
+                                                           args.repeat)
+        print(f"{name:12s} {label + ' ' if label else ''}ours {ours_rate / 1e6:6.2f} M values/s   river "
+              f"{river_rate / 1e6:5.2f} M values/s   ratio {ratio:5.1f}x   detections equal on "
+              f"{k} columns: True   (detections per column: {len(hits_river[0])})")
+
+
 def service_like(args, rng: np.random.Generator) -> None:
     """A model's signals as the service feeds them: 11 columns (10 features and a prediction),
     each shifting at 3 times of its own (so windows restart at different times and differ in
@@ -92,13 +103,8 @@ def service_like(args, rng: np.random.Generator) -> None:
     for j in range(D):
         for cp in rng.integers(0, N, size=3):
             X[cp:, j] += rng.normal(0, 1)
-    k = min(args.river_columns, D)
-    for name, ours, theirs in detectors(args.only):
-        ours_rate, river_rate, ratio, _ = compare(name, ours, theirs, X, args.service_batch, k,
-                                                  args.repeat)
-        print(f"{name:12s} service-like ({D} columns drifting at their own times, batches of "
-              f"{args.service_batch}): ours {ours_rate / 1e6:5.2f} M values/s   river "
-              f"{river_rate / 1e6:5.2f} M values/s   ratio {ratio:5.1f}x   detections equal: True")
+    report(f"service-like ({D} columns drifting at their own times, batches of "
+           f"{args.service_batch}):", X, args.service_batch, args)
 
 
 def main() -> None:
@@ -115,14 +121,8 @@ def main() -> None:
     N, D = args.rows, args.features
     X = rng.normal(size=(N, D))
     X[N // 2:] += 1.0
-    k = min(args.river_columns, D)
-    print(f"rows={N} features={D} batch={args.batch} river columns={k}")
-    for name, ours, theirs in detectors(args.only):
-        ours_rate, river_rate, ratio, hits_river = compare(name, ours, theirs, X, args.batch, k,
-                                                           args.repeat)
-        print(f"{name:12s} ours {ours_rate / 1e6:7.2f} M values/s   river {river_rate / 1e6:5.2f} M values/s"
-              f"   ratio {ratio:5.1f}x   detections equal on {k} columns: True"
-              f"   (detections per column: {len(hits_river[0])})")
+    print(f"rows={N} features={D} batch={args.batch} river columns={min(args.river_columns, D)}")
+    report("", X, args.batch, args)
     service_like(args, rng)
     if args.only == "PageHinkley":
         return

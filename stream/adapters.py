@@ -19,7 +19,7 @@ Tensors ``{"name", "shape", "datatype", "data"}`` are flattened row-major and sp
 2-D tensor takes ``[models.<name>] columns`` from the config (else ``f0``, ``f1``, ...).
 Each converted message keeps its source position, so alerts and dead letters point at it.
 Problems of one message (not JSON, not a CloudEvent, a bad tensor, a bad model name, a
-request's nested or out-of-range feature value, too many or too-long feature names) make that
+request's nested feature value, too many or too-long feature names) make that
 message a dead letter at conversion, with its own raw bytes. A converted message that decoding
 rejects later (e.g. a feature's type mixing numbers and names within a batch) is dead-lettered
 as the message it came from (:meth:`Converter.convert_with_origins`).

@@ -29,10 +29,12 @@ class ColumnarError(ValueError):
 
 def _numeric(name: str, col: list, n: int) -> np.ndarray | None:
     """The column as float64 if every value is a number, bool or None (NaN); else None."""
-    try:
-        arr = np.array(col)          # numpy's own type discovery: one C pass, no type() per value
-    except (ValueError, OverflowError):
-        arr = None
+    arr = None
+    if col and type(col[0]) in (float, int):   # (a column of names would be copied for nothing)
+        try:
+            arr = np.array(col)      # numpy's own type discovery: one C pass, no type() per value
+        except (ValueError, OverflowError):
+            pass
     if arr is not None and arr.ndim == 1 and arr.dtype.kind in "fi":   # ints and floats only
         arr = arr.astype(np.float64, copy=False)
         if np.isinf(arr).any():

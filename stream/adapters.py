@@ -10,7 +10,9 @@ Selected per topic (``[kafka.formats]`` in the config, ``replay --format``):
   in the body, payload in ``data``. Payloads: V1 ``{"instances": [...]}`` /
   ``{"predictions": [...]}`` or V2 (Open Inference Protocol) ``inputs`` / ``outputs``.
   Requests and responses are paired by ``ce_id`` in a bounded store: features from the request
-  rows, prediction from the response; whatever is evicted unpaired is still emitted alone.
+  rows, prediction from the response; whatever is evicted unpaired is still emitted alone,
+  and the other half of a pair whose request or response was a dead letter goes on alone at
+  once (not after waiting in the store).
 * ``oip``: Open Inference Protocol (V2) JSON records ``{"model_name", "inputs": [...],
   "outputs": [...]}`` (``id``, ``parameters.ts`` optional).
 
@@ -44,12 +46,18 @@ FORMATS = ("streamdrift", "kserve", "oip")
 _SCALARS = {int, float, str, bool, type(None)}     # feature values an event may carry
 REQUEST = "org.kubeflow.serving.inference.request"
 RESPONSE = "org.kubeflow.serving.inference.response"
+REJECTED = "streamdrift.rejected"   # pairing-store marker: this id's message of kind `part` was
+                                    # a dead letter, so its other half goes on alone on arrival
 
 
 class AdapterError(ValueError):
+    """A message that cannot be converted. ``emitted``: documents that go on anyway (the
+    waiting other half of a rejected KServe message)."""
+
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason, self.detail = reason, detail
+        self.emitted: list[dict | list] = []
 
 
 def _tensor_rows(t: Any) -> tuple[str, list[list[Any]]]:
@@ -244,7 +252,7 @@ class Converter:
                 docs = self._kserve(msg) if fmt == "kserve" else self._oip(msg)
             except AdapterError as exc:
                 dead.append(DeadLetter(msg, exc.reason, exc.detail))
-                continue
+                docs = exc.emitted
             for d in docs:
                 converted = msg._replace(value=orjson.dumps(d))
                 origins[id(converted)] = msg
@@ -281,18 +289,26 @@ class Converter:
             raise AdapterError("invalid_cloudevent", "a CloudEvent needs an id and a model name")
         check_model(model, self.limits)
         ts = None
-        if attrs.get("time"):
-            try:
-                ts = parse_ts(attrs["time"])
-            except Exception:
-                raise AdapterError("invalid_ts", f"time {attrs['time']!r} is not RFC 3339") from None
-        if kind == REQUEST:
-            part = features_of(payload, self.columns.get(model))
-            check_features(part, self.limits)
-        else:
-            part = predictions_of(payload)
+        try:
+            if attrs.get("time"):
+                try:
+                    ts = parse_ts(attrs["time"])
+                except Exception:
+                    raise AdapterError("invalid_ts", f"time {attrs['time']!r} is not RFC 3339") from None
+            if kind == REQUEST:
+                part = features_of(payload, self.columns.get(model))
+                check_features(part, self.limits)
+            else:
+                part = predictions_of(payload)
+        except AdapterError as exc:
+            exc.emitted = self._rejected(kind, str(ident), model, ts)
+            raise
         self.changed = True
         other = self.pending.pop(str(ident), None)
+        if other is not None and other[0] == REJECTED:
+            if other[1] != kind:        # the other half was a dead letter: this one goes alone
+                return [self._alone(str(ident), (kind, part, model, ts))] + self._evict()
+            other = None                # the same kind again (a retry): a fresh start
         if other is None:
             self.pending[str(ident)] = (kind, part, model, ts)
             return self._evict()
@@ -301,17 +317,41 @@ class Converter:
             raise AdapterError("duplicate_ce_id", f"two {kind} events with id {ident!r}")
         features, preds = (part, other[1]) if kind == REQUEST else (other[1], part)
         req_ts = ts if kind == REQUEST else other[3]
-        doc = _doc(model, str(ident), req_ts if req_ts is not None else ts, features, preds)
+        try:
+            doc = _doc(model, str(ident), req_ts if req_ts is not None else ts, features, preds)
+        except AdapterError as exc:        # rows and predictions do not match: this message is
+            exc.emitted = [self._alone(str(ident), other)] + self._evict()   # the dead letter,
+            raise                          # the one that waited goes on alone
         return [doc] + self._evict()
 
+    def _rejected(self, kind: str, ident: str, model: str, ts: float | None) -> list[dict | list]:
+        """A request or response of pair ``ident`` is a dead letter. Its other half, if
+        waiting, goes on alone now; else a marker makes it go alone as soon as it arrives (not
+        wait in the store until evicted). Returns the documents emitted now."""
+        self.changed = True
+        other = self.pending.pop(ident, None)
+        if other is not None and other[0] not in (kind, REJECTED):
+            return [self._alone(ident, other)] + self._evict()
+        # a valid message of the same kind waiting (a duplicate id) keeps waiting
+        self.pending[ident] = other if other is not None and other[0] == kind \
+            else (REJECTED, kind, model, ts)
+        return self._evict()
+
+    @staticmethod
+    def _alone(ident: str, entry: tuple[str, Any, str, float | None]) -> dict | list:
+        """The document of an unpaired request (features) or response (predictions)."""
+        kind, part, model, ts = entry
+        return _doc(model, ident, ts, part, None) if kind == REQUEST else _doc(model, ident, ts, None, part)
+
     def _evict(self) -> list[dict | list]:
-        """Unpaired events beyond the store's size are emitted alone (nothing is dropped)."""
+        """Unpaired events beyond the store's size are emitted alone (nothing is dropped);
+        markers of rejected messages beyond it are forgotten."""
         docs = []
         while len(self.pending) > self.max_pending:
-            ident, (kind, part, model, ts) = self.pending.popitem(last=False)
-            self.evicted += 1
-            docs.append(_doc(model, ident, ts, part, None) if kind == REQUEST else
-                        _doc(model, ident, ts, None, part))
+            ident, entry = self.pending.popitem(last=False)
+            if entry[0] != REJECTED:
+                self.evicted += 1
+                docs.append(self._alone(ident, entry))
         return docs
 
     # -- Open Inference Protocol records

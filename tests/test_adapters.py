@@ -106,6 +106,51 @@ def test_row_mismatch_and_duplicates():
     assert [d.reason for d in dead] == ["duplicate_ce_id"]
 
 
+@pytest.mark.parametrize("bad_first", [True, False])
+def test_the_other_half_of_a_dead_lettered_message_goes_on_alone_at_once(bad_first):
+    """A request rejected at conversion (a nested feature value) must not leave its response
+    waiting in the pairing store until evicted: the response's prediction goes on at once,
+    whichever of the two arrived first; a good pair after it is paired as usual."""
+    bad = structured(REQUEST, "a", {"instances": [[1.0, {"x": 2}]]}, 0)
+    response = structured(RESPONSE, "a", {"predictions": [0.25]}, 1)
+    good = [structured(REQUEST, "b", {"instances": [[3.0, 4.0]]}, 2),
+            structured(RESPONSE, "b", {"predictions": [0.5]}, 3)]
+    batch, dead, conv = convert(([bad, response] if bad_first else [response, bad]) + good)
+    assert [(d.reason, d.message.value) for d in dead] == [("nested_value", bad.value)]
+    mb = batch.models["income"]
+    assert mb.ids == ["a-0", "b-0"] and mb.prediction.tolist() == [0.25, 0.5]
+    assert np.isnan(mb.numeric["f0"][0]) and mb.numeric["f0"][1] == 3.0
+    assert dict(conv.pending) == {} and conv.evicted == 0
+    # the same for a response rejected while its request waits, or before it arrives
+    for order in ([0, 1], [1, 0]):
+        msgs = [structured(REQUEST, "c", {"instances": [[7.0, 8.0]]}, 0),
+                structured(RESPONSE, "c", {"outputs": [{"name": "p", "shape": [2]}]}, 1)]
+        batch, dead, conv = convert([msgs[i] for i in order])
+        assert [d.reason for d in dead] == ["invalid_tensor"] and dead[0].message is msgs[1]
+        assert batch.models["income"].numeric["f1"].tolist() == [8.0] and conv.pending == {}
+
+
+def test_a_rejection_marker_is_bounded_and_is_not_an_event():
+    """Markers of rejected messages live in the bounded store; evicted, they emit nothing."""
+    msgs = [structured(REQUEST, f"r{i}", {"instances": [["x", [1]]]}, i) for i in range(4)]
+    batch, dead, conv = convert(msgs, max_pending=2)
+    assert len(dead) == 4 and batch.models == {} and conv.evicted == 0
+    assert list(conv.pending) == ["r2", "r3"]
+    again = Converter({"kserve": "kserve"}, {}, max_pending=2)
+    again.load(conv.dump())                                   # markers survive a restart
+    out, dead = again.convert([structured(RESPONSE, "r3", {"predictions": [0.9]}, 9)])
+    assert dead == [] and decode(out, LimitSettings()).models["income"].prediction.tolist() == [0.9]
+
+
+def test_a_pair_whose_rows_do_not_match_keeps_the_waiting_half():
+    """Request rows and predictions of different counts: the completing message is the dead
+    letter, the half that waited goes on alone (nothing it carried is lost)."""
+    batch, dead, conv = convert([structured(REQUEST, "a", {"instances": [[1.0], [2.0]]}, 0),
+                                 structured(RESPONSE, "a", {"predictions": [1]}, 1)])
+    assert [(d.reason, d.message.offset) for d in dead] == [("row_mismatch", 1)]
+    assert batch.models["income"].numeric["f0"].tolist() == [1.0, 2.0] and conv.pending == {}
+
+
 def test_unpaired_events_beyond_the_store_are_emitted_alone():
     msgs = [structured(REQUEST, f"r{i}", {"instances": [[float(i)]]}, i) for i in range(5)]
     batch, dead, conv = convert(msgs, max_pending=2)

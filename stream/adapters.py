@@ -44,6 +44,7 @@ from .events import MODEL_RE, DeadLetter, Message, classify_value, parse_ts
 
 FORMATS = ("streamdrift", "kserve", "oip")
 _SCALARS = {int, float, str, bool, type(None)}     # feature values an event may carry
+_KNOWN_MODELS = 10_000     # model names remembered as valid (the check is then skipped)
 REQUEST = "org.kubeflow.serving.inference.request"
 RESPONSE = "org.kubeflow.serving.inference.response"
 REJECTED = "streamdrift.rejected"   # pairing-store marker: this id's message of kind `part` was
@@ -180,7 +181,7 @@ def check_features(features: dict[str, list], limits: LimitSettings) -> None:
     if len(features) > limits.max_features_per_event:
         raise AdapterError("too_many_features",
                            f"{len(features)} features > limit {limits.max_features_per_event}")
-    if not all(0 < len(name) <= limits.max_name_length for name in features):
+    if features and not 0 < min(map(len, features)) <= max(map(len, features)) <= limits.max_name_length:
         raise AdapterError("invalid_name",
                            f"feature names must be 1..{limits.max_name_length} characters")
     if set(map(type, chain.from_iterable(features.values()))) <= _SCALARS:
@@ -211,6 +212,7 @@ class Converter:
         self.max_pending = max_pending
         self.evicted = 0
         self.changed = False            # pending changed since the last dump()
+        self._valid_models: set[str] = set()   # model names that passed check_model
 
     def dump(self) -> bytes:
         """The events awaiting their pair (JSON), for the changelog; see :meth:`load`."""
@@ -254,7 +256,7 @@ class Converter:
                 dead.append(DeadLetter(msg, exc.reason, exc.detail))
                 docs = exc.emitted
             for d in docs:
-                converted = msg._replace(value=orjson.dumps(d))
+                converted = Message(orjson.dumps(d), *msg[1:])     # (cheaper than _replace)
                 origins[id(converted)] = msg
                 out.append(converted)
         return out, dead, origins
@@ -262,7 +264,7 @@ class Converter:
     # -- KServe CloudEvents
     def _kserve(self, msg: Message) -> list[dict | list]:
         headers = {k: (v.decode(errors="replace") if isinstance(v, bytes) else str(v))
-                   for k, v in (msg.headers or ())}
+                   for k, v in msg.headers} if msg.headers else {}
         try:
             body = orjson.loads(msg.value)
         except orjson.JSONDecodeError as exc:
@@ -271,7 +273,7 @@ class Converter:
             attrs = {k[3:]: v for k, v in headers.items() if k.startswith("ce_")}
             payload = body
         elif isinstance(body, dict) and "specversion" in body:      # structured mode
-            attrs = {k: v for k, v in body.items() if k not in ("data", "data_base64")}
+            attrs = body                          # (only attributes are read from it)
             payload = body.get("data")
             if payload is None and isinstance(body.get("data_base64"), str):
                 import base64
@@ -287,7 +289,10 @@ class Converter:
             raise AdapterError("unknown_ce_type", f"ce type {kind!r} is neither request nor response")
         if not ident or not model:
             raise AdapterError("invalid_cloudevent", "a CloudEvent needs an id and a model name")
-        check_model(model, self.limits)
+        if model not in self._valid_models:
+            check_model(model, self.limits)
+            if len(self._valid_models) < _KNOWN_MODELS:
+                self._valid_models.add(model)
         ts = None
         try:
             if attrs.get("time"):

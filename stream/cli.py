@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, help="port of /metrics (overrides metrics.port)")
     run.set_defaults(func=cmd_run)
     rep = sub.add_parser("replay", help="run the same pipeline over JSONL files, no Kafka")
-    rep.add_argument("events", help="events, one JSON message per line")
+    rep.add_argument("events", help="events, one JSON message per line (.gz, .bz2, .xz read "
+                     "decompressed; - reads standard input)")
     rep.add_argument("--labels", help="labels, one JSON message per line, merged by ts")
     rep.add_argument("--config", help="TOML configuration file")
     rep.add_argument("--out", help="alerts as JSON lines (default: stdout)")

@@ -1,7 +1,10 @@
 """`streamdrift replay`: the run pipeline over JSONL files, no Kafka.
 
 Each line of EVENTS.jsonl is one message; ``at.topic`` of an alert is the file's path as
-given and ``at.offset`` the 0-based line index. With --labels, events and labels are merged
+given and ``at.offset`` the 0-based line index. Files ending in .gz, .bz2 or .xz are read
+decompressed; ``-`` reads standard input (one of the two inputs at most). A file that cannot be
+read to its end (e.g. a truncated archive) stops the replay with exit code 2 and a message
+naming it, after the lines read before the fault were processed. With --labels, events and labels are merged
 in ``ts`` order (events first on ties; lines without a readable ts keep their place relative
 to their own file). Bad lines become dead-letter JSON lines
 {"source", "offset", "reason", "detail", "value": base64 of the raw line}.
@@ -10,7 +13,10 @@ to their own file). Bad lines become dead-letter JSON lines
 from __future__ import annotations
 
 import base64
+import bz2
+import gzip
 import heapq
+import lzma
 import sys
 import time
 from collections.abc import Iterator
@@ -23,12 +29,27 @@ from .config import Settings
 from .events import Message
 from .pipeline import Pipeline
 
+STDIN = "-"
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}   # by file suffix
+# what reading a damaged file raises (BadGzipFile is an OSError; truncated archives: EOFError)
+READ_ERRORS = (OSError, EOFError, lzma.LZMAError)
+
+
+class InputError(Exception):
+    """An input file could not be read to its end; names the file."""
+
 
 def read_lines(path: str) -> Iterator[Message]:
-    """Messages of a JSONL file: one per line (without its line ending), offset = line index."""
-    with open(path, "rb") as fh:
-        for i, line in enumerate(fh):
-            yield Message(line.rstrip(b"\r\n"), path, 0, i, 0.0)
+    """Messages of a JSONL file: one per line (without its line ending), offset = line index.
+    ``-`` is standard input; .gz, .bz2 and .xz files are decompressed. Raises InputError when
+    the file cannot be read to its end (the lines before the fault were yielded)."""
+    try:
+        with (open(0, "rb", closefd=False) if path == STDIN
+              else _OPENERS.get(Path(path).suffix.lower(), open)(path, "rb")) as fh:
+            for i, line in enumerate(fh):
+                yield Message(line.rstrip(b"\r\n"), path, 0, i, 0.0)
+    except READ_ERRORS as exc:
+        raise InputError(f"{path}: cannot be read to its end ({exc})") from None
 
 
 def _ts_key(msg: Message) -> float:
@@ -54,11 +75,12 @@ def merged(events: str, labels: str | None) -> Iterator[Message]:
 def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
            dead: BinaryIO | None, err=sys.stderr, fmt: str = "streamdrift",
            report: str | None = None) -> int:
-    if not Path(events).is_file():
-        print(f"streamdrift replay: {events}: no such file", file=err)
-        return 2
-    if labels is not None and not Path(labels).is_file():
-        print(f"streamdrift replay: {labels}: no such file", file=err)
+    for path in (events, labels):
+        if path is not None and path != STDIN and not Path(path).is_file():
+            print(f"streamdrift replay: {path}: no such file", file=err)
+            return 2
+    if events == labels == STDIN:
+        print("streamdrift replay: events and labels cannot both be standard input", file=err)
         return 2
     pipeline = Pipeline(settings, label_topics={labels} if labels else set(), formats={events: fmt})
     recorder = None
@@ -87,11 +109,15 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
                                          "value": base64.b64encode(dl.message.value).decode()}) + b"\n")
         batch.clear()
 
-    for msg in merged(events, labels):
-        n_lines += 1
-        batch.append(msg)
-        if len(batch) >= batch_size:
-            flush()
+    fault = None
+    try:
+        for msg in merged(events, labels):
+            n_lines += 1
+            batch.append(msg)
+            if len(batch) >= batch_size:
+                flush()
+    except InputError as exc:
+        fault = exc                     # what was read before it is still processed
     if batch:
         flush()
     out.flush()
@@ -103,4 +129,7 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
     print(f"streamdrift replay: {n_lines} lines, {n_events} events, {n_alerts} alerts, "
           f"{n_dead} dead letters, {pipeline.n_labels} labels in {elapsed:.2f}s "
           f"({rate:,.0f} events/s)", file=err)
+    if fault is not None:
+        print(f"streamdrift replay: {fault}", file=err)
+        return 2
     return 0

@@ -60,3 +60,55 @@ def test_replay_merges_labels_by_ts_and_counts_them(tmp_path):
 def test_replay_missing_file_is_a_clear_error(tmp_path):
     proc = run_replay(str(tmp_path / "nope.jsonl"))
     assert proc.returncode == 2 and b"no such file" in proc.stderr and b"Traceback" not in proc.stderr
+
+
+def _alert_points(stdout: bytes) -> list[tuple]:
+    """What an alert says, without the input's name (at.topic is the path as given)."""
+    return [(a["model"], a["signal"], a["detector"], a["status"], a["at"]["offset"])
+            for a in map(orjson.loads, stdout.splitlines())]
+
+
+def test_replay_reads_compressed_files_and_standard_input(tmp_path):
+    """History is often kept compressed, or piped from another tool: .gz, .bz2, .xz and `-`
+    give exactly the alerts of the plain file, each naming its input as given."""
+    import bz2
+    import gzip
+    import lzma
+
+    data = jsonl(DEMO_MODELS, 9000, seed=2)
+    plain = tmp_path / "e.jsonl"
+    plain.write_bytes(data)
+    expected = run_replay(str(plain))
+    assert expected.returncode == 0 and len(_alert_points(expected.stdout)) >= 2
+    for suffix, compress in ((".gz", gzip.compress), (".bz2", bz2.compress), (".xz", lzma.compress)):
+        packed = tmp_path / f"e.jsonl{suffix}"
+        packed.write_bytes(compress(data))
+        proc = run_replay(str(packed))
+        assert proc.returncode == 0, proc.stderr
+        assert _alert_points(proc.stdout) == _alert_points(expected.stdout)
+        assert {orjson.loads(x)["at"]["topic"] for x in proc.stdout.splitlines()} == {str(packed)}
+    proc = subprocess.run([sys.executable, "-m", "stream", "replay", "-"], input=data,
+                          capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert _alert_points(proc.stdout) == _alert_points(expected.stdout)
+    assert {orjson.loads(x)["at"]["topic"] for x in proc.stdout.splitlines()} == {"-"}
+    assert b"27000 lines" in proc.stderr
+    both = run_replay("-", "--labels", "-")
+    assert both.returncode == 2 and b"cannot both be standard input" in both.stderr
+
+
+def test_replay_of_a_truncated_archive_processes_what_it_read_and_fails_loudly(tmp_path):
+    import gzip
+
+    data = jsonl(DEMO_MODELS, 9000, seed=2)
+    packed = gzip.compress(data)
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(packed[: len(packed) * 3 // 4])           # a transfer that stopped early
+    proc = run_replay(str(cut))
+    assert proc.returncode == 2 and b"Traceback" not in proc.stderr
+    assert f"{cut}: cannot be read to its end".encode() in proc.stderr
+    summary = next(line for line in proc.stderr.splitlines() if b" lines, " in line)
+    n_lines = int(summary.split(b"replay: ")[1].split(b" lines")[0])
+    assert 0 < n_lines < 27000                                 # what was read was processed
+    points = _alert_points(proc.stdout)
+    assert points and all(offset < n_lines for *_, offset in points)

@@ -97,7 +97,7 @@ def report(label: str, X: np.ndarray, batch: int, args) -> None:
 def service_like(args, rng: np.random.Generator) -> None:
     """A model's signals as the service feeds them: 11 columns (10 features and a prediction),
     each shifting at 3 times of its own (so windows restart at different times and differ in
-    length), in batches of --service-batch rows (the service's default batch_size)."""
+    length), in batches of --service-batch rows (default 2000; the service's batch_size is 5000)."""
     N, D = 300_000, 11
     X = rng.normal(size=(N, D))
     for j in range(D):

@@ -456,16 +456,16 @@ class PageHinkley:
 
         calls: list[tuple] = []
 
-        def copy(dst: np.ndarray, src: np.ndarray) -> None:
+        def copy_call(dst: np.ndarray, src: np.ndarray) -> None:
             calls.append((np.copyto, dst, src, "no"))   # (as np.copyto(dst, src, casting))
 
         def copy_in(src: np.ndarray, lo: int, row: int, slot: int) -> None:
             for rows, i, m in runs(row, R):
-                copy(H[rows, slot], src[lo + i:lo + i + m])
+                copy_call(H[rows, slot], src[lo + i:lo + i + m])
 
         def sums_out(lo: int) -> None:
             for rows, i, m in runs(lo + R + 3, R):   # S_j is in row j + R + 3
-                copy(sums[lo + i:lo + i + m], H[rows, 6:8])
+                copy_call(sums[lo + i:lo + i + m], H[rows, 6:8])
 
         copy_in(x, 0, 1, 3)                         # x_t: row t + 1, slot 3
         copy_in(recip, 0, 2, 11)                    # r_t: row t + 2, slot 11
@@ -479,7 +479,7 @@ class PageHinkley:
             if (c + 1) % R == 0 and c + 1 <= B:     # rows c + 1 - R .. c have their means
                 lo, hi = c + 1 - R, c + 1
                 for rows, i, m in runs(lo + 2, R):  # m_t is in row t + 2
-                    copy(means[lo + i:lo + i + m], H[rows, 0])
+                    copy_call(means[lo + i:lo + i + m], H[rows, 0])
                 for rows, i, m in runs(lo + R + 1, R):   # D_s is read from row s + R + 1
                     a, b_ = x[lo + i:lo + i + m], means[lo + i:lo + i + m]
                     calls.append((sub, a, b_, H[rows, 4]))

@@ -334,12 +334,13 @@ class Converter:
         waiting, goes on alone now; else a marker makes it go alone as soon as it arrives (not
         wait in the store until evicted). Returns the documents emitted now."""
         self.changed = True
-        other = self.pending.pop(ident, None)
+        other = self.pending.get(ident)
         if other is not None and other[0] not in (kind, REJECTED):
-            return [self._alone(ident, other)] + self._evict()
-        # a valid message of the same kind waiting (a duplicate id) keeps waiting
-        self.pending[ident] = other if other is not None and other[0] == kind \
-            else (REJECTED, kind, model, ts)
+            del self.pending[ident]
+            return [self._alone(ident, other)]
+        if other is not None and other[0] == kind:
+            return []           # a valid message of the same kind (a duplicate id) keeps waiting
+        self.pending[ident] = (REJECTED, kind, model, ts)
         return self._evict()
 
     @staticmethod

@@ -2,11 +2,11 @@
 
 Each line of EVENTS.jsonl is one message; ``at.topic`` of an alert is the file's path as
 given and ``at.offset`` the 0-based line index. Files ending in .gz, .bz2 or .xz are read
-decompressed; ``-`` reads standard input (one of the two inputs at most). A file that cannot be
-read to its end (e.g. a truncated archive) stops the replay with exit code 2 and a message
-naming it, after the lines read before the fault were processed. With --labels, events and labels are merged
-in ``ts`` order (events first on ties; lines without a readable ts keep their place relative
-to their own file). Bad lines become dead-letter JSON lines
+decompressed; ``-`` reads standard input (one of the two inputs at most). A file that cannot
+be read to its end (e.g. a truncated archive) stops the replay with exit code 2 and a message
+naming it, after the lines read before the fault were processed. With --labels, events and
+labels are merged in ``ts`` order (events first on ties; lines without a readable ts keep
+their place relative to their own file). Bad lines become dead-letter JSON lines
 {"source", "offset", "reason", "detail", "value": base64 of the raw line}.
 """
 
@@ -32,7 +32,7 @@ from .pipeline import Pipeline
 STDIN = "-"
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}   # by file suffix
 # what reading a damaged file raises (BadGzipFile is an OSError; truncated archives: EOFError)
-READ_ERRORS = (OSError, EOFError, lzma.LZMAError)
+_READ_ERRORS = (OSError, EOFError, lzma.LZMAError)
 
 
 class InputError(Exception):
@@ -48,7 +48,7 @@ def read_lines(path: str) -> Iterator[Message]:
               else _OPENERS.get(Path(path).suffix.lower(), open)(path, "rb")) as fh:
             for i, line in enumerate(fh):
                 yield Message(line.rstrip(b"\r\n"), path, 0, i, 0.0)
-    except READ_ERRORS as exc:
+    except _READ_ERRORS as exc:
         raise InputError(f"{path}: cannot be read to its end ({exc})") from None
 
 

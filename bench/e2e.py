@@ -4,14 +4,20 @@
                         [--models 1] [--batch 5000] [--naive-events 0]
 
 Workload: row-per-event JSON, one model (or --models, round-robin), F numeric features + a
-numeric prediction, N(0, 1) with a shift of the first feature halfway. In-process rates are the
-best of --repeat alternating rounds. Baselines:
+numeric prediction, N(0, 1) with a shift of the first feature halfway. In-process rates:
+--repeat rounds, each measuring the baselines and replay batch by batch in turn (this machine's
+speed drifts by tens of percent within seconds); ratios are per round, printed as median
+(lowest-highest), rates as the median round's. Baselines:
   floor  orjson.loads of each message and nothing else (decode-only)
   naive  orjson.loads + river's ADWIN and PageHinkley updated per value (what a simple
          service would do), over the same events as replay (--naive-events: a prefix)
 replay   the pipeline over the messages in batches (in process, as `streamdrift replay` does);
          "detectors alone": events / the time the same run spent in the detectors' updates
-         (the ceiling of any decoding: for columnar batches, of any input format)
+         (the ceiling of any decoding: for columnar batches, of any input format);
+extract  parse and extract only: orjson's parse of joined chunks of the messages and every
+         value pulled into float arrays, no checks (less than any validating pipeline does);
+         "bound": the most a row-JSON pipeline with these detectors can reach, as a share
+         of the floor: 1 / (1/extract + 1/detectors alone)
 run      `streamdrift run` as a process against the local broker (scripts/kafka): events
          pre-produced to a fresh topic; rate = events / wall time from the first processed
          batch to the last (read from /metrics), and events / sum of batch times (busy)
@@ -27,6 +33,9 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
+from itertools import chain, repeat
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +50,7 @@ from river import drift  # noqa: E402
 from stream import pipeline as pipeline_module  # noqa: E402
 from stream.config import load_settings  # noqa: E402
 from stream.events import Message  # noqa: E402
-from stream.pipeline import Pipeline  # noqa: E402
+from stream.pipeline import Pipeline, collector_paused  # noqa: E402
 
 
 def make_values(n: int, f: int, seed: int = 0, models: int = 1) -> list[bytes]:
@@ -56,26 +65,52 @@ def make_values(n: int, f: int, seed: int = 0, models: int = 1) -> list[bytes]:
                           "prediction": float(pred[i])}) for i in range(n)]
 
 
-def floor_rate(values: list[bytes]) -> float:
+def floor_seconds(values: list[bytes]) -> float:
+    """Seconds of orjson.loads of each message and nothing else (the decode-only floor)."""
     t = time.perf_counter()
     for v in values:
         orjson.loads(v)
-    return len(values) / (time.perf_counter() - t)
+    return time.perf_counter() - t
 
 
-def naive_rate(values: list[bytes]) -> float:
-    dets: dict[str, tuple] = {}
-    t = time.perf_counter()
-    for v in values:
-        ev = orjson.loads(v)
-        items = list(ev["features"].items()) + [("prediction", ev["prediction"])]
-        for name, x in items:
-            d = dets.get((ev["model"], name))
-            if d is None:
-                d = dets[(ev["model"], name)] = (drift.ADWIN(), drift.PageHinkley())
-            d[0].update(x)
-            d[1].update(x)
-    return len(values) / (time.perf_counter() - t)
+def extract_seconds(values: list[bytes], chunk: int = 1024) -> float:
+    """Seconds to parse and extract, nothing else: each chunk of messages joined and parsed
+    by one orjson call (as the pipeline does), then every feature value and the prediction
+    pulled into float arrays by C-level passes, with no checks at all. Less work than any
+    pipeline that validates its input must do (the issue measured this at ~71% of the floor).
+    With the garbage collector paused, as the pipeline runs."""
+    with collector_paused():
+        t = time.perf_counter()
+        for s in range(0, len(values), chunk):
+            docs = orjson.loads(b"[" + b",".join(values[s:s + chunk]) + b"]")
+            feats = list(map(dict.get, docs, repeat("features")))
+            pick = itemgetter(*feats[0])
+            np.fromiter(chain.from_iterable(map(pick, feats)), dtype=np.float64,
+                        count=len(feats) * len(feats[0]))
+            np.fromiter(map(dict.get, docs, repeat("prediction")), dtype=np.float64, count=len(docs))
+        return time.perf_counter() - t
+
+
+class NaiveLoop:
+    """orjson.loads + river's ADWIN and PageHinkley updated per value: what a simple service
+    would do. Keeps its detectors between calls, so it can be fed batch by batch."""
+
+    def __init__(self) -> None:
+        self.detectors: dict[tuple[str, str], tuple] = {}
+
+    def seconds(self, values: list[bytes]) -> float:
+        dets = self.detectors
+        t = time.perf_counter()
+        for v in values:
+            ev = orjson.loads(v)
+            items = list(ev["features"].items()) + [("prediction", ev["prediction"])]
+            for name, x in items:
+                d = dets.get((ev["model"], name))
+                if d is None:
+                    d = dets[(ev["model"], name)] = (drift.ADWIN(), drift.PageHinkley())
+                d[0].update(x)
+                d[1].update(x)
+        return time.perf_counter() - t
 
 
 def replay_rate(values: list[bytes], batch: int = 5000, fmt: str = "streamdrift") -> float:
@@ -83,11 +118,12 @@ def replay_rate(values: list[bytes], batch: int = 5000, fmt: str = "streamdrift"
     return replay_rates(values, batch, fmt)[0]
 
 
-def replay_rates(values: list[bytes], batch: int = 5000, fmt: str = "streamdrift"
-                 ) -> tuple[float, float]:
+def replay_rates(values: list[bytes], batch: int = 5000, fmt: str = "streamdrift",
+                 beside: Callable[[int, int], None] | None = None) -> tuple[float, float]:
     """(rows/s through the pipeline, rows/s of the detectors alone): the second is the time
     the same run spent in the detectors' updates (pipeline._detect), a ceiling that no
-    input format can pass."""
+    input format can pass. ``beside(start, stop)`` runs before each batch of messages
+    [start, stop), untimed: baselines measured in turn with the pipeline, batch by batch."""
     pipeline = Pipeline(load_settings(env={}, overrides={"limits.max_message_bytes": 64 << 20}),
                         formats={"bench": fmt})
     msgs = [Message(v, "bench", 0, i, 0.0) for i, v in enumerate(values)]
@@ -103,16 +139,47 @@ def replay_rates(values: list[bytes], batch: int = 5000, fmt: str = "streamdrift
             in_detect[0] += time.perf_counter() - t0
 
     pipeline_module._detect = timed_detect
+    elapsed = 0.0
     try:
-        t = time.perf_counter()
         for s in range(0, len(msgs), batch):
+            if beside is not None:
+                beside(s, s + batch)
+            t = time.perf_counter()
             result = pipeline.process(msgs[s:s + batch])
+            elapsed += time.perf_counter() - t
             rows += result.n_events
             assert not result.dead_letters, result.dead_letters[0].reason
-        elapsed = time.perf_counter() - t
     finally:
         pipeline_module._detect = detect
     return rows / elapsed, rows / in_detect[0]
+
+
+def interleaved_rates(values: list[bytes], batch: int, naive_events: int) -> dict[str, float]:
+    """Events/s of the floor, extract, the naive loop (over the first naive_events) and
+    replay with its detectors alone, each batch of messages measured by all of them in
+    turn: this machine's speed drifts by tens of percent within seconds, and ratios of
+    rates measured at different times followed it."""
+    spent = {"floor": 0.0, "extract": 0.0, "naive": 0.0}
+    naive = NaiveLoop()
+
+    def beside(start: int, stop: int) -> None:
+        part = values[start:stop]
+        spent["floor"] += floor_seconds(part)
+        spent["extract"] += extract_seconds(part)
+        if start < naive_events:
+            spent["naive"] += naive.seconds(values[start:min(stop, naive_events)])
+
+    replay, detect = replay_rates(values, batch, beside=beside)
+    n = len(values)
+    return {"floor": n / spent["floor"], "extract": n / spent["extract"],
+            "naive": min(n, naive_events) / spent["naive"], "replay": replay, "detect": detect}
+
+
+def extract_detect_bound(rates: dict[str, float]) -> float:
+    """The most a row-JSON pipeline with these detectors can reach, as a fraction of the
+    floor: it must at least parse and extract and then detect, one after the other on one
+    core: 1 / (1/extract + 1/detectors alone) events/s."""
+    return 1.0 / (1.0 / rates["extract"] + 1.0 / rates["detect"]) / rates["floor"]
 
 
 def _events_ok(port: int) -> float:
@@ -199,6 +266,17 @@ def kserve_values(values: list[bytes]) -> list[bytes]:
     return out
 
 
+def _median(rounds: list[dict[str, float]], key: str) -> float:
+    return float(np.median([r[key] for r in rounds]))
+
+
+def _ratio_text(rounds: list[dict[str, float]], fn: Callable[[dict[str, float]], float],
+                fmt: str) -> str:
+    """fn over the rounds as "median (lowest-highest)"."""
+    got = sorted(fn(r) for r in rounds)
+    return f"{format(float(np.median(got)), fmt)} ({format(got[0], fmt)}-{format(got[-1], fmt)})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=100_000)
@@ -218,20 +296,24 @@ def main() -> None:
     for f in args.features:
         values = make_values(args.events, f, models=args.models)
         cols = columnar_values(values)
-        # in-process rates: alternating rounds, best of each (this machine's speed drifts by
-        # tens of percent between runs)
-        floor = naive = replay = detect = col_rate = col_detect = 0.0
+        # in-process rates: each round measures the baselines and replay batch by batch in
+        # turn; ratios are per round, printed as median (range); columnar as best of rounds
+        rounds = []
+        col_rate = col_detect = 0.0
         for _ in range(args.repeat):
-            floor = max(floor, floor_rate(values))
-            naive = max(naive, naive_rate(values[: args.naive_events or None]))
-            rates = replay_rates(values, batch=args.batch)
-            replay, detect = max(replay, rates[0]), max(detect, rates[1])
+            rounds.append(interleaved_rates(values, args.batch, args.naive_events or args.events))
             rates = replay_rates(cols, batch=5)                    # 5 messages of 1000 rows
             col_rate, col_detect = max(col_rate, rates[0]), max(col_detect, rates[1])
+
+        floor, naive, replay = (_median(rounds, key) for key in ("floor", "naive", "replay"))
         line = (f"features={f:3d} models={args.models} batch={args.batch} events={args.events}  "
-                f"floor {floor:9,.0f}/s  naive {naive:8,.0f}/s  "
-                f"replay {replay:9,.0f}/s ({replay / floor:4.0%} of floor, {replay / naive:4.1f}x naive;"
-                f" its detectors alone {detect:9,.0f}/s)"
+                f"floor {floor:9,.0f}/s  naive {naive:8,.0f}/s  replay {replay:9,.0f}/s"
+                f" ({_ratio_text(rounds, lambda r: r['replay'] / r['floor'], '.0%')} of floor,"
+                f" {_ratio_text(rounds, lambda r: r['replay'] / r['naive'], '.1f')}x naive;"
+                f" its detectors alone {_median(rounds, 'detect'):9,.0f}/s ="
+                f" {_ratio_text(rounds, lambda r: r['detect'] / r['floor'], '.0%')} of floor;"
+                f" extract {_ratio_text(rounds, lambda r: r['extract'] / r['floor'], '.0%')} of floor;"
+                f" bound: extract then detect {_ratio_text(rounds, extract_detect_bound, '.0%')} of floor)"
                 f"  columnar replay {col_rate:10,.0f} rows/s ({col_rate / replay:4.1f}x row JSON;"
                 f" its detectors alone {col_detect:10,.0f} rows/s = {col_detect / replay:4.1f}x row"
                 f" JSON, the ceiling of any input format)")

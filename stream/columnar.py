@@ -16,7 +16,7 @@ from itertools import chain
 import numpy as np
 
 from .config import LimitSettings
-from .events import MODEL_RE, ModelBatch, parse_ts
+from .events import MODEL_RE, TS_END, TS_MIN, ModelBatch, parse_ts, times_in_range, ts_out_of_range
 
 _NUMERIC = {int, float, bool, type(None)}
 
@@ -108,12 +108,16 @@ def decode_columnar(doc: dict, msg, limits: LimitSettings) -> ModelBatch:
                 ts = np.array([np.nan if v is None else parse_ts(v) for v in raw_ts])
             except Exception:
                 raise ColumnarError("invalid_ts", "ts must be epoch seconds or RFC 3339") from None
+        if not times_in_range(ts):
+            first = float(ts[(ts < TS_MIN) | (ts >= TS_END)][0])
+            raise ColumnarError("invalid_ts", str(ts_out_of_range(first)))
         ts = np.where(np.isnan(ts), msg.timestamp, ts)
     else:
         try:
             ts = np.full(n, parse_ts(raw_ts))
-        except Exception:
-            raise ColumnarError("invalid_ts", "ts must be epoch seconds or RFC 3339") from None
+        except Exception as exc:
+            raise ColumnarError("invalid_ts", str(exc) if isinstance(raw_ts, (int, float))
+                                else "ts must be epoch seconds or RFC 3339") from None
     ids = column("id") or [None] * n
     if not set(map(type, ids)) <= {str, int, type(None)}:
         raise ColumnarError("invalid_id", "ids must be strings or integers")

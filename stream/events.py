@@ -28,6 +28,9 @@ import orjson
 from .config import LimitSettings
 
 MODEL_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+# event times are epoch seconds within the years RFC 3339 can write, 0001-9999 (UTC)
+TS_MIN = -62135596800.0      # 0001-01-01T00:00:00Z
+TS_END = 253402300800.0      # 10000-01-01T00:00:00Z, excluded
 _NUMERIC_TYPES = {int, float, bool, type(None)}
 _NUMBER_TYPES = {int, float}
 
@@ -85,14 +88,31 @@ class _Bad(Exception):
         self.reason, self.detail = reason, detail
 
 
+def ts_out_of_range(value: float) -> str | None:
+    """Why a number is not an event time (epoch seconds in the years 1-9999), or None."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return "ts must be finite"
+    if TS_MIN <= value < TS_END:
+        return None
+    hint = " (sent in milliseconds, microseconds or nanoseconds?)" if TS_END <= value < 1e20 else ""
+    return f"ts {value:.6g} is not epoch seconds of the years 1-9999{hint}"
+
+
+def times_in_range(ts: np.ndarray) -> bool:
+    """Whether every value of ts that is not NaN (missing) is a valid event time."""
+    return not ((ts < TS_MIN) | (ts >= TS_END)).any()
+
+
 def parse_ts(value: Any) -> float:
-    """Event time as epoch seconds from a number or an RFC 3339 string."""
+    """Event time as epoch seconds (years 1-9999) from a number or an RFC 3339 string."""
     if isinstance(value, bool):
         raise _Bad("invalid_ts", "ts must be a number or an RFC 3339 string")
     if isinstance(value, (int, float)):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise _Bad("invalid_ts", "ts must be finite")
-        return float(value)
+        value = float(value)
+        why = ts_out_of_range(value)
+        if why is not None:
+            raise _Bad("invalid_ts", why)
+        return value
     if isinstance(value, str):
         try:
             text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
@@ -527,7 +547,7 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
             else None
     except OverflowError:
         ts = None
-    if ts is None or not np.isfinite(ts[~np.isnan(ts)]).all():
+    if ts is None or not times_in_range(ts):          # (also false for infinities)
         ts = np.empty(n)
         bad_ts = []
         for r, v in enumerate(ts_raw):

@@ -52,6 +52,9 @@ def test_good_events_become_columns():
     (b'{"model":"m","features":{"' + b"n" * 21 + b'":1}}', "invalid_name"),
     (b'{"model":"m","features":{"x":1},"prediction":{"p":1}}', "invalid_prediction"),
     (b'{"model":"m","features":{"x":1},"ts":"yesterday"}', "invalid_ts"),
+    (b'{"model":"m","features":{"x":1},"ts":1764400000250}', "invalid_ts"),   # milliseconds
+    (b'{"model":"m","features":{"x":1},"ts":-1e12}', "invalid_ts"),           # before year 1
+    (b'{"model":"m","features":{"x":1},"ts":1e300}', "invalid_ts"),
     (b'{"model":"m","features":{"x":1},"segment":7}', "invalid_segment"),
     (b'{"model":"m","features":{"x":' + b"9" * 400 + b"}}", "invalid_json"),   # overflows to inf
     (b'{"model":"m","features":{"x":"' + b"a" * 3000 + b'"}}', "oversize"),
@@ -63,6 +66,23 @@ def test_bad_messages_are_dead_letters_with_reason(value, reason):
     assert batch.dead_letters[0].message.value == value          # unchanged
     assert batch.dead_letters[0].message.offset == 1
     assert batch.models["m"].offset.tolist() == [0, 2]            # the good ones go on
+
+
+@pytest.mark.parametrize("ts,ok", [
+    (-62135596800, True), (-62135596801, False), (0, True), (253402300799.5, True),
+    (253402300800, False), (1764400000.25, True), (1764400000250, False), (1.7644e18, False),
+])
+def test_event_times_are_epoch_seconds_of_the_years_1_to_9999(ts, ok):
+    """The range RFC 3339 can write; an alert's times stay printable and one event far in
+    the future cannot move a model's lifecycle clock (cooldowns, resolution) past every
+    later event. Times in milliseconds (a common producer mistake) say so."""
+    value = orjson.dumps({"model": "m", "features": {"x": 1}, "ts": ts})
+    good = b'{"model":"m","features":{"x":1},"ts":5}'
+    batch = decode(msgs(good, value, good), LIMITS)
+    assert [d.reason for d in batch.dead_letters] == ([] if ok else ["invalid_ts"])
+    assert batch.models["m"].ts.tolist() == ([5.0, float(ts), 5.0] if ok else [5.0, 5.0])
+    if not ok and ts > 0:
+        assert "milliseconds" in batch.dead_letters[0].detail
 
 
 def test_a_bad_event_rejects_its_whole_array_message():

@@ -73,12 +73,12 @@ def test_bad_labels_are_dead_letters_with_reasons():
     bad = [b'{"model":"m","id":"zzz","label":1}', b'{"model":"m","id":"a","label":1}',
            b'{"model":"m","id":"a","label":0}', b'{"model":"m","id":"b","label":{"x":1}}',
            b'{"model":"m","label":1}', b'{"model":"no good","id":"a","label":1}', b"nope",
-           b'{"model":"m","id":"c","label":1,"ts":"never"}']
+           b'{"model":"m","id":"c","label":1,"ts":"never"}', b'{"model":"m","id":"c","label":1,"ts":1e13}']
     msgs += [Message(v, "labels", 0, i + 1, 0.0) for i, v in enumerate(bad)]
     _, _, dead = run(msgs)
     assert [(d.message.offset, d.reason) for d in dead] == [
         (1, "unknown_id"), (3, "duplicate_label"), (4, "invalid_label"), (5, "invalid_id"),
-        (6, "invalid_model"), (7, "invalid_json"), (8, "invalid_ts")]
+        (6, "invalid_model"), (7, "invalid_json"), (8, "invalid_ts"), (9, "invalid_ts")]
 
 
 def test_store_is_bounded_by_size_and_age():

@@ -112,3 +112,22 @@ def test_replay_of_a_truncated_archive_processes_what_it_read_and_fails_loudly(t
     assert 0 < n_lines < 27000                                 # what was read was processed
     points = _alert_points(proc.stdout)
     assert points and all(offset < n_lines for *_, offset in points)
+
+
+def test_a_far_future_event_time_is_a_dead_letter_not_a_crash_of_the_report(tmp_path):
+    """An event time in milliseconds (year ~57,900) used to reach the backtest report, whose
+    time axis could not print it (a traceback, no report); now it is a dead letter."""
+    events = tmp_path / "e.jsonl"
+    lines = jsonl(DEMO_MODELS, 3000, seed=4).splitlines()
+    late = orjson.loads(lines[1500])
+    late["ts"] *= 1000                                  # epoch milliseconds
+    lines[1500] = orjson.dumps(late)
+    events.write_bytes(b"\n".join(lines) + b"\n")
+    report, dead = tmp_path / "r.html", tmp_path / "dead.jsonl"
+    proc = run_replay(str(events), "--report", str(report), "--dead-letter", str(dead),
+                      "--out", str(tmp_path / "a.jsonl"))
+    assert proc.returncode == 0, proc.stderr
+    assert report.stat().st_size > 0
+    dls = [orjson.loads(line) for line in dead.read_bytes().splitlines()]
+    assert [(d["offset"], d["reason"]) for d in dls] == [(1500, "invalid_ts")]
+    assert "milliseconds" in dls[0]["detail"]

@@ -95,8 +95,14 @@ def _detect(prepared: list[tuple[ModelMonitor, ModelBatch, np.ndarray, np.ndarra
     all models at once (update_many: numpy's cost per call is then paid once a group of
     columns, not once a model, which dominated batches of many models)."""
     masks: list[dict[str, np.ndarray]] = [{} for _ in prepared]
+    # a model whose z-scores are all missing (its signals still in warm-up) changes no
+    # detector (missing values are skipped): its masks are all False without a call
+    silent = [bool(np.isnan(Z).all()) for *_, Z in prepared]
+    for i, (mon, *_, Z) in enumerate(prepared):
+        if silent[i]:
+            masks[i] = {name: np.zeros(Z.shape, dtype=bool) for name in mon.detectors}
     for name, cls in (("adwin", ADWIN), ("page_hinkley", PageHinkley)):
-        which = [i for i, (mon, *_) in enumerate(prepared) if name in mon.detectors]
+        which = [i for i, (mon, *_) in enumerate(prepared) if name in mon.detectors and not silent[i]]
         together = cls.update_many([prepared[i][0].detectors[name] for i in which],
                                    [prepared[i][3] for i in which])
         for i, mask in zip(which, together, strict=True):

@@ -64,6 +64,24 @@ def test_state_round_trip_right_after_a_detection(cls, name, params):
     assert np.array_equal(np.flatnonzero(b.update(X[cut:])[:, 0]) + cut, rows[1:])
 
 
+@pytest.mark.parametrize("cls,name,params", DETECTORS + [
+    (PageHinkley, "PageHinkley", {"threshold": 10.0, "alpha": 1.0, "exact": False})])
+@pytest.mark.parametrize("after_detection", [False, True])
+def test_a_batch_of_only_missing_values_changes_nothing(cls, name, params, after_detection):
+    """The pipeline skips the detectors of a model whose batch is all NaN (its signals in
+    warm-up); that is exact only because such an update leaves the state as it was, even
+    with a detection pending its reset on the last value."""
+    X = make_stream("mean_shift", 3000, 2, seed=5)
+    rows = np.flatnonzero(cls(n_features=2, **params).update(X).any(axis=1))
+    assert rows.size, "the stream must drift"
+    cut = int(rows[0]) + 1 if after_detection else 1000
+    det = cls(n_features=2, **params)
+    det.update(X[:cut])
+    before = det.to_bytes()
+    assert not det.update(np.full((50, 2), np.nan)).any()
+    assert det.to_bytes() == before
+
+
 @pytest.mark.parametrize("cls,name,params", DETECTORS)
 def test_corrupt_or_foreign_bytes_raise_state_error(cls, name, params):
     blob = cls(n_features=2, **params).to_bytes()

@@ -29,6 +29,23 @@ def test_file_env_and_overrides_layer_in_order(tmp_path):
     assert s.detect.warmup == 50 and s.detect.clip_z == 3.5
 
 
+@pytest.mark.parametrize("toml,env,expected", [
+    ("", {}, 5.0),                                                     # at-least-once
+    ('[kafka]\nguarantee = "exactly-once"\n', {}, 0.5),
+    ("", {"STREAMDRIFT_KAFKA__GUARANTEE": "exactly-once"}, 0.5),
+    ('[kafka]\nguarantee = "exactly-once"\ncheckpoint_interval_s = 2\n', {}, 2.0),
+    ('[kafka]\nguarantee = "exactly-once"\n', {"STREAMDRIFT_KAFKA__CHECKPOINT_INTERVAL_S": "3"}, 3.0),
+    ("[kafka]\ncheckpoint_interval_s = 0.5\n", {}, 0.5),
+])
+def test_checkpoint_interval_defaults_by_guarantee_unless_set(tmp_path, toml, env, expected):
+    """At-least-once checkpoints every 5 s (alerts go out at once; it bounds what a crash
+    replays), exactly-once every 0.5 s (alerts are visible at the commit); a value set
+    anywhere wins."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    assert load_settings(cfg, env=env).kafka.checkpoint_interval_s == expected
+
+
 @pytest.mark.parametrize("text,key", [
     ("[kafka]\nbootstrp = 'x'\n", "kafka.bootstrp"),
     ("[detect]\nwarmup = 'many'\n", "detect.warmup"),

@@ -104,7 +104,9 @@ def test_sigterm_mid_stream_loses_nothing_and_restart_continues(kafka_bootstrap,
     head = 30000                               # past the drift of two models (event ~18000)
     produce(kafka_bootstrap, topic, values[:head])
     port = free_port()
-    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, port, "[detect]\ncooldown_s = 0.0\n")
+    # progress is watched through the committed offsets: checkpoint often (default 5 s)
+    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, port, "[detect]\ncooldown_s = 0.0\n",
+                       kafka="checkpoint_interval_s = 0.5")
     proc = start_service(cfg, tmp_path / "run1.log")
     tail = threading.Thread(target=produce, args=(kafka_bootstrap, topic, values[head:]))
     try:
@@ -301,7 +303,8 @@ def test_kserve_requests_awaiting_responses_survive_a_restart(kafka_bootstrap, u
     produce_cloudevents(kafka_bootstrap, topic, [("request", i, {"instances": [rng.normal(0, 1, 2).tolist()]})
                                                  for i in range(n)])
     extra = f'[kafka.formats]\n"{topic}" = "kserve"\n\n[models.iris]\ncolumns = ["petal", "sepal"]\n'
-    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, free_port(), extra)
+    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, free_port(), extra,
+                       kafka="checkpoint_interval_s = 0.5")     # progress seen in committed offsets
     proc = start_service(cfg, tmp_path / "first.log")
     try:
         wait_for(lambda: committed(kafka_bootstrap, f"g-{unique}", topic, 1) == [n], 90,

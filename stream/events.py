@@ -100,6 +100,11 @@ def ts_out_of_range(value: float) -> str | None:
 
 def times_in_range(ts: np.ndarray) -> bool:
     """Whether every value of ts that is not NaN (missing) is a valid event time."""
+    if ts.size == 0:
+        return True
+    lo, hi = ts.min(), ts.max()                 # NaN if any is missing: then value by value
+    if lo == lo and hi == hi:
+        return bool(TS_MIN <= lo and hi < TS_END)
     return not ((ts < TS_MIN) | (ts >= TS_END)).any()
 
 
@@ -533,7 +538,7 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
             prediction = np.array(preds, dtype=np.float64)
         except OverflowError:
             raise _BadRows([(0, "invalid_prediction", "prediction out of range")]) from None
-        if not np.isfinite(prediction[~np.isnan(prediction)]).all():
+        if np.isinf(prediction).any():                  # (NaN: missing)
             raise _BadRows([(int(r), "invalid_prediction", "prediction must be finite")
                             for r in np.flatnonzero(np.isinf(prediction))])
     else:

@@ -77,10 +77,11 @@ def test_event_times_are_epoch_seconds_of_the_years_1_to_9999(ts, ok):
     the future cannot move a model's lifecycle clock (cooldowns, resolution) past every
     later event. Times in milliseconds (a common producer mistake) say so."""
     value = orjson.dumps({"model": "m", "features": {"x": 1}, "ts": ts})
-    good = b'{"model":"m","features":{"x":1},"ts":5}'
-    batch = decode(msgs(good, value, good), LIMITS)
-    assert [d.reason for d in batch.dead_letters] == ([] if ok else ["invalid_ts"])
-    assert batch.models["m"].ts.tolist() == ([5.0, float(ts), 5.0] if ok else [5.0, 5.0])
+    good, untimed = b'{"model":"m","features":{"x":1},"ts":5}', b'{"model":"m","features":{"x":1}}'
+    for batch, third in ((decode(msgs(good, value, good), LIMITS), 5.0),
+                         (decode(msgs(good, value, untimed), LIMITS), 1002.0)):   # a missing ts
+        assert [d.reason for d in batch.dead_letters] == ([] if ok else ["invalid_ts"])
+        assert batch.models["m"].ts.tolist() == ([5.0, float(ts), third] if ok else [5.0, third])
     if not ok and ts > 0:
         assert "milliseconds" in batch.dead_letters[0].detail
 

@@ -102,7 +102,8 @@ def decode_columnar(doc: dict, msg, limits: LimitSettings) -> ModelBatch:
     if raw_ts is None:
         ts = np.full(n, msg.timestamp)
     elif type(raw_ts) is list:
-        ts = _numeric("ts", column("ts"), n)
+        # (true/false are numbers for features, not times: parse_ts refuses them, as in rows)
+        ts = _numeric("ts", column("ts"), n) if bool not in set(map(type, raw_ts)) else None
         if ts is None:
             try:
                 ts = np.array([np.nan if v is None else parse_ts(v) for v in raw_ts])

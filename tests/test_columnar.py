@@ -64,6 +64,7 @@ def test_columnar_decoding_and_mixing_with_rows():
     ({"model": "m", "features": {"x": [1, 2]}, "ts": [1, 1764400000250]}, "invalid_ts"),
     ({"model": "m", "features": {"x": [1, 2]}, "ts": 1764400000250}, "invalid_ts"),
     ({"model": "m", "features": {"x": [1, 2]}, "ts": [-1e12, None]}, "invalid_ts"),
+    ({"model": "m", "features": {"x": [1, 2]}, "ts": [1.0, True]}, "invalid_ts"),
     ({"model": "m", "features": {"x": [1, 2]}, "prediction": [1, 2, 3]}, "invalid_prediction"),
     ({"model": "m", "features": {"x": list(range(20))}}, "too_many_events"),
     ({"model": "bad model", "features": {"x": [1]}}, "invalid_model"),

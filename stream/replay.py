@@ -26,7 +26,7 @@ from typing import BinaryIO
 import orjson
 
 from .config import Settings
-from .events import Message
+from .events import Message, parse_ts
 from .pipeline import Pipeline
 
 STDIN = "-"
@@ -53,11 +53,17 @@ def read_lines(path: str) -> Iterator[Message]:
 
 
 def _ts_key(msg: Message) -> float:
+    """The line's event time (epoch seconds or RFC 3339, as decoding reads it), or -inf."""
     try:
         doc = orjson.loads(msg.value)
-        ts = doc.get("ts") if isinstance(doc, dict) else None
-        return float(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else float("-inf")
-    except (orjson.JSONDecodeError, ValueError, OverflowError):
+    except orjson.JSONDecodeError:
+        return float("-inf")
+    ts = doc.get("ts") if isinstance(doc, dict) else None
+    if ts is None:
+        return float("-inf")
+    try:
+        return parse_ts(ts)
+    except Exception:                   # not a time: decoding dead-letters the line
         return float("-inf")
 
 

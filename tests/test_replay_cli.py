@@ -131,3 +131,33 @@ def test_a_far_future_event_time_is_a_dead_letter_not_a_crash_of_the_report(tmp_
     dls = [orjson.loads(line) for line in dead.read_bytes().splitlines()]
     assert [(d["offset"], d["reason"]) for d in dls] == [(1500, "invalid_ts")]
     assert "milliseconds" in dls[0]["detail"]
+
+
+def test_labels_merge_by_rfc3339_times_as_by_epoch_seconds(tmp_path):
+    """Events and labels are merged by event time whatever way it is written: with RFC 3339
+    times the merge used to put every label after every event, so with a bounded prediction
+    store the labels found their predictions evicted (unknown_id)."""
+    from datetime import UTC, datetime
+
+    def iso(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+    config = tmp_path / "c.toml"
+    config.write_text("[limits]\nmax_pending_predictions = 3000\n")   # > a batch's events
+    n, t0 = 8000, 1.7e9
+    summaries = []
+    for name, when in (("seconds", float), ("rfc3339", iso)):
+        events, labels = tmp_path / f"e-{name}.jsonl", tmp_path / f"l-{name}.jsonl"
+        events.write_bytes(b"".join(orjson.dumps(
+            {"model": "m", "id": str(i), "ts": when(t0 + i), "features": {"x": i % 7},
+             "prediction": 0.8}) + b"\n" for i in range(n)))
+        labels.write_bytes(b"".join(orjson.dumps(
+            {"model": "m", "id": str(i), "ts": when(t0 + i + 10), "label": 1}) + b"\n"
+            for i in range(n)))
+        dead = tmp_path / f"dead-{name}.jsonl"
+        proc = run_replay(str(events), "--labels", str(labels), "--config", str(config),
+                          "--dead-letter", str(dead))
+        assert proc.returncode == 0, proc.stderr
+        assert dead.read_bytes() == b"", (name, dead.read_bytes()[:200])
+        summaries.append(proc.stderr.split(b" in ")[0])
+    assert summaries[0] == summaries[1]

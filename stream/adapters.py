@@ -343,6 +343,15 @@ class Converter:
         self.pending[ident] = (REJECTED, kind, model, ts)
         return self._evict()
 
+    def drain(self) -> list[dict | list]:
+        """Every event still awaiting its pair, alone, oldest first; the store is left empty.
+        For an input that has ended (a replayed file): no pair can come any more."""
+        docs = [self._alone(ident, entry) for ident, entry in self.pending.items()
+                if entry[0] != REJECTED]
+        self.pending.clear()
+        self.changed = True
+        return docs
+
     @staticmethod
     def _alone(ident: str, entry: tuple[str, Any, str, float | None]) -> dict | list:
         """The document of an unpaired request (features) or response (predictions)."""

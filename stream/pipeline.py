@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import orjson
 
 from detectors import ADWIN, PageHinkley
 
@@ -303,7 +304,19 @@ class Pipeline:
         with collector_paused():
             return self._process(messages)
 
-    def _process(self, messages: list[Message]) -> BatchResult:
+    def end_of_input(self, last: Message) -> BatchResult:
+        """The input has ended (a replayed file): the events still awaiting their pair in the
+        adapters' store go on alone, at the position of ``last`` (the input's last message),
+        as events pushed out of a full store go on at the message that pushed them."""
+        if self.converter is None:
+            return BatchResult()
+        docs = self.converter.drain()
+        if not docs:
+            return BatchResult()
+        with collector_paused():
+            return self._process([Message(orjson.dumps(d), *last[1:]) for d in docs], convert=False)
+
+    def _process(self, messages: list[Message], convert: bool = True) -> BatchResult:
         labels: list[Message] = []
         if self.label_topics:
             labels = [m for m in messages if m.topic in self.label_topics]
@@ -311,7 +324,7 @@ class Pipeline:
                 messages = [m for m in messages if m.topic not in self.label_topics]
         adapter_dead: list[DeadLetter] = []
         origins: dict[int, Message] = {}
-        if self.converter is not None:
+        if self.converter is not None and convert:
             messages, adapter_dead, origins = self.converter.convert_with_origins(messages)
         # a batch of many models is decoded whole; the last batch tells (see decode)
         batch = decode(messages, self.settings.limits, self._admitter(),

@@ -27,7 +27,7 @@ import orjson
 
 from .config import Settings
 from .events import Message, parse_ts
-from .pipeline import Pipeline
+from .pipeline import BatchResult, Pipeline
 
 STDIN = "-"
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}   # by file suffix
@@ -78,6 +78,11 @@ def merged(events: str, labels: str | None) -> Iterator[Message]:
         yield m
 
 
+def _last_of(batch: list[Message], events: str, last: Message | None) -> Message | None:
+    """The batch's last message from the events file, else ``last``."""
+    return next((m for m in reversed(batch) if m.topic == events), last)
+
+
 def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
            dead: BinaryIO | None, err=sys.stderr, fmt: str = "streamdrift",
            report: str | None = None) -> int:
@@ -98,9 +103,8 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
     t0 = time.perf_counter()
     batch: list[Message] = []
 
-    def flush() -> None:
+    def flush(result: BatchResult) -> None:
         nonlocal n_events, n_alerts, n_dead
-        result = pipeline.process(batch)
         n_events += result.n_events
         for alert in result.alerts:
             out.write(orjson.dumps(alert) + b"\n")
@@ -113,19 +117,24 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
                 dead.write(orjson.dumps({"source": dl.message.topic, "offset": dl.message.offset,
                                          "reason": dl.reason, "detail": dl.detail,
                                          "value": base64.b64encode(dl.message.value).decode()}) + b"\n")
-        batch.clear()
 
     fault = None
+    last_event: Message | None = None
     try:
         for msg in merged(events, labels):
             n_lines += 1
             batch.append(msg)
             if len(batch) >= batch_size:
-                flush()
+                last_event = _last_of(batch, events, last_event)
+                flush(pipeline.process(batch))
+                batch.clear()
     except InputError as exc:
         fault = exc                     # what was read before it is still processed
     if batch:
-        flush()
+        last_event = _last_of(batch, events, last_event)
+        flush(pipeline.process(batch))
+    if last_event is not None:          # adapters: what still awaits its pair goes on alone
+        flush(pipeline.end_of_input(last_event))
     out.flush()
     if recorder is not None:
         from .report import write_report

@@ -178,6 +178,41 @@ def test_replay_kserve_file_finds_drift(tmp_path):
     assert all(a["at"]["offset"] >= 2 * 3000 for a in alerts)
 
 
+def test_drain_emits_every_waiting_half_alone_and_forgets_markers():
+    msgs = [structured(REQUEST, "q", {"instances": [[1.0]]}, 0),
+            structured(RESPONSE, "p", {"predictions": [0.7]}, 1),
+            structured(REQUEST, "bad", {"instances": [["x", [1]]]}, 2)]       # a marker
+    _, dead, conv = convert(msgs)
+    assert len(dead) == 1 and list(conv.pending) == ["q", "p", "bad"]
+    docs = conv.drain()
+    assert conv.pending == {} and conv.changed
+    mb = decode([Message(orjson.dumps(d), "kserve", 0, 9, 0.0) for d in docs],
+                LimitSettings()).models["income"]
+    assert mb.ids == ["q-0", "p-0"]
+    assert np.array_equal(mb.numeric["f0"], [1.0, np.nan], equal_nan=True)
+    assert np.array_equal(mb.prediction, [np.nan, 0.7], equal_nan=True)
+
+
+def test_replay_emits_requests_still_awaiting_a_response_at_the_end_of_the_file(tmp_path):
+    """A log cut before the last responses: those requests are events too, alone, at the
+    file's last line (they used to stay in the pairing store: in no alert, count or dead
+    letter)."""
+    lines = []
+    for i in range(10):
+        lines.append(orjson.dumps({"specversion": "1.0", "type": REQUEST, "id": f"e{i}", "source": "s",
+                                   "inferenceservicename": "tab", "data": {"instances": [[float(i)]]}}))
+        if i < 7:
+            lines.append(orjson.dumps({"specversion": "1.0", "type": RESPONSE, "id": f"e{i}",
+                                       "source": "s", "inferenceservicename": "tab",
+                                       "data": {"predictions": [0.3]}}))
+    path = tmp_path / "kserve.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    proc = subprocess.run([sys.executable, "-m", "stream", "replay", str(path), "--format", "kserve"],
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert b"17 lines, 10 events" in proc.stderr and b"0 dead letters" in proc.stderr
+
+
 def test_pairing_state_round_trips_and_rejects_garbage():
     from detectors._state import StateError
 

@@ -88,8 +88,9 @@ def _chart(series: Series, estimate: Series | None, alerts: list[dict], width=86
     v_all = np.concatenate([vs] + ([np.array(estimate.value)] if estimate and estimate.value else []))
     t0, t1 = float(t_all.min()), float(t_all.max())
     lo, hi = float(np.nanmin(v_all)), float(np.nanmax(v_all))
-    if hi == lo:
-        hi, lo = hi + 1, lo - 1
+    if hi == lo:                     # one value: a band around it (+-1 does not move 1e22)
+        pad = max(1.0, abs(hi) * 1e-6)
+        hi, lo = hi + pad, lo - pad
     if t1 == t0:
         t1 = t0 + 1
     pad_l, pad_r, pad_t, pad_b = 64, 10, 10, 22

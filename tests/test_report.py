@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from stream.synthetic import DEMO_MODELS, jsonl
@@ -39,6 +40,18 @@ def test_report_is_self_contained_and_marks_the_alerts(report):
     assert text.count("stroke=\"#d62728\"") == 2                     # two firing markers
     rows = re.findall(r"<tr class='firing'>.*?</tr>", text)
     assert len(rows) == 2 and all("data_drift" in r for r in rows)
+
+
+@pytest.mark.parametrize("value", [0.0, 3.5, -7e9, 1.2345678901234568e22, -1e300])
+def test_a_signal_of_one_value_of_any_size_is_drawn(value):
+    """A constant signal is drawn in a band around its value; at 1e22, +-1 left the band
+    empty and the report died dividing by zero."""
+    from stream.report import Series, _chart
+
+    series = Series()
+    series.add(np.array([1.7e9, 1.7e9 + 60]), np.array([value, value]))
+    svg = _chart(series, None, [])
+    assert svg.startswith("<svg") and "nan" not in svg and "inf" not in svg
 
 
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="Debian chromium not installed")

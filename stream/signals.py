@@ -20,6 +20,38 @@ from .seasonal import SeasonalProfile
 
 OTHER = "__other__"
 RECENT = 100          # raw values kept per signal for the "after" statistics of an alert
+OUTLIER_MADS = 30.0   # warm-up values beyond this many robust sd's count as at that distance
+
+
+def reference(warm: np.ndarray) -> tuple[float, float, float]:
+    """(mean, sum of squared deviations, sd) of a signal's warm-up values, the reference
+    its z-scores are taken against.
+
+    Gross outliers are pulled in first: values more than OUTLIER_MADS robust standard
+    deviations (1.4826 x the median absolute deviation) from the median count as at that
+    distance. Normal data is untouched (30 sd: never), heavy tails nearly so, but one
+    glitch (a 1e6, a unit error) no longer sets the scale: before, it made the sd so large
+    that the signal's z-scores stayed near 0 and it never alarmed again. When most values
+    are one value (MAD 0, e.g. a rare flag) the values are used as they are. The sd is
+    computed scaled, so that it is finite for any finite values, and at least 1e-9 of the
+    mean's size (a constant signal that starts to vary is then a change). For values that
+    need no pulling in, exactly the plain mean and sd.
+    """
+    median = float(np.median(warm))
+    mad = float(np.median(np.abs(warm - median)))
+    if mad > 0:
+        reach = OUTLIER_MADS * 1.4826 * mad
+        warm = np.clip(warm, median - reach, median + reach)
+    mean = float(warm.mean())
+    dev = warm - mean
+    with np.errstate(over="ignore"):
+        m2 = float((dev ** 2).sum())
+    if np.isfinite(m2):
+        sd = float(np.sqrt(m2 / (warm.size - 1)))
+    else:                                # squares past 1e308: the same sd, scaled
+        scale = float(np.abs(dev).max())
+        sd = scale * float(np.sqrt(((dev / scale) ** 2).sum() / (warm.size - 1)))
+    return mean, m2, max(sd, 1e-9 * max(1.0, abs(mean)))
 
 
 class SignalRegistry:
@@ -169,11 +201,7 @@ class SignalRegistry:
                     self.warm_values[start:start + v.size, j] = v
                     self.n[j] += v.size
                     if self.n[j] >= self.warmup:
-                        w = self.warm_values[:, j]
-                        self.mean[j] = w.mean()
-                        self.m2[j] = ((w - self.mean[j]) ** 2).sum()
-                        sd = np.sqrt(self.m2[j] / (self.warmup - 1))
-                        self.sd[j] = max(sd, 1e-9 * max(1.0, abs(self.mean[j])))
+                        self.mean[j], self.m2[j], self.sd[j] = reference(self.warm_values[:, j])
                 if (self.n >= self.warmup).all():
                     self.warm_values = np.zeros((self.warmup, self.n.size))[:0]
             live = valid & ~warm & (self.n >= self.warmup)

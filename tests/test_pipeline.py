@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import gc
+import warnings
 
 import numpy as np
 import orjson
+import pytest
 
 import stream.pipeline as pipeline_module
 from stream.config import load_settings
 from stream.events import Message
 from stream.pipeline import Pipeline
+from stream.signals import reference
 from stream.synthetic import DEMO_MODELS, ModelSpec, events
 
 
@@ -66,6 +69,36 @@ def test_large_valued_and_tiny_valued_features_behave_alike():
         first.setdefault(a["signal"], a["at"]["offset"])
     assert set(first) == {"feature:big", "feature:tiny", "feature:mid"}
     assert all(5000 <= v < 5400 for v in first.values())
+
+
+@pytest.mark.parametrize("glitch", [1e6, 1e200, -1e200])
+def test_one_glitch_in_the_warm_up_does_not_blind_a_signal(glitch):
+    """A single absurd value among a signal's warm-up values used to set its sd (1e200:
+    infinite, with an overflow warning), so its z-scores stayed near 0 and a 1-sd shift
+    later raised nothing. The glitch is now pulled in (30 robust sd's): the shift is found
+    as on a clean stream, and the other signals are unaffected."""
+    spec = ModelSpec("m", {"x": (10.0, 2.0), "y": (0.0, 1.0)}, {"x": 1.0}, drift_at=4000)
+    evs = [e for _, e in events([spec], 7000, seed=8)]
+    evs[10]["features"]["x"] = glitch
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # no overflow warning either
+        alerts = run(Pipeline(load_settings(env={})), evs)
+    fired = [a for a in alerts if a["status"] == "firing"]
+    assert {a["signal"] for a in fired} == {"feature:x"}
+    assert all(4000 <= a["at"]["offset"] < 4400 for a in fired)
+    assert 1.5 < fired[0]["stats"]["sd_before"] < 3.0
+
+
+def test_the_reference_of_well_behaved_warm_ups_is_the_plain_mean_and_sd():
+    """Normal values, a rare 0/1 flag (median deviation 0) and a constant: exactly the plain
+    statistics (the outlier rule changes nothing there)."""
+    rng = np.random.default_rng(3)
+    flag = np.zeros(1000)
+    flag[::40] = 1.0
+    for w in (rng.normal(50, 5, 1000), flag, np.full(1000, 7.0), rng.normal(0, 1, 1000) * 1e-8):
+        mean, m2, sd = reference(w)
+        assert mean == w.mean() and m2 == ((w - w.mean()) ** 2).sum()
+        assert sd == max(np.sqrt(m2 / 999), 1e-9 * max(1.0, abs(mean)))
 
 
 def test_a_drifting_signal_fires_once_per_episode():

@@ -8,6 +8,7 @@ brings the prediction itself. The error of each joined label is:
 
 * binary score in [0, 1] with label 0/1 (or false/true): (score >= 0.5) != label
 * class (string prediction): class != label (compared as strings)
+* a label written as text of a number or of true/false, for a number predicted: that number
 * otherwise (regression): |prediction - label|
 
 Errors enter the model's error stream when the label arrives, never before (a 30-day outcome
@@ -18,6 +19,7 @@ path); the error stream itself goes through the vectorized detectors.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,7 +129,24 @@ def _shrink(per_model: dict[str, OrderedDict], excess: int) -> int:
     return excess
 
 
+def _label_number(label: str) -> float | bool | None:
+    """A label written as text of a number ("1", "0.5") or of a truth value ("true"), or None."""
+    text = label.strip().lower()
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _error(pred: Any, label: Any) -> tuple[float, bool]:
+    if isinstance(label, str) and not isinstance(pred, str):
+        # a number predicted, a label written as text ("1", "true": labels from CSV files)
+        number = _label_number(label)
+        if number is not None:
+            label = number
     if isinstance(pred, str) or isinstance(label, str):
         return float(str(pred) != str(label)), True
     if isinstance(label, bool) or label in (0, 1):

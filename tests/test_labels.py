@@ -118,3 +118,9 @@ def test_error_definitions():
     assert _error("cat", "dog") == (1.0, True) and _error("cat", "cat") == (0.0, True)
     assert _error(3.5, 5.0) == (1.5, False)
     assert _error(7.0, 1) == (6.0, False)           # a score outside [0, 1] is a regression
+    # labels as text (from CSV files): numbers for a number predicted, so "1" is not a class
+    assert _error(0.9, "1") == (0.0, True) and _error(0.9, " 0 ") == (1.0, True)
+    assert _error(0.2, "true") == (1.0, True) and _error(0.2, "False") == (0.0, True)
+    assert _error(3.5, "5") == (1.5, False)
+    assert _error(0.9, "yes") == (1.0, True) and _error(0.9, "nan") == (1.0, True)   # classes
+    assert _error("1", 1) == (0.0, True)                            # a class predicted: as text

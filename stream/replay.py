@@ -52,13 +52,21 @@ def read_lines(path: str) -> Iterator[Message]:
         raise InputError(f"{path}: cannot be read to its end ({exc})") from None
 
 
-def _ts_key(msg: Message) -> float:
-    """The line's event time (epoch seconds or RFC 3339, as decoding reads it), or -inf."""
+def _ts_key(msg: Message, fmt: str = "streamdrift") -> float:
+    """The line's event time (epoch seconds or RFC 3339, as decoding reads it), or -inf.
+    In a KServe CloudEvent it is the ``time`` attribute, in an OIP record ``parameters.ts``."""
     try:
         doc = orjson.loads(msg.value)
     except orjson.JSONDecodeError:
         return float("-inf")
-    ts = doc.get("ts") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):
+        return float("-inf")
+    if fmt == "kserve":
+        ts = doc.get("time")
+    elif fmt == "oip":
+        ts = doc["parameters"].get("ts") if isinstance(doc.get("parameters"), dict) else None
+    else:
+        ts = doc.get("ts")
     if ts is None:
         return float("-inf")
     try:
@@ -67,12 +75,14 @@ def _ts_key(msg: Message) -> float:
         return float("-inf")
 
 
-def merged(events: str, labels: str | None) -> Iterator[Message]:
+def merged(events: str, labels: str | None, fmt: str = "streamdrift") -> Iterator[Message]:
+    """The lines of the events file (in format ``fmt``) and of the labels file, merged by
+    event time."""
     if labels is None:
         yield from read_lines(events)
         return
     # (ts, 0 for events / 1 for labels, line) gives "events first on ties"
-    ev = ((_ts_key(m), 0, m.offset, m) for m in read_lines(events))
+    ev = ((_ts_key(m, fmt), 0, m.offset, m) for m in read_lines(events))
     lb = ((_ts_key(m), 1, m.offset, m) for m in read_lines(labels))
     for *_, m in heapq.merge(ev, lb, key=lambda t: t[:3]):
         yield m
@@ -121,7 +131,7 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
     fault = None
     last_event: Message | None = None
     try:
-        for msg in merged(events, labels):
+        for msg in merged(events, labels, fmt):
             n_lines += 1
             batch.append(msg)
             if len(batch) >= batch_size:

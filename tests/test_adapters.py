@@ -213,6 +213,34 @@ def test_replay_emits_requests_still_awaiting_a_response_at_the_end_of_the_file(
     assert b"17 lines, 10 events" in proc.stderr and b"0 dead letters" in proc.stderr
 
 
+def test_replay_merges_labels_with_kserve_events_by_their_time_attribute(tmp_path):
+    """KServe CloudEvents carry their time in `time`, not `ts`: the merge used to put every
+    label after every event, so a bounded prediction store had evicted their predictions."""
+    from datetime import UTC, datetime
+
+    def iso(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+    n, t0 = 8000, 1.7e9
+    events, labels = [], []
+    for i in range(n):
+        for kind, data in ((REQUEST, {"instances": [[float(i % 5)]]}), (RESPONSE, {"predictions": [0.8]})):
+            events.append(orjson.dumps({"specversion": "1.0", "type": kind, "id": f"e{i}", "source": "s",
+                                        "inferenceservicename": "tab", "time": iso(t0 + i), "data": data}))
+        labels.append(orjson.dumps({"model": "tab", "id": f"e{i}-0", "ts": t0 + i + 10, "label": 1}))
+    ev, lb, config = tmp_path / "kserve.jsonl", tmp_path / "labels.jsonl", tmp_path / "c.toml"
+    ev.write_bytes(b"\n".join(events) + b"\n")
+    lb.write_bytes(b"\n".join(labels) + b"\n")
+    config.write_text("[limits]\nmax_pending_predictions = 3000\n")   # > a batch's events
+    dead = tmp_path / "dead.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "stream", "replay", str(ev), "--format", "kserve",
+                           "--labels", str(lb), "--config", str(config), "--dead-letter", str(dead)],
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert dead.read_bytes() == b"", dead.read_bytes()[:300]
+    assert f"{n} events".encode() in proc.stderr and f"{n} labels".encode() in proc.stderr
+
+
 def test_pairing_state_round_trips_and_rejects_garbage():
     from detectors._state import StateError
 

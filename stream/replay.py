@@ -5,8 +5,10 @@ given and ``at.offset`` the 0-based line index. Files ending in .gz, .bz2 or .xz
 decompressed; ``-`` reads standard input (one of the two inputs at most). A file that cannot
 be read to its end (e.g. a truncated archive) stops the replay with exit code 2 and a message
 naming it, after the lines read before the fault were processed. With --labels, events and
-labels are merged in ``ts`` order (events first on ties; lines without a readable ts keep
-their place relative to their own file). Bad lines become dead-letter JSON lines
+labels are merged in event-time order (``ts``, or a KServe CloudEvent's ``time``, an OIP
+record's ``parameters.ts``; events first on ties; lines without a readable time keep their
+place relative to their own file). At the end of the file, adapter events still awaiting
+their pair go on alone. Bad lines become dead-letter JSON lines
 {"source", "offset", "reason", "detail", "value": base64 of the raw line}.
 """
 

@@ -69,6 +69,8 @@ def _ts_key(msg: Message, fmt: str = "streamdrift") -> float:
         ts = doc["parameters"].get("ts") if isinstance(doc.get("parameters"), dict) else None
     else:
         ts = doc.get("ts")
+        if isinstance(ts, list):                # a columnar message: its first row's time
+            ts = next((t for t in ts if t is not None), None)
     if ts is None:
         return float("-inf")
     try:

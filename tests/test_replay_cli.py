@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import orjson
+import pytest
 
 from stream.synthetic import DEMO_MODELS, jsonl
 
@@ -161,3 +162,21 @@ def test_labels_merge_by_rfc3339_times_as_by_epoch_seconds(tmp_path):
         assert dead.read_bytes() == b"", (name, dead.read_bytes()[:200])
         summaries.append(proc.stderr.split(b" in ")[0])
     assert summaries[0] == summaries[1]
+
+
+@pytest.mark.parametrize("doc,fmt,key", [
+    ({"ts": 7}, "streamdrift", 7.0),
+    ({"ts": "2026-01-01T00:00:00Z"}, "streamdrift", 1767225600.0),
+    ({"ts": [None, 5, 6]}, "streamdrift", 5.0),                 # columnar: its first row's time
+    ({"ts": []}, "streamdrift", float("-inf")),
+    ({"ts": True}, "streamdrift", float("-inf")),               # not a time: keeps its place
+    ({"ts": 1764400000250}, "streamdrift", float("-inf")),      # milliseconds: not a time
+    ({"time": "2026-01-01T00:00:00Z", "ts": 3}, "kserve", 1767225600.0),
+    ({"parameters": {"ts": 9}}, "oip", 9.0),
+    ({"parameters": 9}, "oip", float("-inf")),
+])
+def test_the_merge_reads_each_format_s_event_time(doc, fmt, key):
+    from stream.events import Message
+    from stream.replay import _ts_key
+
+    assert _ts_key(Message(orjson.dumps(doc), "e", 0, 0, 0.0), fmt) == key

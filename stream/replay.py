@@ -32,6 +32,7 @@ from .events import Message, parse_ts
 from .pipeline import BatchResult, Pipeline
 
 STDIN = "-"
+_BOM = b"\xef\xbb\xbf"                    # UTF-8 byte-order mark
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}   # by file suffix
 # what reading a damaged file raises (BadGzipFile is an OSError; truncated archives: EOFError)
 _READ_ERRORS = (OSError, EOFError, lzma.LZMAError)
@@ -42,13 +43,16 @@ class InputError(Exception):
 
 
 def read_lines(path: str) -> Iterator[Message]:
-    """Messages of a JSONL file: one per line (without its line ending), offset = line index.
+    """Messages of a JSONL file: one per line (without its line ending or a leading UTF-8
+    byte-order mark), offset = line index.
     ``-`` is standard input; .gz, .bz2 and .xz files are decompressed. Raises InputError when
     the file cannot be read to its end (the lines before the fault were yielded)."""
     try:
         with (open(0, "rb", closefd=False) if path == STDIN
               else _OPENERS.get(Path(path).suffix.lower(), open)(path, "rb")) as fh:
             for i, line in enumerate(fh):
+                if i == 0 and line.startswith(_BOM):    # (files saved by some Windows tools)
+                    line = line[len(_BOM):]
                 yield Message(line.rstrip(b"\r\n"), path, 0, i, 0.0)
     except _READ_ERRORS as exc:
         raise InputError(f"{path}: cannot be read to its end ({exc})") from None

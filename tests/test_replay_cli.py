@@ -180,3 +180,18 @@ def test_the_merge_reads_each_format_s_event_time(doc, fmt, key):
     from stream.replay import _ts_key
 
     assert _ts_key(Message(orjson.dumps(doc), "e", 0, 0, 0.0), fmt) == key
+
+
+def test_a_byte_order_mark_and_windows_line_endings_change_nothing(tmp_path):
+    plain, windows = tmp_path / "plain.jsonl", tmp_path / "windows.jsonl"
+    data = jsonl(DEMO_MODELS, 9000, seed=2)
+    plain.write_bytes(data)
+    windows.write_bytes(b"\xef\xbb\xbf" + data.replace(b"\n", b"\r\n"))
+    a, b = run_replay(str(plain)), run_replay(str(windows), "--dead-letter", str(tmp_path / "d.jsonl"))
+    assert a.returncode == b.returncode == 0
+    def alerts(out: bytes) -> list[tuple]:          # (ids and topics name the file)
+        return [(x["model"], x["signal"], x["detector"], x["status"], x["at"]["offset"])
+                for x in map(orjson.loads, out.splitlines())]
+
+    assert len(alerts(a.stdout)) >= 2 and alerts(a.stdout) == alerts(b.stdout)
+    assert (tmp_path / "d.jsonl").read_bytes() == b""

@@ -75,3 +75,26 @@ def test_cli_stops_on_bad_config_with_the_key(tmp_path):
     assert proc.returncode == 2
     assert "detect.ph_threshold" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_readme_configuration_block_is_every_default(tmp_path):
+    """The README's configuration example loads, equals the defaults, and names every
+    setting (but the per-guarantee checkpoint interval, shown commented out, and the
+    adapters' formats, shown in their own section)."""
+    import dataclasses
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from stream.config import _SECTION_CLASSES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", readme[readme.index("## Configuration"):], re.S).group(1)
+    cfg = tmp_path / "readme.toml"
+    cfg.write_text(block)
+    assert load_settings(cfg, env={}) == load_settings(env={})
+    shown = tomllib.loads(block)
+    for section, cls in _SECTION_CLASSES.items():
+        missing = {f.name for f in dataclasses.fields(cls)} - set(shown.get(section, {}))
+        assert missing <= {"checkpoint_interval_s", "formats"}, (section, missing)
+    assert "# checkpoint_interval_s" in block

@@ -50,8 +50,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .replay import replay
 
     settings = _settings(args)
-    out = open(args.out, "wb") if args.out else sys.stdout.buffer
-    dead = open(args.dead_letter, "wb") if args.dead_letter else None
+    try:
+        # every output is opened before any work: a path that cannot be written stops the
+        # start (the report is written at the end; its file is created, not emptied, now)
+        if args.report:
+            open(args.report, "ab").close()
+        out = open(args.out, "wb") if args.out else sys.stdout.buffer
+        dead = open(args.dead_letter, "wb") if args.dead_letter else None
+    except OSError as exc:
+        print(f"streamdrift replay: {exc.filename}: cannot be written ({exc.strerror})", file=sys.stderr)
+        return 2
     try:
         return replay(settings, args.events, args.labels, out, dead, fmt=args.format, report=args.report)
     finally:

@@ -195,3 +195,16 @@ def test_a_byte_order_mark_and_windows_line_endings_change_nothing(tmp_path):
 
     assert len(alerts(a.stdout)) >= 2 and alerts(a.stdout) == alerts(b.stdout)
     assert (tmp_path / "d.jsonl").read_bytes() == b""
+
+
+@pytest.mark.parametrize("flag", ["--out", "--dead-letter", "--report"])
+def test_an_output_that_cannot_be_written_stops_the_start_naming_it(tmp_path, flag):
+    """Not a traceback (and for --report, not after the whole replay, when it is written)."""
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(jsonl(DEMO_MODELS, 9000, seed=2))
+    bad = tmp_path / "missing-dir" / "x"
+    proc = run_replay(str(events), flag, str(bad))
+    assert proc.returncode == 2
+    assert proc.stderr.decode().strip() == (f"streamdrift replay: {bad}: cannot be written"
+                                            " (No such file or directory)")
+    assert proc.stdout == b""                                  # nothing was replayed

@@ -69,6 +69,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
             dead.close()
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:                   # (NaN too)
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port in 1..65535, got {text!r}")
+    return value
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo
 
@@ -84,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="TOML configuration file")
     run.add_argument("--bootstrap", help="Kafka bootstrap servers HOST:PORT (overrides kafka.bootstrap)")
     run.add_argument("--group", help="consumer group id (overrides kafka.group_id)")
-    run.add_argument("--metrics-port", type=int, help="port of /metrics (overrides metrics.port)")
+    run.add_argument("--metrics-port", type=_port, help="port of /metrics (overrides metrics.port)")
     run.set_defaults(func=cmd_run)
     rep = sub.add_parser("replay", help="run the same pipeline over JSONL files, no Kafka")
     rep.add_argument("events", help="events, one JSON message per line (.gz, .bz2, .xz read "
@@ -99,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_replay)
     demo = sub.add_parser("demo", help="local broker + service + drifting synthetic stream, live alerts")
     demo.add_argument("--bootstrap", help="Kafka to use (default 127.0.0.1:9092, started if down)")
-    demo.add_argument("--duration", type=float, default=120.0, help="stop after this many seconds")
-    demo.add_argument("--metrics-port", type=int, help="port of the service's /metrics (default 9108)")
+    demo.add_argument("--duration", type=_positive_seconds, default=120.0,
+                      help="stop after this many seconds")
+    demo.add_argument("--metrics-port", type=_port, help="port of the service's /metrics (default 9108)")
     demo.set_defaults(func=cmd_demo)
     return p
 

@@ -77,6 +77,32 @@ def test_cli_stops_on_bad_config_with_the_key(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("args,message", [
+    (["demo", "--duration", "-5"], "--duration: must be a number of seconds > 0, got '-5'"),
+    (["demo", "--duration", "nan"], "--duration: must be a number of seconds > 0, got 'nan'"),
+    (["demo", "--metrics-port", "99999"], "--metrics-port: must be a port in 1..65535, got '99999'"),
+    (["run", "--metrics-port", "x"], "--metrics-port: must be a port in 1..65535, got 'x'"),
+])
+def test_bad_command_line_values_stop_before_any_work(args, message):
+    """(A negative demo duration used to start a broker and then stop at once.)"""
+    proc = subprocess.run([sys.executable, "-m", "stream", *args], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_demo_asks_quietly_whether_a_broker_answers():
+    """A newcomer's first line was librdkafka's "Connect ... failed: Connection refused"."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]                 # nothing listens there once closed
+    proc = subprocess.run([sys.executable, "-c", "from stream.demo import broker_answers; "
+                           f"print(broker_answers('127.0.0.1:{port}'))"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "False" and proc.stderr == ""
+
+
 def test_the_readme_configuration_block_is_every_default(tmp_path):
     """The README's configuration example loads, equals the defaults, and names every
     setting (but the per-guarantee checkpoint interval, shown commented out, and the

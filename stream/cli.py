@@ -99,6 +99,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamdrift", description="Streaming drift detection for ML "
                                 "models: Kafka events in, drift alerts out.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"streamdrift {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="consume events from Kafka, publish alerts")
     run.add_argument("--config", help="TOML configuration file")

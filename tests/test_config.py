@@ -124,3 +124,12 @@ def test_the_readme_configuration_block_is_every_default(tmp_path):
         missing = {f.name for f in dataclasses.fields(cls)} - set(shown.get(section, {}))
         assert missing <= {"checkpoint_interval_s", "formats"}, (section, missing)
     assert "# checkpoint_interval_s" in block
+
+
+def test_version_is_the_installed_distribution_s():
+    """`streamdrift --version` (what alerts carry as streamdrift_version) is pyproject's."""
+    from importlib.metadata import version
+
+    proc = subprocess.run([sys.executable, "-m", "stream", "--version"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"streamdrift {version('streamdrift')}"

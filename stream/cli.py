@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 from .config import ConfigError, Settings, load_settings
 
@@ -79,14 +80,17 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port in 1..65535, got {text!r}")
-    return value
+def _port(low: int) -> Callable[[str], int]:
+    """A port argument in low..65535 (0, as metrics.port: any free port)."""
+    def port(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if not low <= value <= 65535:
+            raise argparse.ArgumentTypeError(f"must be a port in {low}..65535, got {text!r}")
+        return value
+    return port
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -107,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="TOML configuration file")
     run.add_argument("--bootstrap", help="Kafka bootstrap servers HOST:PORT (overrides kafka.bootstrap)")
     run.add_argument("--group", help="consumer group id (overrides kafka.group_id)")
-    run.add_argument("--metrics-port", type=_port, help="port of /metrics (overrides metrics.port)")
+    run.add_argument("--metrics-port", type=_port(0), help="port of /metrics (overrides metrics.port)")
     run.set_defaults(func=cmd_run)
     rep = sub.add_parser("replay", help="run the same pipeline over JSONL files, no Kafka")
     rep.add_argument("events", help="events, one JSON message per line (.gz, .bz2, .xz read "
@@ -124,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--bootstrap", help="Kafka to use (default 127.0.0.1:9092, started if down)")
     demo.add_argument("--duration", type=_positive_seconds, default=120.0,
                       help="stop after this many seconds")
-    demo.add_argument("--metrics-port", type=_port, help="port of the service's /metrics (default 9108)")
+    demo.add_argument("--metrics-port", type=_port(1), help="port of the service's /metrics (default 9108)")
     demo.set_defaults(func=cmd_demo)
     return p
 

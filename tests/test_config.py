@@ -81,7 +81,8 @@ def test_cli_stops_on_bad_config_with_the_key(tmp_path):
     (["demo", "--duration", "-5"], "--duration: must be a number of seconds > 0, got '-5'"),
     (["demo", "--duration", "nan"], "--duration: must be a number of seconds > 0, got 'nan'"),
     (["demo", "--metrics-port", "99999"], "--metrics-port: must be a port in 1..65535, got '99999'"),
-    (["run", "--metrics-port", "x"], "--metrics-port: must be a port in 1..65535, got 'x'"),
+    (["run", "--metrics-port", "x"], "--metrics-port: must be a port in 0..65535, got 'x'"),
+    (["run", "--metrics-port", "-1"], "--metrics-port: must be a port in 0..65535, got '-1'"),
 ])
 def test_bad_command_line_values_stop_before_any_work(args, message):
     """(A negative demo duration used to start a broker and then stop at once.)"""

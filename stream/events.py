@@ -508,11 +508,16 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
         if kinds <= {str, type(None)}:
             categorical[name] = col
             continue
-        # mixed or invalid: find the offending rows (slow path, only for this column)
-        has_str = str in kinds
+        # mixed or invalid: find the offending rows (slow path, only for this column). Numbers
+        # and strings in one column: the rarer kind is the odd one out (strings on a tie), so
+        # one odd message cannot make the batch's good ones dead letters
+        fine = [classify_value(v) is None and v is not None for v in col]
+        strings = sum(isinstance(v, str) for v in col)
+        numbers = sum(fine) - strings
+        odd_strings = strings <= numbers
         for r, v in enumerate(col):
             reason = classify_value(v)
-            if reason is None and has_str and v is not None and not isinstance(v, str):
+            if reason is None and fine[r] and strings and numbers and isinstance(v, str) == odd_strings:
                 reason = "mixed_types"
             if reason is not None:
                 bad.append((r, reason, f"feature {name!r}: {reason.replace('_', ' ')}"))
@@ -545,8 +550,10 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
         prediction = np.full(n, np.nan)
         prediction_class = [p if isinstance(p, str) else None for p in preds]
         num = [r for r, p in enumerate(preds) if not isinstance(p, str) and p is not None]
-        if num:
-            raise _BadRows([(r, "mixed_types", "prediction mixes numbers and classes") for r in num])
+        if num:                     # the rarer kind is the odd one out (classes on a tie)
+            classes = [r for r, p in enumerate(preds) if isinstance(p, str)]
+            raise _BadRows([(r, "mixed_types", "prediction mixes numbers and classes")
+                            for r in (classes if len(classes) <= len(num) else num)])
     try:
         ts = np.array(ts_raw, dtype=np.float64) if set(map(type, ts_raw)) <= {int, float, type(None)} \
             else None

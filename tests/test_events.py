@@ -100,6 +100,27 @@ def test_mixed_number_and_string_is_rejected_per_message():
     assert [d.message.offset for d in batch.dead_letters] in ([0], [1])
 
 
+@pytest.mark.parametrize("field", ["feature", "prediction"])
+@pytest.mark.parametrize("numbers,strings", [(99, 1), (1, 99), (3, 3), (0, 5), (5, 0)])
+def test_numbers_and_strings_in_one_field_reject_the_rarer_kind(field, numbers, strings):
+    """One message with a string where a batch has numbers (or the reverse) used to make
+    every message of the other kind a dead letter: 99 good events lost to 1 odd one. Now
+    the rarer kind is the odd one out (strings on a tie)."""
+    def event(i: int, value) -> bytes:
+        if field == "feature":
+            return orjson.dumps({"model": "m", "features": {"x": value, "y": 1}})
+        return orjson.dumps({"model": "m", "features": {"y": 1}, "prediction": value})
+
+    values = [event(i, float(i)) for i in range(numbers)] + [event(i, f"c{i}") for i in range(strings)]
+    batch = decode(msgs(*values), LimitSettings())
+    odd = set(range(numbers, numbers + strings)) if strings <= numbers else set(range(numbers))
+    if not (numbers and strings):
+        odd = set()
+    assert {d.message.offset for d in batch.dead_letters} == odd
+    assert {d.reason for d in batch.dead_letters} <= {"mixed_types"}
+    assert batch.models["m"].size == numbers + strings - len(odd)
+
+
 def test_model_limit_dead_letters_new_models():
     batch = decode(msgs(b'{"model":"a","features":{"x":1}}', b'{"model":"b","features":{"x":1}}'),
                    LIMITS, admit_model=lambda m: m == "a")

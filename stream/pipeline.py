@@ -78,6 +78,16 @@ def apply_lifecycle(life: Lifecycle, hits: list[tuple[int, int, str]], ts: np.nd
             result.alerts.append(_resolved(life, j, alert(r, j, life.open[j].detector, "resolved")))
 
 
+def advance_clock(now: float, batch_times: list[np.ndarray]) -> float:
+    """The prediction store's clock after a batch: the second largest of the batch's event
+    times and ``now``. One event with a skewed clock (a year ahead) then cannot move it and
+    expire every prediction waiting for its label; it lags the newest event by one event."""
+    times = np.concatenate([*batch_times, [now]])
+    if times.size < 2:
+        return now
+    return max(now, float(np.partition(times, times.size - 2)[times.size - 2]))
+
+
 def _resolved(life: Lifecycle, j: int, alert: dict) -> dict:
     ep = life.close(j)
     alert["stats"].update({"episode_alert_id": ep.alert_id, "fired_ts": ep.fired_ts,
@@ -347,8 +357,9 @@ class Pipeline:
             mon.finish(mb, X, masks, result)
             if self.store is not None:
                 self.store.add(mb)
-                self._now_ts = max(self._now_ts, float(mb.ts.max()))
         if self.store is not None:
+            if batch.models:
+                self._now_ts = advance_clock(self._now_ts, [mb.ts for mb in batch.models.values()])
             for model, pred in self.store.expire(self._now_ts):
                 self._selection(model)[0].outcome(pred, labeled=False)
                 result.models_touched.add(model)

@@ -81,6 +81,34 @@ def test_bad_labels_are_dead_letters_with_reasons():
         (6, "invalid_model"), (7, "invalid_json"), (8, "invalid_ts"), (9, "invalid_ts")]
 
 
+def test_one_event_with_a_skewed_clock_does_not_expire_the_waiting_predictions():
+    """The store's clock followed the largest event time: one event a year ahead expired
+    every prediction waiting for its label (30-day TTL here), and their labels were dead
+    letters (unknown_id). It now follows each batch's median event time."""
+    events = [Message(orjson.dumps({"model": "m", "id": f"p{i}", "ts": 1.7e9 + i,
+                                    "features": {"x": 1.0}, "prediction": 0.8}), "events", 0, i, 0.0)
+              for i in range(2000)]
+    events[700] = events[700]._replace(value=orjson.dumps(
+        {"model": "m", "id": "skewed", "ts": 1.7e9 + 365 * DAY, "features": {"x": 1.0}}))
+    labels = [Message(orjson.dumps({"model": "m", "id": f"p{i}", "ts": 1.7e9 + 2000 + i, "label": 1}),
+                      "labels", 0, i, 0.0) for i in range(2000) if i != 700]
+    _, _, dead = run(events + labels, **{"detect.label_ttl_s": 30 * DAY})
+    assert dead == []
+
+
+def test_the_store_clock_ignores_one_stray_future_event():
+    from stream.pipeline import advance_clock
+
+    a = np.array
+    assert advance_clock(100.0, [a([101.0, 102.0, 103.0])]) == 102.0      # lags one event
+    assert advance_clock(100.0, [a([101.0, 5e9, 102.0])]) == 102.0        # the stray is ignored
+    assert advance_clock(100.0, [a([5e9])]) == 100.0                      # alone in its batch too
+    assert advance_clock(100.0, [a([101.0]), a([6e9, 5e9])]) == 5e9       # two are a real jump
+    assert advance_clock(100.0, [a([50.0, 60.0])]) == 100.0               # never backwards
+    assert advance_clock(float("-inf"), [a([7.0])]) == float("-inf")
+    assert advance_clock(float("-inf"), [a([7.0, 8.0])]) == 7.0
+
+
 def test_store_is_bounded_by_size_and_age():
     store = PredictionStore(max_size=3, ttl_s=100.0)
     msgs = [Message(orjson.dumps({"model": "m", "id": i, "ts": float(i * 10), "features": {},

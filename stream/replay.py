@@ -90,10 +90,31 @@ def merged(events: str, labels: str | None, fmt: str = "streamdrift") -> Iterato
         yield from read_lines(events)
         return
     # (ts, 0 for events / 1 for labels, line) gives "events first on ties"
-    ev = ((_ts_key(m, fmt), 0, m.offset, m) for m in read_lines(events))
-    lb = ((_ts_key(m), 1, m.offset, m) for m in read_lines(labels))
+    ev = _despiked((_ts_key(m, fmt), 0, m.offset, m) for m in read_lines(events))
+    lb = _despiked((_ts_key(m), 1, m.offset, m) for m in read_lines(labels))
     for *_, m in heapq.merge(ev, lb, key=lambda t: t[:3]):
         yield m
+
+
+def _despiked(keyed: Iterator[tuple[float, int, int, Message]]
+              ) -> Iterator[tuple[float, int, int, Message]]:
+    """A file's (time, kind, line, message) with a line whose time is past the next line's
+    given the time of its neighbours (the next line's, or the last one's if later): one line
+    far ahead (a skewed clock) would otherwise hold the rest of its file back in the merge
+    until the other file ran out. In-order lines and unreadable ones (-inf) are unchanged."""
+    last = float("-inf")                 # the last readable line's key
+    pending = None
+    for item in keyed:
+        if pending is not None:
+            t = pending[0]
+            if t != float("-inf") and item[0] != float("-inf") and t > item[0]:
+                pending = (max(last, item[0]), *pending[1:])
+            if pending[0] != float("-inf"):
+                last = pending[0]
+            yield pending
+        pending = item
+    if pending is not None:
+        yield pending
 
 
 def _last_of(batch: list[Message], events: str, last: Message | None) -> Message | None:

@@ -208,3 +208,36 @@ def test_an_output_that_cannot_be_written_stops_the_start_naming_it(tmp_path, fl
     assert proc.stderr.decode().strip() == (f"streamdrift replay: {bad}: cannot be written"
                                             " (No such file or directory)")
     assert proc.stdout == b""                                  # nothing was replayed
+
+
+def test_one_line_far_ahead_does_not_hold_its_file_back_in_the_merge(tmp_path):
+    """An event with a skewed clock (a year ahead) among events in time order: the merge used
+    to yield every label before the events after it (each file is merged as if in order), so
+    those labels found no prediction (unknown_id)."""
+    events, labels = tmp_path / "e.jsonl", tmp_path / "l.jsonl"
+    events.write_bytes(b"".join(orjson.dumps(
+        {"model": "m", "id": str(i), "ts": 1.7e9 + (365 * 86400 if i == 1500 else i),
+         "features": {"x": i % 5}, "prediction": 0.8}) + b"\n" for i in range(3000)))
+    labels.write_bytes(b"".join(orjson.dumps(
+        {"model": "m", "id": str(i), "ts": 1.7e9 + i + 60, "label": 1}) + b"\n" for i in range(3000)))
+    dead = tmp_path / "dead.jsonl"
+    proc = run_replay(str(events), "--labels", str(labels), "--dead-letter", str(dead))
+    assert proc.returncode == 0, proc.stderr
+    assert dead.read_bytes() == b"", dead.read_bytes()[:300]
+
+
+@pytest.mark.parametrize("times,keys", [
+    ([1, 2, 3], [1, 2, 3]),
+    ([1, 99, 3, 4], [1, 3, 3, 4]),                       # a spike: its next line's time
+    ([5, 1, 6], [1, 1, 6]),                              # first line: which is odd is unknown;
+                                                         # going earlier is harmless
+    ([5, 7, 1, 8], [5, 5, 1, 8]),                        # before a dip: the last line's time
+    ([1, 99, None, 4], [1, 99, None, 4]),                # next unreadable: unchanged
+    ([None, 2, None], [None, 2, None]),
+])
+def test_despiked_merge_keys(times, keys):
+    from stream.replay import _despiked
+
+    inf = float("-inf")
+    items = [(inf if t is None else float(t), 0, i, None) for i, t in enumerate(times)]
+    assert [k for k, *_ in _despiked(iter(items))] == [inf if k is None else float(k) for k in keys]

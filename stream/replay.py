@@ -7,7 +7,8 @@ be read to its end (e.g. a truncated archive) stops the replay with exit code 2 
 naming it, after the lines read before the fault were processed. With --labels, events and
 labels are merged in event-time order (``ts``, or a KServe CloudEvent's ``time``, an OIP
 record's ``parameters.ts``; events first on ties; lines without a readable time keep their
-place relative to their own file). At the end of the file, adapter events still awaiting
+place relative to their own file, and a line whose time is past the next line's goes at its
+neighbours' time). At the end of the file, adapter events still awaiting
 their pair go on alone. Bad lines become dead-letter JSON lines
 {"source", "offset", "reason", "detail", "value": base64 of the raw line}.
 """

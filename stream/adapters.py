@@ -289,10 +289,7 @@ class Converter:
             raise AdapterError("unknown_ce_type", f"ce type {kind!r} is neither request nor response")
         if not ident or not model:
             raise AdapterError("invalid_cloudevent", "a CloudEvent needs an id and a model name")
-        if model not in self._valid_models:
-            check_model(model, self.limits)
-            if len(self._valid_models) < _KNOWN_MODELS:
-                self._valid_models.add(model)
+        self._check_model(model)
         ts = None
         try:
             if attrs.get("time"):
@@ -328,6 +325,13 @@ class Converter:
             exc.emitted = [self._alone(str(ident), other)] + self._evict()   # the dead letter,
             raise                          # the one that waited goes on alone
         return [doc] + self._evict()
+
+    def _check_model(self, model: str) -> None:
+        """check_model, skipped for names that passed it (up to _KNOWN_MODELS remembered)."""
+        if model not in self._valid_models:
+            check_model(model, self.limits)
+            if len(self._valid_models) < _KNOWN_MODELS:
+                self._valid_models.add(model)
 
     def _rejected(self, kind: str, ident: str, model: str, ts: float | None) -> list[dict | list]:
         """A request or response of pair ``ident`` is a dead letter. Its other half, if
@@ -378,7 +382,7 @@ class Converter:
         if not isinstance(body, dict) or not isinstance(body.get("model_name"), str):
             raise AdapterError("invalid_payload", "an OIP record needs model_name and inputs")
         model = body["model_name"]
-        check_model(model, self.limits)
+        self._check_model(model)
         features = features_of({"inputs": body.get("inputs")}, self.columns.get(model))
         check_features(features, self.limits)
         preds = predictions_of({"outputs": body["outputs"]}) if body.get("outputs") else None

@@ -511,13 +511,13 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
         # mixed or invalid: find the offending rows (slow path, only for this column). Numbers
         # and strings in one column: the rarer kind is the odd one out (strings on a tie), so
         # one odd message cannot make the batch's good ones dead letters
-        fine = [classify_value(v) is None and v is not None for v in col]
+        reasons = list(map(classify_value, col))
         strings = sum(isinstance(v, str) for v in col)
-        numbers = sum(fine) - strings
+        numbers = sum(r is None and v is not None for r, v in zip(reasons, col, strict=True)) - strings
         odd_strings = strings <= numbers
-        for r, v in enumerate(col):
-            reason = classify_value(v)
-            if reason is None and fine[r] and strings and numbers and isinstance(v, str) == odd_strings:
+        for r, (v, reason) in enumerate(zip(col, reasons, strict=True)):
+            if reason is None and v is not None and strings and numbers \
+                    and isinstance(v, str) == odd_strings:
                 reason = "mixed_types"
             if reason is not None:
                 bad.append((r, reason, f"feature {name!r}: {reason.replace('_', ' ')}"))

@@ -108,7 +108,8 @@ def _detect(prepared: list[tuple[ModelMonitor, ModelBatch, np.ndarray, np.ndarra
     masks: list[dict[str, np.ndarray]] = [{} for _ in prepared]
     # a model whose z-scores are all missing (its signals still in warm-up) changes no
     # detector (missing values are skipped): its masks are all False without a call
-    silent = [bool(np.isnan(Z).all()) for *_, Z in prepared]
+    silent = [Z.size == 0 or bool(np.isnan(Z[-1]).all() and np.isnan(Z).all())   # (last row:
+              for *_, Z in prepared]                                            # a cheap no)
     for i, (mon, *_, Z) in enumerate(prepared):
         if silent[i]:
             masks[i] = {name: np.zeros(Z.shape, dtype=bool) for name in mon.detectors}

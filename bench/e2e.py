@@ -49,7 +49,7 @@ from river import drift  # noqa: E402
 
 from stream import pipeline as pipeline_module  # noqa: E402
 from stream.config import load_settings  # noqa: E402
-from stream.events import Message  # noqa: E402
+from stream.ingest.rows import Message  # noqa: E402
 from stream.pipeline import Pipeline, collector_paused  # noqa: E402
 
 

@@ -25,7 +25,7 @@ from confluent_kafka import Producer, TopicPartition  # noqa: E402
 from kafka_helpers import create_topics  # noqa: E402
 
 from stream.config import load_settings  # noqa: E402
-from stream.kafka_io import Service, Shard  # noqa: E402
+from stream.kafka.service import Service, Shard  # noqa: E402
 from stream.metrics import Metrics  # noqa: E402
 from stream.pipeline import ModelMonitor, Pipeline  # noqa: E402
 from stream.state import dump_model  # noqa: E402

@@ -283,8 +283,8 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
 
 def _models(table: Any) -> dict[str, ModelSettings]:
     """The [models.<name>] tables; errors name the key, e.g. models.grid.seasonality.bins."""
-    from .events import MODEL_RE
-    from .seasonal import parse_duration
+    from .ingest.rows import MODEL_RE
+    from .monitor.seasonal import parse_duration
 
     if not isinstance(table, dict):
         raise ConfigError("models: must be a table of [models.<name>] tables")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from .alerts import kind_of
+from .monitor.alerts import kind_of
 
 OTHER = "__other__"
 

@@ -18,14 +18,14 @@ import orjson
 
 from detectors import ADWIN, PageHinkley
 
-from .adapters import Converter
-from .alerts import make_alert
 from .config import Settings
-from .events import PIECE_MODELS, DeadLetter, Message, ModelBatch, decode
-from .feedback import ENTROPY_SIGNAL, SELECTION_SIGNAL, ConcentrationWatch, SelectionWatch
-from .labels import ErrorBatch, PredictionStore, join_labels
-from .lifecycle import Lifecycle
-from .signals import SignalRegistry
+from .ingest.adapters import Converter
+from .ingest.rows import PIECE_MODELS, DeadLetter, Message, ModelBatch, decode
+from .monitor.alerts import make_alert
+from .monitor.feedback import ENTROPY_SIGNAL, SELECTION_SIGNAL, ConcentrationWatch, SelectionWatch
+from .monitor.labels import ErrorBatch, PredictionStore, join_labels
+from .monitor.lifecycle import Lifecycle
+from .monitor.signals import SignalRegistry
 
 
 @contextmanager

@@ -29,7 +29,7 @@ from typing import BinaryIO
 import orjson
 
 from .config import Settings
-from .events import Message, parse_ts
+from .ingest.rows import Message, parse_ts
 from .pipeline import BatchResult, Pipeline
 
 STDIN = "-"
@@ -136,7 +136,7 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
     pipeline = Pipeline(settings, label_topics={labels} if labels else set(), formats={events: fmt})
     recorder = None
     if report is not None:
-        from .report import ReportRecorder
+        from .app.report import ReportRecorder
         recorder = pipeline.recorder = ReportRecorder()
     batch_size = settings.kafka.batch_size
     n_lines = n_events = n_alerts = n_dead = 0
@@ -177,7 +177,7 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
         flush(pipeline.end_of_input(last_event))
     out.flush()
     if recorder is not None:
-        from .report import write_report
+        from .app.report import write_report
         write_report(report, recorder, events)
     elapsed = time.perf_counter() - t0
     rate = n_events / elapsed if elapsed > 0 else 0.0

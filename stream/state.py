@@ -16,8 +16,8 @@ import numpy as np
 from detectors import ADWIN, PageHinkley
 from detectors._state import StateError, pack, unpack
 
-from .lifecycle import Episode, Lifecycle
-from .signals import SignalRegistry
+from .monitor.lifecycle import Episode, Lifecycle
+from .monitor.signals import SignalRegistry
 
 KIND = "streamdrift.model"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.demo import broker_answers
+from stream.app.demo import broker_answers
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -124,7 +124,7 @@ def replay_alerts(values: list[bytes], topic: str, partition: int = 0, offsets: 
     """The alerts one uninterrupted pipeline raises over these message values (offsets 0.. unless
     given), in batches of `batch`: what the service must publish for that partition."""
     from stream.config import load_settings
-    from stream.events import Message
+    from stream.ingest.rows import Message
     from stream.pipeline import Pipeline
 
     pipeline = Pipeline(settings or load_settings(env={}))

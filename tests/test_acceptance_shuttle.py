@@ -13,7 +13,7 @@ import pytest
 from river import datasets
 
 from stream.config import load_settings
-from stream.events import Message
+from stream.ingest.rows import Message
 from stream.pipeline import Pipeline
 
 N = 100_000

@@ -9,9 +9,9 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.adapters import REQUEST, RESPONSE, Converter
 from stream.config import LimitSettings
-from stream.events import Message, decode
+from stream.ingest.adapters import REQUEST, RESPONSE, Converter
+from stream.ingest.rows import Message, decode
 
 CE = [("ce_specversion", b"1.0"), ("ce_source", b"http://localhost:9081/"),
       ("content-type", b"application/json")]

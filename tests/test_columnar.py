@@ -6,10 +6,10 @@ import numpy as np
 import orjson
 import pytest
 
+from stream.app.synthetic import DEMO_MODELS, events
 from stream.config import LimitSettings, load_settings
-from stream.events import Message, decode
+from stream.ingest.rows import Message, decode
 from stream.pipeline import Pipeline
-from stream.synthetic import DEMO_MODELS, events
 
 
 def to_columnar(evs: list[dict], rows_per_message: int) -> list[bytes]:
@@ -85,7 +85,7 @@ def test_bad_columnar_messages_are_dead_letters(doc, reason):
 def test_numeric_columns_as_by_value_types(col):
     """numpy's type discovery (the fast path) decides exactly as checking each value's type:
     ints, floats, bools and None (NaN) make a number column; names, nesting, mixes do not."""
-    from stream.columnar import _NUMERIC, _numeric
+    from stream.ingest.columnar import _NUMERIC, _numeric
 
     expected = np.array(col, dtype=np.float64) if set(map(type, col)) <= _NUMERIC else None
     got = _numeric("f", col, len(col))

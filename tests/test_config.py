@@ -98,7 +98,7 @@ def test_the_demo_asks_quietly_whether_a_broker_answers():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]                 # nothing listens there once closed
-    proc = subprocess.run([sys.executable, "-c", "from stream.demo import broker_answers; "
+    proc = subprocess.run([sys.executable, "-c", "from stream.app.demo import broker_answers; "
                            f"print(broker_answers('127.0.0.1:{port}'))"],
                           capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "False" and proc.stderr == ""

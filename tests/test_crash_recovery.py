@@ -31,7 +31,7 @@ from kafka_helpers import (
     write_config,
 )
 
-from stream.synthetic import DEMO_MODELS, ModelSpec, events
+from stream.app.synthetic import DEMO_MODELS, ModelSpec, events
 
 pytestmark = pytest.mark.kafka
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.config import LimitSettings
-from stream.events import Message, decode
+from stream.ingest.rows import Message, decode
 
 LIMITS = LimitSettings(max_message_bytes=2000, max_features_per_event=5, max_name_length=20)
 
@@ -158,7 +158,7 @@ def test_fuzz_decoder_never_raises_and_accounts_for_every_message(value):
                  st.dictionaries(st.sampled_from(["model", "id", "label", "ts", "prediction"]),
                                  json_values, max_size=5).map(_dumps)))
 def test_fuzz_label_decoder_never_raises(value):
-    from stream.labels import PredictionStore, join_labels
+    from stream.monitor.labels import PredictionStore, join_labels
 
     store = PredictionStore(10, 100.0)
     joined, dead = join_labels([Message(value, "labels", 0, 0, 0.0)], store, LIMITS)
@@ -188,7 +188,7 @@ def _same_batches(a, b) -> None:
 def test_large_batches_decode_in_pieces_exactly_as_whole(late_string, n_models, monkeypatch):
     """decode() splits big batches into pieces (not when a piece holds many models); the
     result is the whole batch's."""
-    from stream import events
+    from stream.ingest import rows as events
 
     pieces = []
     decode_piece = events._decode
@@ -259,7 +259,7 @@ def test_columns_of_many_models_extracted_once_equal_each_models_own(variant, mo
     """A batch of several models whose events all have the same numeric features has its
     columns extracted once and cut per model: exactly each model's own extraction (which
     runs whenever that would not be so)."""
-    from stream import events
+    from stream.ingest import rows as events
 
     rng = np.random.default_rng(2)
     values = []
@@ -291,7 +291,7 @@ def test_columns_of_many_models_extracted_once_equal_each_models_own(variant, mo
 
 
 def test_group_rows_equals_the_row_by_row_grouping():
-    from stream.events import _group_rows
+    from stream.ingest.rows import _group_rows
 
     rng = np.random.default_rng(3)
     for n, k in ((0, 1), (1, 1), (7, 3), (500, 40)):

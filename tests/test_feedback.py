@@ -6,7 +6,7 @@ import numpy as np
 import orjson
 
 from stream.config import load_settings
-from stream.events import Message
+from stream.ingest.rows import Message
 from stream.pipeline import Pipeline
 
 STEP = 60.0                 # an event a minute

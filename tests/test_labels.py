@@ -6,8 +6,8 @@ import numpy as np
 import orjson
 
 from stream.config import load_settings
-from stream.events import Message
-from stream.labels import PredictionStore, _error
+from stream.ingest.rows import Message
+from stream.monitor.labels import PredictionStore, _error
 from stream.pipeline import Pipeline
 
 DAY = 86400.0
@@ -114,7 +114,7 @@ def test_store_is_bounded_by_size_and_age():
     msgs = [Message(orjson.dumps({"model": "m", "id": i, "ts": float(i * 10), "features": {},
                                   "prediction": 0.5}), "events", 0, i, 0.0) for i in range(5)]
     from stream.config import LimitSettings
-    from stream.events import decode
+    from stream.ingest.rows import decode
     store.add(decode(msgs, LimitSettings()).models["m"])
     assert store.evicted["size"] == 2 and list(store.pending["m"]) == [2, 3, 4]
     store.expire(now_ts=135.0)                      # keeps predictions from ts >= 35
@@ -123,7 +123,7 @@ def test_store_is_bounded_by_size_and_age():
 
 def test_store_over_its_size_evicts_the_largest_models_oldest_first():
     from stream.config import LimitSettings
-    from stream.events import decode
+    from stream.ingest.rows import decode
 
     def batch(model, ids):
         msgs = [Message(orjson.dumps({"model": model, "id": i, "ts": 1.0, "features": {},

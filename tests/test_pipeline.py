@@ -10,11 +10,11 @@ import orjson
 import pytest
 
 import stream.pipeline as pipeline_module
+from stream.app.synthetic import DEMO_MODELS, ModelSpec, events
 from stream.config import load_settings
-from stream.events import Message
+from stream.ingest.rows import Message
+from stream.monitor.signals import reference
 from stream.pipeline import Pipeline
-from stream.signals import reference
-from stream.synthetic import DEMO_MODELS, ModelSpec, events
 
 
 def run(pipeline: Pipeline, evs: list[dict], batch: int = 1000, topic: str = "events") -> list[dict]:
@@ -232,7 +232,7 @@ def test_signals_of_full_rows_take_the_same_values_as_signals_with_gaps():
     """Batches where every signal has every row take shortcuts (z-scores without warm-up
     bookkeeping once all signals are warm, recent values of all signals at once): the same
     numbers as the general path, which a signal without values forces on its neighbours."""
-    from stream.signals import RECENT, SignalRegistry
+    from stream.monitor.signals import RECENT, SignalRegistry
 
     rng = np.random.default_rng(8)
     full, gappy = SignalRegistry(10, 50, 4.0), SignalRegistry(10, 50, 4.0)

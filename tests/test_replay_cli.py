@@ -9,7 +9,7 @@ import sys
 import orjson
 import pytest
 
-from stream.synthetic import DEMO_MODELS, jsonl
+from stream.app.synthetic import DEMO_MODELS, jsonl
 
 
 def run_replay(*args: str) -> subprocess.CompletedProcess:
@@ -176,7 +176,7 @@ def test_labels_merge_by_rfc3339_times_as_by_epoch_seconds(tmp_path):
     ({"parameters": 9}, "oip", float("-inf")),
 ])
 def test_the_merge_reads_each_format_s_event_time(doc, fmt, key):
-    from stream.events import Message
+    from stream.ingest.rows import Message
     from stream.replay import _ts_key
 
     assert _ts_key(Message(orjson.dumps(doc), "e", 0, 0, 0.0), fmt) == key

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.synthetic import DEMO_MODELS, jsonl
+from stream.app.synthetic import DEMO_MODELS, jsonl
 
 CHROMIUM = shutil.which("chromium")
 
@@ -46,7 +46,7 @@ def test_report_is_self_contained_and_marks_the_alerts(report):
 def test_a_signal_of_one_value_of_any_size_is_drawn(value):
     """A constant signal is drawn in a band around its value; at 1e22, +-1 left the band
     empty and the report died dividing by zero."""
-    from stream.report import Series, _chart
+    from stream.app.report import Series, _chart
 
     series = Series()
     series.add(np.array([1.7e9, 1.7e9 + 60]), np.array([value, value]))

@@ -27,8 +27,8 @@ from kafka_helpers import (
     write_config,
 )
 
+from stream.app.synthetic import ModelSpec, events
 from stream.config import load_settings
-from stream.synthetic import ModelSpec, events
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[1]

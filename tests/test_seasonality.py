@@ -7,9 +7,9 @@ import orjson
 import pytest
 
 from stream.config import ConfigError, load_settings
-from stream.events import Message
+from stream.ingest.rows import Message
+from stream.monitor.seasonal import parse_duration
 from stream.pipeline import Pipeline
-from stream.seasonal import parse_duration
 
 DAY = 86400.0
 STEP = 300.0                                   # an event every 5 minutes: 288 a day

@@ -24,8 +24,8 @@ from kafka_helpers import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream.app.synthetic import DEMO_MODELS, events
 from stream.config import load_settings
-from stream.synthetic import DEMO_MODELS, events
 
 pytestmark = pytest.mark.kafka
 

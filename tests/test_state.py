@@ -10,11 +10,11 @@ from test_feedback import allocation_stream
 from test_seasonality import CONFIG, grid_stream
 
 from detectors import StateError
+from stream.app.synthetic import DEMO_MODELS, events
 from stream.config import load_settings
-from stream.events import Message
+from stream.ingest.rows import Message
 from stream.pipeline import Pipeline
 from stream.state import dump_model, load_model
-from stream.synthetic import DEMO_MODELS, events
 
 
 def mixed_stream() -> list[Message]:

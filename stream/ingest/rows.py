@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
-from .config import LimitSettings
+from ..config import LimitSettings
 
 MODEL_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 # event times are epoch seconds within the years RFC 3339 can write, 0001-9999 (UTC)

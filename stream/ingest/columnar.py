@@ -15,8 +15,8 @@ from itertools import chain
 
 import numpy as np
 
-from .config import LimitSettings
-from .events import MODEL_RE, TS_END, TS_MIN, ModelBatch, parse_ts, times_in_range, ts_out_of_range
+from ..config import LimitSettings
+from .rows import MODEL_RE, TS_END, TS_MIN, ModelBatch, parse_ts, times_in_range, ts_out_of_range
 
 _NUMERIC = {int, float, bool, type(None)}
 

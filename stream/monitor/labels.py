@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 
-from .config import LimitSettings
-from .events import MODEL_RE, DeadLetter, Message, ModelBatch, parse_ts
+from ..config import LimitSettings
+from ..ingest.rows import MODEL_RE, DeadLetter, Message, ModelBatch, parse_ts
 
 
 @dataclass

@@ -39,8 +39,8 @@ import orjson
 
 from detectors._state import StateError
 
-from .config import LimitSettings
-from .events import MODEL_RE, DeadLetter, Message, classify_value, parse_ts
+from ..config import LimitSettings
+from .rows import MODEL_RE, DeadLetter, Message, classify_value, parse_ts
 
 FORMATS = ("streamdrift", "kserve", "oip")
 _SCALARS = {int, float, str, bool, type(None)}     # feature values an event may carry

@@ -19,7 +19,7 @@ import numpy as np
 
 from detectors import PageHinkley
 
-from .events import ModelBatch
+from ..ingest.rows import ModelBatch
 
 ENTROPY_SIGNAL = "segments:entropy"
 SELECTION_SIGNAL = "labels:selection"

@@ -24,11 +24,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka import Message as KafkaMessage
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from .config import Settings
-from .events import DeadLetter, Message
-from .metrics import Metrics
-from .pipeline import Pipeline, collector_paused
-from .state import StateError, dump_model, load_model
+from ..config import Settings
+from ..ingest.rows import DeadLetter, Message
+from ..metrics import Metrics
+from ..pipeline import Pipeline, collector_paused
+from ..state import StateError, dump_model, load_model
 
 log = logging.getLogger("streamdrift")
 _GAUGES_INTERVAL_S = 0.5      # lag and per-model gauges refreshed at most this often

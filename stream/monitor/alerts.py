@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from . import __version__
+from .. import __version__
 
 KIND_BY_SIGNAL_PREFIX = {"feature": "data_drift", "prediction": "prediction_drift",
                          "error": "performance_drift", "segments": "feedback_loop",

@@ -9,7 +9,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from .config import ConfigError, Settings, load_settings
+from ..config import ConfigError, Settings, load_settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -27,8 +27,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    from .kafka_io import DeliveryFailed, Service
-    from .metrics import Metrics
+    from ..kafka.service import DeliveryFailed, Service
+    from ..metrics import Metrics
 
     settings = _settings(args)
     metrics = Metrics(settings.metrics.max_model_labels)
@@ -48,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import replay
+    from ..replay import replay
 
     settings = _settings(args)
     try:
@@ -103,7 +103,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamdrift", description="Streaming drift detection for ML "
                                 "models: Kafka events in, drift alerts out.")
-    from . import __version__
+    from .. import __version__
 
     p.add_argument("--version", action="version", version=f"streamdrift {__version__}")
     sub = p.add_subparsers(dest="command", required=True)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import SeasonalitySettings
-from .events import ModelBatch
+from ..config import SeasonalitySettings
+from ..ingest.rows import ModelBatch
 from .seasonal import SeasonalProfile
 
 OTHER = "__other__"

@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from .synthetic import DEMO_MODELS, events
 
-KAFKA_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "kafka"
+KAFKA_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "kafka"
 N_PER_MODEL = 12_000
 EXPECTED = {("readmission", "feature:age"), ("fraud", "feature:amount")}
 

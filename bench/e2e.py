@@ -125,7 +125,7 @@ def replay_rate(values: list[bytes], batch: int = 5000, fmt: str = "streamdrift"
 def replay_rates(values: list[bytes], batch: int = 5000, fmt: str = "streamdrift",
                  beside: Callable[[int, int], None] | None = None) -> tuple[float, float]:
     """(rows/s through the pipeline, rows/s of the detectors alone): the second is the time
-    the same run spent in the detectors' updates (pipeline._detect), a ceiling that no
+    the same run spent in the detectors' updates (pipeline.detect_all), a ceiling that no
     input format can pass. ``beside(start, stop)`` runs before each batch of messages
     [start, stop), untimed: baselines measured in turn with the pipeline, batch by batch."""
     pipeline = Pipeline(load_settings(env={}, overrides={"limits.max_message_bytes": 64 << 20}),
@@ -133,16 +133,16 @@ def replay_rates(values: list[bytes], batch: int = 5000, fmt: str = "streamdrift
     msgs = [Message(v, "bench", 0, i, 0.0) for i, v in enumerate(values)]
     rows = 0
     in_detect = [0.0]
-    detect = pipeline_module._detect
+    detect = pipeline_module.detect_all
 
-    def timed_detect(prepared):
+    def timed_detect(detectors, Z):
         t0 = time.perf_counter()
         try:
-            return detect(prepared)
+            return detect(detectors, Z)
         finally:
             in_detect[0] += time.perf_counter() - t0
 
-    pipeline_module._detect = timed_detect
+    pipeline_module.detect_all = timed_detect
     elapsed = 0.0
     try:
         for s in range(0, len(msgs), batch):
@@ -154,7 +154,7 @@ def replay_rates(values: list[bytes], batch: int = 5000, fmt: str = "streamdrift
             rows += result.n_events
             assert not result.dead_letters, result.dead_letters[0].reason
     finally:
-        pipeline_module._detect = detect
+        pipeline_module.detect_all = detect
     return rows / elapsed, rows / in_detect[0]
 
 

@@ -1,10 +1,13 @@
 """Settings: TOML file + STREAMDRIFT_* environment variables + CLI flags -> frozen dataclasses.
 
-Every key is optional. Unknown keys and bad values stop the start with a ConfigError whose
-message names the key (e.g. ``detect.adwin_delta``). Environment variables name a key as
-``STREAMDRIFT_<SECTION>__<KEY>`` (double underscore between section and key), e.g.
-``STREAMDRIFT_KAFKA__BOOTSTRAP=broker:9092``. The ``[kafka.client]`` table passes through to
-librdkafka unchanged (security.protocol, sasl.*, ssl.*, ...).
+Every key is optional. Settings are grouped by concern, one table each (``[kafka]``,
+``[detect]`` with ``[detect.adwin]`` and ``[detect.page_hinkley]``, ``[labels]``,
+``[feedback]``, ``[limits]``, ``[metrics]``, ``[models.<name>]``). Unknown keys and bad values
+stop the start with a :class:`~stream.errors.ConfigError` whose message names the key (e.g.
+``detect.adwin.delta``). Environment variables name a key with double underscores between its
+parts, e.g. ``STREAMDRIFT_KAFKA__BOOTSTRAP=broker:9092``, ``STREAMDRIFT_DETECT__ADWIN__DELTA=1e-5``.
+The ``[kafka.client]`` table passes through to librdkafka unchanged (security.protocol, sasl.*,
+ssl.*, ...).
 """
 
 from __future__ import annotations
@@ -12,14 +15,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from .errors import ConfigError
+from .types import MODEL_RE
 
-class ConfigError(ValueError):
-    """Bad configuration; the message names the offending key."""
+Guarantee = Literal["at-least-once", "exactly-once"]
+DetectorName = Literal["adwin", "page_hinkley"]
+Format = Literal["streamdrift", "kserve", "oip"]
 
 
 @dataclass(frozen=True)
@@ -30,46 +37,63 @@ class KafkaSettings:
     labels_topic: str = ""
     alerts_topic: str = "alerts"
     dead_letter_topic: str = "streamdrift-dead-letters"
-    guarantee: str = "at-least-once"    # or "exactly-once" (Kafka transactions)
+    guarantee: Guarantee = "at-least-once"
     changelog_topic: str = ""           # compacted state topic; default "<group_id>-changelog"
-    checkpoint_interval_s: float = 5.0  # state + offsets commit period (at-least-once: only
-                                        # what a crash replays; exactly-once: see below)
+    checkpoint_interval_s: float = 5.0  # state + offsets commit period; see EXACTLY_ONCE_CHECKPOINT_S
     instance_id: str = ""               # stable per instance; default host name + pid
     batch_size: int = 5000              # messages per consumed batch
     poll_timeout_s: float = 0.1         # longest wait for a batch to fill
     client: Mapping[str, str] = field(default_factory=dict)   # librdkafka pass-through
-    formats: Mapping[str, str] = field(default_factory=dict)  # topic -> kserve | oip (adapters)
+    formats: Mapping[str, Format] = field(default_factory=dict)  # topic -> adapter format
+
+
+@dataclass(frozen=True)
+class AdwinSettings:
+    """ADWIN on standardized signals (river's parameter names)."""
+    delta: float = 1e-4
+    bonferroni: bool = True             # each signal's delta = delta / signals of its model
+    clock: int = 32
+    max_buckets: int = 5
+    min_window_length: int = 5
+    grace_period: int = 10
+
+
+@dataclass(frozen=True)
+class PageHinkleySettings:
+    """Page-Hinkley on standardized signals, in standard deviations of the signal. river's
+    fading (alpha < 1) makes the statistic stationary with a spread of ~70 sd, so any threshold
+    near 50 alarms on pure noise: the service uses the undamped CUSUM form (alpha = 1)."""
+    min_instances: int = 30
+    delta: float = 0.25
+    threshold: float = 50.0
+    alpha: float = 1.0
+    exact: bool = False                 # False: closed-form sums (fast); True: river's rounding
 
 
 @dataclass(frozen=True)
 class DetectSettings:
-    detectors: tuple[str, ...] = ("adwin", "page_hinkley")
+    detectors: tuple[DetectorName, ...] = ("adwin", "page_hinkley")
     warmup: int = 1000                  # values per signal that set its reference mean / sd
     clip_z: float = 5.0                 # standardized values are clipped to +-clip_z
-    # Defaults tuned for standardized signals (river's are for raw units): on N(0, 1) streams of
-    # 100k values none of 40 columns alarmed; a 0.5 sd shift was found in ~160 (ADWIN) and ~190
-    # (PH) values. river's PH fading (alpha < 1) makes its statistic stationary with sd ~70, so
-    # any threshold near 50 alarms on pure noise: the service uses the undamped CUSUM form.
-    adwin_delta: float = 1e-4
-    bonferroni: bool = True             # each signal's ADWIN delta = adwin_delta / signals of its model
-    adwin_clock: int = 32
-    adwin_max_buckets: int = 5
-    adwin_min_window_length: int = 5
-    adwin_grace_period: int = 10
-    ph_min_instances: int = 30
-    ph_delta: float = 0.25              # in standard deviations of the signal
-    ph_threshold: float = 50.0          # in standard deviations of the signal
-    ph_alpha: float = 1.0
-    ph_exact: bool = False              # False: closed-form sums (fast); True: river's rounding
     cooldown_s: float = 600.0           # event-time seconds between two firings of one signal
     resolve_after_s: float = 3600.0     # event-time seconds without detection -> resolved
-    label_ttl_s: float = 35 * 86400.0   # predictions wait this long (event time) for a label
-    label_warmup: int = 500             # joined labels that set the error reference
-    feedback_window: int = 200          # events with a segment per entropy window
-    feedback_resolve_after_s: float = 7 * 86400.0   # feedback loops are slow: quiet week -> resolved
-    feedback_warmup: int = 10           # windows that set the entropy reference
-    feedback_ph_threshold: float = 20.0 # PH (down) on the standardized entropy series
-    feedback_ph_delta: float = 0.25
+    adwin: AdwinSettings = field(default_factory=AdwinSettings)
+    page_hinkley: PageHinkleySettings = field(default_factory=PageHinkleySettings)
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    ttl_s: float = 35 * 86400.0         # predictions wait this long (event time) for a label
+    warmup: int = 500                   # joined labels that set the error reference
+
+
+@dataclass(frozen=True)
+class FeedbackSettings:
+    window: int = 200                   # events with a segment per entropy window
+    warmup: int = 10                    # windows that set the entropy reference
+    ph_threshold: float = 20.0          # PH (down) on the standardized entropy series
+    ph_delta: float = 0.25
+    resolve_after_s: float = 7 * 86400.0   # feedback loops are slow: a quiet week -> resolved
     label_bands: int = 5                # score bands for the labeled share
     label_min_per_band: int = 50        # predictions with an outcome before a band counts
     label_gap: float = 0.5              # labeled shares differing more than this: feedback_loop
@@ -112,20 +136,45 @@ class ModelSettings:
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     detect: DetectSettings = field(default_factory=DetectSettings)
+    labels: LabelSettings = field(default_factory=LabelSettings)
+    feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     models: Mapping[str, ModelSettings] = field(default_factory=dict)   # per-model settings
 
 
-_SECTIONS = {f.name: f.type for f in fields(Settings) if f.name != "models"}
-_SECTION_CLASSES = {"kafka": KafkaSettings, "detect": DetectSettings, "limits": LimitSettings,
-                    "metrics": MetricsSettings}
-_DETECTORS = ("adwin", "page_hinkley")
+# the tables of the file and their classes (models are read on their own, see _models)
+SECTIONS: dict[str, type] = {f.name: f.default_factory().__class__ for f in fields(Settings)
+                             if f.name != "models"}
 # kafka.checkpoint_interval_s when not set: at-least-once 5 s (the field's default, as Kafka
-# consumers' auto-commit): alerts are produced at once whatever it is, it bounds what a crash
-# replays, and checkpointing 100 models every 0.5 s took about a sixth of the service's time;
-# exactly-once 0.5 s, since it is the delay before alerts become visible
+# consumers' auto-commit: alerts are produced at once whatever it is, it bounds what a crash
+# replays); exactly-once 0.5 s, since its alerts become visible only when it commits
 EXACTLY_ONCE_CHECKPOINT_S = 0.5
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string like "90s", "15m", "1h", "1d", "1w" (or "1.5d")."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and value[-1:] in DURATION_UNITS:
+        try:
+            seconds = float(value[:-1]) * DURATION_UNITS[value[-1]]
+        except ValueError:
+            seconds = float("nan")
+    else:
+        raise ValueError(f"expected a duration like '1d', '12h', '30m' or seconds, got {value!r}")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"a duration must be > 0, got {value!r}")
+    return seconds
+
+
+def _literal_options(cls: type, name: str) -> tuple[str, ...] | None:
+    """The allowed values of a field typed Literal[...] (or a tuple/mapping of them), or None."""
+    hint = typing.get_type_hints(cls)[name]
+    while typing.get_origin(hint) in (tuple, Mapping, dict):
+        hint = typing.get_args(hint)[-1 if typing.get_origin(hint) is not tuple else 0]
+    return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
 
 
 def _coerce(key: str, default: Any, value: Any, from_text: bool) -> Any:
@@ -166,73 +215,89 @@ def _coerce(key: str, default: Any, value: Any, from_text: bool) -> Any:
     raise ConfigError(f"{key}: expected {type(default).__name__}, got {value!r}")
 
 
+def _merge(key: str, base: Any, values: Any, from_text: bool, source: str) -> Any:
+    """``base`` (a settings dataclass) with ``values`` (a table) merged in, recursively."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{key}: must be a table")
+    known = {f.name: f for f in fields(base)}
+    changes = {}
+    for name, value in values.items():
+        sub = f"{key}.{name}"
+        if name not in known:
+            raise ConfigError(f"{sub}: unknown key (in {source}; known keys: {', '.join(sorted(known))})")
+        current = getattr(base, name)
+        if dataclasses.is_dataclass(current):
+            changes[name] = _merge(sub, current, value, from_text, source)
+            continue
+        new = _coerce(sub, current, value, from_text)
+        options = _literal_options(type(base), name)
+        if options is not None:
+            named = [(f"{sub}.{k}", v) for k, v in new.items()] if isinstance(new, Mapping) \
+                else [(sub, v) for v in (new if isinstance(new, tuple) else (new,))]
+            for where, v in named:
+                if v not in options:
+                    raise ConfigError(f"{where}: {v!r} is not one of {', '.join(map(repr, options))}")
+        changes[name] = new
+    return replace(base, **changes)
+
+
 def _validate(s: Settings) -> None:
     def need(ok: bool, key: str, what: str) -> None:
         if not ok:
             raise ConfigError(f"{key}: {what}")
 
-    k, d, lim, m = s.kafka, s.detect, s.limits, s.metrics
+    k, d, lab, fb, lim, m = s.kafka, s.detect, s.labels, s.feedback, s.limits, s.metrics
     need(bool(k.bootstrap.strip()), "kafka.bootstrap", "must not be empty")
     need(bool(k.group_id.strip()), "kafka.group_id", "must not be empty")
     need(len(k.events_topics) > 0, "kafka.events_topics", "needs at least one topic")
     need(bool(k.alerts_topic), "kafka.alerts_topic", "must not be empty")
     need(bool(k.dead_letter_topic), "kafka.dead_letter_topic", "must not be empty")
     need(k.batch_size >= 1, "kafka.batch_size", "must be >= 1")
-    need(k.guarantee in ("at-least-once", "exactly-once"), "kafka.guarantee",
-         f"must be 'at-least-once' or 'exactly-once', got {k.guarantee!r}")
     need(k.checkpoint_interval_s > 0, "kafka.checkpoint_interval_s", "must be > 0")
-    for topic, fmt in k.formats.items():
-        need(fmt in ("streamdrift", "kserve", "oip"), f"kafka.formats.{topic}",
-             f"unknown format {fmt!r} (known: streamdrift, kserve, oip)")
     need(k.poll_timeout_s > 0, "kafka.poll_timeout_s", "must be > 0")
-    for name in d.detectors:
-        need(name in _DETECTORS, "detect.detectors", f"unknown detector {name!r} (known: {_DETECTORS})")
     need(len(d.detectors) > 0, "detect.detectors", "needs at least one detector")
     need(d.warmup >= 2, "detect.warmup", "must be >= 2")
     need(d.clip_z > 0, "detect.clip_z", "must be > 0")
-    need(0 < d.adwin_delta < 1, "detect.adwin_delta", "must be in (0, 1)")
-    need(d.adwin_clock >= 1, "detect.adwin_clock", "must be >= 1")
-    need(d.adwin_max_buckets >= 2, "detect.adwin_max_buckets", "must be >= 2")
-    need(d.adwin_min_window_length >= 1, "detect.adwin_min_window_length", "must be >= 1")
-    need(d.adwin_grace_period >= 0, "detect.adwin_grace_period", "must be >= 0")
-    need(d.ph_min_instances >= 1, "detect.ph_min_instances", "must be >= 1")
-    need(d.ph_delta >= 0, "detect.ph_delta", "must be >= 0")
-    need(d.ph_threshold > 0, "detect.ph_threshold", "must be > 0")
-    need(0 < d.ph_alpha <= 1, "detect.ph_alpha", "must be in (0, 1]")
     need(d.cooldown_s >= 0, "detect.cooldown_s", "must be >= 0")
     need(d.resolve_after_s > 0, "detect.resolve_after_s", "must be > 0")
-    need(d.label_ttl_s > 0, "detect.label_ttl_s", "must be > 0")
-    need(d.label_warmup >= 2, "detect.label_warmup", "must be >= 2")
-    need(d.feedback_window >= 2, "detect.feedback_window", "must be >= 2")
-    need(d.feedback_resolve_after_s > 0, "detect.feedback_resolve_after_s", "must be > 0")
-    need(d.feedback_warmup >= 2, "detect.feedback_warmup", "must be >= 2")
-    need(d.feedback_ph_threshold > 0, "detect.feedback_ph_threshold", "must be > 0")
-    need(d.feedback_ph_delta >= 0, "detect.feedback_ph_delta", "must be >= 0")
-    need(d.label_bands >= 2, "detect.label_bands", "must be >= 2")
-    need(d.label_min_per_band >= 1, "detect.label_min_per_band", "must be >= 1")
-    need(0 < d.label_gap < 1, "detect.label_gap", "must be in (0, 1)")
+    a, p = d.adwin, d.page_hinkley
+    need(0 < a.delta < 1, "detect.adwin.delta", "must be in (0, 1)")
+    need(a.clock >= 1, "detect.adwin.clock", "must be >= 1")
+    need(a.max_buckets >= 2, "detect.adwin.max_buckets", "must be >= 2")
+    need(a.min_window_length >= 1, "detect.adwin.min_window_length", "must be >= 1")
+    need(a.grace_period >= 0, "detect.adwin.grace_period", "must be >= 0")
+    need(p.min_instances >= 1, "detect.page_hinkley.min_instances", "must be >= 1")
+    need(p.delta >= 0, "detect.page_hinkley.delta", "must be >= 0")
+    need(p.threshold > 0, "detect.page_hinkley.threshold", "must be > 0")
+    need(0 < p.alpha <= 1, "detect.page_hinkley.alpha", "must be in (0, 1]")
+    need(lab.ttl_s > 0, "labels.ttl_s", "must be > 0")
+    need(lab.warmup >= 2, "labels.warmup", "must be >= 2")
+    need(fb.window >= 2, "feedback.window", "must be >= 2")
+    need(fb.resolve_after_s > 0, "feedback.resolve_after_s", "must be > 0")
+    need(fb.warmup >= 2, "feedback.warmup", "must be >= 2")
+    need(fb.ph_threshold > 0, "feedback.ph_threshold", "must be > 0")
+    need(fb.ph_delta >= 0, "feedback.ph_delta", "must be >= 0")
+    need(fb.label_bands >= 2, "feedback.label_bands", "must be >= 2")
+    need(fb.label_min_per_band >= 1, "feedback.label_min_per_band", "must be >= 1")
+    need(0 < fb.label_gap < 1, "feedback.label_gap", "must be in (0, 1)")
     for f in fields(LimitSettings):
         need(getattr(lim, f.name) >= 1, f"limits.{f.name}", "must be >= 1")
     need(0 <= m.port <= 65535, "metrics.port", "must be a TCP port (0..65535)")
     need(m.max_model_labels >= 1, "metrics.max_model_labels", "must be >= 1")
 
 
-def _merge(section: str, base: Any, values: Mapping[str, Any], from_text: bool, source: str) -> Any:
-    known = {f.name: f for f in fields(base)}
-    changes = {}
-    for key, value in values.items():
-        if key not in known:
-            raise ConfigError(f"{section}.{key}: unknown key (in {source}; known keys: "
-                              f"{', '.join(sorted(known))})")
-        changes[key] = _coerce(f"{section}.{key}", getattr(base, key), value, from_text)
-    return dataclasses.replace(base, **changes)
+def _nest(layer: dict[str, Any], path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        layer = layer.setdefault(part, {})
+    layer[path[-1]] = value
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None,
                   overrides: Mapping[str, Any] | None = None) -> Settings:
     """Build Settings from defaults < TOML file < environment < `overrides` ("section.key": value)."""
     env = os.environ if env is None else env
-    layers: list[tuple[dict[str, dict[str, Any]], bool, str]] = []
+    layers: list[tuple[dict[str, Any], bool, str]] = []
+    models: dict[str, ModelSettings] = {}
     if path is not None:
         p = Path(path)
         try:
@@ -243,38 +308,27 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
         models = _models(data.pop("models", {}))
-        for section, table in data.items():
-            if section not in _SECTIONS:
-                raise ConfigError(f"{section}: unknown section (in {p}; known: "
-                                  f"{', '.join([*_SECTIONS, 'models'])})")
-            if not isinstance(table, dict):
-                raise ConfigError(f"{section}: must be a table")
         layers.append((data, False, str(p)))
-    else:
-        models = {}
-    env_layer: dict[str, dict[str, Any]] = {}
+    env_layer: dict[str, Any] = {}
     for name, value in env.items():
-        if not name.startswith("STREAMDRIFT_") or "__" not in name:
-            continue
-        section, _, key = name[len("STREAMDRIFT_"):].lower().partition("__")
-        if section not in _SECTIONS:
-            raise ConfigError(f"{name}: unknown section {section!r}")
-        env_layer.setdefault(section, {})[key] = value
+        if name.startswith("STREAMDRIFT_") and "__" in name:
+            _nest(env_layer, name[len("STREAMDRIFT_"):].lower().split("__"), value)
     if env_layer:
         layers.append((env_layer, True, "environment"))
     if overrides:
-        flag_layer: dict[str, dict[str, Any]] = {}
+        flag_layer: dict[str, Any] = {}
         for dotted, value in overrides.items():
-            section, _, key = dotted.partition(".")
-            flag_layer.setdefault(section, {})[key] = value
+            _nest(flag_layer, dotted.split("."), value)
         layers.append((flag_layer, False, "command line"))
-    sections = {name: cls() for name, cls in _SECTION_CLASSES.items()}
+    sections = {name: cls() for name, cls in SECTIONS.items()}
     for data, from_text, source in layers:
         for section, table in data.items():
+            if section not in SECTIONS:
+                raise ConfigError(f"{section}: unknown section (in {source}; known: "
+                                  f"{', '.join([*SECTIONS, 'models'])})")
             sections[section] = _merge(section, sections[section], table, from_text, source)
     if not any("checkpoint_interval_s" in data.get("kafka", {}) for data, _, _ in layers) \
             and sections["kafka"].guarantee == "exactly-once":
-        # alerts are visible to read_committed readers only when their transaction commits
         sections["kafka"] = replace(sections["kafka"], checkpoint_interval_s=EXACTLY_ONCE_CHECKPOINT_S)
     settings = Settings(**sections, models=models)
     _validate(settings)
@@ -283,9 +337,6 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
 
 def _models(table: Any) -> dict[str, ModelSettings]:
     """The [models.<name>] tables; errors name the key, e.g. models.grid.seasonality.bins."""
-    from .ingest.rows import MODEL_RE
-    from .monitor.seasonal import parse_duration
-
     if not isinstance(table, dict):
         raise ConfigError("models: must be a table of [models.<name>] tables")
     out = {}

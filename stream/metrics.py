@@ -112,7 +112,7 @@ class Metrics:
                 for j in mon.lifecycle.open:
                     key = (kind_of(mon.signals.names[j]), label)
                     active[key] = active.get(key, 0) + 1
-                for _ in mon.feedback_life.open:
+                for _ in mon.concentration.lifecycle.open:
                     active[("feedback_loop", label)] = active.get(("feedback_loop", label), 0) + 1
                 if label != OTHER and "adwin" in mon.detectors:
                     est = mon.detectors["adwin"].estimation if mon.n_signals else []

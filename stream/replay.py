@@ -29,18 +29,16 @@ from typing import BinaryIO
 import orjson
 
 from .config import Settings
-from .ingest.rows import Message, parse_ts
+from .errors import InputError, Rejected
+from .ingest.values import parse_ts
 from .pipeline import BatchResult, Pipeline
+from .types import Message
 
 STDIN = "-"
 _BOM = b"\xef\xbb\xbf"                    # UTF-8 byte-order mark
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}   # by file suffix
 # what reading a damaged file raises (BadGzipFile is an OSError; truncated archives: EOFError)
 _READ_ERRORS = (OSError, EOFError, lzma.LZMAError)
-
-
-class InputError(Exception):
-    """An input file could not be read to its end; names the file."""
 
 
 def read_lines(path: str) -> Iterator[Message]:
@@ -80,7 +78,7 @@ def _ts_key(msg: Message, fmt: str = "streamdrift") -> float:
         return float("-inf")
     try:
         return parse_ts(ts)
-    except Exception:                   # not a time: decoding dead-letters the line
+    except Rejected:                    # not a time: decoding dead-letters the line
         return float("-inf")
 
 
@@ -123,21 +121,28 @@ def _last_of(batch: list[Message], events: str, last: Message | None) -> Message
     return next((m for m in reversed(batch) if m.topic == events), last)
 
 
-def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
-           dead: BinaryIO | None, err=sys.stderr, fmt: str = "streamdrift",
-           report: str | None = None) -> int:
+def input_problem(events: str, labels: str | None) -> str | None:
+    """Why these inputs cannot be replayed, or None."""
     for path in (events, labels):
         if path is not None and path != STDIN and not Path(path).is_file():
-            print(f"streamdrift replay: {path}: no such file", file=err)
-            return 2
+            return f"{path}: no such file"
     if events == labels == STDIN:
-        print("streamdrift replay: events and labels cannot both be standard input", file=err)
+        return "events and labels cannot both be standard input"
+    return None
+
+
+def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
+           dead: BinaryIO | None, err=sys.stderr, fmt: str = "streamdrift",
+           recorder=None) -> int:
+    """Replay the files through one pipeline; returns the exit code (0, or 2 for an input
+    that is missing or cannot be read to its end). ``recorder``, if given, is attached to the
+    pipeline and gets every alert (a backtest report's recorder)."""
+    problem = input_problem(events, labels)
+    if problem is not None:
+        print(f"streamdrift replay: {problem}", file=err)
         return 2
     pipeline = Pipeline(settings, label_topics={labels} if labels else set(), formats={events: fmt})
-    recorder = None
-    if report is not None:
-        from .app.report import ReportRecorder
-        recorder = pipeline.recorder = ReportRecorder()
+    pipeline.recorder = recorder
     batch_size = settings.kafka.batch_size
     n_lines = n_events = n_alerts = n_dead = 0
     t0 = time.perf_counter()
@@ -176,9 +181,6 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
     if last_event is not None:          # adapters: what still awaits its pair goes on alone
         flush(pipeline.end_of_input(last_event))
     out.flush()
-    if recorder is not None:
-        from .app.report import write_report
-        write_report(report, recorder, events)
     elapsed = time.perf_counter() - t0
     rate = n_events / elapsed if elapsed > 0 else 0.0
     print(f"streamdrift replay: {n_lines} lines, {n_events} events, {n_alerts} alerts, "

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from stream.config import LimitSettings
-from stream.ingest.adapters import REQUEST, RESPONSE, Converter
+from stream.ingest.convert import Converter
+from stream.ingest.kserve import REQUEST, RESPONSE
 from stream.ingest.rows import Message, decode
 
 CE = [("ce_specversion", b"1.0"), ("ce_source", b"http://localhost:9081/"),
@@ -47,7 +48,7 @@ def test_kserve_binary_v1_request_and_response_pair_by_id():
     assert mb.numeric["petal_l"].tolist() == [4.8, 4.5] and mb.prediction.tolist() == [1.0, 2.0]
     assert mb.ids == ["r1-0", "r1-1"] and mb.offset.tolist() == [2, 2]     # where the pair completed
     assert mb.ts.tolist() == [1795946400.0] * 2
-    assert list(conv.pending) == ["r2"]                                     # waits for its response
+    assert list(conv.kserve.pending) == ["r2"]                                     # waits for its response
 
 
 def test_kserve_structured_v2_tensors_one_per_column():
@@ -120,22 +121,22 @@ def test_the_other_half_of_a_dead_lettered_message_goes_on_alone_at_once(bad_fir
     mb = batch.models["income"]
     assert mb.ids == ["a-0", "b-0"] and mb.prediction.tolist() == [0.25, 0.5]
     assert np.isnan(mb.numeric["f0"][0]) and mb.numeric["f0"][1] == 3.0
-    assert dict(conv.pending) == {} and conv.evicted == 0
+    assert dict(conv.kserve.pending) == {} and conv.kserve.evicted == 0
     # the same for a response rejected while its request waits, or before it arrives
     for order in ([0, 1], [1, 0]):
         msgs = [structured(REQUEST, "c", {"instances": [[7.0, 8.0]]}, 0),
                 structured(RESPONSE, "c", {"outputs": [{"name": "p", "shape": [2]}]}, 1)]
         batch, dead, conv = convert([msgs[i] for i in order])
         assert [d.reason for d in dead] == ["invalid_tensor"] and dead[0].message is msgs[1]
-        assert batch.models["income"].numeric["f1"].tolist() == [8.0] and conv.pending == {}
+        assert batch.models["income"].numeric["f1"].tolist() == [8.0] and conv.kserve.pending == {}
 
 
 def test_a_rejection_marker_is_bounded_and_is_not_an_event():
     """Markers of rejected messages live in the bounded store; evicted, they emit nothing."""
     msgs = [structured(REQUEST, f"r{i}", {"instances": [["x", [1]]]}, i) for i in range(4)]
     batch, dead, conv = convert(msgs, max_pending=2)
-    assert len(dead) == 4 and batch.models == {} and conv.evicted == 0
-    assert list(conv.pending) == ["r2", "r3"]
+    assert len(dead) == 4 and batch.models == {} and conv.kserve.evicted == 0
+    assert list(conv.kserve.pending) == ["r2", "r3"]
     again = Converter({"kserve": "kserve"}, {}, max_pending=2)
     again.load(conv.dump())                                   # markers survive a restart
     out, dead = again.convert([structured(RESPONSE, "r3", {"predictions": [0.9]}, 9)])
@@ -148,13 +149,13 @@ def test_a_pair_whose_rows_do_not_match_keeps_the_waiting_half():
     batch, dead, conv = convert([structured(REQUEST, "a", {"instances": [[1.0], [2.0]]}, 0),
                                  structured(RESPONSE, "a", {"predictions": [1]}, 1)])
     assert [(d.reason, d.message.offset) for d in dead] == [("row_mismatch", 1)]
-    assert batch.models["income"].numeric["f0"].tolist() == [1.0, 2.0] and conv.pending == {}
+    assert batch.models["income"].numeric["f0"].tolist() == [1.0, 2.0] and conv.kserve.pending == {}
 
 
 def test_unpaired_events_beyond_the_store_are_emitted_alone():
     msgs = [structured(REQUEST, f"r{i}", {"instances": [[float(i)]]}, i) for i in range(5)]
     batch, dead, conv = convert(msgs, max_pending=2)
-    assert dead == [] and conv.evicted == 3
+    assert dead == [] and conv.kserve.evicted == 3
     assert batch.models["income"].numeric["f0"].tolist() == [0.0, 1.0, 2.0]
 
 
@@ -183,9 +184,9 @@ def test_drain_emits_every_waiting_half_alone_and_forgets_markers():
             structured(RESPONSE, "p", {"predictions": [0.7]}, 1),
             structured(REQUEST, "bad", {"instances": [["x", [1]]]}, 2)]       # a marker
     _, dead, conv = convert(msgs)
-    assert len(dead) == 1 and list(conv.pending) == ["q", "p", "bad"]
+    assert len(dead) == 1 and list(conv.kserve.pending) == ["q", "p", "bad"]
     docs = conv.drain()
-    assert conv.pending == {} and conv.changed
+    assert conv.kserve.pending == {} and conv.changed
     mb = decode([Message(orjson.dumps(d), "kserve", 0, 9, 0.0) for d in docs],
                 LimitSettings()).models["income"]
     assert mb.ids == ["q-0", "p-0"]
@@ -252,7 +253,7 @@ def test_pairing_state_round_trips_and_rejects_garbage():
     assert not conv.changed
     again = Converter({"kserve": "kserve"}, {})
     again.load(blob)
-    assert list(again.pending) == ["a", "b"]
+    assert list(again.kserve.pending) == ["a", "b"]
     out, dead = again.convert([binary(RESPONSE, "a", {"predictions": [0.3]}, 2),
                                binary(REQUEST, "b", {"instances": [[5.0, 6.0]]}, 3)])
     mb = decode(out, LimitSettings()).models["sklearn-iris"]

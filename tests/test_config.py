@@ -49,7 +49,10 @@ def test_checkpoint_interval_defaults_by_guarantee_unless_set(tmp_path, toml, en
 @pytest.mark.parametrize("text,key", [
     ("[kafka]\nbootstrp = 'x'\n", "kafka.bootstrp"),
     ("[detect]\nwarmup = 'many'\n", "detect.warmup"),
-    ("[detect]\nadwin_delta = 2.0\n", "detect.adwin_delta"),
+    ("[detect.adwin]\ndelta = 2.0\n", "detect.adwin.delta"),
+    ("[detect]\nadwin = 3\n", "detect.adwin"),
+    ("[kafka]\nguarantee = 'once'\n", "kafka.guarantee"),
+    ("[kafka.formats]\nt = 'csv'\n", "kafka.formats.t"),
     ("[detect]\ndetectors = ['adwin', 'magic']\n", "detect.detectors"),
     ("[limits]\nmax_models = 0\n", "limits.max_models"),
     ("[metrics]\nport = 70000\n", "metrics.port"),
@@ -69,11 +72,11 @@ def test_bad_env_names_the_variable():
 
 def test_cli_stops_on_bad_config_with_the_key(tmp_path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[detect]\nph_threshold = -1\n")
+    cfg.write_text("[detect.page_hinkley]\nthreshold = -1\n")
     proc = subprocess.run([sys.executable, "-m", "stream", "run", "--config", str(cfg)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert "detect.ph_threshold" in proc.stderr
+    assert "detect.page_hinkley.threshold" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -113,7 +116,7 @@ def test_the_readme_configuration_block_is_every_default(tmp_path):
     import tomllib
     from pathlib import Path
 
-    from stream.config import _SECTION_CLASSES
+    from stream.config import SECTIONS
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = re.search(r"```toml\n(.*?)```", readme[readme.index("## Configuration"):], re.S).group(1)
@@ -121,9 +124,16 @@ def test_the_readme_configuration_block_is_every_default(tmp_path):
     cfg.write_text(block)
     assert load_settings(cfg, env={}) == load_settings(env={})
     shown = tomllib.loads(block)
-    for section, cls in _SECTION_CLASSES.items():
-        missing = {f.name for f in dataclasses.fields(cls)} - set(shown.get(section, {}))
-        assert missing <= {"checkpoint_interval_s", "formats"}, (section, missing)
+    def unshown(cls, table, key):
+        for f in dataclasses.fields(cls):
+            default = getattr(cls(), f.name)
+            if dataclasses.is_dataclass(default):
+                yield from unshown(type(default), table.get(f.name, {}), f"{key}.{f.name}")
+            elif f.name not in table:
+                yield f"{key}.{f.name}"
+
+    missing = {k for section, cls in SECTIONS.items() for k in unshown(cls, shown.get(section, {}), section)}
+    assert missing <= {"kafka.checkpoint_interval_s", "kafka.formats"}, missing
     assert "# checkpoint_interval_s" in block
 
 

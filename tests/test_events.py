@@ -158,10 +158,13 @@ def test_fuzz_decoder_never_raises_and_accounts_for_every_message(value):
                  st.dictionaries(st.sampled_from(["model", "id", "label", "ts", "prediction"]),
                                  json_values, max_size=5).map(_dumps)))
 def test_fuzz_label_decoder_never_raises(value):
-    from stream.monitor.labels import PredictionStore, join_labels
+    from stream.ingest.labels import decode_labels
+    from stream.monitor.performance import PredictionStore, join_labels
 
     store = PredictionStore(10, 100.0)
-    joined, dead = join_labels([Message(value, "labels", 0, 0, 0.0)], store, LIMITS)
+    decoded, dead = decode_labels([Message(value, "labels", 0, 0, 0.0)], LIMITS)
+    joined, unjoined = join_labels(decoded, store)
+    dead += unjoined
     assert sum(len(eb.errors) for eb in joined.values()) + len(dead) == 1
 
 

@@ -45,7 +45,7 @@ def allocation_stream(reinforcing: bool, n: int = 60_000, k: int = 8, seed: int 
 
 
 def run(msgs):
-    settings = load_settings(env={}, overrides={"detect.label_ttl_s": 2 * DELAY})
+    settings = load_settings(env={}, overrides={"labels.ttl_s": 2 * DELAY})
     pipeline = Pipeline(settings, label_topics={"labels"})
     alerts = []
     for s in range(0, len(msgs), 1000):
@@ -62,7 +62,8 @@ def test_self_reinforcing_allocation_raises_feedback_loop():
     selection = next(a for a in alerts if a["signal"] == "labels:selection")
     shares = selection["stats"]["labeled_share_by_band"]
     assert shares[0] < 0.05 and shares[-1] > 0.95                 # labels only where it acted
-    assert pipeline.models["m"].concentration.series[-1] < pipeline.models["m"].concentration.series[0]
+    series = pipeline.models["m"].concentration.watch.series
+    assert series[-1] < series[0]
 
 
 def test_stationary_uneven_allocation_with_unbiased_labels_raises_nothing():

@@ -7,7 +7,8 @@ import orjson
 
 from stream.config import load_settings
 from stream.ingest.rows import Message
-from stream.monitor.labels import PredictionStore, _error
+from stream.monitor.performance import PredictionStore
+from stream.monitor.performance import error_of as _error
 from stream.pipeline import Pipeline
 
 DAY = 86400.0
@@ -92,7 +93,7 @@ def test_one_event_with_a_skewed_clock_does_not_expire_the_waiting_predictions()
         {"model": "m", "id": "skewed", "ts": 1.7e9 + 365 * DAY, "features": {"x": 1.0}}))
     labels = [Message(orjson.dumps({"model": "m", "id": f"p{i}", "ts": 1.7e9 + 2000 + i, "label": 1}),
                       "labels", 0, i, 0.0) for i in range(2000) if i != 700]
-    _, _, dead = run(events + labels, **{"detect.label_ttl_s": 30 * DAY})
+    _, _, dead = run(events + labels, **{"labels.ttl_s": 30 * DAY})
     assert dead == []
 
 

@@ -157,7 +157,7 @@ def test_bonferroni_shares_the_models_delta_among_its_signals():
     on = Pipeline(load_settings(env={}))
     run(on, evs)
     assert np.allclose(on.models["m"].detectors["adwin"].deltas, 1e-4 / 5)
-    off = Pipeline(load_settings(env={}, overrides={"detect.bonferroni": False}))
+    off = Pipeline(load_settings(env={}, overrides={"detect.adwin.bonferroni": False}))
     run(off, evs)
     assert np.allclose(off.models["m"].detectors["adwin"].deltas, 1e-4)
 
@@ -256,11 +256,11 @@ def test_models_detected_together_alert_as_models_detected_one_by_one(monkeypatc
     evs = [e for _, e in events(DEMO_MODELS, 12000, seed=9)]
     together = run(Pipeline(load_settings(env={})), evs, batch=700)
 
-    def one_by_one(prepared):
-        return [{name: det.update(Z) for name, det in mon.detectors.items()}
-                for mon, _, _, Z in prepared]
+    def one_by_one(detectors, Z):
+        return [{name: det.update(z) for name, det in dets.items()}
+                for dets, z in zip(detectors, Z, strict=True)]
 
-    monkeypatch.setattr(pipeline_module, "_detect", one_by_one)
+    monkeypatch.setattr(pipeline_module, "detect_all", one_by_one)
     alone = run(Pipeline(load_settings(env={})), evs, batch=700)
     assert len({a["model"] for a in together}) >= 2        # drifts in several models
     assert together == alone

@@ -6,9 +6,8 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.config import ConfigError, load_settings
+from stream.config import ConfigError, load_settings, parse_duration
 from stream.ingest.rows import Message
-from stream.monitor.seasonal import parse_duration
 from stream.pipeline import Pipeline
 
 DAY = 86400.0

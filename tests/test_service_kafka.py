@@ -159,7 +159,7 @@ def test_labels_topic_gives_performance_drift_and_label_dead_letters(kafka_boots
     create_topics(kafka_bootstrap, {f"events-{unique}": 1, f"labels-{unique}": 1})
     port = free_port()
     # all events first, all labels after: predictions must wait the whole 83 days of the stream
-    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, port, "[detect]\nlabel_ttl_s = 1e9\n")
+    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, port, "[labels]\nttl_s = 1e9\n")
     cfg.write_text(cfg.read_text().replace("[kafka]\n", f'[kafka]\nlabels_topic = "labels-{unique}"\n'))
     msgs = stream(12_000, error_rate_after=0.4, change_at=6_000)
     produce(kafka_bootstrap, f"events-{unique}", [m.value for m in msgs if m.topic == "events"])

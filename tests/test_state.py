@@ -32,7 +32,7 @@ def settings(tmp_path_factory):
     cfg = tmp_path_factory.mktemp("cfg") / "c.toml"
     cfg.write_text(CONFIG)
     s = load_settings(cfg, env={})
-    return dataclasses.replace(s, detect=dataclasses.replace(s.detect, label_ttl_s=2 * 86400.0))
+    return dataclasses.replace(s, labels=dataclasses.replace(s.labels, ttl_s=2 * 86400.0))
 
 
 def run(pipeline: Pipeline, msgs: list[Message], batch: int = 1000) -> list[dict]:
@@ -54,7 +54,7 @@ def test_restore_continues_exactly_like_one_run(settings, cut):
     second = Pipeline(settings, label_topics={"labels"})
     for blob in blobs:
         load_model(second, blob)
-    second._now_ts = first._now_ts       # shard-level clock, checkpointed by the service with the offset
+    second.now_ts = first.now_ts       # shard-level clock, checkpointed by the service with the offset
     after = run(second, msgs[cut:])
     assert [a["alert_id"] for a in before + after] == [a["alert_id"] for a in straight]
     assert before + after == straight

@@ -9,7 +9,14 @@ import sys
 import threading
 from collections.abc import Callable
 
-from ..config import ConfigError, Settings, load_settings
+from .. import __version__
+from ..config import Settings, load_settings
+from ..errors import ConfigError, DeliveryFailed
+from ..kafka.service import Service
+from ..metrics import Metrics
+from ..replay import input_problem, replay
+from .demo import demo
+from .report import ReportRecorder, write_report
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -27,9 +34,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    from ..kafka.service import DeliveryFailed, Service
-    from ..metrics import Metrics
-
     settings = _settings(args)
     metrics = Metrics(settings.metrics.max_model_labels)
     if settings.metrics.enabled:
@@ -48,8 +52,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from ..replay import replay
-
     settings = _settings(args)
     try:
         # every output is opened before any work: a path that cannot be written stops the
@@ -61,8 +63,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"streamdrift replay: {exc.filename}: cannot be written ({exc.strerror})", file=sys.stderr)
         return 2
+    recorder = ReportRecorder() if args.report else None
     try:
-        return replay(settings, args.events, args.labels, out, dead, fmt=args.format, report=args.report)
+        code = replay(settings, args.events, args.labels, out, dead, fmt=args.format, recorder=recorder)
+        if recorder is not None and input_problem(args.events, args.labels) is None:
+            write_report(args.report, recorder, args.events)    # (also after a truncated file)
+        return code
     finally:
         if args.out:
             out.close()
@@ -94,8 +100,6 @@ def _port(low: int) -> Callable[[str], int]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import demo
-
     return demo(args.bootstrap or "127.0.0.1:9092", duration_s=args.duration,
                 metrics_port=args.metrics_port if args.metrics_port is not None else 9108)
 
@@ -103,8 +107,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamdrift", description="Streaming drift detection for ML "
                                 "models: Kafka events in, drift alerts out.")
-    from .. import __version__
-
     p.add_argument("--version", action="version", version=f"streamdrift {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="consume events from Kafka, publish alerts")

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from .synthetic import DEMO_MODELS, events
@@ -36,7 +36,7 @@ def broker_answers(bootstrap: str) -> bool:
         AdminClient({"bootstrap.servers": bootstrap, "error_cb": lambda e: None,
                      "log_level": 0}).list_topics(timeout=3)
         return True
-    except Exception:
+    except KafkaException:
         return False
 
 

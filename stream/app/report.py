@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,11 +61,9 @@ class ReportRecorder:
                 if hi <= lo:
                     continue
                 block = X[lo:hi]
-                with np.errstate(all="ignore"):
-                    import warnings
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", RuntimeWarning)
-                        means = np.nanmean(block, axis=0)
+                with warnings.catch_warnings():            # (all-NaN columns: NaN)
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    means = np.nanmean(block, axis=0)
                 t = np.full(X.shape[1], float(np.mean(ts[lo:hi])))
                 for j in np.flatnonzero(~np.isnan(means)):
                     series = self.values.setdefault((monitor.model, names[j]), Series())

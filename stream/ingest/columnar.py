@@ -16,15 +16,11 @@ from itertools import chain
 import numpy as np
 
 from ..config import LimitSettings
-from .rows import MODEL_RE, TS_END, TS_MIN, ModelBatch, parse_ts, times_in_range, ts_out_of_range
+from ..errors import Rejected
+from ..types import TS_END, TS_MIN, Message, ModelBatch, times_in_range, ts_out_of_range
+from .values import check_model, parse_ts
 
 _NUMERIC = {int, float, bool, type(None)}
-
-
-class ColumnarError(ValueError):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
 
 
 def _numeric(name: str, col: list, n: int) -> np.ndarray | None:
@@ -38,7 +34,7 @@ def _numeric(name: str, col: list, n: int) -> np.ndarray | None:
     if arr is not None and arr.ndim == 1 and arr.dtype.kind in "fi":   # ints and floats only
         arr = arr.astype(np.float64, copy=False)
         if np.isinf(arr).any():
-            raise ColumnarError("non_finite_value", f"{name}: non-finite number")
+            raise Rejected("non_finite_value", f"{name}: non-finite number")
         return arr
     kinds = set(map(type, col))      # the rest (None, bools, names, nesting) checked by type
     if not kinds <= _NUMERIC:
@@ -46,47 +42,45 @@ def _numeric(name: str, col: list, n: int) -> np.ndarray | None:
     try:
         arr = np.array(col, dtype=np.float64)
     except OverflowError:
-        raise ColumnarError("non_finite_value", f"{name}: number out of range") from None
+        raise Rejected("non_finite_value", f"{name}: number out of range") from None
     if np.isinf(arr).any():
-        raise ColumnarError("non_finite_value", f"{name}: non-finite number")
+        raise Rejected("non_finite_value", f"{name}: non-finite number")
     return arr
 
 
-def decode_columnar(doc: dict, msg, limits: LimitSettings) -> ModelBatch:
-    """One columnar message -> a ModelBatch (rows all from this message)."""
-    model = doc.get("model")
-    if not isinstance(model, str) or not MODEL_RE.match(model):
-        raise ColumnarError("invalid_model", "model must be a string of 1..128 [A-Za-z0-9._:-]")
+def decode_columnar(doc: dict, msg: Message, limits: LimitSettings) -> ModelBatch:
+    """One columnar message -> a ModelBatch (rows all from this message); Rejected if bad."""
+    model = check_model(doc.get("model"), limits)
     feats: dict[str, list] = doc["features"]
     if len(feats) > limits.max_features_per_event:
-        raise ColumnarError("too_many_features", f"{len(feats)} features > limit")
+        raise Rejected("too_many_features", f"{len(feats)} features > limit")
     lengths = {len(v) for v in feats.values()}
     if len(lengths) != 1:
-        raise ColumnarError("ragged_columns", "all feature columns must have the same length")
+        raise Rejected("ragged_columns", "all feature columns must have the same length")
     n = lengths.pop()
     if n == 0 or n > limits.max_events_per_message:
-        raise ColumnarError("too_many_events", f"{n} rows (limit {limits.max_events_per_message})")
+        raise Rejected("too_many_events", f"{n} rows (limit {limits.max_events_per_message})")
 
     def column(key: str) -> list | None:
         v = doc.get(key)
         if v is None:
             return None
         if type(v) is not list or len(v) != n:
-            raise ColumnarError(f"invalid_{key}", f"{key} must be a list of {n} entries")
+            raise Rejected(f"invalid_{key}", f"{key} must be a list of {n} entries")
         return v
 
     numeric: dict[str, np.ndarray] = {}
     categorical: dict[str, list] = {}
     for name, col in feats.items():
         if not name or len(name) > limits.max_name_length:
-            raise ColumnarError("invalid_name", "feature names must be 1..128 characters")
+            raise Rejected("invalid_name", "feature names must be 1..128 characters")
         arr = _numeric(name, col, n)
         if arr is not None:
             numeric[name] = arr
         elif set(map(type, col)) <= {str, type(None)}:
             categorical[name] = col
         else:
-            raise ColumnarError("nested_value" if any(isinstance(v, (dict, list)) for v in col)
+            raise Rejected("nested_value" if any(isinstance(v, (dict, list)) for v in col)
                                 else "mixed_types", f"feature {name!r}: bad values")
     preds = column("prediction")
     prediction, prediction_class = np.full(n, np.nan), None
@@ -97,7 +91,7 @@ def decode_columnar(doc: dict, msg, limits: LimitSettings) -> ModelBatch:
         elif set(map(type, preds)) <= {str, type(None)}:
             prediction_class = preds
         else:
-            raise ColumnarError("invalid_prediction", "prediction must be numbers or class strings")
+            raise Rejected("invalid_prediction", "prediction must be numbers or class strings")
     raw_ts = doc.get("ts")
     if raw_ts is None:
         ts = np.full(n, msg.timestamp)
@@ -105,26 +99,19 @@ def decode_columnar(doc: dict, msg, limits: LimitSettings) -> ModelBatch:
         # (true/false are numbers for features, not times: parse_ts refuses them, as in rows)
         ts = _numeric("ts", column("ts"), n) if bool not in set(map(type, raw_ts)) else None
         if ts is None:
-            try:
-                ts = np.array([np.nan if v is None else parse_ts(v) for v in raw_ts])
-            except Exception:
-                raise ColumnarError("invalid_ts", "ts must be epoch seconds or RFC 3339") from None
+            ts = np.array([np.nan if v is None else parse_ts(v) for v in raw_ts])
         if not times_in_range(ts):
             first = float(ts[(ts < TS_MIN) | (ts >= TS_END)][0])
-            raise ColumnarError("invalid_ts", str(ts_out_of_range(first)))
+            raise Rejected("invalid_ts", str(ts_out_of_range(first)))
         ts = np.where(np.isnan(ts), msg.timestamp, ts)
     else:
-        try:
-            ts = np.full(n, parse_ts(raw_ts))
-        except Exception as exc:
-            raise ColumnarError("invalid_ts", str(exc) if isinstance(raw_ts, (int, float))
-                                else "ts must be epoch seconds or RFC 3339") from None
+        ts = np.full(n, parse_ts(raw_ts))
     ids = column("id") or [None] * n
     if not set(map(type, ids)) <= {str, int, type(None)}:
-        raise ColumnarError("invalid_id", "ids must be strings or integers")
+        raise Rejected("invalid_id", "ids must be strings or integers")
     segments = column("segment") or [None] * n
     if not set(map(type, segments)) <= {str, type(None)}:
-        raise ColumnarError("invalid_segment", "segments must be strings")
+        raise Rejected("invalid_segment", "segments must be strings")
     return ModelBatch(model=model, numeric=numeric, categorical=categorical, prediction=prediction,
                       prediction_class=prediction_class, ts=ts,
                       partition=np.full(n, msg.partition, dtype=np.int64),

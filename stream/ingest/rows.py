@@ -14,65 +14,24 @@ indicator signals are built in stream.signals, not here.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from itertools import chain, repeat
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import orjson
 
 from ..config import LimitSettings
+from ..errors import Rejected
+from ..types import MODEL_RE, DeadLetter, Message, ModelBatch, times_in_range
+from .columnar import concat, decode_columnar
+from .values import classify_value, parse_ts
 
-MODEL_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
-# event times are epoch seconds within the years RFC 3339 can write, 0001-9999 (UTC)
-TS_MIN = -62135596800.0      # 0001-01-01T00:00:00Z
-TS_END = 253402300800.0      # 10000-01-01T00:00:00Z, excluded
 _NUMERIC_TYPES = {int, float, bool, type(None)}
 _NUMBER_TYPES = {int, float}
-
-
-class Message(NamedTuple):
-    """One Kafka message (or one line of a replayed file). A NamedTuple: cheap to create."""
-    value: bytes
-    topic: str
-    partition: int
-    offset: int
-    timestamp: float          # seconds since the epoch (Kafka message timestamp), 0.0 if none
-    headers: tuple | None = None   # Kafka headers ((name, bytes), ...), for the adapters
-
-
 _VALUE, _TOPIC, _PARTITION, _OFFSET, _TIMESTAMP = (itemgetter(i) for i in range(5))   # Message fields
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    message: Message
-    reason: str               # short machine-readable reason, e.g. "invalid_json"
-    detail: str               # human-readable explanation
-
-
-@dataclass
-class ModelBatch:
-    """The events of one model in one batch, as columns (row = event, arrival order)."""
-    model: str
-    numeric: dict[str, np.ndarray]          # feature name -> float64 (n,), NaN = missing
-    categorical: dict[str, list[Any]]       # feature name -> values (str or None) per row
-    prediction: np.ndarray                  # float64 (n,), NaN = none or not numeric
-    prediction_class: list[Any] | None      # string predictions per row, if any
-    ts: np.ndarray                          # float64 (n,) event time, epoch seconds
-    partition: np.ndarray                   # int64 (n,)
-    offset: np.ndarray                      # int64 (n,)
-    topic: np.ndarray                       # object (n,): source topic per row
-    ids: list[Any]                          # per row: id or None
-    segments: list[Any]                     # per row: segment or None
-
-    @property
-    def size(self) -> int:
-        return int(self.ts.size)
 
 
 @dataclass
@@ -82,82 +41,21 @@ class EventBatch:
     n_events: int = 0
 
 
-class _Bad(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
-
-
-def ts_out_of_range(value: float) -> str | None:
-    """Why a number is not an event time (epoch seconds in the years 1-9999), or None."""
-    if value != value or value in (float("inf"), float("-inf")):
-        return "ts must be finite"
-    if TS_MIN <= value < TS_END:
-        return None
-    hint = " (sent in milliseconds, microseconds or nanoseconds?)" if TS_END <= value < 1e20 else ""
-    return f"ts {value:.6g} is not epoch seconds of the years 1-9999{hint}"
-
-
-def times_in_range(ts: np.ndarray) -> bool:
-    """Whether every value of ts that is not NaN (missing) is a valid event time."""
-    if ts.size == 0:
-        return True
-    lo, hi = ts.min(), ts.max()                 # NaN if any is missing: then value by value
-    if lo == lo and hi == hi:
-        return bool(TS_MIN <= lo and hi < TS_END)
-    return not ((ts < TS_MIN) | (ts >= TS_END)).any()
-
-
-def parse_ts(value: Any) -> float:
-    """Event time as epoch seconds (years 1-9999) from a number or an RFC 3339 string."""
-    if isinstance(value, bool):
-        raise _Bad("invalid_ts", "ts must be a number or an RFC 3339 string")
-    if isinstance(value, (int, float)):
-        value = float(value)
-        why = ts_out_of_range(value)
-        if why is not None:
-            raise _Bad("invalid_ts", why)
-        return value
-    if isinstance(value, str):
-        try:
-            text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
-            dt = datetime.fromisoformat(text)
-        except ValueError:
-            raise _Bad("invalid_ts", f"ts {value[:40]!r} is not RFC 3339") from None
-        if dt.tzinfo is None:
-            raise _Bad("invalid_ts", f"ts {value[:40]!r} has no time zone offset")
-        return dt.timestamp()
-    raise _Bad("invalid_ts", "ts must be a number or an RFC 3339 string")
-
-
 def _check_event(ev: Any, limits: LimitSettings, valid_models: set[str]) -> None:
     """Cheap per-event structural checks; field values are checked column-wise later."""
     if type(ev) is not dict:
-        raise _Bad("not_object", "each event must be a JSON object")
+        raise Rejected("not_object", "each event must be a JSON object")
     model = ev.get("model")
     if type(model) is not str or model not in valid_models:
         if not isinstance(model, str) or not MODEL_RE.match(model) or len(model) > limits.max_name_length:
-            raise _Bad("invalid_model", "model must be a string of 1..128 characters [A-Za-z0-9._:-]")
+            raise Rejected("invalid_model", "model must be a string of 1..128 characters [A-Za-z0-9._:-]")
         valid_models.add(model)
     feats = ev.get("features")
     if type(feats) is not dict:
-        raise _Bad("invalid_features", "features must be a JSON object")
+        raise Rejected("invalid_features", "features must be a JSON object")
     if len(feats) > limits.max_features_per_event:
-        raise _Bad("too_many_features",
+        raise Rejected("too_many_features",
                    f"{len(feats)} features > limit {limits.max_features_per_event}")
-
-
-def classify_value(v: Any) -> str | None:
-    """None if v is an acceptable feature value, else the dead-letter reason."""
-    if v is None or isinstance(v, (bool, str)):
-        return None
-    if isinstance(v, (int, float)):
-        try:
-            f = float(v)
-        except OverflowError:
-            return "non_finite_value"
-        return None if f == f and abs(f) != float("inf") else "non_finite_value"
-    return "nested_value"
 
 
 def _parse_fast(messages: list[Message], limits: LimitSettings
@@ -213,14 +111,14 @@ def _parse(messages: list[Message], limits: LimitSettings, out: EventBatch,
         value = msg.value
         try:
             if len(value) > max_bytes:
-                raise _Bad("oversize", f"{len(value)} bytes > limit {max_bytes}")
+                raise Rejected("oversize", f"{len(value)} bytes > limit {max_bytes}")
             if parsed is not None:
                 doc = parsed[mi]
             else:
                 try:
                     doc = loads(value)
                 except orjson.JSONDecodeError as exc:
-                    raise _Bad("invalid_json", f"not JSON: {exc}") from None
+                    raise Rejected("invalid_json", f"not JSON: {exc}") from None
             if type(doc) is dict and is_columnar(doc):
                 columnar.append((mi, doc))
                 continue
@@ -235,13 +133,13 @@ def _parse(messages: list[Message], limits: LimitSettings, out: EventBatch,
                 continue
             docs = doc if isinstance(doc, list) else [doc]
             if not docs:
-                raise _Bad("empty_array", "an array message must hold at least one event")
+                raise Rejected("empty_array", "an array message must hold at least one event")
             if len(docs) > limits.max_events_per_message:
-                raise _Bad("too_many_events",
+                raise Rejected("too_many_events",
                            f"{len(docs)} events > limit {limits.max_events_per_message}")
             for ev in docs:
                 _check_event(ev, limits, valid_models)
-        except _Bad as bad:
+        except Rejected as bad:
             out.dead_letters.append(DeadLetter(msg, bad.reason, bad.detail))
             continue
         events.extend(docs)
@@ -274,8 +172,6 @@ def decode(messages: list[Message], limits: LimitSettings,
     """
     if len(messages) <= _DECODE_CHUNK or pieces is False:
         return _decode(messages, limits, admit_model)
-    from .columnar import concat
-
     parts = [_decode(messages[:_DECODE_CHUNK], limits, admit_model)]
     if pieces is None and len(parts[0].models) > PIECE_MODELS:
         # many models: each piece would cost every model its own columns, then a join
@@ -402,8 +298,6 @@ def _add_columnar(columnar: list[tuple[int, dict]], messages: list[Message], lim
                   out: EventBatch) -> None:
     """Decode columnar messages and merge them with the row events of their model (a model's
     pieces are ordered by source offset; a producer should use one format per model)."""
-    from .columnar import ColumnarError, concat, decode_columnar
-
     pieces: dict[str, list[tuple[int, ModelBatch]]] = {}
     for model, mb in batches.items():
         pieces[model] = [(int(mb.offset[0]) if mb.size else 0, -1, mb)]
@@ -412,8 +306,8 @@ def _add_columnar(columnar: list[tuple[int, dict]], messages: list[Message], lim
         try:
             mb = decode_columnar(doc, msg, limits)
             if not admit_model(mb.model):
-                raise ColumnarError("model_limit", f"model {mb.model!r} is over the limit of tracked models")
-        except ColumnarError as exc:
+                raise Rejected("model_limit", f"model {mb.model!r} is over the limit of tracked models")
+        except Rejected as exc:
             out.dead_letters.append(DeadLetter(msg, exc.reason, exc.detail))
             continue
         pieces.setdefault(mb.model, []).append((msg.offset, mi, mb))
@@ -565,7 +459,7 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
         for r, v in enumerate(ts_raw):
             try:
                 ts[r] = np.nan if v is None else parse_ts(v)
-            except _Bad as b:
+            except Rejected as b:
                 bad_ts.append((r, b.reason, b.detail))
         if bad_ts:
             raise _BadRows(bad_ts)

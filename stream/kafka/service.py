@@ -25,10 +25,11 @@ from confluent_kafka import Message as KafkaMessage
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from ..config import Settings
-from ..ingest.rows import DeadLetter, Message
+from ..errors import DeliveryFailed, FatalKafkaError, StateError
 from ..metrics import Metrics
 from ..pipeline import Pipeline, collector_paused
-from ..state import StateError, dump_model, load_model
+from ..state import dump_model, load_model
+from ..types import DeadLetter, Message
 
 log = logging.getLogger("streamdrift")
 _GAUGES_INTERVAL_S = 0.5      # lag and per-model gauges refreshed at most this often
@@ -38,10 +39,6 @@ _GAUGES_INTERVAL_S = 0.5      # lag and per-model gauges refreshed at most this 
 # the local broker: ~220k messages/s at the default, 580-900k/s at 10 ms). Users may
 # override both in [kafka.client].
 _FETCH_DEFAULTS = {"fetch.queue.backoff.ms": 10}
-
-
-class DeliveryFailed(RuntimeError):
-    """An alert or dead letter could not be delivered; offsets were not committed."""
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -184,10 +181,6 @@ class Shard:
         self.pipeline = pipeline
         self.next_offset: int | None = None     # next input offset to read (after processed)
         self.changed: set[str] = set()          # models changed since the last checkpoint
-
-
-class FatalKafkaError(RuntimeError):
-    """A fatal client error (e.g. a fenced transactional producer): exit and be restarted."""
 
 
 class Service:
@@ -394,7 +387,7 @@ class Service:
                         shard.pipeline.converter.load(value)
                     continue
                 load_model(shard.pipeline, value)
-                shard.pipeline._now_ts = max(shard.pipeline._now_ts, now_ts)
+                shard.pipeline.now_ts = max(shard.pipeline.now_ts, now_ts)
                 n += 1
             except StateError as exc:
                 log.error("state %s is unreadable (%s): starting that model fresh", key.decode(), exc)
@@ -488,7 +481,7 @@ class Service:
                                      key=f"{key[0]}:{key[1]}:{model}".encode(),
                                      value=dump_model(shard.pipeline, model),
                                      headers=[("streamdrift.offset", str(shard.next_offset).encode()),
-                                              ("streamdrift.now_ts", repr(shard.pipeline._now_ts).encode())],
+                                              ("streamdrift.now_ts", repr(shard.pipeline.now_ts).encode())],
                                      on_delivery=self._on_delivery)
                     producer.poll(0)
                 shard.changed.clear()

@@ -15,11 +15,16 @@ Two signatures, per model:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from detectors import PageHinkley
 
-from ..ingest.rows import ModelBatch
+from ..config import FeedbackSettings
+from ..types import Message, ModelBatch
+from .alerts import make_alert
+from .lifecycle import Lifecycle, apply_lifecycle, resolved
 
 ENTROPY_SIGNAL = "segments:entropy"
 SELECTION_SIGNAL = "labels:selection"
@@ -79,6 +84,18 @@ class ConcentrationWatch:
                     flagged.append((end_row, h, hit, len(self.series)))
         return flagged
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"segments": self.segment_index, "seen": self.seen, "series": self.series,
+                "ref_mean": self.ref_mean, "ref_sd": self.ref_sd, "counts": self.counts,
+                "ph": self.ph.to_bytes()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.segment_index = dict(state["segments"])
+        self.seen, self.series = int(state["seen"]), list(state["series"])
+        self.ref_mean, self.ref_sd = state["ref_mean"], state["ref_sd"]
+        self.counts = state["counts"]
+        self.ph = PageHinkley.from_bytes(state["ph"])
+
     def _entropy(self) -> float:
         total = self.counts.sum()
         k = len(self.segment_index)
@@ -116,6 +133,12 @@ class SelectionWatch:
         if b is not None:
             (self.labeled if labeled else self.unlabeled)[b] += 1
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"labeled": self.labeled, "unlabeled": self.unlabeled}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.labeled, self.unlabeled = state["labeled"], state["unlabeled"]
+
     def rates(self) -> np.ndarray:
         n = self.labeled + self.unlabeled
         return np.where(n >= self.min_per_band, self.labeled / np.maximum(n, 1), np.nan)
@@ -127,3 +150,90 @@ class SelectionWatch:
         if r.size >= 2 and r.max() - r.min() > self.gap:
             return float(r.min()), float(r.max())
         return None
+
+
+class ConcentrationMonitor:
+    """A model's ``segments:entropy`` signal: the watch and its alert episodes."""
+
+    def __init__(self, model: str, fb: FeedbackSettings, cooldown_s: float) -> None:
+        self.model = model
+        self.watch = ConcentrationWatch(fb.window, fb.warmup, fb.ph_threshold, fb.ph_delta)
+        self.lifecycle = Lifecycle(fb.resolve_after_s, cooldown_s)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"watch": self.watch.state_dict(), "lifecycle": self.lifecycle.state_dict()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.watch.load_state(state["watch"])
+        self.lifecycle.load_state(state["lifecycle"])
+
+    def update(self, batch: ModelBatch, alerts: list[dict]) -> int:
+        """Feed a batch; its alerts are appended; returns the suppressed detections."""
+        flagged = self.watch.update(batch)
+        if not flagged and not self.lifecycle.open:
+            return 0
+        series = self.watch.series
+        z_at = {row: (h, z, n) for row, h, z, n in flagged}
+        last = (series[-1] if series else float("nan"), float("nan"), len(series))
+        return apply_lifecycle(self.lifecycle, [(row, 0, "page_hinkley") for row in z_at], batch.ts,
+                               alerts, lambda row, j, name, status: self._alert(
+                                   batch, row, name, status, *z_at.get(row, last)))
+
+    def _alert(self, batch: ModelBatch, row: int, detector: str, status: str, h: float,
+               z: float, windows: int) -> dict:
+        watch = self.watch
+        stats = {"entropy": h, "entropy_before": watch.ref_mean,
+                 "effect_size": round(z, 6) if z == z else 0.0,
+                 "segments": len(watch.segment_index), "windows": windows}
+        return make_alert(model=self.model, signal=ENTROPY_SIGNAL, detector=detector,
+                          ts=float(batch.ts[row]), topic=batch.topic[row],
+                          partition=int(batch.partition[row]), offset=int(batch.offset[row]),
+                          stats=stats, status=status)
+
+
+class SelectionMonitor:
+    """A model's ``labels:selection`` signal: labeled shares by score band, and its episodes.
+
+    A state, not an event: the episode stays open while the bands differ and resolves once
+    they have not for the feedback resolve span (checked once a batch).
+    """
+
+    def __init__(self, model: str, fb: FeedbackSettings, cooldown_s: float) -> None:
+        self.model = model
+        self.watch = SelectionWatch(fb.label_bands, fb.label_min_per_band, fb.label_gap)
+        self.lifecycle = Lifecycle(fb.resolve_after_s, cooldown_s)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"watch": self.watch.state_dict(), "lifecycle": self.lifecycle.state_dict()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.watch.load_state(state["watch"])
+        self.lifecycle.load_state(state["lifecycle"])
+
+    def check(self, at: Message, now: float, alerts: list[dict]) -> int:
+        """Fire or resolve at ``now`` (event time), positioned at message ``at``; returns the
+        suppressed detections."""
+        life = self.lifecycle
+        flagged = self.watch.flagged() is not None
+        if flagged and 0 in life.open:
+            life.extend(0, now)
+            return 1
+        if flagged and life.may_fire(0, now):
+            alert = self._alert(at, now, "firing")
+            life.fire(0, now, alert["alert_id"], "label_rate_gap")
+            alerts.append(alert)
+        elif not flagged and life.resolve_row(0, np.array([now])) is not None:
+            alerts.append(resolved(life, 0, self._alert(at, now, "resolved")))
+        return 0
+
+    def _alert(self, at: Message, now: float, status: str) -> dict:
+        watch = self.watch
+        rates = watch.rates()
+        known = rates[~np.isnan(rates)]
+        stats = {"labeled_share_by_band": [None if r != r else round(float(r), 6) for r in rates],
+                 "labeled_share_min": float(known.min()) if known.size else None,
+                 "labeled_share_max": float(known.max()) if known.size else None,
+                 "bands": watch.bands}
+        return make_alert(model=self.model, signal=SELECTION_SIGNAL, detector="label_rate_gap", ts=now,
+                          topic=at.topic, partition=at.partition, offset=at.offset, stats=stats,
+                          status=status)

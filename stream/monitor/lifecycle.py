@@ -10,7 +10,11 @@ times, so `replay` and `run` give the same lifecycle for the same input.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 
 @dataclass
@@ -59,3 +63,51 @@ class Lifecycle:
 
     def close(self, j: int) -> Episode:
         return self.open.pop(j)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"open": {str(j): vars(ep) for j, ep in self.open.items()},
+                "last_fired": {str(j): t for j, t in self.last_fired.items()}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.open = {int(j): Episode(**ep) for j, ep in state["open"].items()}
+        self.last_fired = {int(j): float(t) for j, t in state["last_fired"].items()}
+
+
+AlertAt = Callable[[int, int, str, str], dict]    # (row, column, detector, status) -> alert
+
+
+def apply_lifecycle(life: Lifecycle, hits: list[tuple[int, int, str]], ts: np.ndarray,
+                    alerts: list[dict], alert: AlertAt) -> int:
+    """Turn detections (row, column, detector) of a batch into firing/resolved alerts,
+    appended to ``alerts``; returns how many detections were suppressed (inside an open
+    episode or a cooldown). ``alert(row, column, detector, status)`` builds an alert at a row.
+    """
+    suppressed = 0
+    hits.sort()
+    for row, j, name in hits:
+        t = float(ts[row])
+        r = life.resolve_row(j, ts, upto=row + 1)
+        if r is not None:                       # it had been quiet long enough before this
+            alerts.append(resolved(life, j, alert(r, j, life.open[j].detector, "resolved")))
+        if j in life.open:
+            life.extend(j, t)
+            suppressed += 1
+        elif life.may_fire(j, t):
+            fired = alert(row, j, name, "firing")
+            life.fire(j, t, fired["alert_id"], name)
+            alerts.append(fired)
+        else:
+            suppressed += 1
+    for j in list(life.open):
+        r = life.resolve_row(j, ts)
+        if r is not None:
+            alerts.append(resolved(life, j, alert(r, j, life.open[j].detector, "resolved")))
+    return suppressed
+
+
+def resolved(life: Lifecycle, j: int, alert: dict) -> dict:
+    """Close signal j's episode; ``alert`` (its resolved alert) gains the episode's facts."""
+    ep = life.close(j)
+    alert["stats"].update({"episode_alert_id": ep.alert_id, "fired_ts": ep.fired_ts,
+                           "last_detection_ts": ep.last_detection_ts, "detections": ep.detections})
+    return alert

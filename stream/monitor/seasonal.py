@@ -11,22 +11,9 @@ reference of non-seasonal signals), so slow drift of the cycle itself is also de
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-
-DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number or a string like "90s", "15m", "1h", "1d", "1w" (or "1.5d")."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and value[-1:] in DURATION_UNITS:
-        seconds = float(value[:-1]) * DURATION_UNITS[value[-1]]
-    else:
-        raise ValueError(f"expected a duration like '1d', '12h', '30m' or seconds, got {value!r}")
-    if not seconds > 0:
-        raise ValueError(f"a duration must be > 0, got {value!r}")
-    return seconds
 
 
 class SeasonalProfile:
@@ -52,6 +39,16 @@ class SeasonalProfile:
         self.shift = np.append(self.shift, 0.0)
         self.has_shift = np.append(self.has_shift, False)
         self.ready = np.append(self.ready, False)
+
+    _ARRAYS = ("n", "s1", "s2", "shift", "has_shift", "ready", "mean", "sd")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"columns": list(self.columns), **{name: getattr(self, name) for name in self._ARRAYS}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.columns = list(state["columns"])
+        for name in self._ARRAYS:
+            setattr(self, name, state[name])
 
     def phase_bin(self, ts: np.ndarray) -> np.ndarray:
         b = np.floor(np.mod(ts, self.period_s) / (self.period_s / self.bins)).astype(np.int64)

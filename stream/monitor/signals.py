@@ -12,10 +12,12 @@ for large offsets). Values during the warm-up only train the reference; detectio
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..config import SeasonalitySettings
-from ..ingest.rows import ModelBatch
+from ..types import ModelBatch
 from .seasonal import SeasonalProfile
 
 OTHER = "__other__"
@@ -83,6 +85,25 @@ class SignalRegistry:
     @property
     def size(self) -> int:
         return len(self.names)
+
+    _ARRAYS = ("n", "mean", "m2", "sd", "recent", "recent_pos", "warm_values")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"names": list(self.names), "categories": self.categories,
+                "category_seen": self.category_seen, "dropped": self.dropped,
+                **{name: getattr(self, name) for name in self._ARRAYS},
+                "profile": None if self.profile is None else self.profile.state_dict()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.names = list(state["names"])
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.categories = {k: dict(v) for k, v in state["categories"].items()}
+        self.category_seen = dict(state["category_seen"])
+        self.dropped = int(state["dropped"])
+        for name in self._ARRAYS:
+            setattr(self, name, state[name])
+        if self.profile is not None and state["profile"] is not None:
+            self.profile.load_state(state["profile"])
 
     def _add(self, name: str) -> int | None:
         if name in self.index:

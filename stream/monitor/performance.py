@@ -13,7 +13,7 @@ brings the prediction itself. The error of each joined label is:
 
 Errors enter the model's error stream when the label arrives, never before (a 30-day outcome
 counts on day 30), and each carries the time of its prediction for the alert's statistics.
-Labels are far fewer than events, so they are handled one by one here (not a per-value hot
+Labels are far fewer than events, so they are joined one by one here (not a per-value hot
 path); the error stream itself goes through the vectorized detectors.
 """
 
@@ -24,10 +24,16 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+import numpy as np
 
-from ..config import LimitSettings
-from ..ingest.rows import MODEL_RE, DeadLetter, Message, ModelBatch, parse_ts
+from ..config import Settings
+from ..errors import Rejected
+from ..ingest.labels import Label
+from ..types import DeadLetter, Message, ModelBatch
+from .alerts import make_alert
+from .detection import DETECTORS
+from .lifecycle import Lifecycle, apply_lifecycle
+from .signals import SignalRegistry
 
 
 @dataclass
@@ -104,12 +110,21 @@ class PredictionStore:
             self.labeled_size = self.max_size
         return hit
 
-    def restore(self, model: str, pending: list[tuple[Any, Any, float]], labeled: list[Any]) -> None:
-        """Put back a model's (id, prediction, ts) and labeled ids from a checkpoint."""
+    def model_state(self, model: str) -> dict[str, Any]:
+        """One model's waiting predictions and labeled ids (a checkpoint holds a model whole)."""
+        pending = self.pending.get(model, {})
+        return {"ids": list(pending), "predictions": [v[0] for v in pending.values()],
+                "ts": np.array([v[1] for v in pending.values()], dtype=np.float64),
+                "labeled": list(self.labeled.get(model, ()))}
+
+    def load_model_state(self, model: str, state: dict[str, Any]) -> None:
+        """Put back one model's :meth:`model_state`."""
         self.size -= len(self.pending.get(model, ()))
         self.labeled_size -= len(self.labeled.get(model, ()))
-        self.pending[model] = OrderedDict((ident, (pred, ts)) for ident, pred, ts in pending)
-        self.labeled[model] = OrderedDict.fromkeys(labeled)
+        self.pending[model] = OrderedDict(
+            (ident, (pred, ts)) for ident, pred, ts in zip(state["ids"], state["predictions"],
+                                                          state["ts"].tolist(), strict=True))
+        self.labeled[model] = OrderedDict.fromkeys(state["labeled"])
         self.size += len(self.pending[model])
         self.labeled_size += len(self.labeled[model])
 
@@ -141,7 +156,7 @@ def _label_number(label: str) -> float | bool | None:
     return value if math.isfinite(value) else None
 
 
-def _error(pred: Any, label: Any) -> tuple[float, bool]:
+def error_of(pred: Any, label: Any) -> tuple[float, bool]:
     if isinstance(label, str) and not isinstance(pred, str):
         # a number predicted, a label written as text ("1", "true": labels from CSV files)
         number = _label_number(label)
@@ -155,58 +170,114 @@ def _error(pred: Any, label: Any) -> tuple[float, bool]:
     return abs(float(pred) - float(label)), False
 
 
-def join_labels(messages: list[Message], store: PredictionStore, limits: LimitSettings,
+def join_labels(labels: list[Label], store: PredictionStore
                 ) -> tuple[dict[str, ErrorBatch], list[DeadLetter]]:
-    """Decode label messages and join them to stored predictions."""
+    """Join decoded labels to their stored predictions (or the prediction they bring)."""
     out: dict[str, ErrorBatch] = {}
     dead: list[DeadLetter] = []
-    for msg in messages:
+    for lab in labels:
         try:
-            if len(msg.value) > limits.max_message_bytes:
-                raise ValueError("oversize", f"{len(msg.value)} bytes > limit")
-            try:
-                doc = orjson.loads(msg.value)
-            except orjson.JSONDecodeError as exc:
-                raise ValueError("invalid_json", f"not JSON: {exc}") from None
-            if type(doc) is not dict:
-                raise ValueError("not_object", "a label must be a JSON object")
-            model, ident, label = doc.get("model"), doc.get("id"), doc.get("label")
-            if not isinstance(model, str) or not MODEL_RE.match(model):
-                raise ValueError("invalid_model", "model must be a string of 1..128 [A-Za-z0-9._:-]")
-            if type(ident) not in (str, int):
-                raise ValueError("invalid_id", "a label needs an id (string or integer)")
-            if not isinstance(label, (int, float, str)) or (isinstance(label, float) and label != label):
-                raise ValueError("invalid_label", "label must be a number, a boolean or a string")
-            ts = msg.timestamp
-            if doc.get("ts") is not None:
-                try:
-                    ts = parse_ts(doc["ts"])
-                except Exception:
-                    raise ValueError("invalid_ts", "ts must be epoch seconds or RFC 3339") from None
-            if "prediction" in doc and doc["prediction"] is not None:
-                pred = doc["prediction"]
-                if not isinstance(pred, (int, float, str)):
-                    raise ValueError("invalid_prediction", "prediction must be a number or a string")
-                pred_ts = ts
-                store.take(model, ident)          # its event, if stored, is labeled now
+            if lab.prediction is not None:
+                pred, pred_ts = lab.prediction, lab.ts
+                store.take(lab.model, lab.ident)          # its event, if stored, is labeled now
             else:
-                hit = store.take(model, ident)
+                hit = store.take(lab.model, lab.ident)
+                which = f"id {lab.ident!r} of {lab.model!r}"
                 if hit == "duplicate":
-                    raise ValueError("duplicate_label", f"id {ident!r} of {model!r} was labeled already")
+                    raise Rejected("duplicate_label", f"{which} was labeled already")
                 if hit is None:
-                    raise ValueError("unknown_id", f"no pending prediction for id {ident!r} of {model!r}")
+                    raise Rejected("unknown_id", f"no pending prediction for {which}")
                 pred, pred_ts = hit
-            err, binary = _error(pred, label)
-        except ValueError as exc:
-            reason, detail = exc.args if len(exc.args) == 2 else ("invalid_label", str(exc))
-            dead.append(DeadLetter(msg, reason, detail))
+        except Rejected as exc:
+            dead.append(DeadLetter(lab.message, exc.reason, exc.detail))
             continue
-        eb = out.setdefault(model, ErrorBatch())
+        err, binary = error_of(pred, lab.label)
+        eb = out.setdefault(lab.model, ErrorBatch())
         eb.errors.append(err)
         eb.binary.append(binary)
-        eb.ts.append(ts)
+        eb.ts.append(lab.ts)
         eb.prediction_ts.append(pred_ts)
         eb.predictions.append(pred)
-        eb.messages.append(msg)
+        eb.messages.append(lab.message)
     return out, dead
 
+
+def advance_clock(now: float, batch_times: list[np.ndarray]) -> float:
+    """The prediction store's clock after a batch: the second largest of the batch's event
+    times and ``now``. One event with a skewed clock (a year ahead) then cannot move it and
+    expire every prediction waiting for its label; it lags the newest event by one event."""
+    times = np.concatenate([*batch_times, [now]])
+    if times.size < 2:
+        return now
+    return max(now, float(np.partition(times, times.size - 2)[times.size - 2]))
+
+
+class PerformanceMonitor:
+    """A model's error stream (joined labels), watched by ADWIN: performance_drift alerts.
+
+    Parameters
+    ----------
+    model : the model's name.
+    settings : the service's settings (detect, labels).
+    """
+
+    SIGNAL = "error"
+
+    def __init__(self, model: str, settings: Settings) -> None:
+        d = settings.detect
+        self.model = model
+        self.signals = SignalRegistry(1, settings.labels.warmup, d.clip_z)
+        self.signals.ensure([self.SIGNAL])
+        self.adwin = DETECTORS["adwin"].make(d)
+        self.adwin.add_features(1)
+        self.lifecycle = Lifecycle(d.resolve_after_s, d.cooldown_s)
+        self.binary = True
+        self.n_labels = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"binary": self.binary, "n_labels": self.n_labels, "signals": self.signals.state_dict(),
+                "adwin": self.adwin.to_bytes(), "lifecycle": self.lifecycle.state_dict()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.binary, self.n_labels = bool(state["binary"]), int(state["n_labels"])
+        self.signals.load_state(state["signals"])
+        self.adwin = DETECTORS["adwin"].from_bytes(state["adwin"])
+        self.lifecycle.load_state(state["lifecycle"])
+
+    @property
+    def error_level(self) -> float:
+        """Mean error of the recent labels (error rate for 0/1 errors), NaN before any."""
+        ring = self.signals.recent[:, 0]
+        ring = ring[~np.isnan(ring)]
+        return float(ring.mean()) if ring.size else float("nan")
+
+    def process(self, eb: ErrorBatch, alerts: list[dict]) -> int:
+        """Feed a model's joined labels; appends alerts, returns the suppressed detections."""
+        X = np.asarray(eb.errors, dtype=np.float64)[:, None]
+        ts = np.asarray(eb.ts, dtype=np.float64)
+        self.binary = all(eb.binary)
+        self.n_labels += X.shape[0]
+        mask = self.adwin.update(self.signals.standardize(X))
+        hits = [(int(r), 0, "adwin") for r in np.flatnonzero(mask[:, 0])]
+        suppressed = apply_lifecycle(self.lifecycle, hits, ts, alerts,
+                                     lambda row, j, name, status: self._alert(eb, X, row, name, status))
+        self.signals.remember(X)
+        return suppressed
+
+    def _alert(self, eb: ErrorBatch, X: np.ndarray, row: int, detector: str, status: str) -> dict:
+        reg = self.signals
+        before = float(reg.mean[0])
+        after, n_after = reg.recent_mean(X, row, 0)
+        sd = float(reg.sd[0])
+        if self.binary:
+            stats = {"accuracy_before": 1.0 - before, "accuracy_after": 1.0 - after}
+        else:
+            stats = {"mae_before": before, "mae_after": after}
+        stats.update({"n_before": int(reg.n[0]), "n_after": n_after,
+                      "effect_size": round((after - before) / sd, 6) if sd > 0 else 0.0,
+                      "prediction_ts": eb.prediction_ts[row],
+                      "label_delay_s": eb.ts[row] - eb.prediction_ts[row]})
+        msg = eb.messages[row]
+        return make_alert(model=self.model, signal=self.SIGNAL, detector=detector, ts=eb.ts[row],
+                          topic=msg.topic, partition=msg.partition, offset=msg.offset, stats=stats,
+                          status=status)

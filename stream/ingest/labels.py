@@ -1,0 +1,61 @@
+"""Label messages -> label records: ``{"model", "id", "label", "ts"?, "prediction"?}``.
+
+A label names the event it is about by (model, id); it may bring that event's prediction
+itself (when the app joined it). Bad labels are :class:`~stream.errors.Rejected`.
+Labels are far fewer than events, so they are decoded one by one (not a hot path).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import orjson
+
+from ..config import LimitSettings
+from ..errors import Rejected
+from ..types import DeadLetter, Message
+from .values import check_model, parse_ts
+
+
+class Label(NamedTuple):
+    model: str
+    ident: str | int
+    label: int | float | str      # (bools are ints)
+    ts: float                     # arrival, event time (epoch seconds)
+    prediction: Any               # the prediction it brings, or None
+    message: Message
+
+
+def decode_label(msg: Message, limits: LimitSettings) -> Label:
+    """One label message, or Rejected naming why not."""
+    if len(msg.value) > limits.max_message_bytes:
+        raise Rejected("oversize", f"{len(msg.value)} bytes > limit {limits.max_message_bytes}")
+    try:
+        doc = orjson.loads(msg.value)
+    except orjson.JSONDecodeError as exc:
+        raise Rejected("invalid_json", f"not JSON: {exc}") from None
+    if type(doc) is not dict:
+        raise Rejected("not_object", "a label must be a JSON object")
+    model, ident, label = doc.get("model"), doc.get("id"), doc.get("label")
+    check_model(model, limits)
+    if type(ident) not in (str, int):
+        raise Rejected("invalid_id", "a label needs an id (string or integer)")
+    if not isinstance(label, (int, float, str)) or (isinstance(label, float) and label != label):
+        raise Rejected("invalid_label", "label must be a number, a boolean or a string")
+    ts = msg.timestamp if doc.get("ts") is None else parse_ts(doc["ts"])
+    pred = doc.get("prediction")
+    if pred is not None and not isinstance(pred, (int, float, str)):
+        raise Rejected("invalid_prediction", "prediction must be a number or a string")
+    return Label(model, ident, label, ts, pred, msg)
+
+
+def decode_labels(messages: list[Message], limits: LimitSettings) -> tuple[list[Label], list[DeadLetter]]:
+    """The batch's labels in order, and a dead letter for each bad one."""
+    labels: list[Label] = []
+    dead: list[DeadLetter] = []
+    for msg in messages:
+        try:
+            labels.append(decode_label(msg, limits))
+        except Rejected as exc:
+            dead.append(DeadLetter(msg, exc.reason, exc.detail))
+    return labels, dead

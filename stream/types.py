@@ -1,0 +1,75 @@
+"""Records that cross the layers: a message in, a model's column batch, a dead letter out.
+
+Imports nothing of streamdrift's own: every other module may import it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+MODEL_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+# event times are epoch seconds within the years RFC 3339 can write, 0001-9999 (UTC)
+TS_MIN = -62135596800.0      # 0001-01-01T00:00:00Z
+TS_END = 253402300800.0      # 10000-01-01T00:00:00Z, excluded
+
+
+class Message(NamedTuple):
+    """One Kafka message (or one line of a replayed file). A NamedTuple: cheap to create."""
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float          # seconds since the epoch (Kafka message timestamp), 0.0 if none
+    headers: tuple | None = None   # Kafka headers ((name, bytes), ...), for the adapters
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message that cannot be used, with why: it goes to the dead-letter topic unchanged."""
+    message: Message
+    reason: str               # short machine-readable reason, e.g. "invalid_json"
+    detail: str               # human-readable explanation
+
+
+@dataclass
+class ModelBatch:
+    """The events of one model in one batch, as columns (row = event, arrival order)."""
+    model: str
+    numeric: dict[str, np.ndarray]          # feature name -> float64 (n,), NaN = missing
+    categorical: dict[str, list[Any]]       # feature name -> values (str or None) per row
+    prediction: np.ndarray                  # float64 (n,), NaN = none or not numeric
+    prediction_class: list[Any] | None      # string predictions per row, if any
+    ts: np.ndarray                          # float64 (n,) event time, epoch seconds
+    partition: np.ndarray                   # int64 (n,)
+    offset: np.ndarray                      # int64 (n,)
+    topic: np.ndarray                       # object (n,): source topic per row
+    ids: list[Any]                          # per row: id or None
+    segments: list[Any]                     # per row: segment or None
+
+    @property
+    def size(self) -> int:
+        return int(self.ts.size)
+
+
+def ts_out_of_range(value: float) -> str | None:
+    """Why a number is not an event time (epoch seconds in the years 1-9999), or None."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return "ts must be finite"
+    if TS_MIN <= value < TS_END:
+        return None
+    hint = " (sent in milliseconds, microseconds or nanoseconds?)" if TS_END <= value < 1e20 else ""
+    return f"ts {value:.6g} is not epoch seconds of the years 1-9999{hint}"
+
+
+def times_in_range(ts: np.ndarray) -> bool:
+    """Whether every value of ts that is not NaN (missing) is a valid event time."""
+    if ts.size == 0:
+        return True
+    lo, hi = ts.min(), ts.max()                 # NaN if any is missing: then value by value
+    if lo == lo and hi == hi:
+        return bool(TS_MIN <= lo and hi < TS_END)
+    return not ((ts < TS_MIN) | (ts >= TS_END)).any()

@@ -21,13 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from confluent_kafka import Producer, TopicPartition  # noqa: E402
+from confluent_kafka import Consumer, Producer  # noqa: E402
 from kafka_helpers import create_topics  # noqa: E402
 
 from stream.config import load_settings  # noqa: E402
-from stream.kafka.service import Service, Shard  # noqa: E402
-from stream.metrics import Metrics  # noqa: E402
-from stream.pipeline import ModelMonitor, Pipeline  # noqa: E402
+from stream.kafka.changelog import Changelog, Shard  # noqa: E402
+from stream.kafka.clients import restore_config  # noqa: E402
+from stream.monitor.model import ModelMonitor  # noqa: E402
+from stream.pipeline import Pipeline  # noqa: E402
 from stream.state import dump_model  # noqa: E402
 
 
@@ -55,8 +56,8 @@ def main() -> None:
         for det in mon.detectors.values():
             det.update(Z)
     build = time.perf_counter() - t
-    service = Service(settings, Metrics())
-    create_topics(args.bootstrap, {service.changelog: 1})
+    changelog = Changelog(f"bench-{u}-changelog", 1)
+    create_topics(args.bootstrap, {changelog.topic: 1})
     producer = Producer({"bootstrap.servers": args.bootstrap, "message.max.bytes": 64 << 20,
                          "linger.ms": 20})
     t = time.perf_counter()
@@ -64,16 +65,18 @@ def main() -> None:
     for name in pipeline.models:
         blob = dump_model(pipeline, name)
         size += len(blob)
-        producer.produce(service.changelog, partition=0, key=f"bench-events-{u}:0:{name}".encode(),
+        producer.produce(changelog.topic, partition=0, key=f"bench-events-{u}:0:{name}".encode(),
                          value=blob, headers=[("streamdrift.offset", b"100")])
         producer.poll(0)
     producer.flush(60)
     checkpoint = time.perf_counter() - t
-    service.shards[(f"bench-events-{u}", 0)] = Shard(Pipeline(settings))
+    shards = {(f"bench-events-{u}", 0): Shard(Pipeline(settings))}
     t = time.perf_counter()
-    n = service._restore([TopicPartition(f"bench-events-{u}", 0)], {(f"bench-events-{u}", 0): 100})
+    reader = Consumer(restore_config(settings))
+    n = changelog.read(reader, shards, {(f"bench-events-{u}", 0): 100})
+    reader.close()
     restore = time.perf_counter() - t
-    detectors = service.shards[(f"bench-events-{u}", 0)].pipeline.n_detectors
+    detectors = shards[(f"bench-events-{u}", 0)].pipeline.n_detectors
     print(f"models={n} detector columns={detectors} state={size / 1e6:.1f} MB "
           f"({size / detectors:.0f} B per detector column)")
     print(f"build {build:.1f}s  checkpoint (serialize + produce) {checkpoint:.2f}s  "

@@ -43,11 +43,10 @@ def columns_first(X: np.ndarray, rows_per_tile: int | None = None,
                   out: np.ndarray | None = None) -> np.ndarray:
     """X (B, D) as a C-contiguous (D, B) array: one contiguous row per column.
 
-    Copied in tiles of rows so that reads and writes stay in the CPU caches (about 3x as fast
-    as numpy's one-shot transposing copy for large batches); by default tiles of at least 64
-    rows and ~32 KiB (100k x 64: 12 ms here, 16 ms with 512-row tiles). ``out``, if given, is
-    a C-contiguous (D, B) array of X's dtype to write into (reusing memory spares the page
-    faults of a fresh allocation, ~40% of the copy's time on a 50 MB batch).
+    Copied in tiles of rows so that reads and writes stay in the CPU caches (faster than
+    numpy's one-shot transposing copy for large batches; docs/performance.md); by default
+    tiles of at least 64 rows and ~32 KiB. ``out``, if given, is a C-contiguous (D, B) array
+    of X's dtype to write into (reusing memory spares the page faults of a fresh allocation).
     """
     if out is None:
         out = np.empty((X.shape[1], X.shape[0]), dtype=X.dtype)
@@ -65,10 +64,10 @@ _KEEP_VALUES = 1 << 23        # largest copy whose memory is kept for the next o
 def column_major_copy(X: np.ndarray) -> np.ndarray:
     """X (B, D) float64 as a C-contiguous (D, B) array in reused work memory.
 
-    A fresh 50 MB array costs its page faults on first touch, ~40% of the copy's time, so the
-    memory of the last copy (up to _KEEP_VALUES values) is kept, one per thread and shared by
-    all detectors (a service holds thousands of them). Work memory, not detector state: the
-    copy is valid until the thread's next call.
+    A fresh large array costs its page faults on first touch, so the memory of the last copy
+    (up to _KEEP_VALUES values) is kept, one per thread and shared by all detectors (a service
+    holds thousands of them). Work memory, not detector state: the copy is valid until the
+    thread's next call.
     """
     B, D = X.shape
     memory = getattr(_work, "memory", None)

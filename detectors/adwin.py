@@ -54,15 +54,11 @@ from . import _state
 from ._columns import check_batch, check_float, check_int, column_major_copy
 
 _MAX_CHUNK = 1 << 14
-_GROUP = 16              # columns a group: 8, 16 and 32 are equal on 64 columns, and 16 keeps
-                         # a model of 10-16 signals in one group (~9% faster replay)
-_GROUP_CELLS = 1 << 14   # values a step of a group of more than _GROUP columns (short steps;
-                         # 100 models x 11 signals in batches of 5000: 2^14 replayed 9% faster
-                         # than 2^12, 2^16 4%; the 1M x 64 and service-like benches: equal)
-_MIX_STEP = 4096         # longest step of a group of columns with unequal windows (measured:
-                         # 11 columns of unequal windows together take 0.36x the time of each
-                         # alone in steps of 500 values, 0.6x at 2000, 0.9x at 4000, 1.1-1.4x
-                         # at 8000-16000, where their bucket layouts outgrow the CPU caches)
+# (the figures behind these sizes: docs/performance.md)
+_GROUP = 16              # columns a group: a model of 10-16 signals stays in one group
+_GROUP_CELLS = 1 << 14   # values a step of a group of more than _GROUP columns (short steps)
+_MIX_STEP = 4096         # longest step of a group of columns with unequal windows: longer
+                         # steps' bucket layouts outgrow the CPU caches
 _ACCUMULATE_CELLS = 256  # (tests x columns) up to which the cut sums run as one cumsum down
                          # the cuts (numpy's accumulate along a leading axis is slower per
                          # value than row additions, but one call instead of two a cut)
@@ -115,9 +111,37 @@ def _group_size(step: int) -> int:
 class ADWIN:
     """ADWIN change detector over ``n_features`` independent columns.
 
-    Parameters and defaults are river's: ``delta`` significance, ``clock`` values between cut
-    tests, ``max_buckets`` buckets per level before merging, ``min_window_length`` smallest
-    sub-window tested, ``grace_period`` values before the first test.
+    Each column keeps an adaptive window of its recent values and reports a change when two
+    sub-windows have means that differ by more than a Hoeffding-style bound; detections,
+    ``width``, ``estimation`` and ``variance`` are river's (0.26), value for value.
+
+    Parameters
+    ----------
+    n_features : int
+        Independent columns D (more are added with :meth:`add_features`).
+    delta : float
+        Significance in (0, 1): the smaller, the fewer false alarms and the later a real
+        change is found. Per column with :meth:`set_delta`.
+    clock : int
+        Values between two tests of the window's cuts (>= 1).
+    max_buckets : int
+        Buckets per level of the exponential histogram before two merge (>= 2).
+    min_window_length : int
+        Smallest sub-window a cut may leave, in values (>= 1).
+    grace_period : int
+        Values since the last reset before the first test (>= 0).
+
+    Notes
+    -----
+    Input is a float64 (B, D) batch per :meth:`update`; NaN means "no value of this column in
+    this row". State per column is O(max_buckets x log2(width)) floats. After a detection the
+    column's window restarts at the next value (river's wrapper discards it).
+
+    References
+    ----------
+    A. Bifet and R. Gavaldà, "Learning from time-changing data with adaptive windowing",
+    SIAM International Conference on Data Mining, 2007.
+    river.drift.ADWIN (river 0.26), the reference these detections are tested against.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(7)

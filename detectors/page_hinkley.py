@@ -47,8 +47,8 @@ _MODES = ("up", "down", "both")
 _FUSE_VALUES = 1 << 22  # padded values of detectors updated as one (update_many): 32 MB
 _FUSE_COLUMNS_EXACT = 256  # columns of detectors updated as one by the exact row loop (its
                            # buffer: ~33 kB a column; wider saves little per call)
-_BLOCK = 256         # rows per block of the exact row loop (its buffers: ~1.5 MB at 64 columns;
-                     # 512 was as fast, 128 and 1024 slower)
+_BLOCK = 256         # rows per block of the exact row loop (buffers stay in the caches;
+                     # docs/performance.md)
 _MIN_BLOCK = 16      # shortest block, used while detections are dense
 _FUSED_BUFFERS: dict[tuple[float, float], dict] = {}   # (alpha, delta) -> row-loop buffers
 _KEPT_WIDTHS = 8     # row-loop buffers kept, per padded width (most recently used)
@@ -91,15 +91,35 @@ def _mask(shape: tuple[int, int], cols: np.ndarray, pos: np.ndarray,
 class PageHinkley:
     """Page-Hinkley change detector over ``n_features`` independent columns.
 
-    Parameters and their defaults are river's (0.26): ``min_instances`` values since the last
-    reset before any detection, ``delta`` the tolerated change per value, ``threshold`` lambda
-    in the units of the data, ``alpha`` the fading factor of the cumulative sums, ``mode`` which
-    direction of change counts ("up", "down" or "both").
+    Each column accumulates its deviations from its running mean (minus ``delta`` per value)
+    and reports a change when the cumulative sum rises more than ``threshold`` above its
+    minimum (mode "up"), falls as much below its maximum ("down"), or either ("both");
+    detections are river's (0.26), value for value. The column restarts after a detection.
 
-    ``exact=True`` (default) reproduces river's floating-point rounding (a row-by-row loop);
-    ``exact=False`` solves the same recurrences with block-wide cumulative sums, several times
-    faster on narrow batches, and agrees with river except when a statistic falls within
-    rounding error of the threshold.
+    Parameters
+    ----------
+    n_features : int
+        Independent columns D (more are added with :meth:`add_features`).
+    min_instances : int
+        Values since the last reset before any detection (>= 1).
+    delta : float
+        Tolerated change per value, in the units of the data (>= 0).
+    threshold : float
+        Lambda, in the units of the data (> 0).
+    alpha : float
+        Fading factor of the cumulative sums, in (0, 1] (1: no fading).
+    mode : {"up", "down", "both"}
+        Which direction of change counts.
+    exact : bool
+        True reproduces river's floating-point rounding (a row-by-row loop); False solves the
+        same recurrences with block-wide cumulative sums, several times faster on narrow
+        batches, agreeing with river except when a statistic falls within rounding error of
+        the threshold.
+
+    References
+    ----------
+    E. S. Page, "Continuous inspection schemes", Biometrika 41, 1954.
+    river.drift.PageHinkley (river 0.26), the reference these detections are tested against.
 
     >>> import numpy as np
     >>> ph = PageHinkley(n_features=2)
@@ -332,9 +352,8 @@ class PageHinkley:
 
         Row loop (exact): halve when most detections came in the first quarter of the block,
         else double (up to _BLOCK rows: they are short anyway). Closed form: its blocks are up
-        to 16x longer, and on a stream detecting every ~1600 values most of a 4096-row block
-        was thrown away, which the "first quarter" rule never saw (the 1M x 64 bench with
-        alpha < 1: 19.8 s -> 5.5 s, same detections): halve while the rows computed past
+        to 16x longer, so on a stream that detects often most of a long block would be thrown
+        away, which the "first quarter" rule never sees: halve while the rows computed past
         detections are over a quarter of the block's, double when under an eighth.
         """
         if self.exact:
@@ -365,8 +384,8 @@ class PageHinkley:
         else:
             idx = np.minimum(start[:, None] + np.arange(L), W - 1)
             idx += (cols * W)[:, None]
-        # column by column (each one sequential run: the prefetcher follows it; row by row,
-        # 64 runs at once, it was ~25% slower), then transposed in the cache
+        # column by column (each one sequential run the prefetcher follows), then transposed
+        # in the cache
         np.copyto(out, np.take(values.reshape(-1), idx, mode="clip").T)
         return out
 
@@ -397,12 +416,12 @@ class PageHinkley:
         with r = 1/n, D = [dev, -dev] and dev = x - m, computed _LAG rows at a time from the
         means already known: river's Mean (m += (1/n)(x - m)) and sums (e = alpha e + dev -
         delta), in river's order. Row slots: 0 m, 1-2 v then u, 3 x then b, 4-5 D, 6-7 S,
-        8 a, 9-10 alpha, 11 r, 12-13 delta. No call writes into one of its inputs (an in-place
-        ufunc call costs ~1.5x here).
+        8 a, 9-10 alpha, 11 r, 12-13 delta. No call writes into one of its inputs (in-place
+        ufunc calls are slower).
 
-        G is a ring of _RING rows (logical row c is ring row (c - 2) mod _RING; 0.7 MB at 64
-        columns, where a whole block's rows took 2 MB) and each view is made once per ring row
-        and slot (same-process A/B on the 1M x 64 bench: ~6% faster than a block-long G). A
+        G is a ring of _RING rows (logical row c is ring row (c - 2) mod _RING: smaller than a
+        whole block's rows, it stays in the caches) and each view is made once per ring row
+        and slot. A
         ring row holds a row only while it is live (at most 2 _LAG + 1 rows); every _LAG rows,
         calls copy the next inputs (x, r = 1/n) in and the finished means and sums out. The
         one operand that spans two rows, [delta, delta | m], takes the deltas of a lead row

@@ -1,27 +1,159 @@
 """Prometheus metrics (prefix ``streamdrift_``) and the HTTP endpoint that serves them.
 
-Label cardinality is capped: the first ``max_model_labels`` models seen get their own
-``model`` label value, later ones share ``__other__``. Reasons and kinds are closed sets.
+Counters and histograms are updated as things happen (events, alerts, batches). Gauges that
+describe the state (models, signals, open alerts, consumer lag, predictions waiting for labels)
+are computed when Prometheus scrapes, by :class:`StateCollector`, from what the service holds
+then: nothing walks the pipelines between scrapes.
+
+Label cardinality is capped: the first ``max_model_labels`` models seen get their own ``model``
+label value, later ones share ``__other__``. Reasons and kinds are closed sets.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Protocol
 
-from .monitor.alerts import kind_of
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .pipeline import Pipeline
 
 OTHER = "__other__"
 
 
+class StateSource(Protocol):
+    """What the collector reads at scrape time (the service), holding its ``lock``."""
+
+    lock: AbstractContextManager
+
+    def pipelines(self) -> list[Pipeline]: ...
+    def lag(self) -> dict[tuple[str, int], int]: ...
+
+
+class ModelLabels:
+    """The ``model`` label value of a model: its name for the first ``cap`` models seen,
+    ``__other__`` after."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._named: set[str] = set()
+
+    def __call__(self, model: str) -> str:
+        if model in self._named:
+            return model
+        if len(self._named) < self.cap:
+            self._named.add(model)
+            return model
+        return OTHER
+
+
+class StateCollector(Collector):
+    """Gauges computed from the service's state at scrape time."""
+
+    def __init__(self, source: StateSource, model_label: ModelLabels, max_signal_labels: int) -> None:
+        self.source = source
+        self.model_label = model_label
+        self.max_signal_labels = max_signal_labels
+
+    def describe(self) -> list[Metric]:
+        return []                       # (no samples read at registration)
+
+    def collect(self) -> Iterator[Metric]:
+        lag = GaugeMetricFamily("streamdrift_consumer_lag", "Messages behind the end of the "
+                                "partition.", labels=["topic", "partition"])
+        for (topic, partition), behind in sorted(self.source.lag().items()):
+            lag.add_metric([topic, str(partition)], behind)
+        with self.source.lock:                   # the state of whole batches
+            families = list(self._state())
+        yield lag
+        yield from families
+
+    def _state(self) -> Iterator[Metric]:
+        pipelines = self.source.pipelines()
+        label = self.model_label
+        yield GaugeMetricFamily("streamdrift_detectors", "Detector columns (signals x detectors).",
+                                value=sum(p.n_detectors for p in pipelines))
+        yield GaugeMetricFamily("streamdrift_models", "Models being monitored.",
+                                value=sum(len(p.models) for p in pipelines))
+        signals: dict[str, list[int]] = {}
+        active: dict[tuple[str, str], int] = {}
+        estimate = GaugeMetricFamily("streamdrift_signal_estimate", "ADWIN's window mean of a "
+                                     "signal, in standard deviations from its reference (the first "
+                                     "signals of each model only).", labels=["model", "signal"])
+        error_level = GaugeMetricFamily("streamdrift_error_level", "Mean error of the recent labels "
+                                        "(the error rate for classifiers), by model.", labels=["model"])
+        pending, evicted = 0, {"ttl": 0, "size": 0}
+        for pipeline in pipelines:
+            for name, mon in list(pipeline.models.items()):
+                model = label(name)
+                acc = signals.setdefault(model, [0, 0])
+                acc[0] += mon.n_signals
+                acc[1] += mon.signals.dropped
+                for kind in mon.active_kinds():
+                    active[(kind, model)] = active.get((kind, model), 0) + 1
+                adwin = mon.detectors.get("adwin")
+                if model != OTHER and adwin is not None and mon.n_signals:
+                    names = mon.signals.names
+                    for j, value in enumerate(adwin.estimation[: self.max_signal_labels].tolist()):
+                        estimate.add_metric([model, names[j]], value)
+            for name, perf in list(pipeline.performance.items()):
+                level = perf.error_level
+                if level == level:
+                    error_level.add_metric([label(name)], level)
+                if perf.lifecycle.open:
+                    key = ("performance_drift", label(name))
+                    active[key] = active.get(key, 0) + len(perf.lifecycle.open)
+            for name, sel in list(pipeline.selection.items()):
+                if sel.lifecycle.open:
+                    key = ("feedback_loop", label(name))
+                    active[key] = active.get(key, 0) + 1
+            if pipeline.store is not None:
+                pending += pipeline.store.size
+                for reason, count in pipeline.store.evicted.items():
+                    evicted[reason] += count
+        yield estimate
+        yield error_level
+        per_model = GaugeMetricFamily("streamdrift_signals", "Signals being monitored, by model.",
+                                      labels=["model"])
+        dropped = GaugeMetricFamily("streamdrift_signals_dropped", "Signals refused by the per-model "
+                                    "limit, by model.", labels=["model"])
+        for model, (n, d) in sorted(signals.items()):
+            per_model.add_metric([model], n)
+            dropped.add_metric([model], d)
+        yield per_model
+        yield dropped
+        alerts = GaugeMetricFamily("streamdrift_active_alerts", "Open alert episodes (firing, not "
+                                   "yet resolved), by kind and model.", labels=["kind", "model"])
+        for (kind, model), count in sorted(active.items()):
+            alerts.add_metric([kind, model], count)
+        yield alerts
+        yield GaugeMetricFamily("streamdrift_predictions_pending", "Predictions waiting for their "
+                                "labels.", value=pending)
+        ev = GaugeMetricFamily("streamdrift_predictions_evicted", "Predictions dropped before a label "
+                               "came, by reason (ttl, size), since start.", labels=["reason"])
+        for reason, count in evicted.items():
+            ev.add_metric([reason], count)
+        yield ev
+
+
 class Metrics:
-    """All of streamdrift's metrics, on their own registry (one per service instance)."""
+    """All of streamdrift's metrics, on their own registry (one per service instance).
+
+    Parameters
+    ----------
+    max_model_labels : models with their own ``model`` label value; later ones share
+        ``__other__``.
+    max_signal_labels : signals per model with a ``streamdrift_signal_estimate`` series.
+    """
 
     def __init__(self, max_model_labels: int = 50, max_signal_labels: int = 20) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.max_model_labels = max_model_labels
+        self.model_label = ModelLabels(max_model_labels)
         self.max_signal_labels = max_signal_labels
-        self._model_labels: set[str] = set()
         self.events = Counter("streamdrift_events", "Events processed, by outcome (ok, dead_letter).",
                               ["outcome"], registry=r)
         self.messages = Counter("streamdrift_messages", "Messages consumed, by topic.", ["topic"],
@@ -45,87 +177,13 @@ class Metrics:
         self.restore_seconds = Histogram("streamdrift_restore_seconds", "Time to restore the state "
                                          "of newly assigned partitions from the changelog.",
                                          registry=r, buckets=(.01, .05, .1, .5, 1, 2.5, 5, 10, 30, 60))
-        self.lag = Gauge("streamdrift_consumer_lag", "Messages behind the end of the partition.",
-                         ["topic", "partition"], registry=r)
-        self.detectors = Gauge("streamdrift_detectors", "Detector columns (signals x detectors).",
-                               registry=r)
-        self.models = Gauge("streamdrift_models", "Models being monitored.", registry=r)
-        self.signals = Gauge("streamdrift_signals", "Signals being monitored, by model.", ["model"],
-                             registry=r)
         self.labels = Counter("streamdrift_labels", "Label events, by outcome (joined, dead_letter).",
                               ["outcome"], registry=r)
-        self.predictions_pending = Gauge("streamdrift_predictions_pending", "Predictions waiting "
-                                         "for their labels.", registry=r)
-        self.predictions_evicted = Gauge("streamdrift_predictions_evicted", "Predictions dropped "
-                                         "before a label came, by reason (ttl, size), since start.",
-                                         ["reason"], registry=r)
-        self.error_level = Gauge("streamdrift_error_level", "Mean error of the recent labels (the "
-                                 "error rate for classifiers), by model.", ["model"], registry=r)
-        self.active_alerts = Gauge("streamdrift_active_alerts", "Open alert episodes (firing, not yet "
-                                   "resolved), by kind and model.", ["kind", "model"], registry=r)
-        self.signal_estimate = Gauge("streamdrift_signal_estimate", "ADWIN's window mean of a signal, "
-                                     "in standard deviations from its reference (the first "
-                                     "signals of each model only).", ["model", "signal"], registry=r)
-        self.signals_dropped = Gauge("streamdrift_signals_dropped", "Signals refused by the "
-                                     "per-model limit, by model.", ["model"], registry=r)
 
-    def model_label(self, model: str) -> str:
-        if model in self._model_labels:
-            return model
-        if len(self._model_labels) < self.max_model_labels:
-            self._model_labels.add(model)
-            return model
-        return OTHER
+    def watch(self, source: StateSource) -> None:
+        """Compute the state gauges from ``source`` at every scrape."""
+        self.registry.register(StateCollector(source, self.model_label, self.max_signal_labels))
 
     def serve(self, address: str, port: int):
         """Start the /metrics HTTP server in a daemon thread; returns (server, thread)."""
         return start_http_server(port, addr=address, registry=self.registry)
-
-    def observe_pipelines(self, pipelines: list) -> None:
-        """Refresh the gauges that describe the pipelines (one per assigned partition)."""
-        self.detectors.set(sum(p.n_detectors for p in pipelines))
-        self.models.set(sum(len(p.models) for p in pipelines))
-        per_label: dict[str, list[int]] = {}
-        pending = 0
-        evicted = {"ttl": 0, "size": 0}
-        for pipeline in pipelines:
-            for name, mon in pipeline.models.items():
-                acc = per_label.setdefault(self.model_label(name), [0, 0])
-                acc[0] += mon.n_signals
-                acc[1] += mon.signals.dropped
-            if pipeline.store is not None:
-                pending += pipeline.store.size
-                for reason, count in pipeline.store.evicted.items():
-                    evicted[reason] += count
-            for name, perf in pipeline.performance.items():
-                level = perf.error_level
-                if level == level:
-                    self.error_level.labels(model=self.model_label(name)).set(level)
-        for label, (n, dropped) in per_label.items():
-            self.signals.labels(model=label).set(n)
-            self.signals_dropped.labels(model=label).set(dropped)
-        self.predictions_pending.set(pending)
-        active: dict[tuple[str, str], int] = {}
-        for pipeline in pipelines:
-            for name, mon in pipeline.models.items():
-                label = self.model_label(name)
-                for j in mon.lifecycle.open:
-                    key = (kind_of(mon.signals.names[j]), label)
-                    active[key] = active.get(key, 0) + 1
-                for _ in mon.concentration.lifecycle.open:
-                    active[("feedback_loop", label)] = active.get(("feedback_loop", label), 0) + 1
-                if label != OTHER and "adwin" in mon.detectors:
-                    est = mon.detectors["adwin"].estimation if mon.n_signals else []
-                    for j, value in enumerate(est[: self.max_signal_labels]):
-                        self.signal_estimate.labels(model=label, signal=mon.signals.names[j]).set(value)
-            for name, perf in pipeline.performance.items():
-                if perf.lifecycle.open:
-                    key = ("performance_drift", self.model_label(name))
-                    active[key] = active.get(key, 0) + len(perf.lifecycle.open)
-        for metric in list(self.active_alerts._metrics):
-            if metric not in active:
-                self.active_alerts.labels(*metric).set(0)
-        for (kind, label), count in active.items():
-            self.active_alerts.labels(kind=kind, model=label).set(count)
-        for reason, count in evicted.items():
-            self.predictions_evicted.labels(reason=reason).set(count)

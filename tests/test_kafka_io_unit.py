@@ -8,8 +8,8 @@ from confluent_kafka import KafkaError
 from confluent_kafka import Message as KafkaMessage
 
 from stream.config import load_settings
-from stream.ingest.rows import Message
-from stream.kafka.service import consumer_config, split_consumed
+from stream.kafka.clients import consumer_config, split_consumed
+from stream.types import Message
 
 
 def test_consumer_config_defaults_user_overrides_and_fixed_keys(tmp_path):

@@ -70,7 +70,7 @@ def _parse_fast(messages: list[Message], limits: LimitSettings
     if not values or max(map(len, values)) > limits.max_message_bytes:
         return None
     try:
-        # one parse of all messages as one array (about 20% faster than one call each)
+        # one parse of all messages as one array (cheaper than one call each)
         docs = orjson.loads(b"[" + b",".join(values) + b"]")
     except orjson.JSONDecodeError:
         return None
@@ -160,12 +160,11 @@ def decode(messages: list[Message], limits: LimitSettings,
     messages with events of a refused model become dead letters "model_limit".
 
     Large batches are decoded in pieces of ``_DECODE_CHUNK`` messages whose columns are then
-    joined: parsed JSON objects are large, and a piece's objects still in the CPU caches
-    when their columns are extracted make decoding about 1.2x faster. Not when a piece holds
-    events of many models: each model's columns have a fixed cost per piece (with 100 models
-    round-robin, decoding in pieces took 2x as long), so a batch whose first piece has more
-    than ``PIECE_MODELS`` models is decoded whole (the first piece again: ~1/5 of a batch of
-    5000, less than the joins it saves). ``pieces`` False decodes whole at once (a caller
+    joined: parsed JSON objects are large, and a piece's objects are still in the CPU caches
+    when their columns are extracted. Not when a piece holds events of many models: each
+    model's columns have a fixed cost per piece, so a batch whose first piece has more than
+    ``PIECE_MODELS`` models is decoded whole (decoding the first piece again costs less than
+    the joins it saves; docs/performance.md). ``pieces`` False decodes whole at once (a caller
     that saw many models in the previous batch), True always in pieces. A batch in which a
     feature of a model is numeric in one piece and categorical in another is decoded whole
     (then mixed types are judged over the whole batch, exactly as unsplit).

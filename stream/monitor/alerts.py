@@ -1,6 +1,6 @@
 """Alert records: schema, deterministic ids, severity from the effect size, cooldown.
 
-An alert is a plain dict ready for orjson (the schema in shared/DESIGN.md, "Alerts").
+An alert is a plain dict ready for orjson (schema: README "Alerts", docs/design.md).
 ``alert_id`` depends only on (model, signal, detector, source topic, partition, offset), so
 re-processing the same input after a crash yields the same id and subscribers can deduplicate.
 """

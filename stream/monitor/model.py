@@ -9,7 +9,7 @@ import numpy as np
 from ..config import Settings
 from ..errors import StateError
 from ..types import ModelBatch
-from .alerts import make_alert
+from .alerts import kind_of, make_alert
 from .detection import DETECTORS, Detector, make_detectors
 from .feedback import ConcentrationMonitor
 from .lifecycle import Lifecycle, apply_lifecycle
@@ -45,6 +45,12 @@ class ModelMonitor:
     @property
     def n_signals(self) -> int:
         return self.signals.size
+
+    def active_kinds(self) -> list[str]:
+        """The alert kind of each open episode of this model's signals."""
+        names = self.signals.names
+        kinds = [kind_of(names[j]) for j in list(self.lifecycle.open)]
+        return kinds + ["feedback_loop"] * len(self.concentration.lifecycle.open)
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model, "signals": self.signals.state_dict(),

@@ -32,8 +32,8 @@ def reference(warm: np.ndarray) -> tuple[float, float, float]:
     Gross outliers are pulled in first: values more than OUTLIER_MADS robust standard
     deviations (1.4826 x the median absolute deviation) from the median count as at that
     distance. Normal data is untouched (30 sd: never), heavy tails nearly so, but one
-    glitch (a 1e6, a unit error) no longer sets the scale: before, it made the sd so large
-    that the signal's z-scores stayed near 0 and it never alarmed again. When most values
+    glitch (a 1e6, a unit error) cannot set the scale so large that the signal's z-scores
+    stay near 0 and it never alarms. When most values
     are one value (MAD 0, e.g. a rare flag) the values are used as they are. The sd is
     computed scaled, so that it is finite for any finite values, and at least 1e-9 of the
     mean's size (a constant signal that starts to vary is then a change). For values that

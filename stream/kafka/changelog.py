@@ -1,0 +1,124 @@
+"""The changelog: a compacted topic holding the state of each (input partition, model).
+
+A record's key is ``<topic>:<partition>:<model>`` (``<topic>:<partition>:~adapters`` for the
+adapters' pairing store), its value :func:`stream.state.dump_model` bytes, its header
+``streamdrift.offset`` the next input offset the state reflects (and ``streamdrift.now_ts``
+the partition's prediction-store clock). Changelog partition p holds input partition p.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+from confluent_kafka import Consumer, TopicPartition
+
+from ..errors import StateError
+from ..pipeline import Pipeline
+from ..state import dump_model, load_model
+
+log = logging.getLogger("streamdrift")
+ADAPTER_STATE = "~adapters"     # key suffix of a partition's adapter state (not a model name)
+OFFSET_HEADER = "streamdrift.offset"
+CLOCK_HEADER = "streamdrift.now_ts"
+
+Key = tuple[str, int]           # (input topic, partition)
+
+
+class Shard:
+    """State of one assigned input partition: its pipeline and progress."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.next_offset: int | None = None     # next input offset to read (after processed)
+        self.changed: set[str] = set()          # models changed since the last checkpoint
+
+
+class Changelog:
+    """Writes and reads the state records of shards.
+
+    Parameters
+    ----------
+    topic : the compacted changelog topic.
+    partitions : its partition count.
+    """
+
+    def __init__(self, topic: str, partitions: int) -> None:
+        self.topic = topic
+        self.partitions = partitions
+
+    def partition_of(self, input_partition: int) -> int:
+        """The changelog partition of an input partition: the same number while the changelog
+        has as many partitions (it is created so); wrapped when the input grew later."""
+        return input_partition % self.partitions
+
+    def records(self, key: Key, shard: Shard) -> Iterator[tuple[int, bytes, bytes, list]]:
+        """(partition, key, value, headers) of the shard's models changed since the last
+        call, and of its adapter state if that changed; marks them written."""
+        topic, partition = key
+        part = self.partition_of(partition)
+        pipeline = shard.pipeline
+        offset = str(shard.next_offset).encode()
+        for model in sorted(shard.changed):
+            if model in pipeline.models:
+                yield (part, f"{topic}:{partition}:{model}".encode(), dump_model(pipeline, model),
+                       [(OFFSET_HEADER, offset), (CLOCK_HEADER, repr(pipeline.now_ts).encode())])
+        shard.changed.clear()
+        converter = pipeline.converter
+        if converter is not None and converter.changed:
+            yield (part, f"{topic}:{partition}:{ADAPTER_STATE}".encode(), converter.dump(),
+                   [(OFFSET_HEADER, offset)])
+
+    def read(self, reader: Consumer, shards: dict[Key, Shard], committed: dict[Key, int]) -> int:
+        """Restore the latest state records of these shards not newer than their committed
+        offsets; returns the models restored. An unreadable record starts its model fresh."""
+        wanted = {f"{t}:{p}:".encode(): (t, p) for t, p in shards}
+        latest: dict[bytes, tuple[bytes, float]] = {}
+        for part in sorted({self.partition_of(p) for _, p in shards}):
+            for key, value, headers in self._scan(reader, part):
+                shard = next((v for prefix, v in wanted.items() if key.startswith(prefix)), None)
+                if shard is None:
+                    continue
+                offset = int(headers.get(OFFSET_HEADER, b"-1"))
+                limit = committed.get(shard, -1)
+                if value is None:
+                    latest.pop(key, None)
+                elif 0 <= offset <= max(limit, 0) and limit >= 0:
+                    latest[key] = (value, float(headers.get(CLOCK_HEADER, b"-inf")))
+                elif limit < 0 or offset > limit:
+                    log.warning("changelog record %s reflects offset %d beyond the committed "
+                                "%d: skipped", key.decode(errors="replace"), offset, limit)
+        n = 0
+        for key, (value, now_ts) in latest.items():
+            topic, partition, name = key.decode().rsplit(":", 2)
+            pipeline = shards[(topic, int(partition))].pipeline
+            try:
+                if name == ADAPTER_STATE:
+                    if pipeline.converter is not None:
+                        pipeline.converter.load(value)
+                    continue
+                load_model(pipeline, value)
+                pipeline.now_ts = max(pipeline.now_ts, now_ts)
+                n += 1
+            except StateError as exc:
+                log.error("state %s is unreadable (%s): starting that model fresh", key.decode(), exc)
+        return n
+
+    def _scan(self, reader: Consumer, part: int) -> Iterator[tuple[bytes, bytes | None, dict]]:
+        """(key, value, headers) of every record of one changelog partition, in order."""
+        lo, hi = reader.get_watermark_offsets(TopicPartition(self.topic, part), timeout=30)
+        if hi <= lo:
+            return
+        tp = TopicPartition(self.topic, part, lo)
+        reader.assign([tp])
+        pos, deadline = lo, time.monotonic() + 300
+        while pos < hi and time.monotonic() < deadline:
+            msgs = reader.consume(1000, timeout=1)
+            # transaction markers are never delivered: follow the position instead
+            pos = max(pos, reader.position([tp])[0].offset)
+            for msg in msgs:
+                if msg.error() is not None:
+                    continue
+                pos = max(pos, msg.offset() + 1)
+                yield msg.key() or b"", msg.value(), dict(msg.headers() or [])

@@ -152,13 +152,11 @@ class SelectionWatch:
         return None
 
 
-class ConcentrationMonitor:
-    """A model's ``segments:entropy`` signal: the watch and its alert episodes."""
+class _WatchedSignal:
+    """A feedback watch and the alert episodes of its signal; they make its state."""
 
-    def __init__(self, model: str, fb: FeedbackSettings, cooldown_s: float) -> None:
-        self.model = model
-        self.watch = ConcentrationWatch(fb.window, fb.warmup, fb.ph_threshold, fb.ph_delta)
-        self.lifecycle = Lifecycle(fb.resolve_after_s, cooldown_s)
+    watch: ConcentrationWatch | SelectionWatch
+    lifecycle: Lifecycle
 
     def state_dict(self) -> dict[str, Any]:
         return {"watch": self.watch.state_dict(), "lifecycle": self.lifecycle.state_dict()}
@@ -166,6 +164,15 @@ class ConcentrationMonitor:
     def load_state(self, state: dict[str, Any]) -> None:
         self.watch.load_state(state["watch"])
         self.lifecycle.load_state(state["lifecycle"])
+
+
+class ConcentrationMonitor(_WatchedSignal):
+    """A model's ``segments:entropy`` signal: the watch and its alert episodes."""
+
+    def __init__(self, model: str, fb: FeedbackSettings, cooldown_s: float) -> None:
+        self.model = model
+        self.watch = ConcentrationWatch(fb.window, fb.warmup, fb.ph_threshold, fb.ph_delta)
+        self.lifecycle = Lifecycle(fb.resolve_after_s, cooldown_s)
 
     def update(self, batch: ModelBatch, alerts: list[dict]) -> int:
         """Feed a batch; its alerts are appended; returns the suppressed detections."""
@@ -191,7 +198,7 @@ class ConcentrationMonitor:
                           stats=stats, status=status)
 
 
-class SelectionMonitor:
+class SelectionMonitor(_WatchedSignal):
     """A model's ``labels:selection`` signal: labeled shares by score band, and its episodes.
 
     A state, not an event: the episode stays open while the bands differ and resolves once
@@ -202,13 +209,6 @@ class SelectionMonitor:
         self.model = model
         self.watch = SelectionWatch(fb.label_bands, fb.label_min_per_band, fb.label_gap)
         self.lifecycle = Lifecycle(fb.resolve_after_s, cooldown_s)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"watch": self.watch.state_dict(), "lifecycle": self.lifecycle.state_dict()}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.watch.load_state(state["watch"])
-        self.lifecycle.load_state(state["lifecycle"])
 
     def check(self, at: Message, now: float, alerts: list[dict]) -> int:
         """Fire or resolve at ``now`` (event time), positioned at message ``at``; returns the

@@ -221,6 +221,13 @@ class ADWIN:
         self.n_detections = np.concatenate([self.n_detections, np.zeros(k, dtype=np.int64)])
         self.n_features += k
 
+    def reset_features(self, columns: list[int] | np.ndarray) -> None:
+        """Start these columns afresh (an empty window), as a new river detector would, keeping
+        their delta and detection counts."""
+        for j in columns:
+            c = self._cols[int(j)]
+            self._cols[int(j)] = _Column(self._ring, c.delta)
+
     # ---------------------------------------------------------------- update
     def update(self, X: np.ndarray) -> np.ndarray:
         """Feed a batch X (B, D) and return the (B, D) bool mask of detections."""

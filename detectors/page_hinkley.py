@@ -215,6 +215,16 @@ class PageHinkley:
         self._pending_reset = np.concatenate([self._pending_reset, np.zeros(k, dtype=bool)])
         self.n_detections = np.concatenate([self.n_detections, np.zeros(k, dtype=np.int64)])
 
+    def reset_features(self, columns: list[int] | np.ndarray) -> None:
+        """Start these columns afresh, as a new river detector would, keeping their
+        detection counts."""
+        cols = np.asarray(columns, dtype=np.int64)
+        self._n[cols] = 0.0
+        self._mean[cols] = 0.0
+        self._e[:, cols] = 0.0
+        self._emin[:, cols] = self._fresh_emin(cols.size)
+        self._pending_reset[cols] = False
+
     # ---------------------------------------------------------------- update
     def update(self, X: np.ndarray) -> np.ndarray:
         """Feed a batch X (B, D) and return the (B, D) bool mask of detections."""

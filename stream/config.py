@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError
-from .types import MODEL_RE
+from .types import MODEL_RE, Rebaseline, event_time
 
 Guarantee = Literal["at-least-once", "exactly-once"]
 DetectorName = Literal["adwin", "page_hinkley"]
@@ -39,6 +39,7 @@ class KafkaSettings:
     dead_letter_topic: str = "streamdrift-dead-letters"
     guarantee: Guarantee = "at-least-once"
     changelog_topic: str = ""           # compacted state topic; default "<group_id>-changelog"
+    control_topic: str = ""             # compacted operator requests; default "<group_id>-control"
     checkpoint_interval_s: float = 5.0  # state + offsets commit period; see EXACTLY_ONCE_CHECKPOINT_S
     instance_id: str = ""               # stable per instance; default host name + pid
     batch_size: int = 5000              # messages per consumed batch
@@ -76,7 +77,13 @@ class DetectSettings:
     warmup: int = 1000                  # values per signal that set its reference mean / sd
     clip_z: float = 5.0                 # standardized values are clipped to +-clip_z
     cooldown_s: float = 600.0           # event-time seconds between two firings of one signal
-    resolve_after_s: float = 3600.0     # event-time seconds without detection -> resolved
+    # a signal is drifted while the values since its last change point (a detection) differ
+    # from its reference by >= min_effect reference sd, significance standard errors away;
+    # it is back once they are within min_effect with confidence standard errors of margin
+    min_effect: float = 0.25
+    significance: float = 4.0
+    confidence: float = 2.0
+    min_values: int = 100               # values after a change point before any decision
     adwin: AdwinSettings = field(default_factory=AdwinSettings)
     page_hinkley: PageHinkleySettings = field(default_factory=PageHinkleySettings)
 
@@ -123,7 +130,8 @@ class SeasonalitySettings:
     period_s: float                     # "period" in the file: seconds or "1d", "12h", "1w", ...
     bins: int = 24                      # phase bins per period
     features: tuple[str, ...] = ()      # numeric features that are seasonal; empty = all
-    min_per_bin: int = 30               # values per bin before residuals are scored
+    min_per_bin: int = 30               # values per segment before residuals are scored
+    periods: int = 3                    # whole periods the profile learns from, at least
 
 
 @dataclass(frozen=True)
@@ -141,11 +149,12 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     models: Mapping[str, ModelSettings] = field(default_factory=dict)   # per-model settings
+    rebaselines: tuple[Rebaseline, ...] = ()      # [[rebaseline]]: accept new references
 
 
 # the tables of the file and their classes (models are read on their own, see _models)
 SECTIONS: dict[str, type] = {f.name: f.default_factory().__class__ for f in fields(Settings)
-                             if f.name != "models"}
+                             if f.name not in ("models", "rebaselines")}
 # kafka.checkpoint_interval_s when not set: at-least-once 5 s (the field's default, as Kafka
 # consumers' auto-commit: alerts are produced at once whatever it is, it bounds what a crash
 # replays); exactly-once 0.5 s, since its alerts become visible only when it commits
@@ -259,7 +268,10 @@ def _validate(s: Settings) -> None:
     need(d.warmup >= 2, "detect.warmup", "must be >= 2")
     need(d.clip_z > 0, "detect.clip_z", "must be > 0")
     need(d.cooldown_s >= 0, "detect.cooldown_s", "must be >= 0")
-    need(d.resolve_after_s > 0, "detect.resolve_after_s", "must be > 0")
+    need(d.min_effect > 0, "detect.min_effect", "must be > 0")
+    need(d.significance > 0, "detect.significance", "must be > 0")
+    need(d.confidence >= 0, "detect.confidence", "must be >= 0")
+    need(d.min_values >= 2, "detect.min_values", "must be >= 2")
     a, p = d.adwin, d.page_hinkley
     need(0 < a.delta < 1, "detect.adwin.delta", "must be in (0, 1)")
     need(a.clock >= 1, "detect.adwin.clock", "must be >= 1")
@@ -298,6 +310,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     env = os.environ if env is None else env
     layers: list[tuple[dict[str, Any], bool, str]] = []
     models: dict[str, ModelSettings] = {}
+    rebaselines: tuple[Rebaseline, ...] = ()
     if path is not None:
         p = Path(path)
         try:
@@ -308,6 +321,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
         models = _models(data.pop("models", {}))
+        rebaselines = _rebaselines(data.pop("rebaseline", []))
         layers.append((data, False, str(p)))
     env_layer: dict[str, Any] = {}
     for name, value in env.items():
@@ -330,9 +344,31 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     if not any("checkpoint_interval_s" in data.get("kafka", {}) for data, _, _ in layers) \
             and sections["kafka"].guarantee == "exactly-once":
         sections["kafka"] = replace(sections["kafka"], checkpoint_interval_s=EXACTLY_ONCE_CHECKPOINT_S)
-    settings = Settings(**sections, models=models)
+    settings = Settings(**sections, models=models, rebaselines=rebaselines)
     _validate(settings)
     return settings
+
+
+def _rebaselines(entries: Any) -> tuple[Rebaseline, ...]:
+    """The [[rebaseline]] entries: model, signal (optional), at (event time, optional)."""
+    if not isinstance(entries, list):
+        raise ConfigError("rebaseline: must be an array of tables ([[rebaseline]])")
+    out = []
+    for i, entry in enumerate(entries):
+        key = f"rebaseline[{i}]"
+        if not isinstance(entry, dict) or set(entry) - {"model", "signal", "at"}:
+            raise ConfigError(f"{key}: a table of model, signal, at")
+        model, signal = entry.get("model"), entry.get("signal", "")
+        if not isinstance(model, str) or not MODEL_RE.match(model):
+            raise ConfigError(f"{key}.model: not a valid model name")
+        if not isinstance(signal, str):
+            raise ConfigError(f"{key}.signal: must be a signal name")
+        try:
+            at = event_time(entry["at"]) if "at" in entry else float("nan")
+        except ValueError as exc:
+            raise ConfigError(f"{key}.at: {exc}") from None
+        out.append(Rebaseline(model, signal, at, f"config:{model}/{signal}@{entry.get('at', '')}"))
+    return tuple(out)
 
 
 def _models(table: Any) -> dict[str, ModelSettings]:
@@ -356,7 +392,7 @@ def _models(table: Any) -> dict[str, ModelSettings]:
             out[name] = ModelSettings(columns=tuple(columns))
             continue
         key = f"models.{name}.seasonality"
-        known = {"period", "bins", "features", "min_per_bin"}
+        known = {"period", "bins", "features", "min_per_bin", "periods"}
         if not isinstance(season, dict) or set(season) - known:
             raise ConfigError(f"{key}: unknown keys {sorted(set(season) - known)} (known: {sorted(known)})"
                               if isinstance(season, dict) else f"{key}: must be a table")
@@ -372,9 +408,12 @@ def _models(table: Any) -> dict[str, ModelSettings]:
         min_per_bin = season.get("min_per_bin", 30)
         if isinstance(min_per_bin, bool) or not isinstance(min_per_bin, int) or min_per_bin < 2:
             raise ConfigError(f"{key}.min_per_bin: must be an integer >= 2, got {min_per_bin!r}")
+        periods = season.get("periods", 3)
+        if isinstance(periods, bool) or not isinstance(periods, int) or periods < 1:
+            raise ConfigError(f"{key}.periods: must be an integer >= 1, got {periods!r}")
         feats = season.get("features", [])
         if not isinstance(feats, list) or not all(isinstance(f, str) for f in feats):
             raise ConfigError(f"{key}.features: must be a list of feature names")
-        out[name] = ModelSettings(SeasonalitySettings(period, bins, tuple(feats), min_per_bin),
+        out[name] = ModelSettings(SeasonalitySettings(period, bins, tuple(feats), min_per_bin, periods),
                                   tuple(columns))
     return out

@@ -103,9 +103,9 @@ class StateCollector(Collector):
                 level = perf.error_level
                 if level == level:
                     error_level.add_metric([label(name)], level)
-                if perf.lifecycle.open:
+                if perf.states.drifted():
                     key = ("performance_drift", label(name))
-                    active[key] = active.get(key, 0) + len(perf.lifecycle.open)
+                    active[key] = active.get(key, 0) + 1
             for name, sel in list(pipeline.selection.items()):
                 if sel.lifecycle.open:
                     key = ("feedback_loop", label(name))
@@ -162,8 +162,9 @@ class Metrics:
                                     "topic, by reason.", ["reason"], registry=r)
         self.alerts = Counter("streamdrift_alerts", "Alerts published, by kind and model.",
                               ["kind", "model"], registry=r)
-        self.suppressed = Counter("streamdrift_detections_suppressed", "Detections inside an "
-                                  "alert cooldown (no alert published).", registry=r)
+        self.suppressed = Counter("streamdrift_detections_suppressed", "Detections that raised no "
+                                  "alert: inside an open episode, or dismissed (the values after "
+                                  "them stayed within the reference).", registry=r)
         self.batch_seconds = Histogram("streamdrift_batch_seconds", "Wall time to process one "
                                        "batch (decode, detect, produce, commit).", registry=r,
                                        buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1,

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import orjson
 
 from .config import Settings
@@ -24,7 +25,7 @@ from .monitor.detection import detect_all
 from .monitor.feedback import SelectionMonitor
 from .monitor.model import ModelMonitor
 from .monitor.performance import PerformanceMonitor, PredictionStore, advance_clock, join_labels
-from .types import DeadLetter, Message
+from .types import DeadLetter, Message, ModelBatch, Rebaseline
 
 
 @contextmanager
@@ -83,6 +84,9 @@ class Pipeline:
         self.selection: dict[str, SelectionMonitor] = {}
         self.now_ts = float("-inf")           # the prediction store's clock (event time)
         self.recorder = None                  # set by `replay --report`
+        self.rebaselines: dict[tuple[str, str], Rebaseline] = {}    # (model, signal) -> pending
+        for req in settings.rebaselines:
+            self.request(req)
         self._pieces = True                   # the last batch had few models (see decode)
 
     # -- state, per model (a checkpoint record holds one model whole)
@@ -166,19 +170,7 @@ class Pipeline:
                            for dl in decode_dead]
         result = BatchResult(dead_letters=adapter_dead + decode_dead, n_events=batch.n_events,
                              models_touched=set(batch.models))
-        monitors, prepared = [], []
-        for model, mb in batch.models.items():
-            mon = self.models.get(model)
-            if mon is None:
-                mon = self.models[model] = ModelMonitor(model, self.settings)
-                mon.recorder = self.recorder
-            monitors.append((mon, mb))
-            prepared.append(mon.prepare(mb))
-        masks = detect_all([mon.detectors for mon, _ in monitors], [Z for _, Z in prepared])
-        for (mon, mb), (X, _), mask in zip(monitors, prepared, masks, strict=True):
-            result.suppressed += mon.finish(mb, X, mask, result.alerts)
-            if self.store is not None:
-                self.store.add(mb)
+        self._events(batch.models, result)
         if self.store is not None:
             if batch.models:
                 self.now_ts = advance_clock(self.now_ts, [mb.ts for mb in batch.models.values()])
@@ -195,6 +187,62 @@ class Pipeline:
         result.alerts.sort(key=lambda a: (a["at"]["partition"], a["at"]["offset"], a["model"],
                                           a["signal"], a["detector"]))
         return result
+
+    def request(self, req: Rebaseline) -> None:
+        """An operator's re-baseline: applied at the model's next batch (or at its event time
+        ``req.at``), once (a model remembers the ids it applied)."""
+        self.rebaselines[(req.model, req.signal)] = req
+
+    def _monitor(self, model: str) -> ModelMonitor:
+        mon = self.models.get(model)
+        if mon is None:
+            mon = self.models[model] = ModelMonitor(model, self.settings)
+            mon.recorder = self.recorder
+            # a new model has no reference to give up: requests for "now" are done already
+            mon.applied = [r.id for r in self.rebaselines.values() if r.model == model and r.at != r.at]
+        return mon
+
+    def _events(self, batches: dict[str, ModelBatch], result: BatchResult) -> None:
+        """Monitors and detectors over each model's rows, in rounds: a model's batch is cut
+        where a re-baseline applies, the request applied between its parts."""
+        pieces: dict[str, list[tuple[int, int, list[Rebaseline]]]] = {}
+        for model, mb in batches.items():
+            due: dict[int, list[Rebaseline]] = {}
+            for req in self.rebaselines.values():
+                if req.model == model:
+                    if req.at != req.at:
+                        due.setdefault(0, []).append(req)
+                    else:
+                        later = np.flatnonzero(mb.ts >= req.at)
+                        if later.size:
+                            due.setdefault(int(later[0]), []).append(req)
+            cuts = sorted(set(due) | {0})
+            pieces[model] = [(a, b, due.get(a, [])) for a, b in zip(cuts, [*cuts[1:], mb.size], strict=True)]
+        for k in range(max((len(p) for p in pieces.values()), default=0)):
+            monitors, prepared = [], []
+            for model, parts in pieces.items():
+                if k >= len(parts):
+                    continue
+                start, stop, reqs = parts[k]
+                mb = batches[model] if len(parts) == 1 else batches[model].rows(start, stop)
+                mon = self._monitor(model)
+                for req in reqs:
+                    self._rebaseline(mon, req, mb, result)
+                monitors.append((mon, mb))
+                prepared.append(mon.prepare(mb))
+            masks = detect_all([mon.detectors for mon, _ in monitors], [Z for _, Z in prepared])
+            for (mon, mb), (X, Z), mask in zip(monitors, prepared, masks, strict=True):
+                result.suppressed += mon.finish(mb, X, Z, mask, result.alerts)
+                if self.store is not None:
+                    self.store.add(mb)
+
+    def _rebaseline(self, mon: ModelMonitor, req: Rebaseline, mb: ModelBatch, result: BatchResult) -> None:
+        """Apply ``req`` at the first row of ``mb``; it is done for this pipeline."""
+        del self.rebaselines[(req.model, req.signal)]
+        if mon.rebaseline(req, mb, 0, result.alerts):
+            perf = self.performance.get(req.model)
+            if perf is not None and req.covers(PerformanceMonitor.SIGNAL):
+                perf.rebaseline(mb, 0, result.alerts)
 
     def _labels(self, messages: list[Message], result: BatchResult) -> None:
         """Join the batch's labels and feed each model's error stream."""

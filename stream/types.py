@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -54,6 +55,32 @@ class ModelBatch:
     def size(self) -> int:
         return int(self.ts.size)
 
+    def rows(self, start: int, stop: int) -> ModelBatch:
+        """Rows start..stop-1, as a batch of their own."""
+        sl = slice(start, stop)
+        return ModelBatch(
+            model=self.model, numeric={k: v[sl] for k, v in self.numeric.items()},
+            categorical={k: v[sl] for k, v in self.categorical.items()},
+            prediction=self.prediction[sl],
+            prediction_class=None if self.prediction_class is None else self.prediction_class[sl],
+            ts=self.ts[sl], partition=self.partition[sl], offset=self.offset[sl], topic=self.topic[sl],
+            ids=self.ids[sl], segments=self.segments[sl])
+
+
+@dataclass(frozen=True)
+class Rebaseline:
+    """An operator's "accept the new normal": the signal (every signal of the model when
+    ``signal`` is empty; a feature's name covers its category indicators) learns a new
+    reference from its values at or after event time ``at`` (NaN: from the model's next
+    batch). ``id`` makes it apply once, however often it is read again."""
+    model: str
+    signal: str = ""
+    at: float = float("nan")
+    id: str = ""
+
+    def covers(self, signal: str) -> bool:
+        return not self.signal or signal == self.signal or signal.startswith(self.signal + "=")
+
 
 def ts_out_of_range(value: float) -> str | None:
     """Why a number is not an event time (epoch seconds in the years 1-9999), or None."""
@@ -73,3 +100,29 @@ def times_in_range(ts: np.ndarray) -> bool:
     if lo == lo and hi == hi:
         return bool(TS_MIN <= lo and hi < TS_END)
     return not ((ts < TS_MIN) | (ts >= TS_END)).any()
+
+
+def event_time(value: Any) -> float:
+    """Event time as epoch seconds (years 1-9999) from a number or an RFC 3339 string;
+    ValueError saying why not."""
+    if isinstance(value, bool):
+        raise ValueError("ts must be a number or an RFC 3339 string")
+    if isinstance(value, (int, float)):
+        try:
+            value = float(value)
+        except OverflowError:               # an integer beyond any float
+            raise ValueError("ts is out of range") from None
+        why = ts_out_of_range(value)
+        if why is not None:
+            raise ValueError(why)
+        return value
+    if isinstance(value, str):
+        try:
+            text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"ts {value[:40]!r} is not RFC 3339") from None
+        if dt.tzinfo is None:
+            raise ValueError(f"ts {value[:40]!r} has no time zone offset")
+        return dt.timestamp()
+    raise ValueError("ts must be a number or an RFC 3339 string")

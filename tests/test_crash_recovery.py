@@ -35,7 +35,9 @@ from stream.app.synthetic import DEMO_MODELS, ModelSpec, events
 
 pytestmark = pytest.mark.kafka
 
-MODELS = DEMO_MODELS + [ModelSpec("late", {"x": (0.0, 1.0)}, {"x": 2.0}, drift_at=14_000)]
+MODELS = DEMO_MODELS + [ModelSpec("late", {"x": (0.0, 1.0)}, {"x": 2.0}, drift_at=14_000),
+                        ModelSpec("blip", {"y": (5.0, 1.0), "z": (0.0, 1.0)}, {"y": 1.5, "z": -1.0},
+                                  drift_at=4_000, drift_until=9_000)]
 KILLS = 4
 
 

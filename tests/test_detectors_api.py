@@ -114,6 +114,27 @@ def test_add_features_appends_fresh_columns(cls, name, params):
 
 
 @pytest.mark.parametrize("cls,name,params", DETECTORS)
+@pytest.mark.parametrize("mid_detection", [False, True])
+def test_reset_features_starts_columns_afresh(cls, name, params, mid_detection):
+    """A reset column continues as a fresh river detector fed only the values after the
+    reset; the other columns are untouched (also right after a detection: no pending reset
+    carries over)."""
+    X = make_stream("mean_shift", 4000, 3, seed=5)
+    det = cls(n_features=3, **params)
+    cut = 2000
+    if mid_detection:
+        full, _ = river_mask(name, X[:, 1:2], **params)
+        cut = int(np.flatnonzero(full[:, 0])[0]) + 1          # just after column 1 detected
+    m1 = det.update(X[:cut])
+    det.reset_features([1])
+    m2 = det.update(X[cut:])
+    kept, _ = river_mask(name, X[:, [0, 2]], **params)
+    fresh, _ = river_mask(name, X[cut:, 1:2], **params)
+    assert np.array_equal(np.concatenate([m1, m2])[:, [0, 2]], kept)
+    assert np.array_equal(m2[:, 1:2], fresh)
+
+
+@pytest.mark.parametrize("cls,name,params", DETECTORS)
 def test_bad_input_shapes_and_dtypes(cls, name, params):
     det = cls(n_features=2, **params)
     with pytest.raises(ValueError, match="columns"):

@@ -103,29 +103,30 @@ def test_the_reference_of_well_behaved_warm_ups_is_the_plain_mean_and_sd():
 
 def test_a_drifting_signal_fires_once_per_episode():
     rng = np.random.default_rng(1)
-    # a signal that jumps every 2000 events: drift all the time, never quiet for an hour
-    x = np.repeat(rng.normal(0, 10, 20), 2000) + rng.normal(0, 1, 40_000)
+    # a signal that jumps every 2000 events to a level far from its first one: one long
+    # episode of drift, however many changes the detectors see in it
+    levels = np.concatenate([[0.0], 3 + np.abs(rng.normal(0, 10, 19))])
+    x = np.repeat(levels, 2000) + rng.normal(0, 1, 40_000)
     evs = [{"model": "m", "ts": i * 0.01, "features": {"x": float(v)}} for i, v in enumerate(x)]
     alerts = run(Pipeline(load_settings(env={})), evs)
     assert [a["status"] for a in alerts] == ["firing"]
 
 
-def test_episode_resolves_after_a_quiet_span_and_a_new_shift_fires_again():
+def test_an_episode_resolves_when_the_values_return_and_a_new_shift_fires_again():
     rng = np.random.default_rng(2)
     level = np.zeros(30_000)
-    level[5_000:] = 2.0          # shift: fires
-    level[20_000:] = 5.0         # a second shift, long after the first settled
+    level[5_000:12_000] = 2.0    # a shift that ends: one episode
+    level[20_000:] = 5.0         # a second shift, long after: a new episode that stays open
     x = level + rng.normal(0, 1, level.size)
     evs = [{"model": "m", "ts": float(i), "features": {"x": float(v)}} for i, v in enumerate(x)]
-    settings = load_settings(env={}, overrides={"detect.resolve_after_s": 3000.0,
-                                                "detect.cooldown_s": 100.0})
+    settings = load_settings(env={}, overrides={"detect.cooldown_s": 100.0})
     alerts = run(Pipeline(settings), evs)
-    assert [a["status"] for a in alerts] == ["firing", "resolved", "firing", "resolved"]
-    first, resolved, second, _ = alerts
-    assert 5_000 <= first["at"]["offset"] < 5_500
-    assert resolved["stats"]["episode_alert_id"] == first["alert_id"]
-    last_det = resolved["stats"]["last_detection_ts"]
-    assert resolved["at"]["ts"] == last_det + 3000.0           # the first event past the span
+    assert [a["status"] for a in alerts] == ["firing", "resolved", "firing"]
+    first, resolved, second = alerts
+    assert 5_000 <= first["at"]["offset"] < 5_500 and first["stats"]["effect_size"] > 1.5
+    assert resolved["stats"]["episode_alert_id"] == first["alert_id"] and resolved["reason"] == "returned"
+    assert 12_000 <= resolved["at"]["offset"] < 12_600 and abs(resolved["stats"]["effect_size"]) < 0.25
+    assert resolved["severity"] == first["severity"] == "critical"
     assert resolved["alert_id"] != first["alert_id"]
     assert 20_000 <= second["at"]["offset"] < 20_500
 

@@ -241,3 +241,23 @@ def test_despiked_merge_keys(times, keys):
     inf = float("-inf")
     items = [(inf if t is None else float(t), 0, i, None) for i, t in enumerate(times)]
     assert [k for k, *_ in _despiked(iter(items))] == [inf if k is None else float(k) for k in keys]
+
+
+def test_replay_rebaseline_flag_and_config_accept_a_new_normal(tmp_path):
+    """`--rebaseline MODEL[/SIGNAL][@TIME]` (or [[rebaseline]] in the config) resolves the
+    episode of a persistent shift at that event time; the shifted values are the new normal."""
+    from quality_streams import T0, shifted
+
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in shifted(80_000, 40_000, None, 1.0, 1)))
+    plain = run_replay(str(events))
+    assert [orjson.loads(x)["status"] for x in plain.stdout.splitlines()] == ["firing"]
+    flag = run_replay(str(events), "--rebaseline", f"m/feature:f0@{T0 + 50_000}")
+    alerts = [orjson.loads(x) for x in flag.stdout.splitlines()]
+    assert [(a["status"], a.get("reason"), a["at"]["offset"]) for a in alerts][1:] == \
+        [("resolved", "rebaselined", 50_000)]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[[rebaseline]]\nmodel = "m"\nat = {T0 + 50_000}\n')
+    assert run_replay(str(events), "--config", str(cfg)).stdout == flag.stdout
+    bad = run_replay(str(events), "--rebaseline", "bad model@x")
+    assert bad.returncode == 2 and b"MODEL[/SIGNAL][@TIME]" in bad.stderr

@@ -323,3 +323,50 @@ def test_kserve_requests_awaiting_responses_survive_a_restart(kafka_bootstrap, u
         assert stop_service(proc) == 0
     drift = [a for a in got if a["kind"] == "prediction_drift"]
     assert drift and drift[0]["model"] == "iris" and drift[0]["at"]["offset"] >= n + 2000
+
+
+def test_rebaseline_through_the_control_topic_resolves_and_accepts_the_new_values(
+        kafka_bootstrap, unique, tmp_path):
+    """A persistent shift stays firing until an operator runs `streamdrift rebaseline`: the
+    running service resolves it ("rebaselined") and the shifted values, now the reference,
+    raise nothing more; the request survives a restart without being applied twice."""
+    import subprocess
+    import sys
+
+    from quality_streams import shifted
+
+    topic = f"events-{unique}"
+    create_topics(kafka_bootstrap, {topic: 1})
+    evs = [orjson.dumps(e) for e in shifted(60_000, 10_000, None, 1.0, seed=3)]
+    produce(kafka_bootstrap, topic, evs[:30_000])
+    port = free_port()
+    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, port)
+    proc = start_service(cfg, tmp_path / "run1.log")
+    alerts_topic = f"alerts-{unique}"
+    try:
+        fired = alerts_of(read_topic(kafka_bootstrap, alerts_topic, lambda ms: len(ms) >= 1, 60))
+        assert [(a["status"], a["signal"]) for a in fired] == [("firing", "feature:f0")]
+        wait_for(lambda: metric(scrape(port), "streamdrift_events_total", outcome="ok") == 30_000, 60,
+                 "the first events processed")
+        cli = subprocess.run([sys.executable, "-m", "stream", "rebaseline", "--model", "m", "--config",
+                              str(cfg)], capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0, cli.stderr
+        wait_for(lambda: "control: rebaseline m" in (tmp_path / "run1.log").read_text(), 30,
+                 "the service to read the request")
+        produce(kafka_bootstrap, topic, evs[30_000:45_000])
+        got = alerts_of(read_topic(kafka_bootstrap, alerts_topic, lambda ms: len(ms) >= 2, 60))
+    finally:
+        assert stop_service(proc) == 0
+    resolved = got[1]
+    assert resolved["status"] == "resolved" and resolved["reason"] == "rebaselined"
+    assert resolved["stats"]["episode_alert_id"] == fired[0]["alert_id"]
+    assert 30_000 <= resolved["at"]["offset"]
+    proc = start_service(cfg, tmp_path / "run2.log")          # reads the request again
+    try:
+        produce(kafka_bootstrap, topic, evs[45_000:])
+        wait_for(lambda: committed(kafka_bootstrap, f"g-{unique}", topic, 1)[0] == len(evs), 90,
+                 "the restarted service to reach the end")
+    finally:
+        assert stop_service(proc) == 0
+    final = alerts_of(read_topic(kafka_bootstrap, alerts_topic, lambda ms: False, 3))
+    assert [(a["status"], a.get("reason")) for a in final] == [("firing", None), ("resolved", "rebaselined")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -12,9 +13,13 @@ from collections.abc import Callable
 from .. import __version__
 from ..config import Settings, load_settings
 from ..errors import ConfigError, DeliveryFailed
+from ..ingest.control import parse_request
+from ..kafka.clients import wait_for_broker
+from ..kafka.control import publish
 from ..kafka.service import Service
 from ..metrics import Metrics
 from ..replay import input_problem, replay
+from ..types import MODEL_RE, Rebaseline, event_time
 from .demo import demo
 from .report import ReportRecorder, write_report
 
@@ -53,6 +58,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if args.rebaseline:
+        settings = dataclasses.replace(settings, rebaselines=settings.rebaselines + tuple(args.rebaseline))
     try:
         # every output is opened before any work: a path that cannot be written stops the
         # start (the report is written at the end; its file is created, not emptied, now)
@@ -99,6 +106,36 @@ def _port(low: int) -> Callable[[str], int]:
     return port
 
 
+def cmd_rebaseline(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        at = event_time(args.at) if args.at is not None else float("nan")
+    except ValueError as exc:
+        print(f"streamdrift rebaseline: --at: {exc}", file=sys.stderr)
+        return 2
+    if not MODEL_RE.match(args.model):
+        print(f"streamdrift rebaseline: --model {args.model!r} is not a model name", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    if not wait_for_broker(settings, stop, timeout_s=30):
+        print(f"streamdrift rebaseline: no Kafka answers at {settings.kafka.bootstrap}", file=sys.stderr)
+        return 1
+    try:
+        sent = publish(settings, Rebaseline(args.model, args.signal or "", at))
+    except DeliveryFailed as exc:
+        print(f"streamdrift rebaseline: {exc}", file=sys.stderr)
+        return 1
+    print(f"streamdrift rebaseline: {sent['request']} -> {sent['topic']} (key {sent['key']})")
+    return 0
+
+
+def _request(text: str) -> Rebaseline:
+    try:
+        return parse_request(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc} (expected MODEL[/SIGNAL][@TIME])") from None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     return demo(args.bootstrap or "127.0.0.1:9092", duration_s=args.duration,
                 metrics_port=args.metrics_port if args.metrics_port is not None else 9108)
@@ -125,7 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--report", help="write a self-contained HTML backtest report here")
     rep.add_argument("--format", default="streamdrift", choices=["streamdrift", "kserve", "oip"],
                      help="format of the events file (kserve: structured CloudEvents, one per line)")
+    rep.add_argument("--rebaseline", action="append", type=_request, default=[],
+                     metavar="MODEL[/SIGNAL][@TIME]",
+                     help="accept the values of the model (or one signal) from event time TIME "
+                     "(epoch seconds or RFC 3339; default its first event) as its new reference; repeatable")
     rep.set_defaults(func=cmd_replay)
+    reb = sub.add_parser("rebaseline", help="accept a model's (or a signal's) current values as its "
+                         "new reference, in every running instance")
+    reb.add_argument("--model", required=True)
+    reb.add_argument("--signal", help="one signal, e.g. feature:age (default: every signal of the model)")
+    reb.add_argument("--at", help="from this event time on (epoch seconds or RFC 3339; default: "
+                     "the model's next events)")
+    reb.add_argument("--config", help="TOML configuration file (kafka.control_topic, bootstrap)")
+    reb.add_argument("--bootstrap", help="Kafka bootstrap servers HOST:PORT")
+    reb.add_argument("--group", help="consumer group id (names the default control topic)")
+    reb.set_defaults(func=cmd_rebaseline)
     demo = sub.add_parser("demo", help="local broker + service + drifting synthetic stream, live alerts")
     demo.add_argument("--bootstrap", help="Kafka to use (default 127.0.0.1:9092, started if down)")
     demo.add_argument("--duration", type=_positive_seconds, default=120.0,

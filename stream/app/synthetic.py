@@ -12,12 +12,14 @@ import orjson
 @dataclass(frozen=True)
 class ModelSpec:
     """A model whose events have numeric features N(mean, sd); from `drift_at` (event index of
-    this model) the features in `shift` move by that many standard deviations."""
+    this model) to `drift_until` (the end if None) the features in `shift` move by that many
+    standard deviations."""
     name: str
     features: dict[str, tuple[float, float]]       # name -> (mean, sd)
     shift: dict[str, float]                        # name -> shift in sd, from drift_at on
     drift_at: int
     categories: dict[str, list[str]] | None = None  # categorical features (uniform), no drift
+    drift_until: int | None = None
 
 
 DEMO_MODELS = [
@@ -37,7 +39,7 @@ def events(models: list[ModelSpec], n_per_model: int, seed: int = 0, t0: float =
         feats = {}
         for name, (mu, sd) in spec.features.items():
             x = rng.normal(mu, sd, n_per_model)
-            x[spec.drift_at:] += spec.shift.get(name, 0.0) * sd
+            x[spec.drift_at:spec.drift_until] += spec.shift.get(name, 0.0) * sd
             feats[name] = x.tolist()
         cats = {name: rng.choice(values, n_per_model).tolist()
                 for name, values in (spec.categories or {}).items()}

@@ -3,37 +3,19 @@ model names. Each rule raises :class:`~stream.errors.Rejected` naming the dead-l
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from ..config import LimitSettings
 from ..errors import Rejected
-from ..types import MODEL_RE, ts_out_of_range
+from ..types import MODEL_RE, event_time
 
 
 def parse_ts(value: Any) -> float:
     """Event time as epoch seconds (years 1-9999) from a number or an RFC 3339 string."""
-    if isinstance(value, bool):
-        raise Rejected("invalid_ts", "ts must be a number or an RFC 3339 string")
-    if isinstance(value, (int, float)):
-        try:
-            value = float(value)
-        except OverflowError:               # an integer beyond any float
-            raise Rejected("invalid_ts", "ts is out of range") from None
-        why = ts_out_of_range(value)
-        if why is not None:
-            raise Rejected("invalid_ts", why)
-        return value
-    if isinstance(value, str):
-        try:
-            text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
-            dt = datetime.fromisoformat(text)
-        except ValueError:
-            raise Rejected("invalid_ts", f"ts {value[:40]!r} is not RFC 3339") from None
-        if dt.tzinfo is None:
-            raise Rejected("invalid_ts", f"ts {value[:40]!r} has no time zone offset")
-        return dt.timestamp()
-    raise Rejected("invalid_ts", "ts must be a number or an RFC 3339 string")
+    try:
+        return event_time(value)
+    except ValueError as exc:
+        raise Rejected("invalid_ts", str(exc)) from None
 
 
 def classify_value(v: Any) -> str | None:

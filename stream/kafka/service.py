@@ -28,7 +28,7 @@ from ..config import Settings
 from ..errors import FatalKafkaError
 from ..metrics import Metrics
 from ..pipeline import BatchResult, Pipeline, collector_paused
-from ..types import DeadLetter, Message
+from ..types import DeadLetter, Message, Rebaseline
 from .changelog import Changelog, Key, Shard
 from .checkpoint import Checkpoint, Deliveries
 from .clients import (
@@ -39,6 +39,7 @@ from .clients import (
     split_consumed,
     wait_for_broker,
 )
+from .control import ControlFollower, control_topic
 from .topics import CHANGELOG_CONFIG, ensure_topics, partition_counts
 
 log = logging.getLogger("streamdrift")
@@ -80,6 +81,7 @@ class Service:
         self._label_offsets: dict[Key, int] = {}     # next offset per labels partition
         self.assigned: set[Key] = set()              # partitions assigned (events and labels)
         self._lag: dict[Key, int] = {}               # from the consumer's statistics
+        self.requests: dict[tuple[str, str], Rebaseline] = {}   # the control topic's, latest
         self._pending_alerts: list[dict] = []        # in the open transaction (exactly-once)
         # held while the state changes (a batch, a rebalance, a checkpoint), so that a scrape
         # reads whole batches' state (see metrics.StateCollector)
@@ -99,18 +101,20 @@ class Service:
         if self.exactly_once:
             producer.init_transactions(30)
         conf = {"statistics.interval.ms": 1000, **consumer_config(self.settings), "stats_cb": self._on_stats}
-        return self.serve(Consumer(conf), producer, stop)
+        return self.serve(Consumer(conf), producer, stop, ControlFollower(self.settings))
 
     def _create_topics(self) -> None:
         s = self.settings.kafka
         admin = AdminClient(client_config(self.settings))
         partitions = max(partition_counts(admin, list(s.events_topics)).values(), default=1)
         counts = ensure_topics(admin, {s.alerts_topic: (1, {}), s.dead_letter_topic: (1, {}),
-                                       self.changelog.topic: (partitions, CHANGELOG_CONFIG)})
+                                       self.changelog.topic: (partitions, CHANGELOG_CONFIG),
+                                       control_topic(self.settings): (1, CHANGELOG_CONFIG)})
         self.changelog.partitions = counts[self.changelog.topic]
 
-    def serve(self, consumer: Any, producer: Any, stop: threading.Event) -> int:
-        """The loop over an injected consumer and producer (transactions initialized)."""
+    def serve(self, consumer: Any, producer: Any, stop: threading.Event, control: Any = None) -> int:
+        """The loop over an injected consumer and producer (transactions initialized), and
+        the control topic's follower (none: no operator requests)."""
         s = self.settings.kafka
         self._consumer, self._producer = consumer, producer
         self._checkpoint = Checkpoint(producer, consumer, self.changelog, self.exactly_once,
@@ -121,11 +125,14 @@ class Service:
         log.info("streamdrift running (%s): group %s, events %s, labels %s -> alerts %s "
                  "(dead letters %s, state %s)", s.guarantee, s.group_id, ",".join(s.events_topics),
                  s.labels_topic or "-", s.alerts_topic, s.dead_letter_topic, self.changelog.topic)
-        code = 0
+        code = 1                                  # (an exception: nothing claimed below)
         try:
             while not stop.is_set():
                 raw = consumer.consume(num_messages=s.batch_size, timeout=s.poll_timeout_s)
                 with self.lock:
+                    if control is not None:
+                        for req in control.poll():
+                            self._request(req)
                     if raw:
                         with collector_paused():           # see Pipeline.process
                             self._process(raw)
@@ -133,10 +140,13 @@ class Service:
                         self._commit(list(self.shards))
             with self.lock:
                 self._commit(list(self.shards))
+            code = 0
         except FatalKafkaError as exc:
             log.error("%s; exiting so that a supervisor restarts the service", exc)
             code = 3
         finally:
+            if control is not None:
+                control.close()
             if code == 0:
                 consumer.close()
                 log.info("streamdrift stopped: state and offsets committed, left the group")
@@ -196,7 +206,18 @@ class Service:
             self._label_offsets.pop((tp.topic, tp.partition), None)
 
     def _new_pipeline(self) -> Pipeline:
-        return Pipeline(self.settings, label_topics=self.label_topics)
+        pipeline = Pipeline(self.settings, label_topics=self.label_topics)
+        for req in self.requests.values():
+            pipeline.request(req)
+        return pipeline
+
+    def _request(self, req: Rebaseline) -> None:
+        """An operator's request: to every shard (a model applies it once)."""
+        log.info("control: rebaseline %s%s%s", req.model, f" {req.signal}" if req.signal else "",
+                 "" if req.at != req.at else f" from event time {req.at}")
+        self.requests[(req.model, req.signal)] = req
+        for shard in self.shards.values():
+            shard.pipeline.request(req)
 
     def _restore(self, events: list, committed: dict[Key, int]) -> int:
         """New shards for these events partitions, loaded from the changelog."""

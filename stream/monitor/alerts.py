@@ -39,8 +39,11 @@ def severity(effect_size: float) -> str:
 
 
 def make_alert(*, model: str, signal: str, detector: str, ts: float, topic: str, partition: int,
-               offset: int, stats: dict[str, Any], status: str = "firing") -> dict[str, Any]:
-    return {
+               offset: int, stats: dict[str, Any], status: str = "firing",
+               reason: str = "") -> dict[str, Any]:
+    """An alert record. ``reason`` (resolved alerts): "returned" (the values are back within
+    the reference) or "rebaselined" (an operator accepted the new values as the reference)."""
+    alert = {
         "alert_id": alert_id(model, signal, detector, topic, partition, offset, status),
         "status": status,
         "kind": kind_of(signal),
@@ -52,3 +55,6 @@ def make_alert(*, model: str, signal: str, detector: str, ts: float, topic: str,
         "severity": severity(stats.get("effect_size", 0.0)),
         "streamdrift_version": __version__,
     }
+    if reason:
+        alert["reason"] = reason
+    return alert

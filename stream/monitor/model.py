@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from ..config import Settings
 from ..errors import StateError
-from ..types import ModelBatch
+from ..types import ModelBatch, Rebaseline
 from .alerts import kind_of, make_alert
 from .detection import DETECTORS, Detector, make_detectors
+from .drift import DriftStates, Transition, close, hit_matrix
 from .feedback import ConcentrationMonitor
-from .lifecycle import Lifecycle, apply_lifecycle
 from .signals import SignalRegistry
 
 
@@ -38,9 +39,11 @@ class ModelMonitor:
         self.signals = SignalRegistry(settings.limits.max_signals_per_model, d.warmup, d.clip_z,
                                       season=model_settings.seasonality if model_settings else None)
         self.detectors: dict[str, Detector] = make_detectors(d)
-        self.lifecycle = Lifecycle(d.resolve_after_s, d.cooldown_s)
+        self.states = DriftStates(list(self.detectors), d.min_effect, d.significance, d.confidence,
+                                  d.min_values, d.cooldown_s)
         self.concentration = ConcentrationMonitor(model, settings.feedback, d.cooldown_s)
         self.recorder = None                  # a report recorder during a backtest
+        self.applied: list[str] = []          # ids of the re-baselines applied (the last 100)
 
     @property
     def n_signals(self) -> int:
@@ -49,14 +52,14 @@ class ModelMonitor:
     def active_kinds(self) -> list[str]:
         """The alert kind of each open episode of this model's signals."""
         names = self.signals.names
-        kinds = [kind_of(names[j]) for j in list(self.lifecycle.open)]
+        kinds = [kind_of(names[j]) for j in self.states.drifted()]
         return kinds + ["feedback_loop"] * len(self.concentration.lifecycle.open)
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model, "signals": self.signals.state_dict(),
                 "detectors": {name: det.to_bytes() for name, det in self.detectors.items()},
-                "lifecycle": self.lifecycle.state_dict(),
-                "concentration": self.concentration.state_dict()}
+                "states": self.states.state_dict(),
+                "concentration": self.concentration.state_dict(), "applied": list(self.applied)}
 
     def load_state(self, state: dict[str, Any]) -> None:
         if sorted(state["detectors"]) != sorted(self.detectors):
@@ -65,13 +68,38 @@ class ModelMonitor:
         self.signals.load_state(state["signals"])
         self.detectors = {name: DETECTORS[name].from_bytes(state["detectors"][name])
                           for name in self.detectors}
-        self.lifecycle.load_state(state["lifecycle"])
+        self.states.load_state(state["states"])
         self.concentration.load_state(state["concentration"])
+        self.applied = list(state["applied"])
+
+    def rebaseline(self, req: Rebaseline, batch: ModelBatch, row: int, alerts: list[dict]) -> bool:
+        """Apply an operator's re-baseline at batch row ``row`` (before its values): the
+        signals it covers learn a new reference from their next values; an open episode
+        resolves with reason "rebaselined". False if it was applied already."""
+        if req.id in self.applied:
+            return False
+        self.applied = [*self.applied[-99:], req.id]
+        reg, states = self.signals, self.states
+        cols = [j for j, name in enumerate(reg.names) if req.covers(name)]
+        for j in cols:
+            n = int(states.n[j])
+            effect = float(states.sz[j] / n - reg.cz_mean[j]) if n else 0.0
+            before = Transition(row, j, "resolved", "", n, effect, float(states.sx[j] / n) if n else 0.0,
+                                float(states.since_ts[j]), "rebaselined")
+            episode = states.reset(j)
+            if episode is not None:
+                t = replace(before, detector=episode.detector)
+                alerts.append(close(self._alert(batch, t), episode))
+            reg.reset(j)
+        for det in self.detectors.values():
+            det.reset_features(cols)
+        return True
 
     def prepare(self, batch: ModelBatch) -> tuple[np.ndarray, np.ndarray]:
         """The batch's raw signal matrix X and its z-scores Z, both (rows, signals)."""
         X, grown = self.signals.matrix(batch)
         if grown:
+            self.states.add(grown)
             for det in self.detectors.values():
                 det.add_features(grown)
             a = self.settings.detect.adwin
@@ -80,33 +108,37 @@ class ModelMonitor:
                 self.detectors["adwin"].set_delta(a.delta / max(1, self.n_signals))
         return X, self.signals.standardize(X, batch.ts)
 
-    def finish(self, batch: ModelBatch, X: np.ndarray, masks: dict[str, np.ndarray],
+    def finish(self, batch: ModelBatch, X: np.ndarray, Z: np.ndarray, masks: dict[str, np.ndarray],
                alerts: list[dict]) -> int:
-        """Alerts from the detectors' masks (by detector name), then the signals' recent
-        values and the concentration watch; returns the suppressed detections."""
-        hits: list[tuple[int, int, str]] = []
-        for name in self.detectors:
-            mask = masks[name]
-            if mask.any():
-                rows, cols = np.nonzero(mask)
-                hits.extend(zip(rows.tolist(), cols.tolist(), [name] * rows.size, strict=True))
-        suppressed = apply_lifecycle(self.lifecycle, hits, batch.ts, alerts,
-                                     lambda row, j, name, status: self._alert(batch, X, row, j, name, status))
-        self.signals.remember(X)
+        """Alerts from the detectors' masks (by detector name) and the signals' drift states,
+        then the signals' recent values and the concentration watch; returns the detections
+        that raised no alert."""
+        hit = hit_matrix(masks, self.states.detectors)
+        reg = self.signals
+        transitions = self.states.step(Z, X, hit, batch.ts, reg.cz_mean, reg.cz_sd, reg.n_ref)
+        alerts.extend(self.states.alerts(transitions, lambda t: self._alert(batch, t)))
+        quiet, self.states.quiet = self.states.quiet, 0
+        reg.remember(X)
         if self.recorder is not None:
             self.recorder.record(self, batch.ts, X)
-        return suppressed + self.concentration.update(batch, alerts)
+        return quiet + self.concentration.update(batch, alerts)
 
-    def _alert(self, batch: ModelBatch, X: np.ndarray, row: int, j: int, detector: str,
-               status: str) -> dict:
-        reg = self.signals
-        signal = reg.names[j]
-        mean_after, n_after = reg.recent_mean(X, row, j)
-        sd = float(reg.sd[j])
-        effect = (mean_after - float(reg.mean[j])) / sd if sd > 0 else 0.0
-        stats = {"mean_before": float(reg.mean[j]), "sd_before": sd, "n_before": int(reg.n[j]),
-                 "mean_after": mean_after, "n_after": n_after, "effect_size": round(effect, 6)}
-        return make_alert(model=self.model, signal=signal, detector=detector,
-                          ts=float(batch.ts[row]), topic=batch.topic[row],
-                          partition=int(batch.partition[row]), offset=int(batch.offset[row]),
-                          stats=stats, status=status)
+    def _alert(self, batch: ModelBatch, t: Transition) -> dict:
+        return make_alert(model=self.model, signal=self.signals.names[t.column], detector=t.detector,
+                          ts=float(batch.ts[t.row]), topic=batch.topic[t.row],
+                          partition=int(batch.partition[t.row]), offset=int(batch.offset[t.row]),
+                          stats=signal_stats(self.signals, t), status=t.status, reason=t.reason)
+
+
+def signal_stats(reg: SignalRegistry, t: Transition) -> dict[str, Any]:
+    """An alert's stats: the reference ("before") and the values since the change point
+    ("after"); for a seasonal signal, its residuals, in reference sd."""
+    j = t.column
+    if reg.is_seasonal(j):
+        before = float(reg.cz_mean[j])
+        return {"seasonal": True, "residual_before": before, "residual_after": round(before + t.effect, 6),
+                "n_before": int(reg.n_ref[j]), "n_after": t.n, "effect_size": round(t.effect, 6),
+                "since_ts": t.since_ts}
+    return {"mean_before": float(reg.mean[j]), "sd_before": float(reg.sd[j]), "n_before": int(reg.n_ref[j]),
+            "mean_after": t.raw_mean, "n_after": t.n, "effect_size": round(t.effect, 6),
+            "since_ts": t.since_ts}

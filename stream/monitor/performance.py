@@ -32,7 +32,7 @@ from ..ingest.labels import Label
 from ..types import DeadLetter, Message, ModelBatch
 from .alerts import make_alert
 from .detection import DETECTORS
-from .lifecycle import Lifecycle, apply_lifecycle
+from .drift import DriftStates, Transition, close, hit_matrix
 from .signals import SignalRegistry
 
 
@@ -230,19 +230,21 @@ class PerformanceMonitor:
         self.signals.ensure([self.SIGNAL])
         self.adwin = DETECTORS["adwin"].make(d)
         self.adwin.add_features(1)
-        self.lifecycle = Lifecycle(d.resolve_after_s, d.cooldown_s)
+        self.states = DriftStates(["adwin"], d.min_effect, d.significance, d.confidence,
+                                  d.min_values, d.cooldown_s)
+        self.states.add(1)
         self.binary = True
         self.n_labels = 0
 
     def state_dict(self) -> dict[str, Any]:
         return {"binary": self.binary, "n_labels": self.n_labels, "signals": self.signals.state_dict(),
-                "adwin": self.adwin.to_bytes(), "lifecycle": self.lifecycle.state_dict()}
+                "adwin": self.adwin.to_bytes(), "states": self.states.state_dict()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.binary, self.n_labels = bool(state["binary"]), int(state["n_labels"])
         self.signals.load_state(state["signals"])
         self.adwin = DETECTORS["adwin"].from_bytes(state["adwin"])
-        self.lifecycle.load_state(state["lifecycle"])
+        self.states.load_state(state["states"])
 
     @property
     def error_level(self) -> float:
@@ -251,33 +253,46 @@ class PerformanceMonitor:
         ring = ring[~np.isnan(ring)]
         return float(ring.mean()) if ring.size else float("nan")
 
+    def rebaseline(self, batch: ModelBatch, row: int, alerts: list[dict]) -> None:
+        """The error stream learns a new reference from its next labels; an open episode
+        resolves with reason "rebaselined", at the events' ``row`` where it was applied."""
+        episode = self.states.reset(0)
+        if episode is not None:
+            stats = {"n_before": int(self.signals.n[0])}
+            alert = make_alert(model=self.model, signal=self.SIGNAL, detector=episode.detector,
+                               ts=float(batch.ts[row]), topic=batch.topic[row],
+                               partition=int(batch.partition[row]), offset=int(batch.offset[row]),
+                               stats=stats, status="resolved", reason="rebaselined")
+            alerts.append(close(alert, episode))
+        self.signals.reset(0)
+        self.adwin.reset_features([0])
+
     def process(self, eb: ErrorBatch, alerts: list[dict]) -> int:
-        """Feed a model's joined labels; appends alerts, returns the suppressed detections."""
+        """Feed a model's joined labels; appends alerts, returns the detections that raised none."""
         X = np.asarray(eb.errors, dtype=np.float64)[:, None]
         ts = np.asarray(eb.ts, dtype=np.float64)
         self.binary = all(eb.binary)
         self.n_labels += X.shape[0]
-        mask = self.adwin.update(self.signals.standardize(X))
-        hits = [(int(r), 0, "adwin") for r in np.flatnonzero(mask[:, 0])]
-        suppressed = apply_lifecycle(self.lifecycle, hits, ts, alerts,
-                                     lambda row, j, name, status: self._alert(eb, X, row, name, status))
-        self.signals.remember(X)
-        return suppressed
-
-    def _alert(self, eb: ErrorBatch, X: np.ndarray, row: int, detector: str, status: str) -> dict:
         reg = self.signals
-        before = float(reg.mean[0])
-        after, n_after = reg.recent_mean(X, row, 0)
-        sd = float(reg.sd[0])
+        Z = reg.standardize(X)
+        hit = hit_matrix({"adwin": self.adwin.update(Z)}, ["adwin"])
+        transitions = self.states.step(Z, X, hit, ts, reg.cz_mean, reg.cz_sd, reg.n_ref)
+        alerts.extend(self.states.alerts(transitions, lambda t: self._alert(eb, t)))
+        reg.remember(X)
+        quiet, self.states.quiet = self.states.quiet, 0
+        return quiet
+
+    def _alert(self, eb: ErrorBatch, t: Transition) -> dict:
+        reg, row = self.signals, t.row
+        before, after = float(reg.mean[0]), t.raw_mean
         if self.binary:
             stats = {"accuracy_before": 1.0 - before, "accuracy_after": 1.0 - after}
         else:
             stats = {"mae_before": before, "mae_after": after}
-        stats.update({"n_before": int(reg.n[0]), "n_after": n_after,
-                      "effect_size": round((after - before) / sd, 6) if sd > 0 else 0.0,
-                      "prediction_ts": eb.prediction_ts[row],
+        stats.update({"n_before": int(reg.n[0]), "n_after": t.n, "effect_size": round(t.effect, 6),
+                      "since_ts": t.since_ts, "prediction_ts": eb.prediction_ts[row],
                       "label_delay_s": eb.ts[row] - eb.prediction_ts[row]})
         msg = eb.messages[row]
-        return make_alert(model=self.model, signal=self.SIGNAL, detector=detector, ts=eb.ts[row],
+        return make_alert(model=self.model, signal=self.SIGNAL, detector=t.detector, ts=eb.ts[row],
                           topic=msg.topic, partition=msg.partition, offset=msg.offset, stats=stats,
-                          status=status)
+                          status=t.status, reason=t.reason)

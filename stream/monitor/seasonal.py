@@ -1,12 +1,20 @@
 """Seasonal profiles: expected periodic change must not page anyone; a real change must.
 
-For a model's seasonal signals (``[models.<name>.seasonality]``), each event's time falls in
-one of ``bins`` phase bins of the ``period`` (e.g. 24 hourly bins of a day). A per-bin mean and
-spread is learned from the signal's first values until every bin has ``min_per_bin`` of them;
-from then on the detectors see the de-seasonalised, standardized residual
-(x - mean[bin]) / sd[bin] (clipped), so a daily swing raises nothing while a level shift on top
-of it shows as a shift of the residual. The profile is frozen once learned (like the global
-reference of non-seasonal signals), so slow drift of the cycle itself is also detected.
+For a model's seasonal signals (``[models.<name>.seasonality]``) the reference is a curve over
+the phase of the ``period`` (e.g. the hour of the day): continuous and piecewise linear, with
+one knot at the centre of each of ``bins`` phase bins, fitted by least squares to every value
+of the first ``periods`` whole periods (and until each segment between two knots holds
+``min_per_bin`` values). A smooth cycle therefore leaves a flat residual whatever the number of
+events per bin (a per-bin mean would leave the change within each bin: a sawtooth). The
+spread is each segment's residual standard deviation. From then on the detectors see the
+de-seasonalised, standardized residual ``(x - curve(phase)) / sd(segment)`` (clipped), so the
+daily swing raises nothing while a level shift on top of it shows as a shift of the residual.
+The profile is frozen once learned (like the reference of non-seasonal signals), so slow drift
+of the cycle itself is also a change.
+
+The fit needs no stored values: per segment, the sums of the basis products (``(1-w)^2``,
+``w (1-w)``, ``w^2``), of the basis times the value and of the squared values, accumulated in
+arrival order (so that the profile does not depend on how the stream was cut into batches).
 """
 
 from __future__ import annotations
@@ -15,32 +23,47 @@ from typing import Any
 
 import numpy as np
 
+# per-segment sums: n, S00 = sum (1-w)^2, S01 = sum w(1-w), S11 = sum w^2, Y0 = sum (1-w) y,
+# Y1 = sum w y, YY = sum y^2, with y = x - shift (the column's first value, for scale)
+_SUMS = ("n", "s00", "s01", "s11", "y0", "y1", "yy")
+
 
 class SeasonalProfile:
-    """Per-bin reference of a growing set of columns; turns raw values into residual z-scores."""
+    """Seasonal reference of a growing set of columns; turns raw values into residual z-scores.
 
-    def __init__(self, period_s: float, bins: int, min_per_bin: int, clip_z: float) -> None:
+    Parameters
+    ----------
+    period_s : the period, in seconds of event time.
+    bins : knots of the curve per period (>= 2).
+    min_per_bin : values each segment needs before the profile is used.
+    clip_z : residual z-scores are clipped to +-clip_z.
+    periods : whole periods the profile learns from, at least.
+    """
+
+    def __init__(self, period_s: float, bins: int, min_per_bin: int, clip_z: float,
+                 periods: int = 3) -> None:
         self.period_s, self.bins, self.min_per_bin, self.clip_z = period_s, bins, min_per_bin, clip_z
+        self.periods = periods
         self.columns: list[int] = []                # registry column of each profile column
-        self.n = np.zeros((bins, 0))
-        self.s1 = np.zeros((bins, 0))               # sums of (x - shift)
-        self.s2 = np.zeros((bins, 0))               # sums of (x - shift)^2
-        self.shift = np.zeros(0)                    # first value seen: keeps sums well scaled
-        self.has_shift = np.zeros(0, dtype=bool)
+        for name in _SUMS:
+            setattr(self, name, np.zeros((bins, 0)))
+        self.shift = np.zeros(0)
+        self.first_ts = np.zeros(0)                 # event time of the first value (NaN: none)
         self.ready = np.zeros(0, dtype=bool)
-        self.mean = np.zeros((bins, 0))
-        self.sd = np.ones((bins, 0))
+        self.knots = np.zeros((bins, 0))            # curve value at each bin centre (minus shift)
+        self.sd = np.ones((bins, 0))                # residual sd of each segment
+
+    _ARRAYS = (*_SUMS, "shift", "first_ts", "ready", "knots", "sd")
 
     def add_column(self, registry_column: int) -> None:
         self.columns.append(registry_column)
         grow = lambda a, v: np.concatenate([a, np.full((self.bins, 1), v)], axis=1)
-        self.n, self.s1, self.s2 = grow(self.n, 0.0), grow(self.s1, 0.0), grow(self.s2, 0.0)
-        self.mean, self.sd = grow(self.mean, 0.0), grow(self.sd, 1.0)
+        for name in _SUMS:
+            setattr(self, name, grow(getattr(self, name), 0.0))
+        self.knots, self.sd = grow(self.knots, 0.0), grow(self.sd, 1.0)
         self.shift = np.append(self.shift, 0.0)
-        self.has_shift = np.append(self.has_shift, False)
+        self.first_ts = np.append(self.first_ts, np.nan)
         self.ready = np.append(self.ready, False)
-
-    _ARRAYS = ("n", "s1", "s2", "shift", "has_shift", "ready", "mean", "sd")
 
     def state_dict(self) -> dict[str, Any]:
         return {"columns": list(self.columns), **{name: getattr(self, name) for name in self._ARRAYS}}
@@ -50,40 +73,76 @@ class SeasonalProfile:
         for name in self._ARRAYS:
             setattr(self, name, state[name])
 
-    def phase_bin(self, ts: np.ndarray) -> np.ndarray:
-        b = np.floor(np.mod(ts, self.period_s) / (self.period_s / self.bins)).astype(np.int64)
-        return np.clip(b, 0, self.bins - 1)
+    def reset(self, c: int) -> None:
+        """Profile column c learns again from its next values (re-baselined)."""
+        for name in (*_SUMS, "knots"):
+            getattr(self, name)[:, c] = 0.0
+        self.sd[:, c] = 1.0
+        self.first_ts[c], self.ready[c] = np.nan, False
+
+    def _segments(self, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each time's segment (the knot at its left, 0..bins-1) and its weight w in [0, 1)
+        towards the next knot."""
+        u = np.mod(ts, self.period_s) / self.period_s * self.bins - 0.5
+        left = np.floor(u)
+        return np.mod(left, self.bins).astype(np.int64), u - left
 
     def residuals(self, X: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """X (n, k) raw values of the profile's columns -> clipped residual z (NaN = not scored)."""
-        b = self.phase_bin(ts)
+        seg, w = self._segments(ts)
         valid = ~np.isnan(X)
         learn = valid & ~self.ready[None, :]
         scored = valid & self.ready[None, :]
         for c in np.flatnonzero(learn.any(axis=0)):
             rows = np.flatnonzero(learn[:, c])
-            if not self.has_shift[c]:
-                self.shift[c], self.has_shift[c] = X[rows[0], c], True
-            # the row at which every bin has min_per_bin values: learned up to it, scored after
-            counts = self.n[:, c].copy()
-            need = np.maximum(self.min_per_bin - counts, 0)
-            onehot = np.zeros((rows.size, self.bins))
-            onehot[np.arange(rows.size), b[rows]] = 1.0
-            reached = (np.cumsum(onehot, axis=0) >= need).all(axis=1)
-            last = int(reached.argmax()) if reached.any() else rows.size - 1
+            if np.isnan(self.first_ts[c]):
+                self.first_ts[c], self.shift[c] = ts[rows[0]], X[rows[0], c]
+            # the row from which the profile is complete: learned up to it, scored after
+            counts = np.zeros((rows.size, self.bins))
+            counts[np.arange(rows.size), seg[rows]] = 1.0
+            enough = (np.cumsum(counts, axis=0) + self.n[:, c] >= self.min_per_bin).all(axis=1)
+            done = enough & (ts[rows] >= self.first_ts[c] + self.periods * self.period_s)
+            last = int(done.argmax()) if done.any() else rows.size - 1
             used = rows[:last + 1]
-            v = X[used, c] - self.shift[c]
-            np.add.at(self.n[:, c], b[used], 1.0)
-            np.add.at(self.s1[:, c], b[used], v)
-            np.add.at(self.s2[:, c], b[used], v * v)
-            if reached.any():
-                n, s1, s2 = self.n[:, c], self.s1[:, c], self.s2[:, c]
-                self.mean[:, c] = self.shift[c] + s1 / n
-                var = np.maximum(s2 - s1 * s1 / n, 0.0) / (n - 1)
-                self.sd[:, c] = np.maximum(np.sqrt(var), 1e-9 * np.maximum(1.0, np.abs(self.mean[:, c])))
-                self.ready[c] = True
+            s, wu = seg[used], w[used]
+            y = X[used, c] - self.shift[c]
+            for name, v in (("n", 1.0), ("s00", (1 - wu) ** 2), ("s01", wu * (1 - wu)), ("s11", wu * wu),
+                            ("y0", (1 - wu) * y), ("y1", wu * y), ("yy", y * y)):
+                np.add.at(getattr(self, name)[:, c], s, v)
+            if done.any():
+                self._fit(c)
                 scored[rows[last + 1:], c] = True
-        Z = (X - self.mean[b]) / self.sd[b]
+        right = (seg + 1) % self.bins
+        curve = (1 - w)[:, None] * self.knots[seg] + w[:, None] * self.knots[right] + self.shift
+        Z = (X - curve) / self.sd[seg]
         Z[~scored] = np.nan
         np.clip(Z, -self.clip_z, self.clip_z, out=Z)
         return Z
+
+    def _fit(self, c: int) -> None:
+        """Least-squares knots of column c from its sums, and each segment's residual sd."""
+        B = self.bins
+        left, right = np.arange(B), (np.arange(B) + 1) % B
+        A = np.zeros((B, B))
+        np.add.at(A, (left, left), self.s00[:, c])
+        np.add.at(A, (right, right), self.s11[:, c])
+        np.add.at(A, (left, right), self.s01[:, c])
+        np.add.at(A, (right, left), self.s01[:, c])
+        r = np.zeros(B)
+        np.add.at(r, left, self.y0[:, c])
+        np.add.at(r, right, self.y1[:, c])
+        A[np.diag_indices(B)] += 1e-9 * max(float(np.trace(A)) / B, 1e-300)
+        k = np.linalg.solve(A, r)
+        kl, kr = k[left], k[right]
+        rss = (self.yy[:, c] - 2 * (kl * self.y0[:, c] + kr * self.y1[:, c])
+               + kl * kl * self.s00[:, c] + 2 * kl * kr * self.s01[:, c] + kr * kr * self.s11[:, c])
+        var = np.maximum(rss, 0.0) / np.maximum(self.n[:, c] - 1, 1)
+        scale = max(1.0, abs(float(self.shift[c])))
+        self.knots[:, c] = k
+        self.sd[:, c] = np.maximum(np.sqrt(var), 1e-9 * scale)
+        self.ready[c] = True
+
+    @property
+    def learned(self) -> np.ndarray:
+        """Values each column learned from (its reference size)."""
+        return self.n.sum(axis=0)

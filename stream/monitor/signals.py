@@ -64,7 +64,7 @@ class SignalRegistry:
         self.max_signals = max_signals
         self.season = season
         self.profile = None if season is None else SeasonalProfile(
-            season.period_s, season.bins, season.min_per_bin, clip_z)
+            season.period_s, season.bins, season.min_per_bin, clip_z, season.periods)
         self.warmup = warmup
         self.clip_z = clip_z
         self.max_categories = max_categories
@@ -78,6 +78,8 @@ class SignalRegistry:
         self.mean = np.zeros(0)
         self.m2 = np.zeros(0)
         self.sd = np.ones(0)
+        self.cz_mean = np.zeros(0)                          # the reference's own clipped z-scores:
+        self.cz_sd = np.ones(0)                             # their mean and sd (see monitor.drift)
         self.recent = np.full((RECENT, 0), np.nan)          # ring of the last raw values
         self.recent_pos = np.zeros(0, dtype=np.int64)
         self.warm_values = np.zeros((warmup, 0))             # warm-up values, until all are done
@@ -86,7 +88,7 @@ class SignalRegistry:
     def size(self) -> int:
         return len(self.names)
 
-    _ARRAYS = ("n", "mean", "m2", "sd", "recent", "recent_pos", "warm_values")
+    _ARRAYS = ("n", "mean", "m2", "sd", "cz_mean", "cz_sd", "recent", "recent_pos", "warm_values")
 
     def state_dict(self) -> dict[str, Any]:
         return {"names": list(self.names), "categories": self.categories,
@@ -122,6 +124,8 @@ class SignalRegistry:
             self.mean = np.concatenate([self.mean, np.zeros(k)])
             self.m2 = np.concatenate([self.m2, np.zeros(k)])
             self.sd = np.concatenate([self.sd, np.ones(k)])
+            self.cz_mean = np.concatenate([self.cz_mean, np.zeros(k)])
+            self.cz_sd = np.concatenate([self.cz_sd, np.ones(k)])
             self.recent = np.concatenate([self.recent, np.full((RECENT, k), np.nan)], axis=1)
             self.recent_pos = np.concatenate([self.recent_pos, np.zeros(k, dtype=np.int64)])
             if self.warm_values.shape[0] < self.warmup:
@@ -222,7 +226,7 @@ class SignalRegistry:
                     self.warm_values[start:start + v.size, j] = v
                     self.n[j] += v.size
                     if self.n[j] >= self.warmup:
-                        self.mean[j], self.m2[j], self.sd[j] = reference(self.warm_values[:, j])
+                        self._set_reference(j)
                 if (self.n >= self.warmup).all():
                     self.warm_values = np.zeros((self.warmup, self.n.size))[:0]
             live = valid & ~warm & (self.n >= self.warmup)
@@ -232,6 +236,34 @@ class SignalRegistry:
             cols = self.profile.columns
             Z[:, cols] = self.profile.residuals(X[:, cols], ts)
         return Z
+
+    def _set_reference(self, j: int) -> None:
+        """Signal j's warm-up is complete: its reference, and how its own values score."""
+        warm = self.warm_values[:, j]
+        self.mean[j], self.m2[j], self.sd[j] = reference(warm)
+        cz = np.clip((warm - self.mean[j]) / self.sd[j], -self.clip_z, self.clip_z)
+        self.cz_mean[j], self.cz_sd[j] = float(cz.mean()), float(cz.std(ddof=1))
+
+    @property
+    def n_ref(self) -> np.ndarray:
+        """(D,) values each signal's reference was learned from."""
+        if self.profile is None or not self.profile.columns:
+            return self.n
+        n = self.n.copy()
+        n[self.profile.columns] = self.profile.learned
+        return n
+
+    def is_seasonal(self, j: int) -> bool:
+        return self.profile is not None and j in self.profile.columns
+
+    def reset(self, j: int) -> None:
+        """Signal j learns a new reference from its next values (re-baselined)."""
+        if self.warm_values.shape[0] < self.warmup:
+            self.warm_values = np.zeros((self.warmup, self.size))
+        self.n[j], self.mean[j], self.m2[j], self.sd[j] = 0.0, 0.0, 0.0, 1.0
+        self.cz_mean[j], self.cz_sd[j] = 0.0, 1.0
+        if self.is_seasonal(j):
+            self.profile.reset(self.profile.columns.index(j))
 
     def remember(self, X: np.ndarray) -> None:
         """Push this batch's raw values into each signal's ring of recent values."""

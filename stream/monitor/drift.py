@@ -1,0 +1,244 @@
+"""Drift as a state of each signal: `firing` while its recent values differ from its reference.
+
+The detectors (ADWIN, Page-Hinkley) say *when* a signal may have changed: each detection is a
+change point. Whether the signal *is* drifted is judged on the values that came after the last
+change point (in z-scores against the signal's reference, clipped), compared with what the
+reference's own values gave (the mean ``cz_mean`` and spread ``cz_sd`` of its clipped
+z-scores, which are not N(0, 1) for heavy-tailed or discrete features):
+
+* ``d`` = mean of the values since the change point - ``cz_mean``, in reference sd;
+  ``se`` = ``cz_sd * sqrt(1/n + 1/n_ref)``, its standard error.
+* A detection on a stable signal makes it a *candidate*. It becomes **drifted** (one
+  `firing` alert, at the value where this holds) once ``n >= min_values``,
+  ``|d| >= min_effect`` and ``|d| >= significance * se`` (and the signal's cooldown has
+  passed); it goes back to stable, silently, once ``|d| + confidence * se < min_effect``
+  (the change, if any, is smaller than the minimum effect).
+* A drifted signal stays drifted (no further alert) until the values since its last change
+  point are back within the reference: ``|d| + confidence * se < min_effect`` with
+  ``n >= min_values``; then one `resolved` alert. A return to the reference is a change point
+  too (the detectors see it), so a transient shift is one episode that resolves after its
+  end; a persistent one stays firing.
+
+Every decision is taken at a value, with sums accumulated in arrival order (``np.cumsum``
+continues the running sum exactly), so the alerts do not depend on how the stream was cut
+into batches. Only signals that detected in the batch or are not stable are looked at: the
+steady state costs nothing here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+STABLE, CANDIDATE, DRIFTED = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A signal became drifted (``firing``) or stable again (``resolved``) at a batch row."""
+    row: int
+    column: int
+    status: str                 # "firing" | "resolved"
+    detector: str               # the detector whose change point opened the window
+    n: int                      # values since the change point (the "after" window)
+    effect: float               # d: their mean minus the reference's, in reference sd
+    raw_mean: float             # their mean in the signal's own units
+    since_ts: float             # event time of the first of them
+    reason: str = ""            # resolved: "returned" or "rebaselined"
+
+
+@dataclass
+class Episode:
+    alert_id: str               # of the firing alert
+    detector: str
+    fired_ts: float
+    severity: str = "info"      # of the firing alert (its resolved alert keeps it)
+
+
+class DriftStates:
+    """The drift state of a growing set of signals (columns).
+
+    Parameters
+    ----------
+    detectors : the detector names, in the order of the detector index given to :meth:`step`.
+    min_effect : smallest shift, in reference standard deviations, that counts as drift.
+    significance : how many standard errors the shift must be from the reference to fire.
+    confidence : standard errors of margin for "within the reference" (cancel, resolve).
+    min_values : values after a change point before any decision.
+    cooldown_s : event-time seconds between two firings of one signal.
+    """
+
+    def __init__(self, detectors: list[str], min_effect: float, significance: float,
+                 confidence: float, min_values: int, cooldown_s: float) -> None:
+        self.detectors = list(detectors)
+        self.min_effect, self.significance, self.confidence = min_effect, significance, confidence
+        self.min_values, self.cooldown_s = min_values, cooldown_s
+        self.status = np.zeros(0, dtype=np.int64)
+        self.n = np.zeros(0)                    # values since the change point
+        self.sz = np.zeros(0)                   # their clipped z-scores' sum
+        self.sx = np.zeros(0)                   # their raw values' sum
+        self.since_ts = np.zeros(0)             # event time of the first of them
+        self.opened_by = np.zeros(0, dtype=np.int64)   # detector index of the change point
+        self.last_fired = np.zeros(0)           # event time of the last firing (-inf: never)
+        self.episodes: dict[int, Episode] = {}
+        self.quiet = 0                          # detections that raised no alert (a counter)
+
+    @property
+    def size(self) -> int:
+        return int(self.status.size)
+
+    def add(self, k: int) -> None:
+        """Append k stable signals."""
+        self.status = np.concatenate([self.status, np.zeros(k, dtype=np.int64)])
+        for name in ("n", "sz", "sx", "since_ts"):
+            setattr(self, name, np.concatenate([getattr(self, name), np.zeros(k)]))
+        self.opened_by = np.concatenate([self.opened_by, np.zeros(k, dtype=np.int64)])
+        self.last_fired = np.concatenate([self.last_fired, np.full(k, -np.inf)])
+
+    _ARRAYS = ("status", "n", "sz", "sx", "since_ts", "opened_by", "last_fired")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**{name: getattr(self, name) for name in self._ARRAYS},
+                "episodes": {str(j): vars(ep) for j, ep in self.episodes.items()}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for name in self._ARRAYS:
+            setattr(self, name, state[name])
+        self.episodes = {int(j): Episode(**ep) for j, ep in state["episodes"].items()}
+
+    def drifted(self) -> list[int]:
+        """The signals drifted now."""
+        return sorted(self.episodes)
+
+    def alerts(self, transitions: list[Transition], build: Callable[[Transition], dict]) -> list[dict]:
+        """The alerts of these transitions, ``build(t)`` making each; a `firing` alert opens
+        its signal's episode, a `resolved` one closes it (its stats name the episode)."""
+        out = []
+        for t in transitions:
+            alert = build(t)
+            if t.status == "firing":
+                self.episodes[t.column] = Episode(alert["alert_id"], t.detector, alert["at"]["ts"],
+                                                  alert["severity"])
+            else:
+                close(alert, self.episodes.pop(t.column))
+            out.append(alert)
+        return out
+
+    def reset(self, j: int) -> Episode | None:
+        """Signal j starts over (re-baselined): stable; its episode (if any) closed and returned."""
+        self.status[j] = STABLE
+        self.n[j] = self.sz[j] = self.sx[j] = 0.0
+        return self.episodes.pop(j, None)
+
+
+    def step(self, Z: np.ndarray, X: np.ndarray, hit: np.ndarray, ts: np.ndarray,
+             cz_mean: np.ndarray, cz_sd: np.ndarray, n_ref: np.ndarray) -> list[Transition]:
+        """Advance over a batch.
+
+        Z, X : (rows, D) clipped z-scores (NaN: no value to judge) and raw values.
+        hit : (rows, D) int8, the index of the detector that detected at that value, or -1.
+        ts : (rows,) event times.
+        cz_mean, cz_sd, n_ref : (D,) the reference's clipped z-scores' mean and sd, and size.
+        Returns the transitions in column order (each column's in row order).
+        """
+        hits = hit >= 0
+        out: list[Transition] = []
+        for c in np.flatnonzero((self.status != STABLE) | hits.any(axis=0)).tolist():
+            rows = np.flatnonzero(~np.isnan(Z[:, c]))
+            if rows.size:
+                self._column(c, rows, Z[rows, c], X[rows, c], hit[rows, c], ts[rows],
+                             float(cz_mean[c]), max(float(cz_sd[c]), 1e-9), float(n_ref[c]), out)
+        return out
+
+    def _column(self, c: int, rows: np.ndarray, z: np.ndarray, x: np.ndarray, hit: np.ndarray,
+                ts: np.ndarray, cz_mean: float, cz_sd: float, n_ref: float,
+                out: list[Transition]) -> None:
+        hits = np.flatnonzero(hit >= 0).tolist()
+        pos, L = 0, z.size
+        while pos < L:
+            while hits and hits[0] < pos:               # (a hit at a row already judged)
+                hits.pop(0)
+            end = hits[0] if hits else L - 1          # the segment [pos, end] ends at a change
+            if self.status[c] == STABLE:
+                if not hits:
+                    return
+                pos = self._change_point(c, end, hit, ts, hits) + 1
+                continue
+            n0, sz0, sx0 = self.n[c], self.sz[c], self.sx[c]
+            if n0 == 0:
+                self.since_ts[c] = float(ts[pos])
+            seg = slice(pos, end + 1)
+            n = n0 + np.arange(1, end - pos + 2)
+            sz = np.cumsum(np.concatenate([[sz0], z[seg]]))[1:]     # (continues the sum exactly)
+            sx = np.cumsum(np.concatenate([[sx0], x[seg]]))[1:]
+            d = sz / n - cz_mean
+            se = cz_sd * np.sqrt(1.0 / n + 1.0 / n_ref)
+            ready = n >= self.min_values
+            within = ready & (np.abs(d) + self.confidence * se < self.min_effect)
+            if self.status[c] == CANDIDATE:
+                fire = ready & (np.abs(d) >= self.min_effect) & (np.abs(d) >= self.significance * se) \
+                    & (ts[seg] >= self.last_fired[c] + self.cooldown_s)
+                decided = fire | within
+            else:
+                fire = None
+                decided = within
+            if decided.any():
+                k = int(decided.argmax())
+                row = pos + k
+                firing = fire is not None and bool(fire[k])
+                if not firing and self.status[c] == CANDIDATE:
+                    self.quiet += 1                         # a dismissed candidate: no alert
+                if firing or self.status[c] == DRIFTED:
+                    out.append(Transition(int(rows[row]), c, "firing" if firing else "resolved",
+                                          self.detectors[self.opened_by[c]], int(n[k]), float(d[k]),
+                                          float(sx[k] / n[k]), float(self.since_ts[c]),
+                                          "" if firing else "returned"))
+                if firing:
+                    self.status[c] = DRIFTED
+                    self.last_fired[c] = float(ts[row])
+                else:
+                    self.status[c] = STABLE
+                self.n[c], self.sz[c], self.sx[c] = float(n[k]), float(sz[k]), float(sx[k])
+                if hits and hits[0] == row:             # the decided value is a change point too
+                    self._change_point(c, row, hit, ts, hits)
+                pos = row + 1
+                continue
+            self.n[c], self.sz[c], self.sx[c] = float(n[-1]), float(sz[-1]), float(sx[-1])
+            if hits and end == hits[0]:
+                self._change_point(c, end, hit, ts, hits)
+            pos = end + 1
+
+    def _change_point(self, c: int, at: int, hit: np.ndarray, ts: np.ndarray, hits: list[int]) -> int:
+        """A detection at value ``at``: the window restarts after it; a stable signal becomes
+        a candidate. Consumes the hit; returns ``at``."""
+        hits.pop(0)
+        if self.status[c] == STABLE:
+            self.status[c] = CANDIDATE
+        else:
+            self.quiet += 1                     # a change inside an episode or a candidacy
+        self.opened_by[c] = int(hit[at])
+        self.n[c] = self.sz[c] = self.sx[c] = 0.0
+        return at
+
+
+def close(alert: dict, episode: Episode) -> dict:
+    """A resolved alert names the episode it closes."""
+    alert["stats"].update({"episode_alert_id": episode.alert_id, "fired_ts": episode.fired_ts})
+    alert["severity"] = episode.severity
+    return alert
+
+
+def hit_matrix(masks: dict[str, np.ndarray], order: list[str]) -> np.ndarray:
+    """(rows, D) int8: the index in ``order`` of the first detector that detected at each
+    value, -1 where none did."""
+    hit = None
+    for i in range(len(order) - 1, -1, -1):
+        mask = masks[order[i]]
+        if hit is None:
+            hit = np.full(mask.shape, -1, dtype=np.int64)
+        if mask.any():
+            hit[mask] = i
+    return hit

@@ -1,0 +1,95 @@
+"""Streams of the kinds the service must judge right (seeded): stable ones that must stay quiet
+(Gaussian, heavy-tailed, discrete, real data resampled, seasonal at several rates) and planted
+faults that must fire (persistent and transient shifts, a new category, seasonal shifts).
+
+Each stream is a list of event dicts in time order; ``replay(events)`` returns the alerts of one
+pipeline over them (batches of ``batch``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+
+from stream.config import load_settings
+from stream.pipeline import Pipeline
+from stream.types import Message
+
+T0 = 1.7e9
+DAY = 86400.0
+
+
+def replay(evs: list[dict], batch: int = 5000, settings=None, config: str | None = None) -> list[dict]:
+    pipeline = Pipeline(settings or load_settings(config, env={}))
+    msgs = [Message(orjson.dumps(e), "s", 0, i, 0.0) for i, e in enumerate(evs)]
+    alerts: list[dict] = []
+    for s in range(0, len(msgs), batch):
+        alerts += pipeline.process(msgs[s:s + batch]).alerts
+    return alerts
+
+
+def table(X: np.ndarray, names: list[str] | None = None, model: str = "m", dt: float = 1.0,
+          cats: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """Events from a (n, k) matrix (NaN: the feature is null) and categorical columns."""
+    names = names or [f"f{i}" for i in range(X.shape[1])]
+    rows = X.tolist()
+    extra = {k: v.tolist() for k, v in (cats or {}).items()}
+    out = []
+    for i, row in enumerate(rows):
+        feats = {n: (None if v != v else v) for n, v in zip(names, row, strict=True)}
+        for k, v in extra.items():
+            feats[k] = v[i]
+        out.append({"model": model, "ts": T0 + i * dt, "features": feats})
+    return out
+
+
+def stable_kinds(n: int, seed: int) -> dict[str, np.ndarray]:
+    """Stationary i.i.d. columns of many shapes (each a (n,) array)."""
+    rng = np.random.default_rng(seed)
+    zi = np.where(rng.random(n) < 0.95, 0.0, rng.exponential(100.0, n))
+    return {
+        "gauss": rng.normal(10, 2, n),
+        "student_t2": rng.standard_t(2, n),
+        "lognormal": rng.lognormal(0, 1.5, n),
+        "pareto": rng.pareto(1.5, n),
+        "poisson_small": rng.poisson(0.2, n).astype(float),
+        "counts": rng.poisson(3, n).astype(float),
+        "zero_inflated": zi,
+        "binary_rare": (rng.random(n) < 0.01).astype(float),
+        "rounded": np.round(rng.normal(50, 5, n)),
+        "uniform_int": rng.integers(0, 5, n).astype(float),
+        "spiky": np.where(rng.random(n) < 0.002, 1e4, rng.normal(0, 1, n)),
+    }
+
+
+def shifted(n: int, at: int, until: int | None, shift_sd: float, seed: int, k: int = 5) -> list[dict]:
+    """k Gaussian features; f0 moves by shift_sd from event ``at`` (to ``until``)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 1, (n, k)) * 3 + 20
+    X[at:until, 0] += shift_sd * 3
+    return table(X)
+
+
+def new_category(n: int, at: int, share: float, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    cat = rng.choice(["a", "b", "c"], n, p=[0.5, 0.3, 0.2]).astype(object)
+    late = rng.random(n) < share
+    cat[at:][late[at:]] = "zz"
+    return table(rng.normal(0, 1, (n, 2)), cats={"channel": cat})
+
+
+def seasonal(per_day: float, days: float, amplitude_sd: float, seed: int, shift_at_day: float | None = None,
+             shift_sd: float = 1.0, period: float = DAY) -> list[dict]:
+    """One feature with a daily cycle (a sine plus its second harmonic) and N(0, 1) noise."""
+    rng = np.random.default_rng(seed)
+    n = int(per_day * days)
+    t = T0 + np.sort(rng.uniform(0, days * DAY, n))
+    phase = 2 * np.pi * (t % period) / period
+    x = 100 + amplitude_sd * (np.sin(phase) + 0.3 * np.cos(2 * phase)) + rng.normal(0, 1, n)
+    if shift_at_day is not None:
+        x[t >= T0 + shift_at_day * DAY] += shift_sd
+    return [{"model": "grid", "ts": float(ti), "features": {"load": float(xi)}}
+            for ti, xi in zip(t, x, strict=True)]
+
+
+SEASONAL_CONFIG = '[models.grid.seasonality]\nperiod = "1d"\nbins = 24\n'

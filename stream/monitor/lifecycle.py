@@ -1,11 +1,10 @@
-"""Alert lifecycle per (model, signal): one `firing` alert per episode, then `resolved`.
+"""Time-based alert episodes of the feedback signals (``segments:entropy``, ``labels:selection``).
 
-An episode opens at the first detection (any detector) of a signal: one `firing` alert.
-Further detections of that signal while it is open only extend it (counted as suppressed).
-It resolves when no detector has fired on the signal for ``resolve_after_s`` of event time:
-one `resolved` alert, at the first event whose time is past that span. A new episode of the
-same signal may not fire within ``cooldown_s`` of the previous firing. All times are event
-times, so `replay` and `run` give the same lifecycle for the same input.
+Those signals are windows and shares, not values with a reference, so their episodes follow
+their flags in event time: the first flag opens an episode (one `firing` alert); further
+flags extend it; it resolves when no flag has come for ``resolve_after_s`` (one `resolved`
+alert, at the first event past that span). A new episode may not fire within ``cooldown_s``
+of the previous firing. (Data signals are judged by their values: :mod:`stream.monitor.drift`.)
 """
 
 from __future__ import annotations

@@ -107,6 +107,28 @@ class FeedbackSettings:
 
 
 @dataclass(frozen=True)
+class QualitySettings:
+    """Data-quality checks (stream.monitor.quality), each on by default."""
+    enabled: bool = True
+    missing: bool = True                # null or absent more often than the feature's reference
+    type: bool = True                   # values of the other type than the feature's
+    stuck: bool = True                  # the same value again and again
+    spread: bool = True                 # changes from value to value larger or smaller than usual
+    new_feature: bool = True            # a feature first seen after the model's warm-up (info)
+    block: int = 100                    # values per block of a check's change points
+
+
+@dataclass(frozen=True)
+class ModelQualitySettings:
+    """[models.<name>.quality]: checks switched off for one model."""
+    missing: bool = True
+    type: bool = True
+    stuck: bool = True
+    spread: bool = True
+    new_feature: bool = True
+
+
+@dataclass(frozen=True)
 class LimitSettings:
     max_message_bytes: int = 1_000_000
     max_events_per_message: int = 10_000
@@ -138,6 +160,7 @@ class SeasonalitySettings:
 class ModelSettings:
     seasonality: SeasonalitySettings | None = None
     columns: tuple[str, ...] = ()       # feature names of a single 2-D input tensor (adapters)
+    quality: ModelQualitySettings | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +168,7 @@ class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     detect: DetectSettings = field(default_factory=DetectSettings)
     labels: LabelSettings = field(default_factory=LabelSettings)
+    quality: QualitySettings = field(default_factory=QualitySettings)
     feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
@@ -284,6 +308,7 @@ def _validate(s: Settings) -> None:
     need(0 < p.alpha <= 1, "detect.page_hinkley.alpha", "must be in (0, 1]")
     need(lab.ttl_s > 0, "labels.ttl_s", "must be > 0")
     need(lab.warmup >= 2, "labels.warmup", "must be >= 2")
+    need(s.quality.block >= 10, "quality.block", "must be >= 10")
     need(fb.window >= 2, "feedback.window", "must be >= 2")
     need(fb.resolve_after_s > 0, "feedback.resolve_after_s", "must be > 0")
     need(fb.warmup >= 2, "feedback.warmup", "must be >= 2")
@@ -380,16 +405,20 @@ def _models(table: Any) -> dict[str, ModelSettings]:
         key = f"models.{name}"
         if not MODEL_RE.match(name):
             raise ConfigError(f"{key}: not a valid model name")
-        if not isinstance(spec, dict) or set(spec) - {"seasonality", "columns"}:
-            raise ConfigError(f"{key}: unknown keys {sorted(set(spec) - {'seasonality', 'columns'})} "
-                              "(known: columns, seasonality)" if isinstance(spec, dict)
+        known_keys = {"seasonality", "columns", "quality"}
+        if not isinstance(spec, dict) or set(spec) - known_keys:
+            raise ConfigError(f"{key}: unknown keys {sorted(set(spec) - known_keys)} "
+                              "(known: columns, quality, seasonality)" if isinstance(spec, dict)
                               else f"{key}: must be a table")
+        quality = None
+        if "quality" in spec:
+            quality = _merge(f"{key}.quality", ModelQualitySettings(), spec["quality"], False, "config file")
         columns = spec.get("columns", [])
         if not isinstance(columns, list) or not all(isinstance(c, str) and c for c in columns):
             raise ConfigError(f"{key}.columns: must be a list of feature names")
         season = spec.get("seasonality")
         if season is None:
-            out[name] = ModelSettings(columns=tuple(columns))
+            out[name] = ModelSettings(columns=tuple(columns), quality=quality)
             continue
         key = f"models.{name}.seasonality"
         known = {"period", "bins", "features", "min_per_bin", "periods"}
@@ -415,5 +444,5 @@ def _models(table: Any) -> dict[str, ModelSettings]:
         if not isinstance(feats, list) or not all(isinstance(f, str) for f in feats):
             raise ConfigError(f"{key}.features: must be a list of feature names")
         out[name] = ModelSettings(SeasonalitySettings(period, bins, tuple(feats), min_per_bin, periods),
-                                  tuple(columns))
+                                  tuple(columns), quality)
     return out

@@ -370,3 +370,33 @@ def test_rebaseline_through_the_control_topic_resolves_and_accepts_the_new_value
         assert stop_service(proc) == 0
     final = alerts_of(read_topic(kafka_bootstrap, alerts_topic, lambda ms: False, 3))
     assert [(a["status"], a.get("reason")) for a in final] == [("firing", None), ("resolved", "rebaselined")]
+
+
+def test_data_quality_checks_through_run(kafka_bootstrap, unique, tmp_path):
+    """A feature that goes null and one that arrives as strings: one data_quality alert each
+    from `streamdrift run`, and both in streamdrift_active_alerts."""
+    from quality_streams import table
+
+    topic = f"events-{unique}"
+    create_topics(kafka_bootstrap, {topic: 1})
+    rng = np.random.default_rng(6)
+    M = rng.normal(10, 2, (30_000, 4))
+    M[15_000:, 1] = np.nan
+    evs = table(M)
+    for e in evs[15_000:]:
+        e["features"]["f2"] = f"{e['features']['f2']:.3f}"
+    produce(kafka_bootstrap, topic, [orjson.dumps(e) for e in evs])
+    port = free_port()
+    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, port,
+                       "[models.m.quality]\nstuck = false\n")
+    proc = start_service(cfg, tmp_path / "service.log")
+    try:
+        got = alerts_of(read_topic(kafka_bootstrap, f"alerts-{unique}", lambda ms: len(ms) >= 2, 90))
+        samples = wait_for(lambda: (s := scrape(port)) and metric(
+            s, "streamdrift_active_alerts", kind="data_quality", model="m") == 2 and s, 30, "active alerts")
+    finally:
+        assert stop_service(proc) == 0
+    assert sorted((a["check"], a["signal"]) for a in got) == [("missing", "feature:f1"),
+                                                              ("type", "feature:f2")]
+    assert all(a["kind"] == "data_quality" and a["at"]["offset"] >= 15_000 for a in got)
+    assert metric(samples, "streamdrift_alerts_total", kind="data_quality", model="m") == 2

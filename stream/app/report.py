@@ -52,10 +52,22 @@ class ReportRecorder:
 
     def record(self, monitor, ts: np.ndarray, X: np.ndarray) -> None:
         """Bucket means of this batch's raw values, and ADWIN's estimate at its end."""
-        n = X.shape[0]
-        self.events += n
-        edges = np.append(np.arange(0, n, self.bucket_rows), n)
+        self.events += X.shape[0]
+        self.record_values(monitor.model, monitor.signals.names, ts, X)
         names = monitor.signals.names
+        adwin = monitor.detectors.get("adwin")
+        if adwin is not None and adwin.n_features:
+            reg = monitor.signals
+            est = adwin.estimation * reg.sd + reg.mean
+            ready = reg.n >= reg.warmup
+            for j in np.flatnonzero(ready & (adwin.width > 0)):
+                self.estimates.setdefault((monitor.model, names[j]), Series()).add(
+                    np.array([float(ts[-1])]), np.array([est[j]]))
+
+    def record_values(self, model: str, names: list[str], ts: np.ndarray, X: np.ndarray) -> None:
+        """Bucket means of this batch's values of the named signals (e.g. a check's rates)."""
+        n = X.shape[0]
+        edges = np.append(np.arange(0, n, self.bucket_rows), n)
         with np.errstate(invalid="ignore"):
             for lo, hi in zip(edges[:-1], edges[1:], strict=True):
                 if hi <= lo:
@@ -66,16 +78,8 @@ class ReportRecorder:
                     means = np.nanmean(block, axis=0)
                 t = np.full(X.shape[1], float(np.mean(ts[lo:hi])))
                 for j in np.flatnonzero(~np.isnan(means)):
-                    series = self.values.setdefault((monitor.model, names[j]), Series())
+                    series = self.values.setdefault((model, names[j]), Series())
                     series.add(t[j:j + 1], means[j:j + 1])
-        adwin = monitor.detectors.get("adwin")
-        if adwin is not None and adwin.n_features:
-            reg = monitor.signals
-            est = adwin.estimation * reg.sd + reg.mean
-            ready = reg.n >= reg.warmup
-            for j in np.flatnonzero(ready & (adwin.width > 0)):
-                self.estimates.setdefault((monitor.model, names[j]), Series()).add(
-                    np.array([float(ts[-1])]), np.array([est[j]]))
 
 
 def _chart(series: Series, estimate: Series | None, alerts: list[dict], width=860, height=170) -> str:
@@ -125,10 +129,45 @@ def _chart(series: Series, estimate: Series | None, alerts: list[dict], width=86
     return "".join(parts)
 
 
+def _series_of(alert: dict) -> str:
+    """The recorded series an alert is about: the signal, or its check's (e.g. missing:age)."""
+    check = alert.get("check")
+    return f"{check}:{alert['signal'].split(':', 1)[1]}" if check else alert["signal"]
+
+
+def _rates_chart(rates: dict[str, Series], width=860, height=170) -> str:
+    """One chart of several rates in [0, 1] (a line per feature), with a legend."""
+    colors = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+    # (not the alert markers' red and green)
+    t_all = np.concatenate([np.array(s.ts) for s in rates.values() if s.ts] or [np.zeros(1)])
+    t0, t1 = float(t_all.min()), float(t_all.max())
+    t1 = t1 if t1 > t0 else t0 + 1
+    pad_l, pad_r, pad_t, pad_b = 64, 10, 10, 22
+    w, h = width - pad_l - pad_r, height - pad_t - pad_b
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+             f'<rect x="{pad_l}" y="{pad_t}" width="{w}" height="{h}" fill="#fafafa" stroke="#ddd"/>',
+             f'<text x="{pad_l - 6}" y="{pad_t + 4}" text-anchor="end" font-size="11">1</text>',
+             f'<text x="{pad_l - 6}" y="{pad_t + h + 4}" text-anchor="end" font-size="11">0</text>']
+    legend = []
+    for k, (name, series) in enumerate(sorted(rates.items())):
+        color = colors[k % len(colors)]
+        pts = " ".join(f"{pad_l + (t - t0) / (t1 - t0) * w:.1f},{pad_t + (1 - v) * h:.1f}"
+                       for t, v in zip(series.ts, series.value, strict=True))
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{pts}">'
+                     f'<title>{html.escape(name)}</title></polyline>')
+        legend.append(f"<span style='color:{color}'>&#9644; {html.escape(name)}</span>")
+    parts.append("</svg>")
+    return "".join(parts) + "<br><span class='legend'>" + "".join(legend) + "</span>"
+
+
 def write_report(path: str, recorder: ReportRecorder, source: str) -> None:
     by_model: dict[str, list[str]] = {}
+    missing: dict[str, dict[str, Series]] = {}
     for model, signal in recorder.values:
-        by_model.setdefault(model, []).append(signal)
+        if signal.startswith("missing:"):
+            missing.setdefault(model, {})[signal.split(":", 1)[1]] = recorder.values[(model, signal)]
+        else:
+            by_model.setdefault(model, []).append(signal)
     alerts = recorder.alerts
     out = ["<!doctype html><html><head><meta charset='utf-8'><title>streamdrift backtest</title>",
            "<style>body{font-family:sans-serif;margin:24px;color:#222}h2{margin-top:32px}"
@@ -143,25 +182,31 @@ def write_report(path: str, recorder: ReportRecorder, source: str) -> None:
            "<span style='color:#ff7f0e'>&#9644; ADWIN window mean</span>"
            "<span class='firing'>&#9478; firing</span><span class='resolved'>&#9478; resolved</span></p>"]
     alerted_models = {a["model"] for a in alerts}
-    for model in sorted(by_model, key=lambda m: (m not in alerted_models, m)):
+    for model in sorted(by_model.keys() | missing.keys(), key=lambda m: (m not in alerted_models, m)):
         model_alerts = [a for a in alerts if a["model"] == model]
-        alerted = [s for s in by_model[model] if any(a["signal"] == s for a in model_alerts)]
-        others = [s for s in by_model[model] if s not in alerted][:MAX_CHARTS]
+        signals = by_model.get(model, [])
+        alerted = [s for s in signals if any(_series_of(a) == s for a in model_alerts)]
+        others = [s for s in signals if s not in alerted][:MAX_CHARTS]
         out.append(f"<h2>model {html.escape(model)}</h2>")
+        if model in missing:
+            out.append("<div class='sig'><b>missing rate by feature</b> (null or absent)<br>"
+                       + _rates_chart(missing[model]) + "</div>")
         for signal in alerted + others:
-            sig_alerts = [a for a in model_alerts if a["signal"] == signal]
+            sig_alerts = [a for a in model_alerts if _series_of(a) == signal]
             kinds = ", ".join(sorted({a["kind"] for a in sig_alerts})) or "no alert"
             out.append(f"<div class='sig'><b>{html.escape(signal)}</b> ({html.escape(kinds)})<br>")
             out.append(_chart(recorder.values[(model, signal)], recorder.estimates.get((model, signal)),
                               sig_alerts))
             out.append("</div>")
     out.append("<h2>alerts</h2><table><tr><th>status</th><th>kind</th><th>model</th><th>signal</th>"
-               "<th>detector</th><th>time</th><th>offset</th><th>severity</th><th>effect (sd)</th></tr>")
+               "<th>check</th><th>detector</th><th>time</th><th>offset</th><th>severity</th>"
+               "<th>effect (sd)</th></tr>")
     for a in alerts:
         t = a["at"]["ts"]
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) if t > 1e8 else f"{t:g}"
         out.append(f"<tr class='{a['status']}'><td>{a['status']}</td><td>{html.escape(a['kind'])}</td>"
                    f"<td>{html.escape(a['model'])}</td><td>{html.escape(a['signal'])}</td>"
+                   f"<td>{html.escape(a.get('check', ''))}</td>"
                    f"<td>{html.escape(a['detector'])}</td><td>{when}</td><td>{a['at']['offset']}</td>"
                    f"<td>{a['severity']}</td><td>{a['stats'].get('effect_size', '')}</td></tr>")
     out.append("</table></body></html>")

@@ -32,7 +32,7 @@ def kind_of(signal: str) -> str:
     return KIND_BY_SIGNAL_PREFIX.get(signal.split(":", 1)[0].split("=", 1)[0], "data_drift")
 
 
-def severity(effect_size: float) -> str:
+def severity_of(effect_size: float) -> str:
     """critical for |standardized mean difference| >= 1, warning >= 0.5, else info."""
     e = abs(effect_size)
     return "critical" if e >= 1.0 else "warning" if e >= 0.5 else "info"
@@ -40,21 +40,26 @@ def severity(effect_size: float) -> str:
 
 def make_alert(*, model: str, signal: str, detector: str, ts: float, topic: str, partition: int,
                offset: int, stats: dict[str, Any], status: str = "firing",
-               reason: str = "") -> dict[str, Any]:
+               reason: str = "", check: str = "", kind: str = "", severity: str = "") -> dict[str, Any]:
     """An alert record. ``reason`` (resolved alerts): "returned" (the values are back within
-    the reference) or "rebaselined" (an operator accepted the new values as the reference)."""
+    the reference) or "rebaselined" (an operator accepted the new values as the reference).
+    ``check``: the data-quality check that raised it (missing, type, stuck, spread,
+    new_feature); ``kind`` and ``severity`` override the signal's kind and the effect's."""
     alert = {
-        "alert_id": alert_id(model, signal, detector, topic, partition, offset, status),
+        "alert_id": alert_id(model, f"{signal}#{check}" if check else signal, detector, topic,
+                             partition, offset, status),
         "status": status,
-        "kind": kind_of(signal),
+        "kind": kind or kind_of(signal),
         "model": model,
         "signal": signal,
         "detector": detector,
         "at": {"ts": ts, "topic": topic, "partition": partition, "offset": offset},
         "stats": stats,
-        "severity": severity(stats.get("effect_size", 0.0)),
+        "severity": severity or severity_of(stats.get("effect_size", 0.0)),
         "streamdrift_version": __version__,
     }
+    if check:
+        alert["check"] = check
     if reason:
         alert["reason"] = reason
     return alert

@@ -79,6 +79,7 @@ class DriftStates:
         self.status = np.zeros(0, dtype=np.int64)
         self.n = np.zeros(0)                    # values since the change point
         self.sz = np.zeros(0)                   # their clipped z-scores' sum
+        self.szz = np.zeros(0)                  # and sum of squares
         self.sx = np.zeros(0)                   # their raw values' sum
         self.since_ts = np.zeros(0)             # event time of the first of them
         self.opened_by = np.zeros(0, dtype=np.int64)   # detector index of the change point
@@ -93,12 +94,12 @@ class DriftStates:
     def add(self, k: int) -> None:
         """Append k stable signals."""
         self.status = np.concatenate([self.status, np.zeros(k, dtype=np.int64)])
-        for name in ("n", "sz", "sx", "since_ts"):
+        for name in ("n", "sz", "szz", "sx", "since_ts"):
             setattr(self, name, np.concatenate([getattr(self, name), np.zeros(k)]))
         self.opened_by = np.concatenate([self.opened_by, np.zeros(k, dtype=np.int64)])
         self.last_fired = np.concatenate([self.last_fired, np.full(k, -np.inf)])
 
-    _ARRAYS = ("status", "n", "sz", "sx", "since_ts", "opened_by", "last_fired")
+    _ARRAYS = ("status", "n", "sz", "szz", "sx", "since_ts", "opened_by", "last_fired")
 
     def state_dict(self) -> dict[str, Any]:
         return {**{name: getattr(self, name) for name in self._ARRAYS},
@@ -127,21 +128,32 @@ class DriftStates:
             out.append(alert)
         return out
 
-    def reset(self, j: int) -> Episode | None:
-        """Signal j starts over (re-baselined): stable; its episode (if any) closed and returned."""
+    def rebaseline(self, j: int, row: int, cz_mean: float) -> Transition | None:
+        """Signal j starts over (an operator accepted its values): stable again. If it was
+        drifted, the `resolved` transition (reason "rebaselined") at batch row ``row`` whose
+        alert :meth:`alerts` closes the episode with."""
+        n = float(self.n[j])
+        episode = self.episodes.get(j)
+        t = None
+        if episode is not None:
+            t = Transition(row, j, "resolved", episode.detector, int(n),
+                           float(self.sz[j] / n - cz_mean) if n else 0.0, float(self.sx[j] / n) if n else 0.0,
+                           float(self.since_ts[j]), "rebaselined")
         self.status[j] = STABLE
-        self.n[j] = self.sz[j] = self.sx[j] = 0.0
-        return self.episodes.pop(j, None)
-
+        self.n[j] = self.sz[j] = self.szz[j] = self.sx[j] = 0.0
+        return t
 
     def step(self, Z: np.ndarray, X: np.ndarray, hit: np.ndarray, ts: np.ndarray,
-             cz_mean: np.ndarray, cz_sd: np.ndarray, n_ref: np.ndarray) -> list[Transition]:
+             cz_mean: np.ndarray, cz_sd: np.ndarray, n_ref: np.ndarray,
+             min_after: np.ndarray | None = None) -> list[Transition]:
         """Advance over a batch.
 
         Z, X : (rows, D) clipped z-scores (NaN: no value to judge) and raw values.
         hit : (rows, D) int8, the index of the detector that detected at that value, or -1.
         ts : (rows,) event times.
         cz_mean, cz_sd, n_ref : (D,) the reference's clipped z-scores' mean and sd, and size.
+        min_after : (D,) the least raw mean of the "after" values a firing needs (a check
+            that only counts in one direction, e.g. more missing values); NaN: none.
         Returns the transitions in column order (each column's in row order).
         """
         hits = hit >= 0
@@ -149,12 +161,22 @@ class DriftStates:
         for c in np.flatnonzero((self.status != STABLE) | hits.any(axis=0)).tolist():
             rows = np.flatnonzero(~np.isnan(Z[:, c]))
             if rows.size:
+                floor = -np.inf if min_after is None or min_after[c] != min_after[c] else float(min_after[c])
                 self._column(c, rows, Z[rows, c], X[rows, c], hit[rows, c], ts[rows],
-                             float(cz_mean[c]), max(float(cz_sd[c]), 1e-9), float(n_ref[c]), out)
+                             float(cz_mean[c]), max(float(cz_sd[c]), 1e-9), float(n_ref[c]), floor, out)
+        return out
+
+    def step_column(self, c: int, rows: np.ndarray, z: np.ndarray, x: np.ndarray, hit: np.ndarray,
+                    ts: np.ndarray, cz_mean: float, cz_sd: float, n_ref: float,
+                    floor: float = -np.inf) -> list[Transition]:
+        """:meth:`step` for one signal, given its values only (``rows``: their batch rows;
+        ``z``, ``x``, ``hit``, ``ts``: per value)."""
+        out: list[Transition] = []
+        self._column(c, rows, z, x, hit, ts, cz_mean, max(cz_sd, 1e-9), n_ref, floor, out)
         return out
 
     def _column(self, c: int, rows: np.ndarray, z: np.ndarray, x: np.ndarray, hit: np.ndarray,
-                ts: np.ndarray, cz_mean: float, cz_sd: float, n_ref: float,
+                ts: np.ndarray, cz_mean: float, cz_sd: float, n_ref: float, floor: float,
                 out: list[Transition]) -> None:
         hits = np.flatnonzero(hit >= 0).tolist()
         pos, L = 0, z.size
@@ -167,20 +189,25 @@ class DriftStates:
                     return
                 pos = self._change_point(c, end, hit, ts, hits) + 1
                 continue
-            n0, sz0, sx0 = self.n[c], self.sz[c], self.sx[c]
+            n0, sz0, szz0, sx0 = self.n[c], self.sz[c], self.szz[c], self.sx[c]
             if n0 == 0:
                 self.since_ts[c] = float(ts[pos])
             seg = slice(pos, end + 1)
             n = n0 + np.arange(1, end - pos + 2)
             sz = np.cumsum(np.concatenate([[sz0], z[seg]]))[1:]     # (continues the sum exactly)
+            szz = np.cumsum(np.concatenate([[szz0], z[seg] * z[seg]]))[1:]
             sx = np.cumsum(np.concatenate([[sx0], x[seg]]))[1:]
-            d = sz / n - cz_mean
-            se = cz_sd * np.sqrt(1.0 / n + 1.0 / n_ref)
+            mean = sz / n
+            d = mean - cz_mean
+            # the "after" values' own spread when it is larger than the reference's (a wider
+            # signal's mean is less sure), Welch's standard error of the difference
+            var = np.maximum((szz - sz * mean) / np.maximum(n - 1, 1), cz_sd * cz_sd)
+            se = np.sqrt(var / n + cz_sd * cz_sd / n_ref)
             ready = n >= self.min_values
             within = ready & (np.abs(d) + self.confidence * se < self.min_effect)
             if self.status[c] == CANDIDATE:
                 fire = ready & (np.abs(d) >= self.min_effect) & (np.abs(d) >= self.significance * se) \
-                    & (ts[seg] >= self.last_fired[c] + self.cooldown_s)
+                    & (ts[seg] >= self.last_fired[c] + self.cooldown_s) & (sx >= floor * n)
                 decided = fire | within
             else:
                 fire = None
@@ -201,12 +228,14 @@ class DriftStates:
                     self.last_fired[c] = float(ts[row])
                 else:
                     self.status[c] = STABLE
-                self.n[c], self.sz[c], self.sx[c] = float(n[k]), float(sz[k]), float(sx[k])
+                self.n[c], self.sz[c], self.szz[c], self.sx[c] = float(n[k]), float(sz[k]), float(szz[k]), \
+                    float(sx[k])
                 if hits and hits[0] == row:             # the decided value is a change point too
                     self._change_point(c, row, hit, ts, hits)
                 pos = row + 1
                 continue
-            self.n[c], self.sz[c], self.sx[c] = float(n[-1]), float(sz[-1]), float(sx[-1])
+            self.n[c], self.sz[c], self.szz[c], self.sx[c] = float(n[-1]), float(sz[-1]), float(szz[-1]), \
+                float(sx[-1])
             if hits and end == hits[0]:
                 self._change_point(c, end, hit, ts, hits)
             pos = end + 1
@@ -220,7 +249,7 @@ class DriftStates:
         else:
             self.quiet += 1                     # a change inside an episode or a candidacy
         self.opened_by[c] = int(hit[at])
-        self.n[c] = self.sz[c] = self.sx[c] = 0.0
+        self.n[c] = self.sz[c] = self.szz[c] = self.sx[c] = 0.0
         return at
 
 

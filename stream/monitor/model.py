@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,8 +11,9 @@ from ..errors import StateError
 from ..types import ModelBatch, Rebaseline
 from .alerts import kind_of, make_alert
 from .detection import DETECTORS, Detector, make_detectors
-from .drift import DriftStates, Transition, close, hit_matrix
+from .drift import DriftStates, Transition, hit_matrix
 from .feedback import ConcentrationMonitor
+from .quality import QualityChecks
 from .signals import SignalRegistry
 
 
@@ -42,6 +42,8 @@ class ModelMonitor:
         self.states = DriftStates(list(self.detectors), d.min_effect, d.significance, d.confidence,
                                   d.min_values, d.cooldown_s)
         self.concentration = ConcentrationMonitor(model, settings.feedback, d.cooldown_s)
+        self.quality = QualityChecks(model, settings)
+        self._screened: ModelBatch | None = None      # the batch between prepare and finish
         self.recorder = None                  # a report recorder during a backtest
         self.applied: list[str] = []          # ids of the re-baselines applied (the last 100)
 
@@ -53,13 +55,15 @@ class ModelMonitor:
         """The alert kind of each open episode of this model's signals."""
         names = self.signals.names
         kinds = [kind_of(names[j]) for j in self.states.drifted()]
-        return kinds + ["feedback_loop"] * len(self.concentration.lifecycle.open)
+        feedback = ["feedback_loop"] * len(self.concentration.lifecycle.open)
+        return kinds + self.quality.drifted_kinds() + feedback
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model, "signals": self.signals.state_dict(),
                 "detectors": {name: det.to_bytes() for name, det in self.detectors.items()},
                 "states": self.states.state_dict(),
-                "concentration": self.concentration.state_dict(), "applied": list(self.applied)}
+                "concentration": self.concentration.state_dict(), "applied": list(self.applied),
+                "quality": self.quality.state_dict()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         if sorted(state["detectors"]) != sorted(self.detectors):
@@ -71,6 +75,7 @@ class ModelMonitor:
         self.states.load_state(state["states"])
         self.concentration.load_state(state["concentration"])
         self.applied = list(state["applied"])
+        self.quality.load_state(state["quality"])
 
     def rebaseline(self, req: Rebaseline, batch: ModelBatch, row: int, alerts: list[dict]) -> bool:
         """Apply an operator's re-baseline at batch row ``row`` (before its values): the
@@ -81,22 +86,18 @@ class ModelMonitor:
         self.applied = [*self.applied[-99:], req.id]
         reg, states = self.signals, self.states
         cols = [j for j, name in enumerate(reg.names) if req.covers(name)]
+        closing = [t for j in cols if (t := states.rebaseline(j, row, float(reg.cz_mean[j]))) is not None]
+        alerts.extend(states.alerts(closing, lambda t: self._alert(batch, t)))
         for j in cols:
-            n = int(states.n[j])
-            effect = float(states.sz[j] / n - reg.cz_mean[j]) if n else 0.0
-            before = Transition(row, j, "resolved", "", n, effect, float(states.sx[j] / n) if n else 0.0,
-                                float(states.since_ts[j]), "rebaselined")
-            episode = states.reset(j)
-            if episode is not None:
-                t = replace(before, detector=episode.detector)
-                alerts.append(close(self._alert(batch, t), episode))
             reg.reset(j)
         for det in self.detectors.values():
             det.reset_features(cols)
+        self.quality.rebaseline(req, batch, row, alerts, lambda f, r: self._feature_sd(None, f, r))
         return True
 
     def prepare(self, batch: ModelBatch) -> tuple[np.ndarray, np.ndarray]:
         """The batch's raw signal matrix X and its z-scores Z, both (rows, signals)."""
+        batch = self._screened = self.quality.screen(batch)
         X, grown = self.signals.matrix(batch)
         if grown:
             self.states.add(grown)
@@ -118,10 +119,21 @@ class ModelMonitor:
         transitions = self.states.step(Z, X, hit, batch.ts, reg.cz_mean, reg.cz_sd, reg.n_ref)
         alerts.extend(self.states.alerts(transitions, lambda t: self._alert(batch, t)))
         quiet, self.states.quiet = self.states.quiet, 0
+        screened = self._screened if self._screened is not None else batch
+        quiet += self.quality.observe(screened, alerts, lambda f, r: self._feature_sd(X, f, r), self.recorder)
         reg.remember(X)
         if self.recorder is not None:
             self.recorder.record(self, batch.ts, X)
         return quiet + self.concentration.update(batch, alerts)
+
+    def _feature_sd(self, X: np.ndarray | None, feature: str, row: int) -> tuple[float, float]:
+        """(reference sd, sd of its last values up to batch row ``row``) of a numeric feature."""
+        reg = self.signals
+        j = reg.index.get(f"feature:{feature}")
+        if j is None:
+            return float("nan"), float("nan")
+        recent = reg.recent_values(X, row, j)
+        return float(reg.sd[j]), float(recent.std(ddof=1)) if recent.size > 1 else float("nan")
 
     def _alert(self, batch: ModelBatch, t: Transition) -> dict:
         return make_alert(model=self.model, signal=self.signals.names[t.column], detector=t.detector,

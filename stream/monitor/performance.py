@@ -32,7 +32,7 @@ from ..ingest.labels import Label
 from ..types import DeadLetter, Message, ModelBatch
 from .alerts import make_alert
 from .detection import DETECTORS
-from .drift import DriftStates, Transition, close, hit_matrix
+from .drift import DriftStates, Transition, hit_matrix
 from .signals import SignalRegistry
 
 
@@ -256,14 +256,13 @@ class PerformanceMonitor:
     def rebaseline(self, batch: ModelBatch, row: int, alerts: list[dict]) -> None:
         """The error stream learns a new reference from its next labels; an open episode
         resolves with reason "rebaselined", at the events' ``row`` where it was applied."""
-        episode = self.states.reset(0)
-        if episode is not None:
-            stats = {"n_before": int(self.signals.n[0])}
-            alert = make_alert(model=self.model, signal=self.SIGNAL, detector=episode.detector,
-                               ts=float(batch.ts[row]), topic=batch.topic[row],
-                               partition=int(batch.partition[row]), offset=int(batch.offset[row]),
-                               stats=stats, status="resolved", reason="rebaselined")
-            alerts.append(close(alert, episode))
+        t = self.states.rebaseline(0, row, float(self.signals.cz_mean[0]))
+        if t is not None:
+            alerts.extend(self.states.alerts([t], lambda t: make_alert(
+                model=self.model, signal=self.SIGNAL, detector=t.detector, ts=float(batch.ts[row]),
+                topic=batch.topic[row], partition=int(batch.partition[row]), offset=int(batch.offset[row]),
+                stats={"n_before": int(self.signals.n[0]), "n_after": t.n, "effect_size": round(t.effect, 6)},
+                status="resolved", reason="rebaselined")))
         self.signals.reset(0)
         self.adwin.reset_features([0])
 

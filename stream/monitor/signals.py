@@ -253,6 +253,12 @@ class SignalRegistry:
         n[self.profile.columns] = self.profile.learned
         return n
 
+    def known_reference(self, j: int, mean: float) -> None:
+        """Signal j's reference is known to be the constant ``mean`` (no warm-up)."""
+        self.n[j], self.mean[j], self.m2[j] = self.warmup, mean, 0.0
+        self.sd[j] = 1e-9 * max(1.0, abs(mean))
+        self.cz_mean[j], self.cz_sd[j] = 0.0, 0.0
+
     def is_seasonal(self, j: int) -> bool:
         return self.profile is not None and j in self.profile.columns
 
@@ -280,16 +286,22 @@ class SignalRegistry:
             self.recent[pos, j] = v
             self.recent_pos[j] += v.size
 
-    def recent_mean(self, X: np.ndarray, row: int, j: int) -> tuple[float, int]:
-        """Mean and count of signal j's last RECENT raw values up to batch row `row`."""
-        col = X[: row + 1, j]
-        v = col[~np.isnan(col)][-RECENT:]
+    def recent_values(self, X: np.ndarray | None, row: int, j: int) -> np.ndarray:
+        """Signal j's last RECENT raw values up to batch row ``row`` (oldest first); without a
+        batch (``X`` None), the last ones remembered."""
+        v = np.zeros(0)
+        if X is not None:
+            col = X[: row + 1, j]
+            v = col[~np.isnan(col)][-RECENT:]
         if v.size < RECENT:
-            ring = self.recent[:, j]
+            order = (self.recent_pos[j] + np.arange(RECENT)) % RECENT
+            ring = self.recent[order, j]
             older = ring[~np.isnan(ring)]
             if older.size:
-                order = (self.recent_pos[j] + np.arange(RECENT)) % RECENT
-                ring_ordered = ring[order]
-                older = ring_ordered[~np.isnan(ring_ordered)]
                 v = np.concatenate([older[-(RECENT - v.size):], v])
+        return v
+
+    def recent_mean(self, X: np.ndarray, row: int, j: int) -> tuple[float, int]:
+        """Mean and count of signal j's last RECENT raw values up to batch row `row`."""
+        v = self.recent_values(X, row, j)
         return (float(v.mean()) if v.size else float("nan")), int(v.size)

@@ -1,0 +1,372 @@
+"""Data-quality checks: the faults that break models without moving a mean.
+
+Per feature of a model, from the batch where it first appears, 0/1 quality signals:
+
+* ``missing``: the feature is null or absent in the event (numeric and categorical features);
+  its reference is the feature's natural missingness (its first ``warmup`` events).
+* ``type``: the feature arrived with the other type than it was established with (numbers
+  where it was categorical, strings where it was numeric). Its reference is 0 by definition.
+  Such values are counted here only: they are neither the feature's values nor categories,
+  nor missing.
+* ``stuck`` (numeric): of a pair of the feature's values (1st and 2nd, 3rd and 4th, ...), the
+  second equals the first; a feature whose values stop varying (a stuck sensor, a default
+  filled in upstream) repeats at a rate far above its reference, whatever the value.
+* ``spread`` (numeric): of a pair whose values differ, the change is larger than the median
+  such change of the feature's first pairs. A spread x3 raises that rate from 1/2 to ~0.85, /3
+  lowers it to ~0.1, while a level shift changes one pair only (it is not a spread change);
+  a stuck feature has no such pairs (its fault is ``stuck``'s).
+  Pairs, not consecutive differences: those share a value, so their indicators would be
+  correlated (one outlier makes two large changes) and the rates' standard errors too small.
+
+And one-shot: ``new_feature``, a feature never seen before that appears after the model's warm-up
+(severity info, no episode).
+
+The signals are judged like the others (:mod:`stream.monitor.drift`: firing while the rate
+differs from the reference, resolved when back), with change points from :class:`BlockTrigger`
+instead of ADWIN and Page-Hinkley: each block of ``block`` values of a signal whose rate is
+clearly off its reference is a change point. The rates are counts of 0/1 values, so every
+decision is exact whatever the batch boundaries, and the checks cost a few array operations
+per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..config import Settings
+from ..types import ModelBatch, Rebaseline
+from .alerts import make_alert
+from .drift import STABLE, DriftStates, Transition
+
+CHECKS = ("missing", "type", "stuck", "spread")
+CHECK_NAMES = (*CHECKS, "new_feature")
+
+
+class Rates:
+    """References and change points of 0/1 signals (columns), fed their values only.
+
+    A column learns its reference rate ``p`` from its first ``warmup`` values (or is given
+    one). Then its z-scores are those of a 0/1 value against p (clipped), and at the end of
+    each block of ``block`` values whose rate is off p by at least ``min_effect`` reference
+    sd, 3 standard errors of a block and 2 values, a change point. Counts of 0/1 values are
+    exact, so none of this depends on batch boundaries.
+    """
+
+    def __init__(self, warmup: int, block: int, min_effect: float, clip_z: float) -> None:
+        self.warmup, self.block, self.min_effect, self.clip_z = warmup, block, min_effect, clip_z
+        self.names: list[str] = []
+        self.index: dict[str, int] = {}
+        self.n = np.zeros(0)                  # values learned (the reference's size)
+        self.learned_ones = np.zeros(0)
+        self.p = np.zeros(0)                  # reference rate (valid once n == warmup)
+        self.count = np.zeros(0)              # values in the current block
+        self.ones = np.zeros(0)               # ones among them
+
+    _ARRAYS = ("n", "learned_ones", "p", "count", "ones")
+
+    @property
+    def size(self) -> int:
+        return len(self.names)
+
+    def ensure(self, names: list[str]) -> int:
+        new = [nm for nm in names if nm not in self.index]
+        for nm in new:
+            self.index[nm] = len(self.names)
+            self.names.append(nm)
+        for arr in self._ARRAYS:
+            setattr(self, arr, np.concatenate([getattr(self, arr), np.zeros(len(new))]))
+        return len(new)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"names": list(self.names), **{a: getattr(self, a) for a in self._ARRAYS}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.names = list(state["names"])
+        self.index = {nm: i for i, nm in enumerate(self.names)}
+        for a in self._ARRAYS:
+            setattr(self, a, state[a])
+
+    def known(self, j: int, p: float) -> None:
+        """Column j's reference rate is known (no warm-up)."""
+        self.n[j], self.learned_ones[j], self.p[j] = self.warmup, p * self.warmup, p
+
+    def reset(self, j: int) -> None:
+        """Column j learns its reference again from its next values."""
+        self.n[j] = self.learned_ones[j] = self.p[j] = self.count[j] = self.ones[j] = 0.0
+
+    def ready(self, j: int) -> bool:
+        return bool(self.n[j] >= self.warmup)
+
+    def learn(self, j: int, v: np.ndarray) -> int:
+        """Feed column j's values to its warm-up; returns how many it took."""
+        take = int(min(v.size, self.warmup - self.n[j]))
+        if take > 0:
+            self.learned_ones[j] += float(v[:take].sum())
+            self.n[j] += take
+            if self.n[j] >= self.warmup:
+                self.p[j] = self.learned_ones[j] / self.n[j]
+        return max(take, 0)
+
+    def reference(self, j: int) -> tuple[float, float, float, float]:
+        """(sd, z of a 1, z of a 0, ...) -> (cz_mean, cz_sd, z1, z0) of column j."""
+        p, n = float(self.p[j]), float(self.n[j])
+        sd = max(np.sqrt(p * (1 - p) * n / max(n - 1, 1)), 1e-9)
+        z1, z0 = (min((1 - p) / sd, self.clip_z), max(-p / sd, -self.clip_z))
+        cz_mean = p * z1 + (1 - p) * z0
+        cz_sd = np.sqrt(p * (1 - p)) * abs(z1 - z0)
+        return cz_mean, float(cz_sd), z1, z0
+
+    def change_points(self, j: int, v: np.ndarray) -> np.ndarray:
+        """Positions (into v) of column j's change points among these (post-warm-up) values."""
+        B, k = self.block, int(self.count[j])
+        ends = np.arange(B - k - 1, v.size, B)
+        if not ends.size:
+            self.count[j] += v.size
+            self.ones[j] += float(v.sum())
+            return ends
+        S = np.cumsum(v)                              # (integers: exact)
+        at_end = S[ends]
+        block = np.diff(np.concatenate([[-self.ones[j]], at_end]))
+        p = float(self.p[j])
+        sd = np.sqrt(p * (1 - p))
+        need = max(self.min_effect * sd, 3 * sd / np.sqrt(B), 2.0 / B)
+        self.ones[j] = float(S[-1] - at_end[-1])
+        self.count[j] = (k + v.size) % B
+        return ends[np.abs(block / B - p) >= need]
+
+
+class QualityChecks:
+    """The data-quality signals of one model.
+
+    Parameters
+    ----------
+    model : the model's name.
+    settings : the service's settings (quality, detect, limits, models.<model>.quality).
+    """
+
+    def __init__(self, model: str, settings: Settings) -> None:
+        d, q = settings.detect, settings.quality
+        own = settings.models.get(model)
+        self.model = model
+        self.enabled: set[str] = {c for c in CHECK_NAMES if getattr(q, c)} if q.enabled else set()
+        if own is not None and own.quality is not None:
+            self.enabled = {c for c in self.enabled if getattr(own.quality, c)}
+        self.warmup = d.warmup
+        self.half_warmup = max(2, d.warmup // 2)    # pairs whose change sets the spread's scale
+        self.max_signals = 4 * settings.limits.max_features_per_event
+        self.rates = Rates(d.warmup, q.block, d.min_effect, d.clip_z)
+        self.states = DriftStates(["check"], d.min_effect, d.significance, d.confidence, d.min_values,
+                                  d.cooldown_s)
+        self.types: dict[str, str] = {}        # feature -> "number" | "string" (established)
+        self.last: dict[str, float] = {}       # numeric feature -> its last value
+        self.held: dict[str, float | None] = {}     # numeric feature -> first value of a pair
+        self.change_median: dict[str, float] = {}   # numeric feature -> median |change| of its warm-up
+        self.changes: dict[str, list[float]] = {}   # numeric feature -> warm-up changes so far
+        self.events = 0                        # events of the model seen
+        self.mismatched: dict[str, np.ndarray] = {}   # this batch: feature -> rows of the wrong type
+
+    @property
+    def active(self) -> bool:
+        return bool(self.enabled)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rates": self.rates.state_dict(), "states": self.states.state_dict(),
+                "types": self.types, "last": self.last,
+                "held": self.held,
+                "change_median": self.change_median, "changes": self.changes, "events": self.events}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.rates.load_state(state["rates"])
+        self.states.load_state(state["states"])
+        self.types = dict(state["types"])
+        self.last = {k: float(v) for k, v in state["last"].items()}
+        self.held = {k: None if v is None else float(v) for k, v in state["held"].items()}
+        self.change_median = {k: float(v) for k, v in state["change_median"].items()}
+        self.changes = {k: list(v) for k, v in state["changes"].items()}
+        self.events = int(state["events"])
+
+    def drifted_kinds(self) -> list[str]:
+        names = self.rates.names
+        return ["data_drift" if names[j].startswith("spread:") else "data_quality"
+                for j in self.states.drifted()]
+
+    def rebaseline(self, req: Rebaseline, batch: ModelBatch, row: int, alerts: list[dict],
+                   feature_sd: Callable[[str, int], tuple]) -> None:
+        """The checks of the features ``req`` covers learn new references (an open episode
+        resolves with reason "rebaselined")."""
+        rates, states = self.rates, self.states
+        cols = [j for j, name in enumerate(rates.names) if req.covers("feature:" + name.split(":", 1)[1])]
+        closing = [t for j in cols if (t := states.rebaseline(j, row, rates.reference(j)[0])) is not None]
+        alerts.extend(states.alerts(closing, lambda t: self._alert(batch, t, feature_sd)))
+        for j in cols:
+            check, f = rates.names[j].split(":", 1)
+            if check == "type":
+                continue                             # (its reference is no mismatch, always)
+            rates.reset(j)
+            if check == "spread":
+                self.change_median.pop(f, None)
+                self.changes.pop(f, None)
+
+    def screen(self, batch: ModelBatch) -> ModelBatch:
+        """The batch without the values whose type is not their feature's established type
+        (they are counted by the type check in :meth:`observe`, not used as values)."""
+        self.mismatched = {}
+        if not self.enabled or "type" not in self.enabled:
+            return batch
+        wrong_num = [f for f in batch.numeric if self.types.get(f) == "string"]
+        wrong_cat = [f for f in batch.categorical if self.types.get(f) == "number"]
+        if not wrong_num and not wrong_cat:
+            return batch
+        numeric, categorical = dict(batch.numeric), dict(batch.categorical)
+        for f in wrong_num:
+            self.mismatched[f] = ~np.isnan(numeric.pop(f))
+        for f in wrong_cat:
+            self.mismatched[f] = np.array([v is not None for v in categorical.pop(f)])
+        return ModelBatch(batch.model, numeric, categorical, batch.prediction, batch.prediction_class,
+                          batch.ts, batch.partition, batch.offset, batch.topic, batch.ids, batch.segments)
+
+    def observe(self, batch: ModelBatch, alerts: list[dict], feature_sd: Callable[[str, int], tuple],
+                recorder: Any = None) -> int:
+        """The checks over a (screened) batch: appends their alerts; returns the detections
+        that raised none."""
+        if not self.enabled:
+            return 0
+        n = batch.size
+        before = self.events
+        self.events += n
+        new = [(f, "number") for f in batch.numeric if f not in self.types] + \
+              [(f, "string") for f in batch.categorical if f not in self.types]
+        for f, kind in new:
+            self.types[f] = kind
+            if "new_feature" in self.enabled and before >= self.warmup:
+                alerts.append(self._new_feature(batch, f, kind))
+        cols: dict[str, tuple[np.ndarray, np.ndarray]] = {}     # name -> (rows, 0/1 values)
+        every = np.arange(n)
+        for f, kind in self.types.items():
+            numeric = batch.numeric.get(f)
+            cat = batch.categorical.get(f)
+            present = (~np.isnan(numeric) if numeric is not None else
+                       np.array([v is not None for v in cat]) if cat is not None else np.zeros(n, bool))
+            wrong = self.mismatched.get(f)
+            seen = present if wrong is None else present | wrong
+            if "missing" in self.enabled:
+                cols[f"missing:{f}"] = (every, (~seen).astype(float))
+            if "type" in self.enabled:
+                rows = np.flatnonzero(seen)
+                mismatch = np.zeros(rows.size) if wrong is None else wrong[rows].astype(float)
+                cols[f"type:{f}"] = (rows, mismatch)
+            if kind == "number" and numeric is not None and ({"stuck", "spread"} & self.enabled):
+                self._changes(f, numeric, cols)
+        if not cols:
+            return 0
+        rates = self.rates
+        room = max(0, self.max_signals - rates.size)
+        grown = rates.ensure([nm for nm in cols if nm not in rates.index][:room])
+        if grown:
+            self.states.add(grown)
+            for j in range(rates.size - grown, rates.size):
+                if rates.names[j].startswith("type:"):     # the reference of "type" is no mismatch
+                    rates.known(j, 0.0)
+        quiet = 0
+        for name, (rows, v) in cols.items():
+            j = rates.index.get(name)
+            if j is None:
+                continue
+            skip = rates.learn(j, v) if not rates.ready(j) else 0
+            if skip >= v.size:
+                continue
+            rows, v = rows[skip:], v[skip:]
+            at = rates.change_points(j, v)
+            if not at.size and self.states.status[j] == STABLE:
+                continue                                 # (the steady state: nothing to judge)
+            hit = np.full(v.size, -1, dtype=np.int64)
+            hit[at] = 0
+            cz_mean, cz_sd, z1, z0 = rates.reference(j)
+            floor = self._floor(name, float(rates.p[j]))
+            transitions = self.states.step_column(j, rows, np.where(v > 0, z1, z0), v, hit,
+                                                  batch.ts[rows], cz_mean, cz_sd, float(rates.n[j]), floor)
+            alerts.extend(self.states.alerts(transitions, lambda t: self._alert(batch, t, feature_sd)))
+        if recorder is not None:
+            missing = [nm for nm in cols if nm.startswith("missing:")]
+            V = np.full((n, len(missing)), np.nan)
+            for k, nm in enumerate(missing):
+                rows, v = cols[nm]
+                V[rows, k] = v
+            recorder.record_values(self.model, missing, batch.ts, V)
+        quiet, self.states.quiet = self.states.quiet, 0
+        return quiet
+
+    @staticmethod
+    def _floor(name: str, p: float) -> float:
+        """Checks that count one way: more missing values or mismatched types than the
+        reference (not fewer); a stuck feature repeats at least halfway from its reference
+        rate to always (a mere change of the repeat rate is the spread's and the mean's)."""
+        if name.startswith(("missing:", "type:")):
+            return p
+        if name.startswith("stuck:"):
+            return (1.0 + p) / 2
+        return -np.inf
+
+    def _changes(self, f: str, x: np.ndarray, cols: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """stuck and spread of numeric feature f, from its values taken in pairs (1st-2nd,
+        3rd-4th, ...): pairs of independent values give independent indicators (consecutive
+        differences share a value, and heavy tails would correlate them)."""
+        rows = np.flatnonzero(~np.isnan(x))
+        if not rows.size:
+            return
+        v = x[rows]
+        held = self.held.get(f)
+        if held is not None:
+            v, rows = np.concatenate([[held], v]), np.concatenate([[-1], rows])
+        m = v.size // 2 * 2
+        self.held[f] = float(v[-1]) if v.size % 2 else None
+        self.last[f] = float(v[-1])
+        first, second, at = v[0:m:2], v[1:m:2], rows[1:m:2]      # a pair's row: its second value
+        if "stuck" in self.enabled:
+            cols[f"stuck:{f}"] = (at, (first == second).astype(float))
+        if "spread" not in self.enabled:
+            return
+        change = np.abs(second - first)
+        moved = change > 0
+        median = self.change_median.get(f)
+        if median is None:
+            warm = self.changes.setdefault(f, [])
+            warm.extend(change[moved][: self.half_warmup - len(warm)].tolist())
+            if len(warm) >= self.half_warmup:
+                self.change_median[f] = float(np.median(warm))
+                del self.changes[f]
+            return                          # (the pairs after the warm-up count from the next batch)
+        cols[f"spread:{f}"] = (at[moved], (change[moved] > median).astype(float))
+
+    def _new_feature(self, batch: ModelBatch, f: str, kind: str) -> dict:
+        return make_alert(model=self.model, signal=f"feature:{f}", detector="schema",
+                          ts=float(batch.ts[0]), topic=batch.topic[0], partition=int(batch.partition[0]),
+                          offset=int(batch.offset[0]),
+                          stats={"type": kind, "events_before": self.events - batch.size},
+                          check="new_feature", kind="data_quality", severity="info")
+
+    def _alert(self, batch: ModelBatch, t: Transition, feature_sd: Callable[[str, int], tuple]) -> dict:
+        rates, j, row = self.rates, t.column, t.row
+        check, f = rates.names[j].split(":", 1)
+        before, after = float(rates.p[j]), t.raw_mean
+        stats: dict[str, Any] = {"n_before": int(rates.n[j]), "n_after": t.n,
+                                 "effect_size": round(t.effect, 6), "since_ts": t.since_ts}
+        if check == "missing":
+            stats.update(missing_rate_before=before, missing_rate_after=after)
+        elif check == "type":
+            stats.update(type_expected=self.types.get(f), mismatch_rate_after=after)
+        elif check == "stuck":
+            stats.update(repeat_rate_before=before, repeat_rate_after=after, value=self.last.get(f))
+        else:
+            sd_before, sd_after = feature_sd(f, row)
+            stats.update(sd_before=sd_before, sd_after=sd_after, larger_change_rate_before=before,
+                         larger_change_rate_after=after)
+        kind = "data_drift" if check == "spread" else "data_quality"
+        return make_alert(model=self.model, signal=f"feature:{f}", detector="check",
+                          ts=float(batch.ts[row]), topic=batch.topic[row],
+                          partition=int(batch.partition[row]), offset=int(batch.offset[row]), stats=stats,
+                          status=t.status, reason=t.reason,
+                          check=check, kind=kind)

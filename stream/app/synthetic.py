@@ -20,6 +20,8 @@ class ModelSpec:
     drift_at: int
     categories: dict[str, list[str]] | None = None  # categorical features (uniform), no drift
     drift_until: int | None = None
+    missing_from: dict[str, int] | None = None     # feature -> null from this event index on
+    label_error: tuple[float, float, int] | None = None   # labels' error rate before, after, from
 
 
 DEMO_MODELS = [
@@ -40,7 +42,9 @@ def events(models: list[ModelSpec], n_per_model: int, seed: int = 0, t0: float =
         for name, (mu, sd) in spec.features.items():
             x = rng.normal(mu, sd, n_per_model)
             x[spec.drift_at:spec.drift_until] += spec.shift.get(name, 0.0) * sd
-            feats[name] = x.tolist()
+            if spec.missing_from and name in spec.missing_from:
+                x[spec.missing_from[name]:] = np.nan
+            feats[name] = [None if v != v else v for v in x.tolist()]
         cats = {name: rng.choice(values, n_per_model).tolist()
                 for name, values in (spec.categories or {}).items()}
         score = 1 / (1 + np.exp(-rng.normal(-1, 1, n_per_model)))
@@ -58,3 +62,10 @@ def events(models: list[ModelSpec], n_per_model: int, seed: int = 0, t0: float =
 
 def jsonl(models: list[ModelSpec], n_per_model: int, seed: int = 0) -> bytes:
     return b"".join(orjson.dumps(ev) + b"\n" for _, ev in events(models, n_per_model, seed))
+
+
+
+def label_of(spec: ModelSpec, i: int, prediction: float, rng: np.random.Generator) -> int:
+    """The label of event i of ``spec``: its predicted class, wrong at the spec's error rate."""
+    before, after, at = spec.label_error or (0.0, 0.0, 0)
+    return int((prediction >= 0.5) != (rng.random() < (before if i < at else after)))

@@ -28,7 +28,7 @@ steady state costs nothing here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -119,6 +119,8 @@ class DriftStates:
         its signal's episode, a `resolved` one closes it (its stats name the episode)."""
         out = []
         for t in transitions:
+            if t.status == "resolved":               # (named after the episode's opener)
+                t = replace(t, detector=self.episodes[t.column].detector)
             alert = build(t)
             if t.status == "firing":
                 self.episodes[t.column] = Episode(alert["alert_id"], t.detector, alert["at"]["ts"],

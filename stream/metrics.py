@@ -110,9 +110,9 @@ class StateCollector(Collector):
                 if sel.lifecycle.open:
                     key = ("feedback_loop", label(name))
                     active[key] = active.get(key, 0) + 1
-            if pipeline.store is not None:
-                pending += pipeline.store.size
-                for reason, count in pipeline.store.evicted.items():
+            if pipeline.desk is not None:
+                pending += pipeline.desk.store.size
+                for reason, count in pipeline.desk.store.evicted.items():
                     evicted[reason] += count
         yield estimate
         yield error_level

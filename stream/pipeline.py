@@ -24,7 +24,7 @@ from .ingest.rows import PIECE_MODELS, decode
 from .monitor.detection import detect_all
 from .monitor.feedback import SelectionMonitor
 from .monitor.model import ModelMonitor
-from .monitor.performance import PerformanceMonitor, PredictionStore, advance_clock, join_labels
+from .monitor.performance import LabelDesk, Outcome, PerformanceMonitor
 from .types import DeadLetter, Message, ModelBatch, Rebaseline
 
 
@@ -78,11 +78,10 @@ class Pipeline:
             f != "streamdrift" for f in formats.values()) else None
         self.label_topics = label_topics or set()
         self.n_labels = 0
-        self.store = PredictionStore(settings.limits.max_pending_predictions,
-                                     settings.labels.ttl_s) if self.label_topics else None
+        self.desk = LabelDesk(settings.limits.max_pending_predictions,
+                              settings.labels.ttl_s) if self.label_topics else None
         self.performance: dict[str, PerformanceMonitor] = {}
         self.selection: dict[str, SelectionMonitor] = {}
-        self.now_ts = float("-inf")           # the prediction store's clock (event time)
         self.recorder = None                  # set by `replay --report`
         self.rebaselines: dict[tuple[str, str], Rebaseline] = {}    # (model, signal) -> pending
         for req in settings.rebaselines:
@@ -97,8 +96,9 @@ class Pipeline:
             state["performance"] = self.performance[model].state_dict()
         if model in self.selection:
             state["selection"] = self.selection[model].state_dict()
-        if self.store is not None:
-            state["store"] = self.store.model_state(model)
+        if self.desk is not None:
+            state["store"] = self.desk.store.model_state(model)
+            state["clock"] = [self.desk.top, self.desk.now]
         return state
 
     def load_model_state(self, state: dict[str, Any]) -> str:
@@ -114,8 +114,10 @@ class Pipeline:
             self.performance[model] = perf
         if "selection" in state:
             self._selection(model).load_state(state["selection"])
-        if "store" in state and self.store is not None:
-            self.store.load_model_state(model, state["store"])
+        if "store" in state and self.desk is not None:
+            self.desk.store.load_model_state(model, state["store"])
+            top, now = state["clock"]
+            self.desk.top, self.desk.now = max(self.desk.top, top), max(self.desk.now, now)
         return model
 
     def _admitter(self) -> Callable[[str], bool]:
@@ -152,9 +154,12 @@ class Pipeline:
 
     def _process(self, messages: list[Message], convert: bool = True) -> BatchResult:
         labels: list[Message] = []
+        arrived = messages                  # the batch as it came: positions index it
+        label_pos: list[int] = []
         if self.label_topics:
-            labels = [m for m in messages if m.topic in self.label_topics]
-            if labels:
+            label_pos = [i for i, m in enumerate(messages) if m.topic in self.label_topics]
+            if label_pos:
+                labels = [messages[i] for i in label_pos]
                 messages = [m for m in messages if m.topic not in self.label_topics]
         adapter_dead: list[DeadLetter] = []
         origins: dict[int, Message] = {}
@@ -170,20 +175,17 @@ class Pipeline:
                            for dl in decode_dead]
         result = BatchResult(dead_letters=adapter_dead + decode_dead, n_events=batch.n_events,
                              models_touched=set(batch.models))
-        self._events(batch.models, result)
-        if self.store is not None:
-            if batch.models:
-                self.now_ts = advance_clock(self.now_ts, [mb.ts for mb in batch.models.values()])
-            for model, pred in self.store.expire(self.now_ts):
-                self._selection(model).watch.outcome(pred, labeled=False)
-                result.models_touched.add(model)
-        if labels:
-            self._labels(labels, result)
-        if self.selection and (messages or labels):
-            at = (labels or messages)[-1]
-            now = self.now_ts if self.now_ts > float("-inf") else at.timestamp
-            for sel in self.selection.values():
-                result.suppressed += sel.check(at, now, result.alerts)
+        kept = self._events(batch.models, result)
+        if self.desk is not None:
+            # each decoded message's position in the batch as it arrived (labels see only
+            # the predictions before them)
+            pos_of = {id(m): i for i, m in enumerate(arrived)}
+            decoded = np.array([pos_of[id(origins.get(id(m), m))] for m in messages], dtype=np.int64)
+            self.desk.events(kept, [decoded[mb.index] for mb in kept])
+            outcomes: list[Outcome] = []
+            if labels:
+                outcomes = self._labels(labels, label_pos, result)
+            self._outcomes(outcomes + self.desk.close(), arrived, result)
         result.alerts.sort(key=lambda a: (a["at"]["partition"], a["at"]["offset"], a["model"],
                                           a["signal"], a["detector"]))
         return result
@@ -202,9 +204,11 @@ class Pipeline:
             mon.applied = [r.id for r in self.rebaselines.values() if r.model == model and r.at != r.at]
         return mon
 
-    def _events(self, batches: dict[str, ModelBatch], result: BatchResult) -> None:
+    def _events(self, batches: dict[str, ModelBatch], result: BatchResult) -> list[ModelBatch]:
         """Monitors and detectors over each model's rows, in rounds: a model's batch is cut
-        where a re-baseline applies, the request applied between its parts."""
+        where a re-baseline applies, the request applied between its parts. Returns the rows
+        the monitors kept (the values of each field's established type)."""
+        kept: list[ModelBatch] = []
         pieces: dict[str, list[tuple[int, int, list[Rebaseline]]]] = {}
         for model, mb in batches.items():
             due: dict[int, list[Rebaseline]] = {}
@@ -228,13 +232,13 @@ class Pipeline:
                 mon = self._monitor(model)
                 for req in reqs:
                     self._rebaseline(mon, req, mb, result)
-                monitors.append((mon, mb))
-                prepared.append(mon.prepare(mb))
-            masks = detect_all([mon.detectors for mon, _ in monitors], [Z for _, Z in prepared])
-            for (mon, mb), (X, Z), mask in zip(monitors, prepared, masks, strict=True):
+                monitors.append(mon)
+                prepared.append(mon.prepare(mb))         # (the values of established types)
+            masks = detect_all([mon.detectors for mon in monitors], [Z for *_, Z in prepared])
+            for mon, (mb, X, Z), mask in zip(monitors, prepared, masks, strict=True):
                 result.suppressed += mon.finish(mb, X, Z, mask, result.alerts)
-                if self.store is not None:
-                    self.store.add(mb)
+                kept.append(mb)
+        return kept
 
     def _rebaseline(self, mon: ModelMonitor, req: Rebaseline, mb: ModelBatch, result: BatchResult) -> None:
         """Apply ``req`` at the first row of ``mb``; it is done for this pipeline."""
@@ -244,11 +248,13 @@ class Pipeline:
             if perf is not None and req.covers(PerformanceMonitor.SIGNAL):
                 perf.rebaseline(mb, 0, result.alerts)
 
-    def _labels(self, messages: list[Message], result: BatchResult) -> None:
-        """Join the batch's labels and feed each model's error stream."""
+    def _labels(self, messages: list[Message], positions: list[int], result: BatchResult) -> list[Outcome]:
+        """Join the batch's labels and feed each model's error stream; returns the outcomes."""
         self.n_labels += len(messages)
         decoded, bad = decode_labels(messages, self.settings.limits)
-        joined, unjoined = join_labels(decoded, self.store)
+        good = {id(lab.message) for lab in decoded}
+        joined, unjoined, outcomes = self.desk.labels(
+            decoded, [p for p, m in zip(positions, messages, strict=True) if id(m) in good])
         result.dead_letters.extend(sorted(bad + unjoined, key=lambda d: d.message[1:4]))
         result.n_labels_joined = sum(len(eb.errors) for eb in joined.values())
         result.models_touched.update(joined)
@@ -266,9 +272,22 @@ class Pipeline:
                     continue
                 perf = self.performance[model] = PerformanceMonitor(model, self.settings)
             result.suppressed += perf.process(eb, result.alerts)
-            watch = self._selection(model).watch
-            for pred in eb.predictions:
-                watch.outcome(pred, labeled=True)
+        return outcomes
+
+    def _outcomes(self, outcomes: list[Outcome], arrived: list[Message], result: BatchResult) -> None:
+        """The predictions' fates, in arrival order, to each model's labels:selection watch;
+        judged every ``feedback.label_min_per_band`` outcomes of the model (a fixed count, so
+        that no batch boundary changes where)."""
+        every = self.settings.feedback.label_min_per_band
+        for o in sorted(outcomes, key=lambda o: o.position):
+            sel = self._selection(o.model)
+            sel.watch.outcome(o.prediction, o.labeled)
+            result.models_touched.add(o.model)
+            if sel.watch.total % every == 0:
+                at = arrived[max(o.position, 0)]
+                now = self.desk.clock_at(max(o.position, 0) + 1)
+                result.suppressed += sel.check(at, now if now > float("-inf") else at.timestamp,
+                                               result.alerts)
 
     def _selection(self, model: str) -> SelectionMonitor:
         sel = self.selection.get(model)

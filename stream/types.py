@@ -50,6 +50,7 @@ class ModelBatch:
     topic: np.ndarray                       # object (n,): source topic per row
     ids: list[Any]                          # per row: id or None
     segments: list[Any]                     # per row: segment or None
+    index: np.ndarray | None = None         # int64 (n,): each row's message in the decoded list
 
     @property
     def size(self) -> int:
@@ -64,7 +65,8 @@ class ModelBatch:
             prediction=self.prediction[sl],
             prediction_class=None if self.prediction_class is None else self.prediction_class[sl],
             ts=self.ts[sl], partition=self.partition[sl], offset=self.offset[sl], topic=self.topic[sl],
-            ids=self.ids[sl], segments=self.segments[sl])
+            ids=self.ids[sl], segments=self.segments[sl],
+            index=None if self.index is None else self.index[sl])
 
 
 @dataclass(frozen=True)

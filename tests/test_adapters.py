@@ -265,18 +265,17 @@ def test_pairing_state_round_trips_and_rejects_garbage():
 
 
 def test_a_converted_event_rejected_by_decoding_is_dead_lettered_as_it_arrived():
-    """Feature types mixing numbers and names within a batch are only seen by decoding, in the
-    converted events: the dead letters carry the KServe messages that arrived, not our JSON."""
+    """A prediction class name too long is only seen by decoding, in the converted events: the
+    dead letter carries the KServe message that arrived, not our JSON."""
     from stream.config import load_settings
     from stream.pipeline import Pipeline
 
     msgs = [structured(REQUEST, "a", {"instances": [{"ward": 1.0}]}, 0),
             structured(RESPONSE, "a", {"predictions": [0.1]}, 1),
-            structured(REQUEST, "b", {"instances": [{"ward": "B"}]}, 2),
-            structured(RESPONSE, "b", {"predictions": [0.2]}, 3)]
+            structured(REQUEST, "b", {"instances": [{"ward": 2.0}]}, 2),
+            structured(RESPONSE, "b", {"predictions": ["x" * 200]}, 3)]
     result = Pipeline(load_settings(env={}), formats={"kserve": "kserve"}).process(msgs)
-    # a number and a name (a tie: the name is the odd one): that event is rejected, as the
-    # message that completed its pair
-    assert [d.reason for d in result.dead_letters] == ["mixed_types"]
+    # that event is rejected, as the message that completed its pair
+    assert [d.reason for d in result.dead_letters] == ["invalid_prediction"]
     assert result.dead_letters[0].message == msgs[3]          # its raw bytes and headers
     assert result.n_events == 1

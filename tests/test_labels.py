@@ -97,17 +97,41 @@ def test_one_event_with_a_skewed_clock_does_not_expire_the_waiting_predictions()
     assert dead == []
 
 
-def test_the_store_clock_ignores_one_stray_future_event():
-    from stream.pipeline import advance_clock
+def test_the_store_clock_is_the_second_largest_event_time_so_far():
+    """One event with a skewed clock (a year ahead) cannot move the clock and expire every
+    prediction waiting for its label; the clock at a position counts only the events before
+    it, whatever the batch."""
+    from stream.monitor.performance import LabelDesk
 
-    a = np.array
-    assert advance_clock(100.0, [a([101.0, 102.0, 103.0])]) == 102.0      # lags one event
-    assert advance_clock(100.0, [a([101.0, 5e9, 102.0])]) == 102.0        # the stray is ignored
-    assert advance_clock(100.0, [a([5e9])]) == 100.0                      # alone in its batch too
-    assert advance_clock(100.0, [a([101.0]), a([6e9, 5e9])]) == 5e9       # two are a real jump
-    assert advance_clock(100.0, [a([50.0, 60.0])]) == 100.0               # never backwards
-    assert advance_clock(float("-inf"), [a([7.0])]) == float("-inf")
-    assert advance_clock(float("-inf"), [a([7.0, 8.0])]) == 7.0
+    def clocks(ts_batches, start=None):
+        desk = LabelDesk(10, 1.0)
+        if start is not None:
+            desk.top, desk.now = start
+        out = []
+        for ts in ts_batches:
+            batch = _batch(np.array(ts, dtype=float))
+            desk.events([batch], [np.arange(len(ts))])
+            out.append([desk.clock_at(p) for p in range(len(ts) + 1)])
+        return out, desk.now
+
+    assert clocks([[101.0, 102.0, 103.0]], (100.0, 100.0)) == ([[100.0, 100.0, 101.0, 102.0]], 102.0)
+    assert clocks([[101.0, 5e9, 102.0]], (100.0, 100.0))[1] == 102.0        # the stray is ignored
+    assert clocks([[5e9]], (100.0, 100.0))[1] == 100.0                       # alone in its batch too
+    assert clocks([[101.0], [6e9, 5e9]], (100.0, 100.0))[1] == 5e9           # two are a real jump
+    assert clocks([[50.0, 60.0]], (100.0, 100.0))[1] == 100.0                # never backwards
+    assert clocks([[7.0]])[1] == float("-inf") and clocks([[7.0, 8.0]])[1] == 7.0
+    # the same events in one batch or three: the same clock at every position
+    whole, _ = clocks([[3.0, 9.0, 4.0, 8.0, 5.0, 10.0]])
+    parts, _ = clocks([[3.0, 9.0], [4.0, 8.0], [5.0, 10.0]])
+    assert [c for part in parts for c in part[1:]] == whole[0][1:]
+
+
+def _batch(ts: np.ndarray):
+    from stream.types import ModelBatch
+
+    n = ts.size
+    return ModelBatch("m", {}, {}, np.full(n, np.nan), None, ts, np.zeros(n, dtype=np.int64),
+                      np.arange(n), np.full(n, "t", dtype=object), [None] * n, [None] * n)
 
 
 def test_store_is_bounded_by_size_and_age():

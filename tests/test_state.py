@@ -54,7 +54,6 @@ def test_restore_continues_exactly_like_one_run(settings, cut):
     second = Pipeline(settings, label_topics={"labels"})
     for blob in blobs:
         load_model(second, blob)
-    second.now_ts = first.now_ts       # shard-level clock, checkpointed by the service with the offset
     after = run(second, msgs[cut:])
     assert [a["alert_id"] for a in before + after] == [a["alert_id"] for a in straight]
     assert before + after == straight

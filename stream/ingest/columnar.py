@@ -74,6 +74,8 @@ def decode_columnar(doc: dict, msg: Message, limits: LimitSettings) -> ModelBatc
     for name, col in feats.items():
         if not name or len(name) > limits.max_name_length:
             raise Rejected("invalid_name", "feature names must be 1..128 characters")
+        if all(v is None for v in col):
+            continue                  # null in every row: no column (as absent)
         arr = _numeric(name, col, n)
         if arr is not None:
             numeric[name] = arr
@@ -144,4 +146,5 @@ def concat(pieces: list[ModelBatch]) -> ModelBatch:
         offset=np.concatenate([p.offset for p in pieces]),
         topic=np.concatenate([p.topic for p in pieces]),
         ids=list(chain.from_iterable(p.ids for p in pieces)),
-        segments=list(chain.from_iterable(p.segments for p in pieces)))
+        segments=list(chain.from_iterable(p.segments for p in pieces)),
+        index=None if any(p.index is None for p in pieces) else np.concatenate([p.index for p in pieces]))

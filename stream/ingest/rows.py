@@ -165,9 +165,7 @@ def decode(messages: list[Message], limits: LimitSettings,
     model's columns have a fixed cost per piece, so a batch whose first piece has more than
     ``PIECE_MODELS`` models is decoded whole (decoding the first piece again costs less than
     the joins it saves; docs/performance.md). ``pieces`` False decodes whole at once (a caller
-    that saw many models in the previous batch), True always in pieces. A batch in which a
-    feature of a model is numeric in one piece and categorical in another is decoded whole
-    (then mixed types are judged over the whole batch, exactly as unsplit).
+    that saw many models in the previous batch), True always in pieces.
     """
     if len(messages) <= _DECODE_CHUNK or pieces is False:
         return _decode(messages, limits, admit_model)
@@ -177,18 +175,13 @@ def decode(messages: list[Message], limits: LimitSettings,
         return _decode(messages, limits, admit_model)
     parts += [_decode(messages[i:i + _DECODE_CHUNK], limits, admit_model)
               for i in range(_DECODE_CHUNK, len(messages), _DECODE_CHUNK)]
+    for k, part in enumerate(parts[1:], start=1):        # message indexes of the whole batch
+        for mb in part.models.values():
+            mb.index = mb.index + k * _DECODE_CHUNK
     per_model: dict[str, list[ModelBatch]] = {}
     for part in parts:
         for model, mb in part.models.items():
             per_model.setdefault(model, []).append(mb)
-    for pieces in per_model.values():
-        numeric = set().union(*(p.numeric for p in pieces))
-        if not numeric.isdisjoint(set().union(*(p.categorical for p in pieces))):
-            return _decode(messages, limits, admit_model)
-        classes = [p.prediction_class is not None for p in pieces]
-        if any(classes) and not all(classes) and any(
-                not np.isnan(p.prediction).all() for p, c in zip(pieces, classes, strict=True) if not c):
-            return _decode(messages, limits, admit_model)
     out = EventBatch()
     out.models = {model: concat(pieces) for model, pieces in per_model.items()}
     out.dead_letters = sorted((d for part in parts for d in part.dead_letters),
@@ -283,7 +276,7 @@ def _rows_of(shared: ModelBatch, model: str, rows: list[int]) -> ModelBatch:
         categorical={}, prediction=shared.prediction[idx], prediction_class=None,
         ts=shared.ts[idx], partition=shared.partition[idx], offset=shared.offset[idx],
         topic=shared.topic[idx], ids=list(map(shared.ids.__getitem__, rows)),
-        segments=list(map(shared.segments.__getitem__, rows)))
+        segments=list(map(shared.segments.__getitem__, rows)), index=shared.index[idx])
 
 
 def is_columnar(doc: dict) -> bool:
@@ -309,6 +302,7 @@ def _add_columnar(columnar: list[tuple[int, dict]], messages: list[Message], lim
         except Rejected as exc:
             out.dead_letters.append(DeadLetter(msg, exc.reason, exc.detail))
             continue
+        mb.index = np.full(mb.size, mi, dtype=np.int64)
         pieces.setdefault(mb.model, []).append((msg.offset, mi, mb))
     for model, parts in pieces.items():
         parts.sort(key=lambda t: (t[0], t[1]))
@@ -390,6 +384,8 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
     for name in names:
         col = [f.get(name) for f in feats]
         kinds = set(map(type, col))
+        if kinds == {type(None)}:
+            continue                  # null in every event: no column (as absent; any batch)
         if kinds <= _NUMERIC_TYPES:
             try:
                 arr = np.array(col, dtype=np.float64)
@@ -401,19 +397,17 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
         if kinds <= {str, type(None)}:
             categorical[name] = col
             continue
-        # mixed or invalid: find the offending rows (slow path, only for this column). Numbers
-        # and strings in one column: the rarer kind is the odd one out (strings on a tie), so
-        # one odd message cannot make the batch's good ones dead letters
+        # mixed or invalid: find the offending rows (slow path, only for this column)
         reasons = list(map(classify_value, col))
-        strings = sum(isinstance(v, str) for v in col)
-        numbers = sum(r is None and v is not None for r, v in zip(reasons, col, strict=True)) - strings
-        odd_strings = strings <= numbers
-        for r, (v, reason) in enumerate(zip(col, reasons, strict=True)):
-            if reason is None and v is not None and strings and numbers \
-                    and isinstance(v, str) == odd_strings:
-                reason = "mixed_types"
-            if reason is not None:
-                bad.append((r, reason, f"feature {name!r}: {reason.replace('_', ' ')}"))
+        if any(r is not None for r in reasons):
+            bad.extend((r, reason, f"feature {name!r}: {reason.replace('_', ' ')}")
+                       for r, reason in enumerate(reasons) if reason is not None)
+            continue
+        # numbers and strings: both columns, each with its own rows (the feature's type is
+        # judged per value by the monitor: stream.monitor.quality), whatever the batch
+        numeric[name] = np.array([np.nan if v is None or isinstance(v, str) else v for v in col],
+                                 dtype=np.float64)
+        categorical[name] = [v if isinstance(v, str) else None for v in col]
     if bad:
         raise _BadRows(bad)
     pkinds = set(map(type, preds))
@@ -439,14 +433,13 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
         if np.isinf(prediction).any():                  # (NaN: missing)
             raise _BadRows([(int(r), "invalid_prediction", "prediction must be finite")
                             for r in np.flatnonzero(np.isinf(prediction))])
-    else:
-        prediction = np.full(n, np.nan)
+    else:                           # classes (and maybe numbers: both columns, as for features)
+        prediction = np.array([np.nan if p is None or isinstance(p, str) else p for p in preds],
+                              dtype=np.float64)
+        if np.isinf(prediction).any():
+            raise _BadRows([(int(r), "invalid_prediction", "prediction must be finite")
+                            for r in np.flatnonzero(np.isinf(prediction))])
         prediction_class = [p if isinstance(p, str) else None for p in preds]
-        num = [r for r, p in enumerate(preds) if not isinstance(p, str) and p is not None]
-        if num:                     # the rarer kind is the odd one out (classes on a tie)
-            classes = [r for r, p in enumerate(preds) if isinstance(p, str)]
-            raise _BadRows([(r, "mixed_types", "prediction mixes numbers and classes")
-                            for r in (classes if len(classes) <= len(num) else num)])
     try:
         ts = np.array(ts_raw, dtype=np.float64) if set(map(type, ts_raw)) <= {int, float, type(None)} \
             else None
@@ -469,5 +462,5 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
         model=model, numeric=numeric, categorical=categorical, prediction=prediction,
         prediction_class=prediction_class, ts=ts, partition=sources.partition[msg_index],
         offset=sources.offset[msg_index], topic=sources.topic[msg_index],
-        ids=ids, segments=segments,
+        ids=ids, segments=segments, index=msg_index,
     )

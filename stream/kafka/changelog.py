@@ -2,8 +2,8 @@
 
 A record's key is ``<topic>:<partition>:<model>`` (``<topic>:<partition>:~adapters`` for the
 adapters' pairing store), its value :func:`stream.state.dump_model` bytes, its header
-``streamdrift.offset`` the next input offset the state reflects (and ``streamdrift.now_ts``
-the partition's prediction-store clock). Changelog partition p holds input partition p.
+``streamdrift.offset`` the next input offset the state reflects. Changelog partition p
+holds input partition p.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from ..state import dump_model, load_model
 log = logging.getLogger("streamdrift")
 ADAPTER_STATE = "~adapters"     # key suffix of a partition's adapter state (not a model name)
 OFFSET_HEADER = "streamdrift.offset"
-CLOCK_HEADER = "streamdrift.now_ts"
 
 Key = tuple[str, int]           # (input topic, partition)
 
@@ -63,7 +62,7 @@ class Changelog:
         for model in sorted(shard.changed):
             if model in pipeline.models:
                 yield (part, f"{topic}:{partition}:{model}".encode(), dump_model(pipeline, model),
-                       [(OFFSET_HEADER, offset), (CLOCK_HEADER, repr(pipeline.now_ts).encode())])
+                       [(OFFSET_HEADER, offset)])
         shard.changed.clear()
         converter = pipeline.converter
         if converter is not None and converter.changed:
@@ -74,7 +73,7 @@ class Changelog:
         """Restore the latest state records of these shards not newer than their committed
         offsets; returns the models restored. An unreadable record starts its model fresh."""
         wanted = {f"{t}:{p}:".encode(): (t, p) for t, p in shards}
-        latest: dict[bytes, tuple[bytes, float]] = {}
+        latest: dict[bytes, bytes] = {}
         for part in sorted({self.partition_of(p) for _, p in shards}):
             for key, value, headers in self._scan(reader, part):
                 shard = next((v for prefix, v in wanted.items() if key.startswith(prefix)), None)
@@ -85,12 +84,12 @@ class Changelog:
                 if value is None:
                     latest.pop(key, None)
                 elif 0 <= offset <= max(limit, 0) and limit >= 0:
-                    latest[key] = (value, float(headers.get(CLOCK_HEADER, b"-inf")))
+                    latest[key] = value
                 elif limit < 0 or offset > limit:
                     log.warning("changelog record %s reflects offset %d beyond the committed "
                                 "%d: skipped", key.decode(errors="replace"), offset, limit)
         n = 0
-        for key, (value, now_ts) in latest.items():
+        for key, value in latest.items():
             topic, partition, name = key.decode().rsplit(":", 2)
             pipeline = shards[(topic, int(partition))].pipeline
             try:
@@ -99,7 +98,6 @@ class Changelog:
                         pipeline.converter.load(value)
                     continue
                 load_model(pipeline, value)
-                pipeline.now_ts = max(pipeline.now_ts, now_ts)
                 n += 1
             except StateError as exc:
                 log.error("state %s is unreadable (%s): starting that model fresh", key.decode(), exc)

@@ -42,10 +42,12 @@ class ConcentrationWatch:
         self.ph = PageHinkley(1, min_instances=3, delta=delta, threshold=threshold, alpha=1.0,
                               mode="down")
         self.ref_mean = self.ref_sd = None
+        self.ends: list[tuple[int, float, int]] = []     # the last batch's window ends
 
     def update(self, batch: ModelBatch) -> list[tuple[int, float, float, int]]:
         """Feed a batch; returns (row, entropy, z, windows so far) for each window end that PH
-        flagged."""
+        flagged. ``ends`` then lists (row, entropy, windows so far) of every window end."""
+        self.ends: list[tuple[int, float, int]] = []
         seg = batch.segments
         has = np.array([s is not None for s in seg])
         if not has.any():
@@ -77,6 +79,7 @@ class ConcentrationWatch:
                 end_row = int(part[-1])
                 h = self._entropy()
                 self.series.append(h)
+                self.ends.append((end_row, h, len(self.series)))
                 self.counts[:] = 0
                 self.seen = 0
                 hit = self._watch(h)
@@ -139,6 +142,11 @@ class SelectionWatch:
     def load_state(self, state: dict[str, Any]) -> None:
         self.labeled, self.unlabeled = state["labeled"], state["unlabeled"]
 
+    @property
+    def total(self) -> int:
+        """Outcomes counted (labeled or not)."""
+        return int(self.labeled.sum() + self.unlabeled.sum())
+
     def rates(self) -> np.ndarray:
         n = self.labeled + self.unlabeled
         return np.where(n >= self.min_per_band, self.labeled / np.maximum(n, 1), np.nan)
@@ -179,12 +187,23 @@ class ConcentrationMonitor(_WatchedSignal):
         flagged = self.watch.update(batch)
         if not flagged and not self.lifecycle.open:
             return 0
-        series = self.watch.series
+        series, ends = self.watch.series, self.watch.ends
         z_at = {row: (h, z, n) for row, h, z, n in flagged}
-        last = (series[-1] if series else float("nan"), float("nan"), len(series))
+        # an alert at another row (a resolution) tells the last window finished by that row
+        before = len(series) - len(ends)
+        end_rows = np.array([e[0] for e in ends], dtype=np.int64)
+
+        def state_at(row: int) -> tuple[float, float, int]:
+            if row in z_at:
+                return z_at[row]
+            k = int(np.searchsorted(end_rows, row, side="right"))
+            if k:
+                return ends[k - 1][1], float("nan"), ends[k - 1][2]
+            return (series[before - 1] if before else float("nan")), float("nan"), before
+
         return apply_lifecycle(self.lifecycle, [(row, 0, "page_hinkley") for row in z_at], batch.ts,
                                alerts, lambda row, j, name, status: self._alert(
-                                   batch, row, name, status, *z_at.get(row, last)))
+                                   batch, row, name, status, *state_at(row)))
 
     def _alert(self, batch: ModelBatch, row: int, detector: str, status: str, h: float,
                z: float, windows: int) -> dict:

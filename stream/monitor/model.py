@@ -43,7 +43,6 @@ class ModelMonitor:
                                   d.min_values, d.cooldown_s)
         self.concentration = ConcentrationMonitor(model, settings.feedback, d.cooldown_s)
         self.quality = QualityChecks(model, settings)
-        self._screened: ModelBatch | None = None      # the batch between prepare and finish
         self.recorder = None                  # a report recorder during a backtest
         self.applied: list[str] = []          # ids of the re-baselines applied (the last 100)
 
@@ -95,9 +94,9 @@ class ModelMonitor:
         self.quality.rebaseline(req, batch, row, alerts, lambda f, r: self._feature_sd(None, f, r))
         return True
 
-    def prepare(self, batch: ModelBatch) -> tuple[np.ndarray, np.ndarray]:
+    def prepare(self, batch: ModelBatch) -> tuple[ModelBatch, np.ndarray, np.ndarray]:
         """The batch's raw signal matrix X and its z-scores Z, both (rows, signals)."""
-        batch = self._screened = self.quality.screen(batch)
+        batch = self.quality.screen(batch)
         X, grown = self.signals.matrix(batch)
         if grown:
             self.states.add(grown)
@@ -107,7 +106,7 @@ class ModelMonitor:
             if a.bonferroni and "adwin" in self.detectors:
                 # many signals multiply false alarms: share the model's delta among them
                 self.detectors["adwin"].set_delta(a.delta / max(1, self.n_signals))
-        return X, self.signals.standardize(X, batch.ts)
+        return batch, X, self.signals.standardize(X, batch.ts)
 
     def finish(self, batch: ModelBatch, X: np.ndarray, Z: np.ndarray, masks: dict[str, np.ndarray],
                alerts: list[dict]) -> int:
@@ -119,8 +118,7 @@ class ModelMonitor:
         transitions = self.states.step(Z, X, hit, batch.ts, reg.cz_mean, reg.cz_sd, reg.n_ref)
         alerts.extend(self.states.alerts(transitions, lambda t: self._alert(batch, t)))
         quiet, self.states.quiet = self.states.quiet, 0
-        screened = self._screened if self._screened is not None else batch
-        quiet += self.quality.observe(screened, alerts, lambda f, r: self._feature_sd(X, f, r), self.recorder)
+        quiet += self.quality.observe(batch, alerts, lambda f, r: self._feature_sd(X, f, r), self.recorder)
         reg.remember(X)
         if self.recorder is not None:
             self.recorder.record(self, batch.ts, X)

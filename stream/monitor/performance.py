@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import repeat
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -64,41 +65,59 @@ class PredictionStore:
         self.size = 0                   # predictions pending, all models
         self.labeled_size = 0
         self.evicted = {"ttl": 0, "size": 0}
+        # the current batch's predictions: (model, id) -> position of their message; a label
+        # at an earlier position of the batch cannot take them (it came first)
+        self.fresh: dict[tuple[str, Any], int] = {}
 
-    def add(self, batch: ModelBatch) -> None:
-        """Remember the batch's (id, prediction, ts) for events that have both."""
+    def add(self, batch: ModelBatch, positions: np.ndarray | None = None) -> None:
+        """Remember the batch's (id, prediction, ts) for events that have both; ``positions``:
+        each row's message position in the batch (labels see only predictions before them)."""
         preds = batch.prediction_class if batch.prediction_class is not None else batch.prediction.tolist()
         pending = self.pending.setdefault(batch.model, OrderedDict())
         before = len(pending)
-        for ident, pred, ts in zip(batch.ids, preds, batch.ts.tolist(), strict=True):
+        pos = positions.tolist() if positions is not None else repeat(None)
+        fresh, model = self.fresh, batch.model
+        for ident, pred, ts, at in zip(batch.ids, preds, batch.ts.tolist(), pos, strict=False):
             if ident is None or pred is None or pred != pred:
                 continue
             pending.pop(ident, None)
             pending[ident] = (pred, ts)
+            if at is not None:
+                fresh[(model, ident)] = at
         self.size += len(pending) - before
         if self.size > self.max_size:
             self.evicted["size"] += _shrink(self.pending, self.size - self.max_size)
             self.size = self.max_size
 
-    def expire(self, now_ts: float) -> list[tuple[str, Any]]:
-        """Drop predictions older than the time-to-live (by event time); returns their
-        (model, prediction): these never received a label."""
+    def expire(self, now_ts: float, before: int | None = None) -> list[tuple[str, Any, float]]:
+        """Drop the oldest predictions (insertion order) while they are older than the
+        time-to-live at clock ``now_ts`` (event time), stopping at a prediction of this batch
+        at position ``before`` or later; returns their (model, prediction, ts): these never
+        received a label."""
         limit = now_ts - self.ttl_s
         expired = []
+        fresh = self.fresh
         for model, pending in self.pending.items():
             while pending:
                 ident, (pred, ts) = next(iter(pending.items()))
-                if ts >= limit:
+                if ts >= limit or (before is not None and fresh.get((model, ident), -1) >= before):
                     break
                 pending.popitem(last=False)
-                expired.append((model, pred))
+                expired.append((model, pred, ts))
         self.size -= len(expired)
         self.evicted["ttl"] += len(expired)
         return expired
 
-    def take(self, model: str, ident: Any) -> tuple[Any, float] | None | str:
-        """The prediction for (model, id) and its time; "duplicate" if already labeled; None."""
+    def settle(self) -> None:
+        """The batch is over: its predictions are visible to every later label."""
+        self.fresh.clear()
+
+    def take(self, model: str, ident: Any, at: int | None = None) -> tuple[Any, float] | None | str:
+        """The prediction for (model, id) and its time; "duplicate" if already labeled; None
+        (also when it arrived at position ``at`` of this batch or later)."""
         pending = self.pending.get(model)
+        if at is not None and self.fresh.get((model, ident), -1) >= at:
+            return None
         hit = pending.pop(ident, None) if pending else None
         if hit is None:
             return "duplicate" if ident in self.labeled.get(model, ()) else None
@@ -170,46 +189,119 @@ def error_of(pred: Any, label: Any) -> tuple[float, bool]:
     return abs(float(pred) - float(label)), False
 
 
-def join_labels(labels: list[Label], store: PredictionStore
-                ) -> tuple[dict[str, ErrorBatch], list[DeadLetter]]:
-    """Join decoded labels to their stored predictions (or the prediction they bring)."""
-    out: dict[str, ErrorBatch] = {}
-    dead: list[DeadLetter] = []
-    for lab in labels:
-        try:
-            if lab.prediction is not None:
-                pred, pred_ts = lab.prediction, lab.ts
-                store.take(lab.model, lab.ident)          # its event, if stored, is labeled now
-            else:
-                hit = store.take(lab.model, lab.ident)
-                which = f"id {lab.ident!r} of {lab.model!r}"
-                if hit == "duplicate":
-                    raise Rejected("duplicate_label", f"{which} was labeled already")
-                if hit is None:
-                    raise Rejected("unknown_id", f"no pending prediction for {which}")
-                pred, pred_ts = hit
-        except Rejected as exc:
-            dead.append(DeadLetter(lab.message, exc.reason, exc.detail))
-            continue
-        err, binary = error_of(pred, lab.label)
-        eb = out.setdefault(lab.model, ErrorBatch())
-        eb.errors.append(err)
-        eb.binary.append(binary)
-        eb.ts.append(lab.ts)
-        eb.prediction_ts.append(pred_ts)
-        eb.predictions.append(pred)
-        eb.messages.append(lab.message)
-    return out, dead
+class Outcome(NamedTuple):
+    """A prediction's fate, at a position of the batch: labeled, or aged out unlabeled."""
+    position: int
+    model: str
+    prediction: Any
+    labeled: bool
 
 
-def advance_clock(now: float, batch_times: list[np.ndarray]) -> float:
-    """The prediction store's clock after a batch: the second largest of the batch's event
-    times and ``now``. One event with a skewed clock (a year ahead) then cannot move it and
-    expire every prediction waiting for its label; it lags the newest event by one event."""
-    times = np.concatenate([*batch_times, [now]])
-    if times.size < 2:
-        return now
-    return max(now, float(np.partition(times, times.size - 2)[times.size - 2]))
+class LabelDesk:
+    """Predictions waiting for their labels, joined in arrival order.
+
+    Every decision depends on the input alone, never on batch boundaries: a label takes only
+    a prediction that arrived before it; the store's clock at a position is the second
+    largest event time of the events before it (one event with a skewed clock cannot move it
+    and expire every prediction); a prediction is too old for a label when the clock at the
+    label is past its time plus ``ttl_s``, and ages out (unlabeled) at the first event where
+    that holds (or when an older one waiting before it does).
+
+    Parameters
+    ----------
+    max_size : predictions waiting, at most, all models together.
+    ttl_s : event-time seconds a prediction waits for its label.
+    """
+
+    def __init__(self, max_size: int, ttl_s: float) -> None:
+        self.store = PredictionStore(max_size, ttl_s)
+        self.ttl_s = ttl_s
+        self.top = float("-inf")              # the largest event time so far
+        self.now = float("-inf")              # the clock: the second largest
+        self._pos = np.zeros(0, dtype=np.int64)   # this batch's events: positions (sorted) ...
+        self._clock = np.zeros(0)                 # ... and the clock after each
+        self._before = float("-inf")              # the clock before the batch
+        self._last: dict[str, int] = {}           # model -> position of its last outcome
+
+    def events(self, batches: list[ModelBatch], positions: list[np.ndarray]) -> None:
+        """The batch's events (each row's message position): remember their predictions and
+        run the clock over them in arrival order."""
+        for mb, pos in zip(batches, positions, strict=True):
+            self.store.add(mb, pos)
+        self._before = self.now
+        self._last = {}
+        if not batches:
+            self._pos, self._clock = np.zeros(0, dtype=np.int64), np.zeros(0)
+            return
+        pos = np.concatenate(positions)
+        order = np.argsort(pos, kind="stable")
+        ts = np.concatenate([mb.ts for mb in batches])[order]
+        top = np.maximum.accumulate(np.concatenate([[self.top], ts]))
+        # second largest so far: max(previous second, min(value, previous largest)), exactly
+        clock = np.maximum.accumulate(np.concatenate([[self.now], np.minimum(ts, top[:-1])]))
+        self._pos, self._clock = pos[order], clock[1:]
+        self.top, self.now = float(top[-1]), float(clock[-1])
+
+    def clock_at(self, position: int) -> float:
+        """The clock just before message ``position`` of the batch."""
+        k = int(np.searchsorted(self._pos, position, side="left"))
+        return self._before if k == 0 else float(self._clock[k - 1])
+
+    def _expire(self, now: float, before: int | None, out: list[Outcome]) -> None:
+        for model, pred, ts in self.store.expire(now, before):
+            # it aged out at the first event whose clock passed ts + ttl (not before the last
+            # one of its model that waited before it)
+            due = ts + self.ttl_s
+            k = int(np.searchsorted(self._clock, due, side="right"))
+            at = -1 if self._before > due or k >= self._pos.size else int(self._pos[k])
+            at = max(at, self._last.get(model, -1))
+            self._last[model] = at
+            out.append(Outcome(at, model, pred, False))
+
+    def labels(self, labels: list[Label], positions: list[int]
+               ) -> tuple[dict[str, ErrorBatch], list[DeadLetter], list[Outcome]]:
+        """Join the batch's labels (at these message positions, ascending) to the predictions
+        that came before them; then age out what the batch's clock expires. Returns the
+        joins by model, the labels that cannot be joined, and every outcome."""
+        out: dict[str, ErrorBatch] = {}
+        dead: list[DeadLetter] = []
+        outcomes: list[Outcome] = []
+        store = self.store
+        for lab, p in zip(labels, positions, strict=True):
+            self._expire(self.clock_at(p), p, outcomes)
+            try:
+                if lab.prediction is not None:
+                    pred, pred_ts = lab.prediction, lab.ts
+                    store.take(lab.model, lab.ident, p)       # its event, if stored, is labeled now
+                else:
+                    hit = store.take(lab.model, lab.ident, p)
+                    which = f"id {lab.ident!r} of {lab.model!r}"
+                    if hit == "duplicate":
+                        raise Rejected("duplicate_label", f"{which} was labeled already")
+                    if hit is None:
+                        raise Rejected("unknown_id", f"no pending prediction for {which}")
+                    pred, pred_ts = hit
+            except Rejected as exc:
+                dead.append(DeadLetter(lab.message, exc.reason, exc.detail))
+                continue
+            err, binary = error_of(pred, lab.label)
+            eb = out.setdefault(lab.model, ErrorBatch())
+            eb.errors.append(err)
+            eb.binary.append(binary)
+            eb.ts.append(lab.ts)
+            eb.prediction_ts.append(pred_ts)
+            eb.predictions.append(pred)
+            eb.messages.append(lab.message)
+            self._last[lab.model] = p
+            outcomes.append(Outcome(p, lab.model, pred, True))
+        return out, dead, outcomes
+
+    def close(self) -> list[Outcome]:
+        """The batch is over: what its clock expires ages out; its predictions settle."""
+        outcomes: list[Outcome] = []
+        self._expire(self.now, None, outcomes)
+        self.store.settle()
+        return outcomes
 
 
 class PerformanceMonitor:

@@ -39,9 +39,10 @@ import numpy as np
 from ..config import Settings
 from ..types import ModelBatch, Rebaseline
 from .alerts import make_alert
-from .drift import STABLE, DriftStates, Transition
+from .drift import DRIFTED, STABLE, DriftStates, Transition
 
 CHECKS = ("missing", "type", "stuck", "spread")
+PREDICTION = "\x00prediction"        # the prediction's entry among the features' types
 CHECK_NAMES = (*CHECKS, "new_feature")
 
 
@@ -49,10 +50,10 @@ class Rates:
     """References and change points of 0/1 signals (columns), fed their values only.
 
     A column learns its reference rate ``p`` from its first ``warmup`` values (or is given
-    one). Then its z-scores are those of a 0/1 value against p (clipped), and at the end of
-    each block of ``block`` values whose rate is off p by at least ``min_effect`` reference
-    sd, 3 standard errors of a block and 2 values, a change point. Counts of 0/1 values are
-    exact, so none of this depends on batch boundaries.
+    one). Then its z-scores are those of a 0/1 value against p (clipped), and each block of
+    ``block`` values is "off" when its rate differs from p by at least ``min_effect``
+    reference sd, 3 standard errors of a block and 2 values (see QualityChecks._judge).
+    Counts of 0/1 values are exact, so none of this depends on batch boundaries.
     """
 
     def __init__(self, warmup: int, block: int, min_effect: float, clip_z: float) -> None:
@@ -119,14 +120,15 @@ class Rates:
         cz_sd = np.sqrt(p * (1 - p)) * abs(z1 - z0)
         return cz_mean, float(cz_sd), z1, z0
 
-    def change_points(self, j: int, v: np.ndarray) -> np.ndarray:
-        """Positions (into v) of column j's change points among these (post-warm-up) values."""
+    def blocks(self, j: int, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The blocks that end among column j's (post-warm-up) values ``v``: their last
+        positions (into v), and whether each block's rate is off the reference."""
         B, k = self.block, int(self.count[j])
         ends = np.arange(B - k - 1, v.size, B)
         if not ends.size:
             self.count[j] += v.size
             self.ones[j] += float(v.sum())
-            return ends
+            return ends, np.zeros(0, dtype=bool)
         S = np.cumsum(v)                              # (integers: exact)
         at_end = S[ends]
         block = np.diff(np.concatenate([[-self.ones[j]], at_end]))
@@ -135,7 +137,7 @@ class Rates:
         need = max(self.min_effect * sd, 3 * sd / np.sqrt(B), 2.0 / B)
         self.ones[j] = float(S[-1] - at_end[-1])
         self.count[j] = (k + v.size) % B
-        return ends[np.abs(block / B - p) >= need]
+        return ends, np.abs(block / B - p) >= need
 
 
 class QualityChecks:
@@ -167,6 +169,7 @@ class QualityChecks:
         self.changes: dict[str, list[float]] = {}   # numeric feature -> warm-up changes so far
         self.events = 0                        # events of the model seen
         self.mismatched: dict[str, np.ndarray] = {}   # this batch: feature -> rows of the wrong type
+        self.fresh: list[tuple[str, str]] = []        # this batch: features seen first (and type)
 
     @property
     def active(self) -> bool:
@@ -211,22 +214,37 @@ class QualityChecks:
                 self.changes.pop(f, None)
 
     def screen(self, batch: ModelBatch) -> ModelBatch:
-        """The batch without the values whose type is not their feature's established type
-        (they are counted by the type check in :meth:`observe`, not used as values)."""
-        self.mismatched = {}
-        if not self.enabled or "type" not in self.enabled:
+        """The batch with only the values of each feature's (and the prediction's) established
+        type: the type of its first value. The others are counted by the type check in
+        :meth:`observe`, never used as values or categories."""
+        self.mismatched, self.fresh = {}, []
+        numeric, categorical = batch.numeric, batch.categorical
+        for f in [*numeric, *categorical]:
+            if f not in self.types and _has_value(numeric.get(f), categorical.get(f)):
+                kind = _first_kind(numeric.get(f), categorical.get(f))
+                self.types[f] = kind
+                self.fresh.append((f, kind))
+        wrong_num = [f for f in numeric if self.types.get(f) == "string"]
+        wrong_cat = [f for f in categorical if self.types.get(f) == "number"]
+        classes, prediction = batch.prediction_class, batch.prediction
+        if PREDICTION not in self.types and (classes is not None or not np.isnan(prediction).all()):
+            self.types[PREDICTION] = _first_kind(prediction, classes)
+        kind = self.types.get(PREDICTION)
+        if classes is not None and kind == "number":
+            self.mismatched[PREDICTION] = np.array([c is not None for c in classes])
+            classes = None
+        elif kind == "string" and not np.isnan(prediction).all():
+            self.mismatched[PREDICTION] = ~np.isnan(prediction)
+            prediction = np.full(batch.size, np.nan)
+        if not wrong_num and not wrong_cat and not self.mismatched:
             return batch
-        wrong_num = [f for f in batch.numeric if self.types.get(f) == "string"]
-        wrong_cat = [f for f in batch.categorical if self.types.get(f) == "number"]
-        if not wrong_num and not wrong_cat:
-            return batch
-        numeric, categorical = dict(batch.numeric), dict(batch.categorical)
+        numeric, categorical = dict(numeric), dict(categorical)
         for f in wrong_num:
             self.mismatched[f] = ~np.isnan(numeric.pop(f))
         for f in wrong_cat:
             self.mismatched[f] = np.array([v is not None for v in categorical.pop(f)])
-        return ModelBatch(batch.model, numeric, categorical, batch.prediction, batch.prediction_class,
-                          batch.ts, batch.partition, batch.offset, batch.topic, batch.ids, batch.segments)
+        return ModelBatch(batch.model, numeric, categorical, prediction, classes, batch.ts, batch.partition,
+                          batch.offset, batch.topic, batch.ids, batch.segments, batch.index)
 
     def observe(self, batch: ModelBatch, alerts: list[dict], feature_sd: Callable[[str, int], tuple],
                 recorder: Any = None) -> int:
@@ -237,15 +255,20 @@ class QualityChecks:
         n = batch.size
         before = self.events
         self.events += n
-        new = [(f, "number") for f in batch.numeric if f not in self.types] + \
-              [(f, "string") for f in batch.categorical if f not in self.types]
-        for f, kind in new:
-            self.types[f] = kind
-            if "new_feature" in self.enabled and before >= self.warmup:
-                alerts.append(self._new_feature(batch, f, kind))
+        if "new_feature" in self.enabled:
+            for f, kind in self.fresh:
+                row = _first_row(batch.numeric.get(f), batch.categorical.get(f))
+                if before + row >= self.warmup:
+                    alerts.append(self._new_feature(batch, f, kind, row, before + row))
         cols: dict[str, tuple[np.ndarray, np.ndarray]] = {}     # name -> (rows, 0/1 values)
         every = np.arange(n)
         for f, kind in self.types.items():
+            if f == PREDICTION:
+                wrong = self.mismatched.get(f)
+                if "type" in self.enabled and wrong is not None:
+                    rows = np.flatnonzero(wrong)
+                    cols[f"type:{f}"] = (rows, np.ones(rows.size))
+                continue
             numeric = batch.numeric.get(f)
             cat = batch.categorical.get(f)
             present = (~np.isnan(numeric) if numeric is not None else
@@ -279,16 +302,10 @@ class QualityChecks:
             if skip >= v.size:
                 continue
             rows, v = rows[skip:], v[skip:]
-            at = rates.change_points(j, v)
-            if not at.size and self.states.status[j] == STABLE:
+            ends, off = rates.blocks(j, v)
+            if not off.any() and self.states.status[j] == STABLE:
                 continue                                 # (the steady state: nothing to judge)
-            hit = np.full(v.size, -1, dtype=np.int64)
-            hit[at] = 0
-            cz_mean, cz_sd, z1, z0 = rates.reference(j)
-            floor = self._floor(name, float(rates.p[j]))
-            transitions = self.states.step_column(j, rows, np.where(v > 0, z1, z0), v, hit,
-                                                  batch.ts[rows], cz_mean, cz_sd, float(rates.n[j]), floor)
-            alerts.extend(self.states.alerts(transitions, lambda t: self._alert(batch, t, feature_sd)))
+            self._judge(j, name, rows, v, ends, off, batch, alerts, feature_sd)
         if recorder is not None:
             missing = [nm for nm in cols if nm.startswith("missing:")]
             V = np.full((n, len(missing)), np.nan)
@@ -298,6 +315,38 @@ class QualityChecks:
             recorder.record_values(self.model, missing, batch.ts, V)
         quiet, self.states.quiet = self.states.quiet, 0
         return quiet
+
+    def _judge(self, j: int, name: str, rows: np.ndarray, v: np.ndarray, ends: np.ndarray,
+               off: np.ndarray, batch: ModelBatch, alerts: list[dict],
+               feature_sd: Callable[[str, int], tuple]) -> None:
+        """Column j's drift state over these values, block by block: a stable signal's block
+        off its reference is a change point (then the values after it are judged); a drifted
+        signal's block back within it is one too (so that its return can be judged apart from
+        the fault); a candidate's values accumulate until it is decided."""
+        rates, states = self.rates, self.states
+        cz_mean, cz_sd, z1, z0 = rates.reference(j)
+        floor = self._floor(name, float(rates.p[j]))
+        z, ts = np.where(v > 0, z1, z0), batch.ts[rows]
+        n_ref = float(rates.n[j])
+
+        def step(lo: int, hi: int, hit_last: bool) -> None:
+            if hi <= lo:
+                return
+            hit = np.full(hi - lo, -1, dtype=np.int64)
+            if hit_last:
+                hit[-1] = 0
+            transitions = states.step_column(j, rows[lo:hi], z[lo:hi], v[lo:hi], hit, ts[lo:hi],
+                                             cz_mean, cz_sd, n_ref, floor)
+            alerts.extend(states.alerts(transitions, lambda t: self._alert(batch, t, feature_sd)))
+
+        lo = 0
+        for end, is_off in zip(ends.tolist(), off.tolist(), strict=True):
+            step(lo, end, False)                         # the block up to its last value
+            status = states.status[j]
+            change = is_off if status == STABLE else (not is_off and status == DRIFTED)
+            step(end, end + 1, change)                   # its last value: a change point or not
+            lo = end + 1
+        step(lo, v.size, False)
 
     @staticmethod
     def _floor(name: str, p: float) -> float:
@@ -341,11 +390,11 @@ class QualityChecks:
             return                          # (the pairs after the warm-up count from the next batch)
         cols[f"spread:{f}"] = (at[moved], (change[moved] > median).astype(float))
 
-    def _new_feature(self, batch: ModelBatch, f: str, kind: str) -> dict:
+    def _new_feature(self, batch: ModelBatch, f: str, kind: str, row: int, events_before: int) -> dict:
         return make_alert(model=self.model, signal=f"feature:{f}", detector="schema",
-                          ts=float(batch.ts[0]), topic=batch.topic[0], partition=int(batch.partition[0]),
-                          offset=int(batch.offset[0]),
-                          stats={"type": kind, "events_before": self.events - batch.size},
+                          ts=float(batch.ts[row]), topic=batch.topic[row],
+                          partition=int(batch.partition[row]), offset=int(batch.offset[row]),
+                          stats={"type": kind, "events_before": events_before},
                           check="new_feature", kind="data_quality", severity="info")
 
     def _alert(self, batch: ModelBatch, t: Transition, feature_sd: Callable[[str, int], tuple]) -> dict:
@@ -365,8 +414,35 @@ class QualityChecks:
             stats.update(sd_before=sd_before, sd_after=sd_after, larger_change_rate_before=before,
                          larger_change_rate_after=after)
         kind = "data_drift" if check == "spread" else "data_quality"
-        return make_alert(model=self.model, signal=f"feature:{f}", detector="check",
+        return make_alert(model=self.model, signal="prediction" if f == PREDICTION else f"feature:{f}",
+                          detector="check",
                           ts=float(batch.ts[row]), topic=batch.topic[row],
                           partition=int(batch.partition[row]), offset=int(batch.offset[row]), stats=stats,
                           status=t.status, reason=t.reason,
                           check=check, kind=kind)
+
+
+def _first_kind(numbers: np.ndarray | None, strings: list | None) -> str:
+    """"number" or "string": the kind of the first value (numbers win a tie of rows)."""
+    first_number = int(np.argmax(~np.isnan(numbers))) if numbers is not None and \
+        not np.isnan(numbers).all() else None
+    first_string = next((i for i, v in enumerate(strings) if v is not None), None) if strings is not None \
+        else None
+    if first_string is None or (first_number is not None and first_number <= first_string):
+        return "number"
+    return "string"
+
+
+def _has_value(numbers: np.ndarray | None, strings: list | None) -> bool:
+    return (numbers is not None and not np.isnan(numbers).all()) or \
+        (strings is not None and any(v is not None for v in strings))
+
+
+def _first_row(numbers: np.ndarray | None, strings: list | None) -> int:
+    """The first row where a feature has a value (of either kind)."""
+    rows = []
+    if numbers is not None and not np.isnan(numbers).all():
+        rows.append(int(np.argmax(~np.isnan(numbers))))
+    if strings is not None:
+        rows.append(next((i for i, v in enumerate(strings) if v is not None), len(strings)))
+    return min(rows) if rows else 0

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Iterator
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from ..errors import StateError
 from ..pipeline import Pipeline
@@ -72,25 +72,29 @@ class Changelog:
     def read(self, reader: Consumer, shards: dict[Key, Shard], committed: dict[Key, int]) -> int:
         """Restore the latest state records of these shards not newer than their committed
         offsets; returns the models restored. An unreadable record starts its model fresh."""
-        wanted = {f"{t}:{p}:".encode(): (t, p) for t, p in shards}
         latest: dict[bytes, bytes] = {}
-        for part in sorted({self.partition_of(p) for _, p in shards}):
-            for key, value, headers in self._scan(reader, part):
-                shard = next((v for prefix, v in wanted.items() if key.startswith(prefix)), None)
-                if shard is None:
-                    continue
-                offset = int(headers.get(OFFSET_HEADER, b"-1"))
-                limit = committed.get(shard, -1)
-                if value is None:
-                    latest.pop(key, None)
-                elif 0 <= offset <= max(limit, 0) and limit >= 0:
-                    latest[key] = value
-                elif limit < 0 or offset > limit:
-                    log.warning("changelog record %s reflects offset %d beyond the committed "
-                                "%d: skipped", key.decode(errors="replace"), offset, limit)
+        parts = sorted({self.partition_of(p) for _, p in shards})
+        for key, value, headers in self._scan(reader, parts):
+            topic, _, rest = key.partition(b":")
+            partition, _, _ = rest.partition(b":")
+            try:
+                shard = (topic.decode(), int(partition))
+            except ValueError:
+                continue                                   # (not a record of ours)
+            if shard not in shards:
+                continue
+            offset = int(headers.get(OFFSET_HEADER, b"-1"))
+            limit = committed.get(shard, -1)
+            if value is None:
+                latest.pop(key, None)
+            elif 0 <= offset <= max(limit, 0) and limit >= 0:
+                latest[key] = value
+            elif limit < 0 or offset > limit:
+                log.warning("changelog record %s reflects offset %d beyond the committed "
+                            "%d: skipped", key.decode(errors="replace"), offset, limit)
         n = 0
         for key, value in latest.items():
-            topic, partition, name = key.decode().rsplit(":", 2)
+            topic, partition, name = key.decode().split(":", 2)   # (topics have no ":")
             pipeline = shards[(topic, int(partition))].pipeline
             try:
                 if name == ADAPTER_STATE:
@@ -103,20 +107,32 @@ class Changelog:
                 log.error("state %s is unreadable (%s): starting that model fresh", key.decode(), exc)
         return n
 
-    def _scan(self, reader: Consumer, part: int) -> Iterator[tuple[bytes, bytes | None, dict]]:
-        """(key, value, headers) of every record of one changelog partition, in order."""
-        lo, hi = reader.get_watermark_offsets(TopicPartition(self.topic, part), timeout=30)
-        if hi <= lo:
+    def _scan(self, reader: Consumer, parts: list[int]) -> Iterator[tuple[bytes, bytes | None, dict]]:
+        """(key, value, headers) of every record of these changelog partitions, read together
+        to their ends (each partition's records in order). The reader reports each partition's
+        end (``enable.partition.eof``) as soon as it is reached: no wait for records that
+        will not come."""
+        todo = set()
+        assignment = []
+        for part in parts:
+            lo, hi = reader.get_watermark_offsets(TopicPartition(self.topic, part), timeout=30)
+            if hi > lo:
+                todo.add(part)
+                assignment.append(TopicPartition(self.topic, part, lo))
+        if not todo:
             return
-        tp = TopicPartition(self.topic, part, lo)
-        reader.assign([tp])
-        pos, deadline = lo, time.monotonic() + 300
-        while pos < hi and time.monotonic() < deadline:
-            msgs = reader.consume(1000, timeout=1)
-            # transaction markers are never delivered: follow the position instead
-            pos = max(pos, reader.position([tp])[0].offset)
-            for msg in msgs:
-                if msg.error() is not None:
+        reader.assign(assignment)
+        deadline = time.monotonic() + 300
+        while todo and time.monotonic() < deadline:
+            for msg in reader.consume(10_000, timeout=0.02):   # (returns what has come)
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        todo.discard(msg.partition())
+                    else:
+                        log.warning("changelog %s[%s]: %s", self.topic, msg.partition(), err.str())
                     continue
-                pos = max(pos, msg.offset() + 1)
                 yield msg.key() or b"", msg.value(), dict(msg.headers() or [])
+        if todo:
+            log.error("changelog %s: partitions %s not read to their end within 300 s",
+                      self.topic, sorted(todo))

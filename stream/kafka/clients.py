@@ -80,7 +80,10 @@ def restore_config(settings: Settings) -> dict[str, Any]:
     """A reader of the changelog (assigned partitions, never committing)."""
     return {**FETCH_DEFAULTS, **client_config(settings),
             "group.id": f"{settings.kafka.group_id}-restore", "enable.auto.commit": False,
-            "isolation.level": "read_committed", "error_cb": ErrorLog("kafka restore")}
+            "isolation.level": "read_committed", "enable.partition.eof": True,
+            # the end of a partition shows as a fetch that returns nothing, which the broker
+            # holds for fetch.wait.max.ms (500 ms by default)
+            "fetch.wait.max.ms": 10, "error_cb": ErrorLog("kafka restore")}
 
 
 def wait_for_broker(settings: Settings, stop: threading.Event, timeout_s: float | None = None) -> bool:

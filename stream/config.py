@@ -288,6 +288,7 @@ def _validate(s: Settings) -> None:
     need(k.batch_size >= 1, "kafka.batch_size", "must be >= 1")
     need(k.checkpoint_interval_s > 0, "kafka.checkpoint_interval_s", "must be > 0")
     need(k.poll_timeout_s > 0, "kafka.poll_timeout_s", "must be > 0")
+    _check_client(k)
     need(len(d.detectors) > 0, "detect.detectors", "needs at least one detector")
     need(d.warmup >= 2, "detect.warmup", "must be >= 2")
     need(d.clip_z > 0, "detect.clip_z", "must be > 0")
@@ -321,6 +322,37 @@ def _validate(s: Settings) -> None:
         need(getattr(lim, f.name) >= 1, f"limits.{f.name}", "must be >= 1")
     need(0 <= m.port <= 65535, "metrics.port", "must be a TCP port (0..65535)")
     need(m.max_model_labels >= 1, "metrics.max_model_labels", "must be >= 1")
+
+
+# [kafka.client] keys the service sets itself: what the delivery guarantee relies on
+_OWN_KEYS = {
+    "group.id": "set kafka.group_id",
+    "enable.auto.commit": "the service commits offsets after each checkpoint",
+    "enable.auto.offset.store": "the service stores offsets after each checkpoint",
+    "transactional.id": "set kafka.instance_id (the transactional id is derived from it)",
+    "group.instance.id": "set kafka.instance_id",
+}
+
+
+def _check_client(k: KafkaSettings) -> None:
+    """[kafka.client] settings that the guarantee cannot honour stop the start."""
+    c = {key: str(v).lower() for key, v in k.client.items()}
+    for key, why in _OWN_KEYS.items():
+        if key in c:
+            raise ConfigError(f"kafka.client.{key}: not settable: {why}")
+    protocol = c.get("group.protocol", "classic")
+    if protocol not in ("classic", "consumer"):
+        raise ConfigError(f"kafka.client.group.protocol: {protocol!r} is not one of 'classic', 'consumer'")
+    if protocol == "consumer":
+        for key in ("partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms"):
+            if key in c:
+                raise ConfigError(f"kafka.client.{key}: not allowed with group.protocol = \"consumer\" "
+                                  "(the broker assigns partitions and times sessions; KIP-848)")
+    if k.guarantee == "exactly-once":
+        if c.get("isolation.level", "read_committed") != "read_committed":
+            raise ConfigError("kafka.client.isolation.level: exactly-once reads read_committed only")
+        if c.get("enable.idempotence", "true") != "true":
+            raise ConfigError("kafka.client.enable.idempotence: exactly-once needs the idempotent producer")
 
 
 def _nest(layer: dict[str, Any], path: list[str], value: Any) -> None:

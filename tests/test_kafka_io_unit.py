@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 
+import pytest
 from confluent_kafka import KafkaError
 from confluent_kafka import Message as KafkaMessage
 
 from stream.config import load_settings
+from stream.errors import ConfigError
 from stream.kafka.clients import consumer_config, split_consumed
 from stream.types import Message
 
@@ -17,10 +20,37 @@ def test_consumer_config_defaults_user_overrides_and_fixed_keys(tmp_path):
     assert conf["fetch.queue.backoff.ms"] == 10       # not librdkafka's 1000 ms pause
     assert conf["enable.auto.commit"] is False and conf["isolation.level"] == "read_committed"
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[kafka.client]\n"fetch.queue.backoff.ms" = 250\n"enable.auto.commit" = true\n')
+    cfg.write_text('[kafka.client]\n"fetch.queue.backoff.ms" = 250\n')
     conf = consumer_config(load_settings(cfg, env={}))
     assert conf["fetch.queue.backoff.ms"] == "250"     # the user's setting wins over ours
-    assert conf["enable.auto.commit"] is False         # the guarantee's keys are not theirs
+
+
+@pytest.mark.parametrize("client,guarantee,key", [
+    ('"enable.auto.commit" = true', "at-least-once", "kafka.client.enable.auto.commit"),
+    ('"enable.auto.offset.store" = true', "at-least-once", "kafka.client.enable.auto.offset.store"),
+    ('"group.id" = "x"', "at-least-once", "kafka.client.group.id"),
+    ('"transactional.id" = "x"', "exactly-once", "kafka.client.transactional.id"),
+    ('"isolation.level" = "read_uncommitted"', "exactly-once", "kafka.client.isolation.level"),
+    ('"enable.idempotence" = false', "exactly-once", "kafka.client.enable.idempotence"),
+    ('"group.protocol" = "eager"', "at-least-once", "kafka.client.group.protocol"),
+    ('"group.protocol" = "consumer"\n"partition.assignment.strategy" = "range"', "exactly-once",
+     "kafka.client.partition.assignment.strategy"),
+])
+def test_settings_the_guarantee_cannot_honour_stop_the_start(tmp_path, client, guarantee, key):
+    """(They used to be overridden silently.)"""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[kafka]\nguarantee = "{guarantee}"\n[kafka.client]\n{client}\n')
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        load_settings(cfg, env={})
+
+
+@pytest.mark.parametrize("client", ['"partition.assignment.strategy" = "cooperative-sticky"',
+                                    '"group.protocol" = "consumer"'])
+def test_incremental_rebalancing_is_allowed_under_both_guarantees(tmp_path, client):
+    for guarantee in ("at-least-once", "exactly-once"):
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[kafka]\nguarantee = "{guarantee}"\n[kafka.client]\n{client}\n')
+        load_settings(cfg, env={})
 
 
 def _reference_split(raw: list, with_headers: bool) -> dict[tuple[str, int], list[Message]]:

@@ -198,7 +198,9 @@ class Service:
 
     def _revoke(self, partitions: list) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions if (tp.topic, tp.partition) in self.shards]
-        self._commit(keys)
+        # every shard: under exactly-once the open transaction holds the output of all of them
+        # (incremental rebalancing keeps the others), so all their state and offsets go with it
+        self._commit(list(self.shards))
         self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
         for key in keys:
             self.shards.pop(key, None)

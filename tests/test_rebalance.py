@@ -1,0 +1,96 @@
+"""Incremental rebalancing (cooperative-sticky, and the consumer group protocol of KIP-848) under
+both guarantees: instances join while another is killed with -9 and comes back; every alert
+and dead letter of the stream comes out (exactly-once: each exactly once)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+
+import orjson
+import pytest
+from kafka_helpers import (
+    alerts_of,
+    create_topics,
+    free_port,
+    produce,
+    read_topic,
+    start_service,
+    stop_service,
+    wait_for,
+    write_config,
+)
+from test_scale_out import all_committed, ends_of, expected_per_partition
+
+from stream.app.synthetic import ModelSpec, events
+from stream.config import load_settings
+
+pytestmark = pytest.mark.kafka
+
+MODELS = [ModelSpec(f"m{i}", {"x": (0.0, 1.0), "y": (5.0, 2.0)}, {"x": 1.5} if i % 2 else {},
+                    drift_at=2000 + 300 * i, drift_until=4500 + 300 * i if i % 4 == 1 else None)
+          for i in range(8)]
+PROTOCOLS = {"cooperative-sticky": '"partition.assignment.strategy" = "cooperative-sticky"',
+             "consumer": '"group.protocol" = "consumer"'}
+
+
+@pytest.mark.parametrize("guarantee", ["exactly-once", "at-least-once"])
+@pytest.mark.parametrize("protocol", list(PROTOCOLS))
+def test_joins_and_a_kill_under_incremental_rebalancing(kafka_bootstrap, unique, tmp_path, protocol,
+                                                        guarantee):
+    topic = f"events-{unique}"
+    create_topics(kafka_bootstrap, {topic: 4})
+    evs = list(events(MODELS, 6000, seed=8, dt=0.05))
+    values = [b"{poison" if i % 97 == 96 else orjson.dumps(e) for i, (_, e) in enumerate(evs)]
+    keys = [m.encode() for m, _ in evs]
+    n_poison = sum(v == b"{poison" for v in values)
+
+    def config(name: str):
+        cfg = write_config(tmp_path / f"{name}.toml", kafka_bootstrap, unique, free_port(),
+                           # checkpoints seldom: the rebalances' own commits are what is tested
+                           kafka=f'guarantee = "{guarantee}"\ninstance_id = "{name}"\n'
+                                 "checkpoint_interval_s = 5",
+                           extra=f"[kafka.client]\n{PROTOCOLS[protocol]}\n")
+        cfg.write_text(cfg.read_text().replace("batch_size = 2000", "batch_size = 500"))
+        return cfg
+
+    chunks = [(s, s + 3000) for s in range(0, len(values), 3000)]
+    producer = threading.Thread(target=lambda: [produce(kafka_bootstrap, topic, values[a:b], keys[a:b])
+                                                or time.sleep(0.25) for a, b in chunks])
+    log = lambda name, k=0: tmp_path / f"{name}{k}.log"                           # noqa: E731
+    procs = {"a": start_service(config("a"), log("a"))}
+    producer.start()
+    try:
+        wait_for(lambda: "assigned" in log("a").read_text(), 60, "a assigned")
+        procs["b"] = start_service(config("b"), log("b"))          # a join: partitions move to b
+        wait_for(lambda: "assigned" in log("b").read_text(), 60, "b assigned")
+        os.kill(procs["a"].pid, signal.SIGKILL)                    # a dies mid-stream ...
+        procs["a"].wait(30)
+        procs["c"] = start_service(config("c"), log("c"))          # ... while c joins
+        procs["a"] = start_service(config("a"), log("a", 1))       # and a comes back
+        wait_for(lambda: all("streamdrift running" in log(n, k).read_text() for n, k in (("c", 0), ("a", 1))),
+                 60, "c and a in the group")
+        producer.join(120)
+        ends = ends_of(kafka_bootstrap, topic, 4)
+        wait_for(lambda: all_committed(kafka_bootstrap, f"g-{unique}", topic, 4, ends), 180,
+                 "the group to reach the end of the stream")
+    finally:
+        producer.join(120)
+        for name, proc in procs.items():
+            if proc.poll() is None:
+                assert stop_service(proc) == 0, name
+    expected = expected_per_partition(kafka_bootstrap, topic, len(values), load_settings(env={}))
+    assert len(expected) >= 5
+    got = [a["alert_id"] for a in alerts_of(read_topic(
+        kafka_bootstrap, f"alerts-{unique}",
+        lambda ms: set(expected) <= {a["alert_id"] for a in alerts_of(ms)}, timeout_s=60))]
+    dead = read_topic(kafka_bootstrap, f"dead-{unique}", lambda ms: len(ms) >= n_poison, timeout_s=60)
+    sources = Counter((dict(m.headers())["streamdrift.source.partition"],
+                       dict(m.headers())["streamdrift.source.offset"]) for m in dead)
+    assert set(got) == set(expected) and len(sources) == n_poison
+    if guarantee == "exactly-once":                 # nothing twice (read_committed)
+        assert Counter(got) == Counter(expected)
+        assert max(sources.values()) == 1 and len(dead) == n_poison

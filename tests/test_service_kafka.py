@@ -266,27 +266,69 @@ def test_kserve_binary_cloudevents_through_run(kafka_bootstrap, unique, tmp_path
     assert dict(dead[0].headers())["streamdrift.reason"] == b"not_cloudevent"
 
 
-def test_events_topic_created_after_the_service_started(kafka_bootstrap, unique, tmp_path):
-    """The changelog is created with 1 partition when the events topic does not exist yet; a
-    3-partition events topic created later still checkpoints and restores."""
+def partitions_of(bootstrap: str, topic: str) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    return len(AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+               .topics[topic].partitions)
+
+
+def test_run_creates_missing_input_topics_and_a_changelog_to_match(kafka_bootstrap, unique, tmp_path):
+    """Started before its events topic exists, the service creates it (kafka.partitions) and a
+    changelog of as many partitions, and processes events produced right after; with
+    kafka.create_topics = false it stops at once, naming the topic."""
     port = free_port()
-    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, port, kafka='instance_id = "late"')
+    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, port,
+                       kafka='instance_id = "late"\npartitions = 4\ncreate_topics = false')
+    proc = start_service(cfg, tmp_path / "refused.log")
+    assert proc.wait(60) == 2
+    assert f"events-{unique} do(es) not exist" in (tmp_path / "refused.log").read_text()
+    cfg.write_text(cfg.read_text().replace("create_topics = false", "create_topics = true"))
     log = tmp_path / "run1.log"
     proc = start_service(cfg, log)
     try:
         wait_for(lambda: "streamdrift running" in log.read_text(), 60, "the service to start")
-        create_topics(kafka_bootstrap, {f"events-{unique}": 3})
+        assert partitions_of(kafka_bootstrap, f"events-{unique}") == 4
+        assert partitions_of(kafka_bootstrap, f"g-{unique}-changelog") == 4
         evs = list(events(DEMO_MODELS, 3000, seed=2))
         produce(kafka_bootstrap, f"events-{unique}", [orjson.dumps(e) for _, e in evs],
                 keys=[m.encode() for m, _ in evs])
-        wait_for(lambda: metric(scrape(port), "streamdrift_events_total", outcome="ok") == len(evs), 120,
+        wait_for(lambda: metric(scrape(port), "streamdrift_events_total", outcome="ok") == len(evs), 60,
                  "all events processed")
     finally:
         assert stop_service(proc) == 0
     proc = start_service(cfg, tmp_path / "run2.log")
     try:
         wait_for(lambda: re.search(r"restored [1-9][0-9]* models", (tmp_path / "run2.log").read_text()),
-                 60, "state restored from the 1-partition changelog")
+                 60, "state restored")
+    finally:
+        assert stop_service(proc) == 0
+
+
+def test_input_partitions_added_later_grow_the_changelog(kafka_bootstrap, unique, tmp_path):
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewPartitions
+
+    topic = f"events-{unique}"
+    create_topics(kafka_bootstrap, {topic: 2})
+    port = free_port()
+    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, port, kafka='instance_id = "grow"')
+    log = tmp_path / "run.log"
+    proc = start_service(cfg, log)
+    try:
+        wait_for(lambda: "assigned" in log.read_text(), 60, "assignment")
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        for fut in admin.create_partitions([NewPartitions(topic, 4)]).values():
+            fut.result(timeout=30)
+        p = Producer({"bootstrap.servers": kafka_bootstrap})
+        for i in range(2000):
+            p.produce(topic, partition=3,
+                      value=orjson.dumps({"model": "m", "ts": i, "features": {"x": i % 7}}))
+        assert p.flush(30) == 0
+        wait_for(lambda: metric(scrape(port), "streamdrift_events_total", outcome="ok") == 2000, 90,
+                 "the new partition read")
+        assert "growing it" in log.read_text()
+        assert partitions_of(kafka_bootstrap, f"g-{unique}-changelog") == 4
     finally:
         assert stop_service(proc) == 0
 

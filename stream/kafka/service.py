@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient
 
 from ..config import Settings
-from ..errors import FatalKafkaError
+from ..errors import ConfigError, FatalKafkaError
 from ..metrics import Metrics
 from ..pipeline import BatchResult, Pipeline, collector_paused
 from ..types import DeadLetter, Message, Rebaseline
@@ -40,7 +40,7 @@ from .clients import (
     wait_for_broker,
 )
 from .control import ControlFollower, control_topic
-from .topics import CHANGELOG_CONFIG, ensure_topics, partition_counts
+from .topics import CHANGELOG_CONFIG, ensure_topics, grow, partition_counts
 
 log = logging.getLogger("streamdrift")
 
@@ -104,13 +104,43 @@ class Service:
         return self.serve(Consumer(conf), producer, stop, ControlFollower(self.settings))
 
     def _create_topics(self) -> None:
+        """The input topics (created when missing, if allowed), and the output topics; the
+        changelog has as many partitions as the largest input topic."""
         s = self.settings.kafka
         admin = AdminClient(client_config(self.settings))
-        partitions = max(partition_counts(admin, list(s.events_topics)).values(), default=1)
-        counts = ensure_topics(admin, {s.alerts_topic: (1, {}), s.dead_letter_topic: (1, {}),
-                                       self.changelog.topic: (partitions, CHANGELOG_CONFIG),
-                                       control_topic(self.settings): (1, CHANGELOG_CONFIG)})
-        self.changelog.partitions = counts[self.changelog.topic]
+        inputs = [*s.events_topics, *([s.labels_topic] if s.labels_topic else [])]
+        counts = partition_counts(admin, inputs)
+        missing = [t for t in inputs if t not in counts]
+        if missing and not s.create_topics:
+            raise ConfigError(f"kafka.events_topics: {', '.join(missing)} do(es) not exist and "
+                              "kafka.create_topics is false: create them, or allow the service to")
+        if missing:
+            n = max(counts.values(), default=s.partitions)      # (labels co-partitioned with events)
+            try:
+                counts |= ensure_topics(admin, {t: (n, {}) for t in missing})
+            except KafkaException as exc:
+                raise ConfigError(f"kafka.events_topics: cannot create {', '.join(missing)} "
+                                  f"({exc.args[0].str()}): create them, or grant the service "
+                                  "CREATE on the cluster") from None
+        partitions = max(counts[t] for t in s.events_topics)
+        made = ensure_topics(admin, {s.alerts_topic: (1, {}), s.dead_letter_topic: (1, {}),
+                                     self.changelog.topic: (partitions, CHANGELOG_CONFIG),
+                                     control_topic(self.settings): (1, CHANGELOG_CONFIG)})
+        self.changelog.partitions = made[self.changelog.topic]
+        self._grow_changelog(admin, partitions)
+
+    def _grow_changelog(self, admin: AdminClient, partitions: int) -> None:
+        """The input has more partitions than the changelog (it grew): so does the changelog.
+        Input partition p keeps changelog partition p (those of the old ones are unchanged)."""
+        if partitions <= self.changelog.partitions:
+            return
+        log.warning("the events topics have %d partitions, the changelog %s %d: growing it. The new "
+                    "partitions start with no state: a model whose events the producers' partitioner "
+                    "now sends to a new partition learns a fresh reference there (its state in its old "
+                    "partition stays, and resumes if its events come back)", partitions,
+                    self.changelog.topic, self.changelog.partitions)
+        grow(admin, self.changelog.topic, partitions)
+        self.changelog.partitions = partitions
 
     def serve(self, consumer: Any, producer: Any, stop: threading.Event, control: Any = None) -> int:
         """The loop over an injected consumer and producer (transactions initialized), and
@@ -186,6 +216,9 @@ class Service:
 
     def _assign(self, consumer: Any, partitions: list) -> None:
         t0 = time.perf_counter()
+        wanted = max((tp.partition + 1 for tp in partitions), default=0)
+        if wanted > self.changelog.partitions:                 # the input grew
+            self._grow_changelog(AdminClient(client_config(self.settings)), wanted)
         self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
         committed = self._committed(consumer, partitions)
         events = [tp for tp in partitions if tp.topic not in self.label_topics]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 log = logging.getLogger("streamdrift")
 CHANGELOG_CONFIG = {"cleanup.policy": "compact", "max.message.bytes": str(64 << 20)}
@@ -34,3 +34,14 @@ def ensure_topics(admin: AdminClient, topics: dict[str, tuple[int, dict[str, str
                     raise
             counts[topic] = topics[topic][0]
     return counts
+
+
+def grow(admin: AdminClient, topic: str, partitions: int) -> None:
+    """Give ``topic`` this many partitions (more than it has)."""
+    futures = admin.create_partitions([NewPartitions(topic, partitions)], operation_timeout=10)
+    for fut in futures.values():
+        try:
+            fut.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.INVALID_PARTITIONS:      # (grown meanwhile)
+                raise

@@ -40,6 +40,7 @@ class KafkaSettings:
     guarantee: Guarantee = "at-least-once"
     changelog_topic: str = ""           # compacted state topic; default "<group_id>-changelog"
     control_topic: str = ""             # compacted operator requests; default "<group_id>-control"
+    references_topic: str = ""          # compacted reference profiles; default "<group_id>-references"
     checkpoint_interval_s: float = 5.0  # state + offsets commit period; see EXACTLY_ONCE_CHECKPOINT_S
     instance_id: str = ""               # stable per instance; default host name + pid
     create_topics: bool = True          # create missing events/labels topics (else: stop, saying so)

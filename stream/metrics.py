@@ -178,6 +178,9 @@ class Metrics:
         self.restore_seconds = Histogram("streamdrift_restore_seconds", "Time to restore the state "
                                          "of newly assigned partitions from the changelog.",
                                          registry=r, buckets=(.01, .05, .1, .5, 1, 2.5, 5, 10, 30, 60))
+        self.versions = Counter("streamdrift_model_versions", "New model versions seen in the events "
+                                "(their prediction and error signals start over), by model.",
+                                ["model"], registry=r)
         self.labels = Counter("streamdrift_labels", "Label events, by outcome (joined, dead_letter).",
                               ["outcome"], registry=r)
 

@@ -12,6 +12,7 @@ import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from .monitor.detection import detect_all
 from .monitor.feedback import SelectionMonitor
 from .monitor.model import ModelMonitor
 from .monitor.performance import LabelDesk, Outcome, PerformanceMonitor
+from .monitor.reference import Profile, Profiles
 from .types import DeadLetter, Message, ModelBatch, Rebaseline
 
 
@@ -46,6 +48,23 @@ def collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+Action = Callable[[ModelMonitor, ModelBatch, "BatchResult"], None]   # at the first row of a batch
+
+
+def _version_changes(versions: list, current: str | None) -> list[tuple[int, str]]:
+    """(row, version) where the model's version changes: a version other than the last one
+    seen (rows without a version keep it)."""
+    seen = set(versions)
+    if len(seen) == 1 and (versions[0] is None or versions[0] == current):
+        return []
+    out = []
+    for row, v in enumerate(versions):
+        if v is not None and v != current:
+            out.append((row, v))
+            current = v
+    return out
+
+
 @dataclass
 class BatchResult:
     alerts: list[dict[str, Any]] = field(default_factory=list)
@@ -54,6 +73,7 @@ class BatchResult:
     n_labels_joined: int = 0
     models_touched: set[str] = field(default_factory=set)   # models whose state changed
     suppressed: int = 0                   # detections inside an open episode or a cooldown
+    versions: list[tuple[str, str, float]] = field(default_factory=list)   # (model, new version, ts)
 
 
 class Pipeline:
@@ -65,11 +85,15 @@ class Pipeline:
     label_topics : topics (file paths in replay) whose messages are labels; with none, no
         prediction is remembered for labels.
     formats : topic -> input format, over ``kafka.formats``.
+    profiles : reference profiles from training data (``streamdrift profile``): a model's
+        signals start from them instead of a warm-up.
     """
 
     def __init__(self, settings: Settings, label_topics: set[str] | None = None,
-                 formats: dict[str, str] | None = None) -> None:
+                 formats: dict[str, str] | None = None, profiles: Profiles | None = None) -> None:
         self.settings = settings
+        self.profiles = profiles if profiles is not None else Profiles()
+        self.adoptions: dict[str, list[Profile]] = {}    # model -> profiles published since
         self.models: dict[str, ModelMonitor] = {}
         formats = dict(settings.kafka.formats) | (formats or {})
         self.converter = Converter(formats, {m: ms.columns for m, ms in settings.models.items()
@@ -104,12 +128,12 @@ class Pipeline:
     def load_model_state(self, state: dict[str, Any]) -> str:
         """Restore one model from :meth:`model_state`; returns its name."""
         model = state["monitor"]["model"]
-        mon = ModelMonitor(model, self.settings)
+        mon = ModelMonitor(model, self.settings, self.profiles)
         mon.load_state(state["monitor"])
         mon.recorder = self.recorder
         self.models[model] = mon
         if "performance" in state:
-            perf = PerformanceMonitor(model, self.settings)
+            perf = PerformanceMonitor(model, self.settings, self.profiles)
             perf.load_state(state["performance"])
             self.performance[model] = perf
         if "selection" in state:
@@ -190,6 +214,13 @@ class Pipeline:
                                           a["signal"], a["detector"]))
         return result
 
+    def publish(self, profile: Profile) -> None:
+        """A reference profile published while running: models created later start from it;
+        a running model adopts it at its next batch."""
+        self.profiles.add(profile)
+        if profile.model in self.models:
+            self.adoptions.setdefault(profile.model, []).append(profile)
+
     def request(self, req: Rebaseline) -> None:
         """An operator's re-baseline: applied at the model's next batch (or at its event time
         ``req.at``), once (a model remembers the ids it applied)."""
@@ -198,7 +229,7 @@ class Pipeline:
     def _monitor(self, model: str) -> ModelMonitor:
         mon = self.models.get(model)
         if mon is None:
-            mon = self.models[model] = ModelMonitor(model, self.settings)
+            mon = self.models[model] = ModelMonitor(model, self.settings, self.profiles)
             mon.recorder = self.recorder
             # a new model has no reference to give up: requests for "now" are done already
             mon.applied = [r.id for r in self.rebaselines.values() if r.model == model and r.at != r.at]
@@ -209,17 +240,23 @@ class Pipeline:
         where a re-baseline applies, the request applied between its parts. Returns the rows
         the monitors kept (the values of each field's established type)."""
         kept: list[ModelBatch] = []
-        pieces: dict[str, list[tuple[int, int, list[Rebaseline]]]] = {}
+        pieces: dict[str, list[tuple[int, int, list[Action]]]] = {}
         for model, mb in batches.items():
-            due: dict[int, list[Rebaseline]] = {}
+            due: dict[int, list[Action]] = {}
+            for profile in self.adoptions.pop(model, []):
+                due.setdefault(0, []).append(partial(self._adopt, profile))
             for req in self.rebaselines.values():
                 if req.model == model:
                     if req.at != req.at:
-                        due.setdefault(0, []).append(req)
+                        due.setdefault(0, []).append(partial(self._rebaseline, req))
                     else:
                         later = np.flatnonzero(mb.ts >= req.at)
                         if later.size:
-                            due.setdefault(int(later[0]), []).append(req)
+                            due.setdefault(int(later[0]), []).append(partial(self._rebaseline, req))
+            if mb.versions is not None:
+                current = self.models[model].version if model in self.models else None
+                for row, version in _version_changes(mb.versions, current):
+                    due.setdefault(row, []).append(partial(self._new_version, version))
             cuts = sorted(set(due) | {0})
             pieces[model] = [(a, b, due.get(a, [])) for a, b in zip(cuts, [*cuts[1:], mb.size], strict=True)]
         for k in range(max((len(p) for p in pieces.values()), default=0)):
@@ -227,11 +264,11 @@ class Pipeline:
             for model, parts in pieces.items():
                 if k >= len(parts):
                     continue
-                start, stop, reqs = parts[k]
+                start, stop, actions = parts[k]
                 mb = batches[model] if len(parts) == 1 else batches[model].rows(start, stop)
                 mon = self._monitor(model)
-                for req in reqs:
-                    self._rebaseline(mon, req, mb, result)
+                for act in actions:
+                    act(mon, mb, result)
                 monitors.append(mon)
                 prepared.append(mon.prepare(mb))         # (the values of established types)
             masks = detect_all([mon.detectors for mon in monitors], [Z for *_, Z in prepared])
@@ -240,7 +277,20 @@ class Pipeline:
                 kept.append(mb)
         return kept
 
-    def _rebaseline(self, mon: ModelMonitor, req: Rebaseline, mb: ModelBatch, result: BatchResult) -> None:
+    def _adopt(self, profile: Profile, mon: ModelMonitor, mb: ModelBatch, result: BatchResult) -> None:
+        mon.adopt(profile, mb, 0, result.alerts)
+
+    def _new_version(self, version: str, mon: ModelMonitor, mb: ModelBatch, result: BatchResult) -> None:
+        """The model's events carry a new version from the first row of ``mb`` on."""
+        first = mon.version is None and not mon.n_signals
+        mon.new_version(version, mb, 0, result.alerts)
+        perf = self.performance.get(mon.model)
+        if perf is not None:
+            perf.new_version(version, mb, 0, result.alerts)
+        if not first:
+            result.versions.append((mon.model, version, float(mb.ts[0])))
+
+    def _rebaseline(self, req: Rebaseline, mon: ModelMonitor, mb: ModelBatch, result: BatchResult) -> None:
         """Apply ``req`` at the first row of ``mb``; it is done for this pipeline."""
         del self.rebaselines[(req.model, req.signal)]
         if mon.rebaseline(req, mb, 0, result.alerts):
@@ -270,7 +320,8 @@ class Pipeline:
                     result.n_labels_joined -= len(eb.errors)
                     result.models_touched.discard(model)
                     continue
-                perf = self.performance[model] = PerformanceMonitor(model, self.settings)
+                perf = self.performance[model] = PerformanceMonitor(model, self.settings, self.profiles)
+                perf.version = self.models[model].version if model in self.models else None
             result.suppressed += perf.process(eb, result.alerts)
         return outcomes
 

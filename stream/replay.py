@@ -31,6 +31,7 @@ import orjson
 from .config import Settings
 from .errors import InputError, Rejected
 from .ingest.values import parse_ts
+from .monitor.reference import Profiles
 from .pipeline import BatchResult, Pipeline
 from .types import Message
 
@@ -133,7 +134,7 @@ def input_problem(events: str, labels: str | None) -> str | None:
 
 def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
            dead: BinaryIO | None, err=sys.stderr, fmt: str = "streamdrift",
-           recorder=None) -> int:
+           recorder=None, profiles: Profiles | None = None) -> int:
     """Replay the files through one pipeline; returns the exit code (0, or 2 for an input
     that is missing or cannot be read to its end). ``recorder``, if given, is attached to the
     pipeline and gets every alert (a backtest report's recorder)."""
@@ -141,7 +142,8 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
     if problem is not None:
         print(f"streamdrift replay: {problem}", file=err)
         return 2
-    pipeline = Pipeline(settings, label_topics={labels} if labels else set(), formats={events: fmt})
+    pipeline = Pipeline(settings, label_topics={labels} if labels else set(), formats={events: fmt},
+                        profiles=profiles)
     pipeline.recorder = recorder
     batch_size = settings.kafka.batch_size
     n_lines = n_events = n_alerts = n_dead = 0
@@ -155,6 +157,7 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
             out.write(orjson.dumps(alert) + b"\n")
         if recorder is not None:
             recorder.alerts.extend(result.alerts)
+            recorder.versions.extend(result.versions)
         n_alerts += len(result.alerts)
         for dl in result.dead_letters:
             n_dead += 1

@@ -51,6 +51,7 @@ class ModelBatch:
     ids: list[Any]                          # per row: id or None
     segments: list[Any]                     # per row: segment or None
     index: np.ndarray | None = None         # int64 (n,): each row's message in the decoded list
+    versions: list[Any] | None = None       # per row: model_version or None (None: no row has one)
 
     @property
     def size(self) -> int:
@@ -58,7 +59,21 @@ class ModelBatch:
 
     def rows(self, start: int, stop: int) -> ModelBatch:
         """Rows start..stop-1, as a batch of their own."""
-        sl = slice(start, stop)
+        return self.select(slice(start, stop))
+
+    def select(self, sl: slice | np.ndarray) -> ModelBatch:
+        """These rows (a slice, or an array of row indexes), as a batch of their own."""
+        if not isinstance(sl, slice):
+            pick = lambda values: [values[i] for i in sl.tolist()]                 # noqa: E731
+            return ModelBatch(
+                model=self.model, numeric={k: v[sl] for k, v in self.numeric.items()},
+                categorical={k: pick(v) for k, v in self.categorical.items()},
+                prediction=self.prediction[sl],
+                prediction_class=None if self.prediction_class is None else pick(self.prediction_class),
+                ts=self.ts[sl], partition=self.partition[sl], offset=self.offset[sl], topic=self.topic[sl],
+                ids=pick(self.ids), segments=pick(self.segments),
+                index=None if self.index is None else self.index[sl],
+                versions=None if self.versions is None else pick(self.versions))
         return ModelBatch(
             model=self.model, numeric={k: v[sl] for k, v in self.numeric.items()},
             categorical={k: v[sl] for k, v in self.categorical.items()},
@@ -66,7 +81,8 @@ class ModelBatch:
             prediction_class=None if self.prediction_class is None else self.prediction_class[sl],
             ts=self.ts[sl], partition=self.partition[sl], offset=self.offset[sl], topic=self.topic[sl],
             ids=self.ids[sl], segments=self.segments[sl],
-            index=None if self.index is None else self.index[sl])
+            index=None if self.index is None else self.index[sl],
+            versions=None if self.versions is None else self.versions[sl])
 
 
 @dataclass(frozen=True)

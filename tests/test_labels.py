@@ -161,7 +161,7 @@ def test_store_over_its_size_evicts_the_largest_models_oldest_first():
     assert store.size == 10 and store.evicted["size"] == 13
     assert list(store.pending["small"]) == [0, 1, 2]
     assert list(store.pending["flood"]) == list(range(113, 120))
-    assert store.take("small", 1) == (0.5, 1.0) and store.take("small", 1) == "duplicate"
+    assert store.take("small", 1) == (0.5, 1.0, None) and store.take("small", 1) == "duplicate"
     assert store.take("flood", 100) is None and store.size == 9
 
 

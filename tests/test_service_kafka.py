@@ -442,3 +442,37 @@ def test_data_quality_checks_through_run(kafka_bootstrap, unique, tmp_path):
                                                               ("type", "feature:f2")]
     assert all(a["kind"] == "data_quality" and a["at"]["offset"] >= 15_000 for a in got)
     assert metric(samples, "streamdrift_alerts_total", kind="data_quality", model="m") == 2
+
+
+def test_a_profile_published_while_running_is_followed(kafka_bootstrap, unique, tmp_path):
+    """`streamdrift profile --publish` writes to the references topic that a running service
+    follows: production skewed from its first event (invisible to a warm-up) is then judged
+    against the training profile and the skewed feature alerts."""
+    import subprocess
+    import sys
+
+    from test_reference import rows, without_labels
+
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in rows(5000, 1)))
+    topic = f"events-{unique}"
+    create_topics(kafka_bootstrap, {topic: 1})
+    prod = [orjson.dumps(e) for e in without_labels(rows(12_000, 2, skew={"f1": 1.0}))]
+    port = free_port()
+    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, port)
+    log = tmp_path / "service.log"
+    proc = start_service(cfg, log)
+    try:
+        produce(kafka_bootstrap, topic, prod[:6000])
+        wait_for(lambda: metric(scrape(port), "streamdrift_events_total", outcome="ok") == 6000, 60,
+                 "the first events processed (a warm-up learns the skew)")
+        cli = subprocess.run([sys.executable, "-m", "stream", "profile", str(train), "--publish",
+                              "--config", str(cfg)], capture_output=True, text=True, timeout=120)
+        assert cli.returncode == 0, cli.stderr
+        wait_for(lambda: "references: profile m" in log.read_text(), 30, "the service to read the profile")
+        produce(kafka_bootstrap, topic, prod[6000:])
+        got = alerts_of(read_topic(kafka_bootstrap, f"alerts-{unique}", lambda ms: len(ms) >= 1, 60))
+    finally:
+        assert stop_service(proc) == 0
+    assert [(a["signal"], a["stats"].get("reference")) for a in got] == [("feature:f1", "profile")]
+    assert got[0]["at"]["offset"] >= 6000

@@ -9,18 +9,21 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from .. import __version__
 from ..config import Settings, load_settings
 from ..errors import ConfigError, DeliveryFailed
 from ..ingest.control import parse_request
 from ..kafka.clients import wait_for_broker
-from ..kafka.control import publish
+from ..kafka.control import publish, publish_profiles
 from ..kafka.service import Service
 from ..metrics import Metrics
+from ..monitor.reference import load as load_profiles
 from ..replay import input_problem, replay
 from ..types import MODEL_RE, Rebaseline, event_time
 from .demo import demo
+from .profile import profile
 from .report import ReportRecorder, write_report
 
 
@@ -49,8 +52,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                               f"{settings.metrics.port} ({exc.strerror})") from None
         logging.getLogger("streamdrift").info(
             "metrics on http://%s:%d/metrics", settings.metrics.address, settings.metrics.port)
+    profiles = load_profiles(args.reference) if args.reference else None
     try:
-        return Service(settings, metrics).run(stop)
+        return Service(settings, metrics, profiles).run(stop)
     except DeliveryFailed as exc:
         logging.getLogger("streamdrift").error("%s", exc)
         return 1
@@ -72,7 +76,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 2
     recorder = ReportRecorder() if args.report else None
     try:
-        code = replay(settings, args.events, args.labels, out, dead, fmt=args.format, recorder=recorder)
+        profiles = load_profiles(args.reference) if args.reference else None
+        code = replay(settings, args.events, args.labels, out, dead, fmt=args.format, recorder=recorder,
+                      profiles=profiles)
         if recorder is not None and input_problem(args.events, args.labels) is None:
             write_report(args.report, recorder, args.events)    # (also after a truncated file)
         return code
@@ -104,6 +110,30 @@ def _port(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"must be a port in {low}..65535, got {text!r}")
         return value
     return port
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    profiles, bad = profile(settings, args.train, args.model, args.model_version)
+    if args.out:
+        try:
+            Path(args.out).write_bytes(profiles.to_json())
+        except OSError as exc:
+            print(f"streamdrift profile: {args.out}: cannot be written ({exc.strerror})", file=sys.stderr)
+            return 2
+    for key, p in profiles.profiles.items():
+        print(f"streamdrift profile: {key}: {p.rows} rows, {len(p.signals)} signals, "
+              f"{len(p.features)} features", file=sys.stderr)
+    if bad:
+        print(f"streamdrift profile: {bad} rows not usable (not events of the format)", file=sys.stderr)
+    if args.publish:
+        stop = threading.Event()
+        if not wait_for_broker(settings, stop, timeout_s=30):
+            print(f"streamdrift profile: no Kafka answers at {settings.kafka.bootstrap}", file=sys.stderr)
+            return 1
+        topic, keys = publish_profiles(settings, profiles)
+        print(f"streamdrift profile: published {', '.join(keys)} to {topic}", file=sys.stderr)
+    return 0
 
 
 def cmd_rebaseline(args: argparse.Namespace) -> int:
@@ -151,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bootstrap", help="Kafka bootstrap servers HOST:PORT (overrides kafka.bootstrap)")
     run.add_argument("--group", help="consumer group id (overrides kafka.group_id)")
     run.add_argument("--metrics-port", type=_port(0), help="port of /metrics (overrides metrics.port)")
+    run.add_argument("--reference", help="reference profile JSON (streamdrift profile): compare with "
+                     "the training data from the first event")
     run.set_defaults(func=cmd_run)
     rep = sub.add_parser("replay", help="run the same pipeline over JSONL files, no Kafka")
     rep.add_argument("events", help="events, one JSON message per line (.gz, .bz2, .xz read "
@@ -166,7 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="MODEL[/SIGNAL][@TIME]",
                      help="accept the values of the model (or one signal) from event time TIME "
                      "(epoch seconds or RFC 3339; default its first event) as its new reference; repeatable")
+    rep.add_argument("--reference", help="reference profile JSON (streamdrift profile)")
     rep.set_defaults(func=cmd_replay)
+    prof = sub.add_parser("profile", help="reference profiles of training data (JSONL events, CSV, Parquet)")
+    prof.add_argument("train", nargs="+", help="training data files (.jsonl, .csv, .parquet; .gz too)")
+    prof.add_argument("--out", help="write the profiles here (JSON)")
+    prof.add_argument("--model", help="the model of rows without one (CSV/Parquet without a model column)")
+    prof.add_argument("--model-version", help="the model version of rows without one")
+    prof.add_argument("--publish", action="store_true",
+                      help="write them to the references topic that `run` follows (kafka.references_topic)")
+    prof.add_argument("--config", help="TOML configuration file")
+    prof.add_argument("--bootstrap", help="Kafka bootstrap servers HOST:PORT (with --publish)")
+    prof.add_argument("--group", help="consumer group id (names the default references topic)")
+    prof.set_defaults(func=cmd_profile)
     reb = sub.add_parser("rebaseline", help="accept a model's (or a signal's) current values as its "
                          "new reference, in every running instance")
     reb.add_argument("--model", required=True)

@@ -48,6 +48,7 @@ class ReportRecorder:
         self.values: dict[tuple[str, str], Series] = {}
         self.estimates: dict[tuple[str, str], Series] = {}
         self.alerts: list[dict] = []
+        self.versions: list[tuple[str, str, float]] = []     # (model, new version, event time)
         self.events = 0
 
     def record(self, monitor, ts: np.ndarray, X: np.ndarray) -> None:
@@ -188,6 +189,12 @@ def write_report(path: str, recorder: ReportRecorder, source: str) -> None:
         alerted = [s for s in signals if any(_series_of(a) == s for a in model_alerts)]
         others = [s for s in signals if s not in alerted][:MAX_CHARTS]
         out.append(f"<h2>model {html.escape(model)}</h2>")
+        changes = [(v, t) for m, v, t in recorder.versions if m == model]
+        if changes:
+            out.append("<p>model versions (a new version is no drift: its prediction and error "
+                       "signals start over): " + ", ".join(
+                           f"{html.escape(v)} from {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(t))}"
+                           for v, t in changes) + "</p>")
         if model in missing:
             out.append("<div class='sig'><b>missing rate by feature</b> (null or absent)<br>"
                        + _rates_chart(missing[model]) + "</div>")

@@ -111,6 +111,12 @@ def decode_columnar(doc: dict, msg: Message, limits: LimitSettings) -> ModelBatc
     ids = column("id") or [None] * n
     if not set(map(type, ids)) <= {str, int, type(None)}:
         raise Rejected("invalid_id", "ids must be strings or integers")
+    raw_version = doc.get("model_version")
+    versions = None
+    if raw_version is not None:
+        versions = [raw_version] * n if isinstance(raw_version, str) else column("model_version")
+        if not set(map(type, versions)) <= {str, type(None)}:
+            raise Rejected("invalid_model_version", "model_version must be a string (or a list of them)")
     segments = column("segment") or [None] * n
     if not set(map(type, segments)) <= {str, type(None)}:
         raise Rejected("invalid_segment", "segments must be strings")
@@ -118,7 +124,8 @@ def decode_columnar(doc: dict, msg: Message, limits: LimitSettings) -> ModelBatc
                       prediction_class=prediction_class, ts=ts,
                       partition=np.full(n, msg.partition, dtype=np.int64),
                       offset=np.full(n, msg.offset, dtype=np.int64),
-                      topic=np.full(n, msg.topic, dtype=object), ids=list(ids), segments=list(segments))
+                      topic=np.full(n, msg.topic, dtype=object), ids=list(ids), segments=list(segments),
+                      versions=None if versions is None else list(versions))
 
 
 def concat(pieces: list[ModelBatch]) -> ModelBatch:
@@ -147,4 +154,6 @@ def concat(pieces: list[ModelBatch]) -> ModelBatch:
         topic=np.concatenate([p.topic for p in pieces]),
         ids=list(chain.from_iterable(p.ids for p in pieces)),
         segments=list(chain.from_iterable(p.segments for p in pieces)),
-        index=None if any(p.index is None for p in pieces) else np.concatenate([p.index for p in pieces]))
+        index=None if any(p.index is None for p in pieces) else np.concatenate([p.index for p in pieces]),
+        versions=None if all(p.versions is None for p in pieces) else list(chain.from_iterable(
+            p.versions if p.versions is not None else [None] * s for p, s in parts)))

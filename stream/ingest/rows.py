@@ -276,7 +276,8 @@ def _rows_of(shared: ModelBatch, model: str, rows: list[int]) -> ModelBatch:
         categorical={}, prediction=shared.prediction[idx], prediction_class=None,
         ts=shared.ts[idx], partition=shared.partition[idx], offset=shared.offset[idx],
         topic=shared.topic[idx], ids=list(map(shared.ids.__getitem__, rows)),
-        segments=list(map(shared.segments.__getitem__, rows)), index=shared.index[idx])
+        segments=list(map(shared.segments.__getitem__, rows)), index=shared.index[idx],
+        versions=None if shared.versions is None else list(map(shared.versions.__getitem__, rows)))
 
 
 def is_columnar(doc: dict) -> bool:
@@ -421,6 +422,13 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
     if not set(map(type, segments)) <= {str, type(None)}:
         raise _BadRows([(r, "invalid_segment", "segment must be a string") for r in
                         _rows_where(segments, lambda v: v is not None and not isinstance(v, str))])
+    versions = list(map(dict.get, evs, repeat("model_version")))
+    vkinds = set(map(type, versions))
+    if not vkinds <= {str, type(None)} or (str in vkinds and max(
+            len(v) for v in versions if isinstance(v, str)) > limits.max_name_length):
+        raise _BadRows([(r, "invalid_model_version", "model_version must be a short string") for r in
+                        _rows_where(versions, lambda v: v is not None and (not isinstance(v, str) or
+                                                                           len(v) > limits.max_name_length))])
     if not set(map(type, ids)) <= {str, int, type(None)}:
         raise _BadRows([(r, "invalid_id", "id must be a string or an integer") for r in
                         _rows_where(ids, lambda v: type(v) not in (str, int, type(None)))])
@@ -462,5 +470,5 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
         model=model, numeric=numeric, categorical=categorical, prediction=prediction,
         prediction_class=prediction_class, ts=ts, partition=sources.partition[msg_index],
         offset=sources.offset[msg_index], topic=sources.topic[msg_index],
-        ids=ids, segments=segments, index=msg_index,
+        ids=ids, segments=segments, index=msg_index, versions=versions if str in vkinds else None,
     )

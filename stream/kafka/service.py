@@ -27,6 +27,7 @@ from confluent_kafka.admin import AdminClient
 from ..config import Settings
 from ..errors import ConfigError, FatalKafkaError
 from ..metrics import Metrics
+from ..monitor.reference import Profile, Profiles
 from ..pipeline import BatchResult, Pipeline, collector_paused
 from ..types import DeadLetter, Message, Rebaseline
 from .changelog import Changelog, Key, Shard
@@ -39,7 +40,7 @@ from .clients import (
     split_consumed,
     wait_for_broker,
 )
-from .control import ControlFollower, control_topic
+from .control import control_topic, follow_control, follow_references, references_topic
 from .topics import CHANGELOG_CONFIG, ensure_topics, grow, partition_counts
 
 log = logging.getLogger("streamdrift")
@@ -60,11 +61,12 @@ class Service:
     Parameters
     ----------
     settings : the service's settings.
+    profiles : reference profiles (``run --reference``); the references topic adds to them.
     metrics : where counters and histograms go (gauges are read from :attr:`shards` at
         scrape time).
     """
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, profiles: Profiles | None = None) -> None:
         k = settings.kafka
         self.settings = settings
         self.metrics = metrics
@@ -82,6 +84,7 @@ class Service:
         self.assigned: set[Key] = set()              # partitions assigned (events and labels)
         self._lag: dict[Key, int] = {}               # from the consumer's statistics
         self.requests: dict[tuple[str, str], Rebaseline] = {}   # the control topic's, latest
+        self.profiles = profiles if profiles is not None else Profiles()   # file's, then topic's
         self._pending_alerts: list[dict] = []        # in the open transaction (exactly-once)
         # held while the state changes (a batch, a rebalance, a checkpoint), so that a scrape
         # reads whole batches' state (see metrics.StateCollector)
@@ -101,7 +104,10 @@ class Service:
         if self.exactly_once:
             producer.init_transactions(30)
         conf = {"statistics.interval.ms": 1000, **consumer_config(self.settings), "stats_cb": self._on_stats}
-        return self.serve(Consumer(conf), producer, stop, ControlFollower(self.settings))
+        references = follow_references(self.settings)
+        for profile in references.poll(to_end=True):          # what was published before
+            self.profiles.add(profile)
+        return self.serve(Consumer(conf), producer, stop, [follow_control(self.settings), references])
 
     def _create_topics(self) -> None:
         """The input topics (created when missing, if allowed), and the output topics; the
@@ -125,7 +131,8 @@ class Service:
         partitions = max(counts[t] for t in s.events_topics)
         made = ensure_topics(admin, {s.alerts_topic: (1, {}), s.dead_letter_topic: (1, {}),
                                      self.changelog.topic: (partitions, CHANGELOG_CONFIG),
-                                     control_topic(self.settings): (1, CHANGELOG_CONFIG)})
+                                     control_topic(self.settings): (1, CHANGELOG_CONFIG),
+                                     references_topic(self.settings): (1, CHANGELOG_CONFIG)})
         self.changelog.partitions = made[self.changelog.topic]
         self._grow_changelog(admin, partitions)
 
@@ -142,9 +149,9 @@ class Service:
         grow(admin, self.changelog.topic, partitions)
         self.changelog.partitions = partitions
 
-    def serve(self, consumer: Any, producer: Any, stop: threading.Event, control: Any = None) -> int:
+    def serve(self, consumer: Any, producer: Any, stop: threading.Event, follow: Any = ()) -> int:
         """The loop over an injected consumer and producer (transactions initialized), and
-        the control topic's follower (none: no operator requests)."""
+        the followers of the control and references topics (none: no requests, no profiles)."""
         s = self.settings.kafka
         self._consumer, self._producer = consumer, producer
         self._checkpoint = Checkpoint(producer, consumer, self.changelog, self.exactly_once,
@@ -160,9 +167,9 @@ class Service:
             while not stop.is_set():
                 raw = consumer.consume(num_messages=s.batch_size, timeout=s.poll_timeout_s)
                 with self.lock:
-                    if control is not None:
-                        for req in control.poll():
-                            self._request(req)
+                    for follower in follow:
+                        for item in follower.poll():
+                            self._follow(item)
                     if raw:
                         with collector_paused():           # see Pipeline.process
                             self._process(raw)
@@ -175,8 +182,8 @@ class Service:
             log.error("%s; exiting so that a supervisor restarts the service", exc)
             code = 3
         finally:
-            if control is not None:
-                control.close()
+            for follower in follow:
+                follower.close()
             if code == 0:
                 consumer.close()
                 log.info("streamdrift stopped: state and offsets committed, left the group")
@@ -241,10 +248,19 @@ class Service:
             self._label_offsets.pop((tp.topic, tp.partition), None)
 
     def _new_pipeline(self) -> Pipeline:
-        pipeline = Pipeline(self.settings, label_topics=self.label_topics)
+        pipeline = Pipeline(self.settings, label_topics=self.label_topics, profiles=self.profiles)
         for req in self.requests.values():
             pipeline.request(req)
         return pipeline
+
+    def _follow(self, item: Rebaseline | Profile) -> None:
+        if isinstance(item, Profile):
+            log.info("references: profile %s (%d signals)", item.key, len(item.signals))
+            self.profiles.add(item)
+            for shard in self.shards.values():
+                shard.pipeline.publish(item)
+        else:
+            self._request(item)
 
     def _request(self, req: Rebaseline) -> None:
         """An operator's request: to every shard (a model applies it once)."""
@@ -340,6 +356,9 @@ class Service:
         for alert in result.alerts:
             m.alerts.labels(kind=alert["kind"], model=m.model_label(alert["model"])).inc()
         m.suppressed.inc(result.suppressed)
+        for model, version, _ in result.versions:
+            log.info("model %s: new version %s", model, version)
+            m.versions.labels(model=m.model_label(model)).inc()
 
     # -- checkpoints
     def _commit(self, keys: list[Key]) -> None:

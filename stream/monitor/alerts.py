@@ -40,7 +40,8 @@ def severity_of(effect_size: float) -> str:
 
 def make_alert(*, model: str, signal: str, detector: str, ts: float, topic: str, partition: int,
                offset: int, stats: dict[str, Any], status: str = "firing",
-               reason: str = "", check: str = "", kind: str = "", severity: str = "") -> dict[str, Any]:
+               reason: str = "", check: str = "", kind: str = "", severity: str = "",
+               model_version: str | None = None) -> dict[str, Any]:
     """An alert record. ``reason`` (resolved alerts): "returned" (the values are back within
     the reference) or "rebaselined" (an operator accepted the new values as the reference).
     ``check``: the data-quality check that raised it (missing, type, stuck, spread,
@@ -58,6 +59,8 @@ def make_alert(*, model: str, signal: str, detector: str, ts: float, topic: str,
         "severity": severity or severity_of(stats.get("effect_size", 0.0)),
         "streamdrift_version": __version__,
     }
+    if model_version is not None:
+        alert["model_version"] = model_version
     if check:
         alert["check"] = check
     if reason:

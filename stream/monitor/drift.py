@@ -102,13 +102,14 @@ class DriftStates:
     _ARRAYS = ("status", "n", "sz", "szz", "sx", "since_ts", "opened_by", "last_fired")
 
     def state_dict(self) -> dict[str, Any]:
-        return {**{name: getattr(self, name) for name in self._ARRAYS},
+        return {**{name: getattr(self, name) for name in self._ARRAYS}, "detectors": list(self.detectors),
                 "episodes": {str(j): vars(ep) for j, ep in self.episodes.items()}}
 
     def load_state(self, state: dict[str, Any]) -> None:
         for name in self._ARRAYS:
             setattr(self, name, state[name])
         self.episodes = {int(j): Episode(**ep) for j, ep in state["episodes"].items()}
+        self.detectors = list(state["detectors"])
 
     def drifted(self) -> list[int]:
         """The signals drifted now."""
@@ -130,7 +131,18 @@ class DriftStates:
             out.append(alert)
         return out
 
-    def rebaseline(self, j: int, row: int, cz_mean: float) -> Transition | None:
+    def compare(self, j: int, opener: str) -> None:
+        """Signal j's values from now on are judged against its reference as after a change
+        point (a reference from training data: production may differ from its first value,
+        which no detector sees as a change)."""
+        if opener not in self.detectors:
+            self.detectors.append(opener)
+        if self.status[j] == STABLE:
+            self.status[j] = CANDIDATE
+            self.opened_by[j] = self.detectors.index(opener)
+            self.n[j] = self.sz[j] = self.szz[j] = self.sx[j] = 0.0
+
+    def rebaseline(self, j: int, row: int, cz_mean: float, reason: str = "rebaselined") -> Transition | None:
         """Signal j starts over (an operator accepted its values): stable again. If it was
         drifted, the `resolved` transition (reason "rebaselined") at batch row ``row`` whose
         alert :meth:`alerts` closes the episode with."""
@@ -140,7 +152,7 @@ class DriftStates:
         if episode is not None:
             t = Transition(row, j, "resolved", episode.detector, int(n),
                            float(self.sz[j] / n - cz_mean) if n else 0.0, float(self.sx[j] / n) if n else 0.0,
-                           float(self.since_ts[j]), "rebaselined")
+                           float(self.since_ts[j]), reason)
         self.status[j] = STABLE
         self.n[j] = self.sz[j] = self.szz[j] = self.sx[j] = 0.0
         return t

@@ -14,6 +14,7 @@ from .detection import DETECTORS, Detector, make_detectors
 from .drift import DriftStates, Transition, hit_matrix
 from .feedback import ConcentrationMonitor
 from .quality import QualityChecks
+from .reference import Profile, Profiles
 from .signals import SignalRegistry
 
 
@@ -31,7 +32,7 @@ class ModelMonitor:
     settings : the service's settings (detect, feedback, limits, models.<model>).
     """
 
-    def __init__(self, model: str, settings: Settings) -> None:
+    def __init__(self, model: str, settings: Settings, profiles: Profiles | None = None) -> None:
         d = settings.detect
         self.model = model
         self.settings = settings
@@ -45,6 +46,11 @@ class ModelMonitor:
         self.quality = QualityChecks(model, settings)
         self.recorder = None                  # a report recorder during a backtest
         self.applied: list[str] = []          # ids of the re-baselines applied (the last 100)
+        self.version: str | None = None       # the model version of the latest events
+        self.profiles = profiles
+        profile = profiles.of(model) if profiles is not None else None
+        if profile is not None:               # training references: no warm-up for these
+            self._take(profile, "")
 
     @property
     def n_signals(self) -> int:
@@ -62,7 +68,7 @@ class ModelMonitor:
                 "detectors": {name: det.to_bytes() for name, det in self.detectors.items()},
                 "states": self.states.state_dict(),
                 "concentration": self.concentration.state_dict(), "applied": list(self.applied),
-                "quality": self.quality.state_dict()}
+                "quality": self.quality.state_dict(), "version": self.version}
 
     def load_state(self, state: dict[str, Any]) -> None:
         if sorted(state["detectors"]) != sorted(self.detectors):
@@ -75,6 +81,7 @@ class ModelMonitor:
         self.concentration.load_state(state["concentration"])
         self.applied = list(state["applied"])
         self.quality.load_state(state["quality"])
+        self.version = self.quality.version = state["version"]
 
     def rebaseline(self, req: Rebaseline, batch: ModelBatch, row: int, alerts: list[dict]) -> bool:
         """Apply an operator's re-baseline at batch row ``row`` (before its values): the
@@ -83,16 +90,57 @@ class ModelMonitor:
         if req.id in self.applied:
             return False
         self.applied = [*self.applied[-99:], req.id]
-        reg, states = self.signals, self.states
-        cols = [j for j, name in enumerate(reg.names) if req.covers(name)]
-        closing = [t for j in cols if (t := states.rebaseline(j, row, float(reg.cz_mean[j]))) is not None]
-        alerts.extend(states.alerts(closing, lambda t: self._alert(batch, t)))
+        cols = [j for j, name in enumerate(self.signals.names) if req.covers(name)]
+        self._restart(cols, batch, row, alerts, "rebaselined")
         for j in cols:
-            reg.reset(j)
-        for det in self.detectors.values():
-            det.reset_features(cols)
+            self.signals.reset(j)
         self.quality.rebaseline(req, batch, row, alerts, lambda f, r: self._feature_sd(None, f, r))
         return True
+
+    def _restart(self, cols: list[int], batch: ModelBatch, row: int, alerts: list[dict], reason: str) -> None:
+        """These signals' drift states and detectors start over at ``row``; their open episodes
+        resolve with ``reason``."""
+        reg, states = self.signals, self.states
+        closing = [t for j in cols if (t := states.rebaseline(j, row, float(reg.cz_mean[j]), reason))]
+        alerts.extend(states.alerts(closing, lambda t: self._alert(batch, t)))
+        for det in self.detectors.values():
+            det.reset_features(cols)
+
+    def _take(self, profile: Profile, prefix: str) -> list[int]:
+        """A profile's references (of the signals whose names start with ``prefix``); returns
+        the columns that had one already."""
+        signals = {k: v for k, v in profile.signals.items() if k != "error"}
+        changed = self.signals.use_profile(signals, profile.categories, prefix)
+        if not prefix:
+            self.quality.use_profile(profile.features, profile.rows)
+        return changed
+
+    def adopt(self, profile: Profile, batch: ModelBatch, row: int, alerts: list[dict]) -> None:
+        """A profile published while the model runs: its signals switch to the training
+        references (open episodes resolve, reason "rebaselined": they were judged against
+        another reference)."""
+        changed = self._take(profile, "" if profile.model_version is None else "prediction")
+        self._restart(changed, batch, row, alerts, "rebaselined")
+        for j in changed:
+            self.states.compare(j, "reference")
+
+    def new_version(self, version: str, batch: ModelBatch, row: int, alerts: list[dict]) -> None:
+        """A new model version from batch row ``row`` on: its prediction signals start over
+        (its published profile's references, else a new warm-up); a change of version is no
+        drift (an open episode of the prediction resolves, reason "model_version"). Feature
+        signals keep their references: the inputs do not depend on the model."""
+        reg = self.signals
+        cols = [j for j, name in enumerate(reg.names) if name.split("=", 1)[0] == "prediction"]
+        self._restart(cols, batch, row, alerts, "model_version")
+        for j in cols:
+            reg.reset(j)
+        reg.known = {k: v for k, v in reg.known.items() if not k.startswith("prediction")}
+        reg.category_seen["\x00prediction"] = 0             # the new version's classes, anew
+        self.version = self.quality.version = version
+        profile = self.profiles.of(self.model, version) if self.profiles is not None else None
+        if profile is not None:
+            for j in self._take(profile, "prediction"):
+                self.states.compare(j, "reference")
 
     def prepare(self, batch: ModelBatch) -> tuple[ModelBatch, np.ndarray, np.ndarray]:
         """The batch's raw signal matrix X and its z-scores Z, both (rows, signals)."""
@@ -100,6 +148,9 @@ class ModelMonitor:
         X, grown = self.signals.matrix(batch)
         if grown:
             self.states.add(grown)
+            for j in range(self.n_signals - grown, self.n_signals):
+                if self.signals.n_profile[j] > 0:      # a training reference: compare from the start
+                    self.states.compare(j, "reference")
             for det in self.detectors.values():
                 det.add_features(grown)
             a = self.settings.detect.adwin
@@ -113,7 +164,7 @@ class ModelMonitor:
         """Alerts from the detectors' masks (by detector name) and the signals' drift states,
         then the signals' recent values and the concentration watch; returns the detections
         that raised no alert."""
-        hit = hit_matrix(masks, self.states.detectors)
+        hit = hit_matrix(masks, list(self.detectors))
         reg = self.signals
         transitions = self.states.step(Z, X, hit, batch.ts, reg.cz_mean, reg.cz_sd, reg.n_ref)
         alerts.extend(self.states.alerts(transitions, lambda t: self._alert(batch, t)))
@@ -137,7 +188,8 @@ class ModelMonitor:
         return make_alert(model=self.model, signal=self.signals.names[t.column], detector=t.detector,
                           ts=float(batch.ts[t.row]), topic=batch.topic[t.row],
                           partition=int(batch.partition[t.row]), offset=int(batch.offset[t.row]),
-                          stats=signal_stats(self.signals, t), status=t.status, reason=t.reason)
+                          stats=signal_stats(self.signals, t), status=t.status, reason=t.reason,
+                          model_version=self.version)
 
 
 def signal_stats(reg: SignalRegistry, t: Transition) -> dict[str, Any]:
@@ -149,6 +201,9 @@ def signal_stats(reg: SignalRegistry, t: Transition) -> dict[str, Any]:
         return {"seasonal": True, "residual_before": before, "residual_after": round(before + t.effect, 6),
                 "n_before": int(reg.n_ref[j]), "n_after": t.n, "effect_size": round(t.effect, 6),
                 "since_ts": t.since_ts}
-    return {"mean_before": float(reg.mean[j]), "sd_before": float(reg.sd[j]), "n_before": int(reg.n_ref[j]),
-            "mean_after": t.raw_mean, "n_after": t.n, "effect_size": round(t.effect, 6),
-            "since_ts": t.since_ts}
+    stats = {"mean_before": float(reg.mean[j]), "sd_before": float(reg.sd[j]), "n_before": int(reg.n_ref[j]),
+             "mean_after": t.raw_mean, "n_after": t.n, "effect_size": round(t.effect, 6),
+             "since_ts": t.since_ts}
+    if reg.n_profile[j] > 0:
+        stats["reference"] = "profile"           # compared with the training data
+    return stats

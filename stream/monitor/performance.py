@@ -34,6 +34,7 @@ from ..types import DeadLetter, Message, ModelBatch
 from .alerts import make_alert
 from .detection import DETECTORS
 from .drift import DriftStates, Transition, hit_matrix
+from .reference import Profile, Profiles
 from .signals import SignalRegistry
 
 
@@ -46,6 +47,13 @@ class ErrorBatch:
     prediction_ts: list[float] = field(default_factory=list)
     predictions: list[Any] = field(default_factory=list)   # the joined prediction (score/class)
     messages: list[Message] = field(default_factory=list)
+    versions: list[Any] = field(default_factory=list)      # model version of the prediction
+
+    def only(self, rows: list[int]) -> ErrorBatch:
+        """These rows, as an ErrorBatch of their own."""
+        pick = lambda values: [values[i] for i in rows]                       # noqa: E731
+        return ErrorBatch(pick(self.errors), pick(self.binary), pick(self.ts), pick(self.prediction_ts),
+                          pick(self.predictions), pick(self.messages), pick(self.versions))
 
 
 class PredictionStore:
@@ -77,11 +85,13 @@ class PredictionStore:
         before = len(pending)
         pos = positions.tolist() if positions is not None else repeat(None)
         fresh, model = self.fresh, batch.model
-        for ident, pred, ts, at in zip(batch.ids, preds, batch.ts.tolist(), pos, strict=False):
+        versions = batch.versions if batch.versions is not None else repeat(None)
+        for ident, pred, ts, at, version in zip(batch.ids, preds, batch.ts.tolist(), pos, versions,
+                                                strict=False):
             if ident is None or pred is None or pred != pred:
                 continue
             pending.pop(ident, None)
-            pending[ident] = (pred, ts)
+            pending[ident] = (pred, ts, version)
             if at is not None:
                 fresh[(model, ident)] = at
         self.size += len(pending) - before
@@ -99,7 +109,7 @@ class PredictionStore:
         fresh = self.fresh
         for model, pending in self.pending.items():
             while pending:
-                ident, (pred, ts) = next(iter(pending.items()))
+                ident, (pred, ts, _) = next(iter(pending.items()))
                 if ts >= limit or (before is not None and fresh.get((model, ident), -1) >= before):
                     break
                 pending.popitem(last=False)
@@ -134,6 +144,7 @@ class PredictionStore:
         pending = self.pending.get(model, {})
         return {"ids": list(pending), "predictions": [v[0] for v in pending.values()],
                 "ts": np.array([v[1] for v in pending.values()], dtype=np.float64),
+                "versions": [v[2] for v in pending.values()],
                 "labeled": list(self.labeled.get(model, ()))}
 
     def load_model_state(self, model: str, state: dict[str, Any]) -> None:
@@ -141,8 +152,9 @@ class PredictionStore:
         self.size -= len(self.pending.get(model, ()))
         self.labeled_size -= len(self.labeled.get(model, ()))
         self.pending[model] = OrderedDict(
-            (ident, (pred, ts)) for ident, pred, ts in zip(state["ids"], state["predictions"],
-                                                          state["ts"].tolist(), strict=True))
+            (ident, (pred, ts, version)) for ident, pred, ts, version in zip(
+                state["ids"], state["predictions"], state["ts"].tolist(),
+                state.get("versions") or [None] * len(state["ids"]), strict=True))
         self.labeled[model] = OrderedDict.fromkeys(state["labeled"])
         self.size += len(self.pending[model])
         self.labeled_size += len(self.labeled[model])
@@ -272,7 +284,8 @@ class LabelDesk:
             try:
                 if lab.prediction is not None:
                     pred, pred_ts = lab.prediction, lab.ts
-                    store.take(lab.model, lab.ident, p)       # its event, if stored, is labeled now
+                    hit = store.take(lab.model, lab.ident, p)  # its event, if stored, is labeled now
+                    version = hit[2] if isinstance(hit, tuple) else None
                 else:
                     hit = store.take(lab.model, lab.ident, p)
                     which = f"id {lab.ident!r} of {lab.model!r}"
@@ -280,7 +293,7 @@ class LabelDesk:
                         raise Rejected("duplicate_label", f"{which} was labeled already")
                     if hit is None:
                         raise Rejected("unknown_id", f"no pending prediction for {which}")
-                    pred, pred_ts = hit
+                    pred, pred_ts, version = hit
             except Rejected as exc:
                 dead.append(DeadLetter(lab.message, exc.reason, exc.detail))
                 continue
@@ -292,6 +305,7 @@ class LabelDesk:
             eb.prediction_ts.append(pred_ts)
             eb.predictions.append(pred)
             eb.messages.append(lab.message)
+            eb.versions.append(version)
             self._last[lab.model] = p
             outcomes.append(Outcome(p, lab.model, pred, True))
         return out, dead, outcomes
@@ -315,9 +329,11 @@ class PerformanceMonitor:
 
     SIGNAL = "error"
 
-    def __init__(self, model: str, settings: Settings) -> None:
+    def __init__(self, model: str, settings: Settings, profiles: Profiles | None = None) -> None:
         d = settings.detect
         self.model = model
+        self.profiles = profiles
+        self.version: str | None = None       # the model version whose predictions it judges
         self.signals = SignalRegistry(1, settings.labels.warmup, d.clip_z)
         self.signals.ensure([self.SIGNAL])
         self.adwin = DETECTORS["adwin"].make(d)
@@ -327,16 +343,22 @@ class PerformanceMonitor:
         self.states.add(1)
         self.binary = True
         self.n_labels = 0
+        self._take(profiles.of(model) if profiles is not None else None)
+
+    def _take(self, profile: Profile | None) -> None:
+        if profile is not None and self.SIGNAL in profile.signals:
+            self.signals.use_profile({self.SIGNAL: profile.signals[self.SIGNAL]}, {})
 
     def state_dict(self) -> dict[str, Any]:
         return {"binary": self.binary, "n_labels": self.n_labels, "signals": self.signals.state_dict(),
-                "adwin": self.adwin.to_bytes(), "states": self.states.state_dict()}
+                "adwin": self.adwin.to_bytes(), "states": self.states.state_dict(), "version": self.version}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.binary, self.n_labels = bool(state["binary"]), int(state["n_labels"])
         self.signals.load_state(state["signals"])
         self.adwin = DETECTORS["adwin"].from_bytes(state["adwin"])
         self.states.load_state(state["states"])
+        self.version = state["version"]
 
     @property
     def error_level(self) -> float:
@@ -345,21 +367,36 @@ class PerformanceMonitor:
         ring = ring[~np.isnan(ring)]
         return float(ring.mean()) if ring.size else float("nan")
 
-    def rebaseline(self, batch: ModelBatch, row: int, alerts: list[dict]) -> None:
+    def new_version(self, version: str, batch: ModelBatch, row: int, alerts: list[dict]) -> None:
+        """A new model version: its error stream starts over (its profile's reference, else a
+        new warm-up); the labels of the earlier versions' predictions no longer count."""
+        self.rebaseline(batch, row, alerts, "model_version")
+        self.version = version
+        self._take(self.profiles.of(self.model, version) if self.profiles is not None else None)
+
+    def rebaseline(self, batch: ModelBatch, row: int, alerts: list[dict],
+                   reason: str = "rebaselined") -> None:
         """The error stream learns a new reference from its next labels; an open episode
-        resolves with reason "rebaselined", at the events' ``row`` where it was applied."""
-        t = self.states.rebaseline(0, row, float(self.signals.cz_mean[0]))
+        resolves with ``reason``, at the events' ``row`` where it was applied."""
+        t = self.states.rebaseline(0, row, float(self.signals.cz_mean[0]), reason)
         if t is not None:
             alerts.extend(self.states.alerts([t], lambda t: make_alert(
                 model=self.model, signal=self.SIGNAL, detector=t.detector, ts=float(batch.ts[row]),
                 topic=batch.topic[row], partition=int(batch.partition[row]), offset=int(batch.offset[row]),
                 stats={"n_before": int(self.signals.n[0]), "n_after": t.n, "effect_size": round(t.effect, 6)},
-                status="resolved", reason="rebaselined")))
+                status="resolved", reason=reason, model_version=self.version)))
         self.signals.reset(0)
         self.adwin.reset_features([0])
 
     def process(self, eb: ErrorBatch, alerts: list[dict]) -> int:
-        """Feed a model's joined labels; appends alerts, returns the detections that raised none."""
+        """Feed a model's joined labels; appends alerts, returns the detections that raised none.
+        Labels of another version's predictions do not count (the stream is the version's)."""
+        if self.version is not None:
+            keep = [i for i, v in enumerate(eb.versions) if v is None or v == self.version]
+            if len(keep) < len(eb.errors):
+                eb = eb.only(keep)
+            if not keep:
+                return 0
         X = np.asarray(eb.errors, dtype=np.float64)[:, None]
         ts = np.asarray(eb.ts, dtype=np.float64)
         self.binary = all(eb.binary)
@@ -386,4 +423,4 @@ class PerformanceMonitor:
         msg = eb.messages[row]
         return make_alert(model=self.model, signal=self.SIGNAL, detector=t.detector, ts=eb.ts[row],
                           topic=msg.topic, partition=msg.partition, offset=msg.offset, stats=stats,
-                          status=t.status, reason=t.reason)
+                          status=t.status, reason=t.reason, model_version=self.version)

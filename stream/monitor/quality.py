@@ -90,9 +90,11 @@ class Rates:
         for a in self._ARRAYS:
             setattr(self, a, state[a])
 
-    def known(self, j: int, p: float) -> None:
-        """Column j's reference rate is known (no warm-up)."""
-        self.n[j], self.learned_ones[j], self.p[j] = self.warmup, p * self.warmup, p
+    def known(self, j: int, p: float, n: int | None = None) -> None:
+        """Column j's reference rate is known (no warm-up), from ``n`` values (default: as
+        many as a warm-up)."""
+        n = max(n or self.warmup, self.warmup)
+        self.n[j], self.learned_ones[j], self.p[j] = n, p * n, p
 
     def reset(self, j: int) -> None:
         """Column j learns its reference again from its next values."""
@@ -170,19 +172,23 @@ class QualityChecks:
         self.events = 0                        # events of the model seen
         self.mismatched: dict[str, np.ndarray] = {}   # this batch: feature -> rows of the wrong type
         self.fresh: list[tuple[str, str]] = []        # this batch: features seen first (and type)
+        self.version: str | None = None               # the model version (alerts carry it)
+        self.known: dict[str, Any] = {}               # feature -> FeatureRef (a profile's)
+        self.known_rows = 0
 
     @property
     def active(self) -> bool:
         return bool(self.enabled)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rates": self.rates.state_dict(), "states": self.states.state_dict(),
+        return {"rates": self.rates.state_dict(), "states": self.states.state_dict(), "version": self.version,
                 "types": self.types, "last": self.last,
                 "held": self.held,
                 "change_median": self.change_median, "changes": self.changes, "events": self.events}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.rates.load_state(state["rates"])
+        self.version = state["version"]
         self.states.load_state(state["states"])
         self.types = dict(state["types"])
         self.last = {k: float(v) for k, v in state["last"].items()}
@@ -212,6 +218,34 @@ class QualityChecks:
             if check == "spread":
                 self.change_median.pop(f, None)
                 self.changes.pop(f, None)
+
+    def use_profile(self, features: dict[str, Any], rows: int) -> None:
+        """A training profile's feature references: established types, and the rates the
+        checks compare with (columns registered later start with them; no warm-up)."""
+        self.known.update(features)
+        self.known_rows = rows
+        for f, ref in features.items():
+            self.types.setdefault(f, ref.type)
+            if ref.change_median is not None:
+                self.change_median.setdefault(f, ref.change_median)
+        for j, name in enumerate(self.rates.names):
+            self._known_rate(j, name)
+
+    def _known_rate(self, j: int, name: str) -> bool:
+        """Column j's reference rate from the profile, if it has one."""
+        check, f = name.split(":", 1)
+        ref = self.known.get(f)
+        if ref is None:
+            return False
+        if check == "missing":
+            self.rates.known(j, ref.missing_rate, self.known_rows)
+        elif check == "stuck" and ref.repeat_rate is not None:
+            self.rates.known(j, ref.repeat_rate, ref.pairs)
+        elif check == "spread" and ref.larger_change_rate is not None:
+            self.rates.known(j, ref.larger_change_rate, ref.pairs)
+        else:
+            return False
+        return True
 
     def screen(self, batch: ModelBatch) -> ModelBatch:
         """The batch with only the values of each feature's (and the prediction's) established
@@ -244,7 +278,7 @@ class QualityChecks:
         for f in wrong_cat:
             self.mismatched[f] = np.array([v is not None for v in categorical.pop(f)])
         return ModelBatch(batch.model, numeric, categorical, prediction, classes, batch.ts, batch.partition,
-                          batch.offset, batch.topic, batch.ids, batch.segments, batch.index)
+                          batch.offset, batch.topic, batch.ids, batch.segments, batch.index, batch.versions)
 
     def observe(self, batch: ModelBatch, alerts: list[dict], feature_sd: Callable[[str, int], tuple],
                 recorder: Any = None) -> int:
@@ -293,6 +327,8 @@ class QualityChecks:
             for j in range(rates.size - grown, rates.size):
                 if rates.names[j].startswith("type:"):     # the reference of "type" is no mismatch
                     rates.known(j, 0.0)
+                elif self._known_rate(j, rates.names[j]):
+                    self.states.compare(j, "reference")
         quiet = 0
         for name, (rows, v) in cols.items():
             j = rates.index.get(name)
@@ -418,7 +454,7 @@ class QualityChecks:
                           detector="check",
                           ts=float(batch.ts[row]), topic=batch.topic[row],
                           partition=int(batch.partition[row]), offset=int(batch.offset[row]), stats=stats,
-                          status=t.status, reason=t.reason,
+                          status=t.status, reason=t.reason, model_version=self.version,
                           check=check, kind=kind)
 
 

@@ -80,6 +80,10 @@ class SignalRegistry:
         self.sd = np.ones(0)
         self.cz_mean = np.zeros(0)                          # the reference's own clipped z-scores:
         self.cz_sd = np.ones(0)                             # their mean and sd (see monitor.drift)
+        self.n_profile = np.zeros(0)                        # > 0: the reference is a profile's, of
+                                                            # this many training values
+        self.known: dict[str, Any] = {}                     # signal -> SignalRef (a profile's)
+        self.known_categories: dict[str, list[str]] = {}    # feature key -> categories (a profile's)
         self.recent = np.full((RECENT, 0), np.nan)          # ring of the last raw values
         self.recent_pos = np.zeros(0, dtype=np.int64)
         self.warm_values = np.zeros((warmup, 0))             # warm-up values, until all are done
@@ -88,7 +92,8 @@ class SignalRegistry:
     def size(self) -> int:
         return len(self.names)
 
-    _ARRAYS = ("n", "mean", "m2", "sd", "cz_mean", "cz_sd", "recent", "recent_pos", "warm_values")
+    _ARRAYS = ("n", "mean", "m2", "sd", "cz_mean", "cz_sd", "n_profile", "recent", "recent_pos",
+               "warm_values")
 
     def state_dict(self) -> dict[str, Any]:
         return {"names": list(self.names), "categories": self.categories,
@@ -126,6 +131,7 @@ class SignalRegistry:
             self.sd = np.concatenate([self.sd, np.ones(k)])
             self.cz_mean = np.concatenate([self.cz_mean, np.zeros(k)])
             self.cz_sd = np.concatenate([self.cz_sd, np.ones(k)])
+            self.n_profile = np.concatenate([self.n_profile, np.zeros(k)])
             self.recent = np.concatenate([self.recent, np.full((RECENT, k), np.nan)], axis=1)
             self.recent_pos = np.concatenate([self.recent_pos, np.zeros(k, dtype=np.int64)])
             if self.warm_values.shape[0] < self.warmup:
@@ -160,6 +166,9 @@ class SignalRegistry:
             if j is not None:
                 cols.append((j, batch.prediction))
         grown = self._grow_arrays()
+        for j in range(self.size - grown, self.size):
+            if self.names[j] in self.known:
+                self._from_profile(j, self.known[self.names[j]])
         for j, zeros in self._prior_zeros:
             # a category first seen now was 0 in every earlier value of its feature: its
             # reference starts from those zeros, so a new category bursting in is a change
@@ -186,7 +195,10 @@ class SignalRegistry:
             j = self._add(f"{prefix}={OTHER}")
             if j is not None:
                 cats[OTHER] = j
-        seen = self.category_seen.get(key, 0)
+            for c in self.known_categories.get(key, ()):     # the training data's categories
+                if c != OTHER and (j := self._add(f"{prefix}={c}")) is not None:
+                    cats[c] = j
+        seen = self.category_seen.get(key, 0) if key not in self.known_categories else self.warmup
         uniq, inverse = np.unique(arr[present].astype(str), return_inverse=True)
         for u in uniq.tolist():
             if u not in cats and seen < self.warmup and len(cats) <= self.max_categories:
@@ -194,6 +206,9 @@ class SignalRegistry:
                 if j is not None:
                     cats[u] = j
                     self._prior_zeros.append((j, seen))
+        if key in self.known_categories:
+            self.category_seen[key] = self.warmup
+            seen = self.warmup
         self.category_seen[key] = seen + int(present.sum())
         codes = np.full(len(values), -1)
         col_of_uniq = np.array([cats.get(u, cats.get(OTHER, -1)) for u in uniq.tolist()], dtype=np.int64)
@@ -237,6 +252,27 @@ class SignalRegistry:
             Z[:, cols] = self.profile.residuals(X[:, cols], ts)
         return Z
 
+    def use_profile(self, signals: dict[str, Any], categories: dict[str, dict[str, float]],
+                    prefix: str = "") -> list[int]:
+        """Take a profile's references: signals registered later start with theirs (no
+        warm-up), and those registered already switch to them; returns the latter's columns.
+        ``prefix`` limits it to the signals whose names start with it (e.g. "prediction")."""
+        mine = {k: v for k, v in signals.items() if k.startswith(prefix)}
+        self.known.update(mine)
+        for key, cats in categories.items():
+            name = "prediction" if key == "\x00prediction" else f"feature:{key}"
+            if name.startswith(prefix):
+                self.known_categories[key] = list(cats)
+        changed = [self.index[k] for k in mine if k in self.index]
+        for j in changed:
+            self._from_profile(j, mine[self.names[j]])
+        return changed
+
+    def _from_profile(self, j: int, ref: Any) -> None:
+        self.n[j], self.mean[j], self.sd[j] = self.warmup, ref.mean, max(ref.sd, 1e-12)
+        self.m2[j] = ref.sd * ref.sd * (ref.n - 1)
+        self.cz_mean[j], self.cz_sd[j], self.n_profile[j] = ref.cz_mean, ref.cz_sd, ref.n
+
     def _set_reference(self, j: int) -> None:
         """Signal j's warm-up is complete: its reference, and how its own values score."""
         warm = self.warm_values[:, j]
@@ -247,9 +283,9 @@ class SignalRegistry:
     @property
     def n_ref(self) -> np.ndarray:
         """(D,) values each signal's reference was learned from."""
+        n = np.where(self.n_profile > 0, self.n_profile, self.n)
         if self.profile is None or not self.profile.columns:
-            return self.n
-        n = self.n.copy()
+            return n
         n[self.profile.columns] = self.profile.learned
         return n
 
@@ -267,7 +303,7 @@ class SignalRegistry:
         if self.warm_values.shape[0] < self.warmup:
             self.warm_values = np.zeros((self.warmup, self.size))
         self.n[j], self.mean[j], self.m2[j], self.sd[j] = 0.0, 0.0, 0.0, 1.0
-        self.cz_mean[j], self.cz_sd[j] = 0.0, 1.0
+        self.cz_mean[j], self.cz_sd[j], self.n_profile[j] = 0.0, 1.0, 0.0
         if self.is_seasonal(j):
             self.profile.reset(self.profile.columns.index(j))
 

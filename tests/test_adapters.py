@@ -72,6 +72,14 @@ def test_oip_record_single_2d_tensor_with_configured_columns():
     mb = batch.models["m"]
     assert mb.numeric["a"].tolist() == [1, 3, 5] and mb.numeric["b"].tolist() == [2, 4, 6]
     assert np.allclose(mb.prediction, [0.1, 0.2, 0.3]) and mb.ts.tolist() == [100.0] * 3
+    assert mb.versions is None
+    for version, rows in (("7", 3), ("8", 1)):           # OIP's model_version is the event's
+        rec["model_version"], rec["id"] = version, f"q{version}"
+        if rows == 1:
+            rec["inputs"][0].update(shape=[1, 2], data=[1, 2])
+            rec["outputs"][0].update(shape=[1], data=[0.5])
+        batch, dead, _ = convert([Message(orjson.dumps(rec), "oip", 0, 0, 0.0)], {"m": ("a", "b")}, fmt="oip")
+        assert dead == [] and batch.models["m"].versions == [version] * rows
 
 
 @pytest.mark.parametrize("msg,reason", [

@@ -52,4 +52,5 @@ class OIPAdapter:
                 ts = parse_ts(ts)
             except Rejected:
                 raise Rejected("invalid_ts", "parameters.ts must be epoch seconds or RFC 3339") from None
-        return to_doc(model, str(body.get("id", f"{msg.partition}-{msg.offset}")), ts, features, preds)
+        return to_doc(model, str(body.get("id", f"{msg.partition}-{msg.offset}")), ts, features, preds,
+                      body.get("model_version"))

@@ -108,11 +108,13 @@ def predictions_of(payload: Any) -> list:
 
 
 def to_doc(model: str, ident: str, ts: float | None, features: dict | None,
-         preds: list | None) -> dict | list:
-    """A columnar document (rows with features), or row events for predictions alone."""
+           preds: list | None, version: str | None = None) -> dict | list:
+    """A columnar document (rows with features), or row events for predictions alone;
+    ``version``: the model version (OIP's ``model_version``), if known."""
+    extra: dict[str, Any] = {"model_version": version} if isinstance(version, str) and version else {}
     if not features:
         return [{"model": model, "id": f"{ident}-{i}", "features": {}, "prediction": p,
-                 **({"ts": ts} if ts is not None else {})} for i, p in enumerate(preds or [])]
+                 **({"ts": ts} if ts is not None else {}), **extra} for i, p in enumerate(preds or [])]
     n = len(next(iter(features.values())))
     if n == 1:                                  # one row (the common request): a plain event
         event: dict[str, Any] = {"model": model, "id": f"{ident}-0",
@@ -123,7 +125,7 @@ def to_doc(model: str, ident: str, ts: float | None, features: dict | None,
             event["prediction"] = preds[0]
         if ts is not None:
             event["ts"] = ts
-        return event
+        return event | extra
     doc: dict[str, Any] = {"model": model, "id": [f"{ident}-{i}" for i in range(n)], "features": features}
     if preds is not None:
         if len(preds) != n:
@@ -131,7 +133,7 @@ def to_doc(model: str, ident: str, ts: float | None, features: dict | None,
         doc["prediction"] = preds
     if ts is not None:
         doc["ts"] = ts
-    return doc
+    return doc | extra
 
 
 def check_features(features: dict[str, list], limits: LimitSettings) -> None:

@@ -166,11 +166,14 @@ def interleaved_rates(values: list[bytes], batch: int, naive_events: int) -> dic
     replay with its detectors alone, each batch of messages measured by all of them in
     turn: this machine's speed drifts by tens of percent within seconds, and ratios of
     rates measured at different times followed it."""
-    spent = {"floor": 0.0, "extract": 0.0, "naive": 0.0, "checks_off": 0.0}
+    spent = {"floor": 0.0, "extract": 0.0, "naive": 0.0, "checks_off": 0.0, "multivariate_off": 0.0}
     naive = NaiveLoop()
-    # the same replay with the data-quality checks off: what the checks cost
-    off = Pipeline(load_settings(env={}, overrides={"limits.max_message_bytes": 64 << 20,
-                                                     "quality.enabled": False}))
+    # the same replay with the data-quality checks off, and with the multivariate signal off:
+    # what each costs
+    switches = {"checks_off": "quality.enabled", "multivariate_off": "multivariate.enabled"}
+    offs = {key: Pipeline(load_settings(env={}, overrides={"limits.max_message_bytes": 64 << 20,
+                                                             switch: False}))
+            for key, switch in switches.items()}
     msgs = [Message(v, "bench", 0, i, 0.0) for i, v in enumerate(values)]
 
     def beside(start: int, stop: int) -> None:
@@ -179,9 +182,10 @@ def interleaved_rates(values: list[bytes], batch: int, naive_events: int) -> dic
         spent["extract"] += extract_seconds(part)
         timed, pipeline_module.detect_all = pipeline_module.detect_all, DETECT_ALL   # (not timed)
         try:
-            t = time.perf_counter()
-            off.process(msgs[start:stop])
-            spent["checks_off"] += time.perf_counter() - t
+            for key, off in offs.items():
+                t = time.perf_counter()
+                off.process(msgs[start:stop])
+                spent[key] += time.perf_counter() - t
         finally:
             pipeline_module.detect_all = timed
         if start < naive_events:
@@ -191,7 +195,7 @@ def interleaved_rates(values: list[bytes], batch: int, naive_events: int) -> dic
     n = len(values)
     return {"floor": n / spent["floor"], "extract": n / spent["extract"],
             "naive": min(n, naive_events) / spent["naive"], "replay": replay, "detect": detect,
-            "checks_off": n / spent["checks_off"]}
+            "checks_off": n / spent["checks_off"], "multivariate_off": n / spent["multivariate_off"]}
 
 
 def extract_detect_bound(rates: dict[str, float]) -> float:
@@ -337,7 +341,9 @@ def main() -> None:
                 f" {_ratio_text(rounds, lambda r: r['replay'] / r['naive'], '.1f')}x naive;"
                 f" with the data-quality checks on:"
                 f" {_ratio_text(rounds, lambda r: r['replay'] / r['checks_off'], '.0%')} of the rate with"
-                f" them off;"
+                f" them off; the multivariate signal takes"
+                f" {_ratio_text(rounds, lambda r: 1 - r['replay'] / r['multivariate_off'], '.0%')} of"
+                f" replay's time;"
                 f" its detectors alone {_median(rounds, 'detect'):9,.0f}/s ="
                 f" {_ratio_text(rounds, lambda r: r['detect'] / r['floor'], '.0%')} of floor;"
                 f" extract {_ratio_text(rounds, lambda r: r['extract'] / r['floor'], '.0%')} of floor;"

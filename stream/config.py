@@ -132,6 +132,19 @@ class ModelQualitySettings:
 
 
 @dataclass(frozen=True)
+class MultivariateSettings:
+    """The reconstruction error of a PCA of the numeric features (stream.monitor.multivariate)."""
+    enabled: bool = True
+    variance: float = 0.65              # share of the reference's variance the components keep
+
+
+@dataclass(frozen=True)
+class EstimateSettings:
+    """Accuracy estimated from calibrated scores before labels arrive (stream.monitor.estimate)."""
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class LimitSettings:
     max_message_bytes: int = 1_000_000
     max_events_per_message: int = 10_000
@@ -172,6 +185,8 @@ class Settings:
     detect: DetectSettings = field(default_factory=DetectSettings)
     labels: LabelSettings = field(default_factory=LabelSettings)
     quality: QualitySettings = field(default_factory=QualitySettings)
+    multivariate: MultivariateSettings = field(default_factory=MultivariateSettings)
+    estimate: EstimateSettings = field(default_factory=EstimateSettings)
     feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
@@ -314,6 +329,7 @@ def _validate(s: Settings) -> None:
     need(lab.ttl_s > 0, "labels.ttl_s", "must be > 0")
     need(lab.warmup >= 2, "labels.warmup", "must be >= 2")
     need(s.quality.block >= 10, "quality.block", "must be >= 10")
+    need(0 < s.multivariate.variance < 1, "multivariate.variance", "must be in (0, 1)")
     need(fb.window >= 2, "feedback.window", "must be >= 2")
     need(fb.resolve_after_s > 0, "feedback.resolve_after_s", "must be > 0")
     need(fb.warmup >= 2, "feedback.warmup", "must be >= 2")

@@ -85,6 +85,11 @@ class StateCollector(Collector):
                                      "signals of each model only).", labels=["model", "signal"])
         error_level = GaugeMetricFamily("streamdrift_error_level", "Mean error of the recent labels "
                                         "(the error rate for classifiers), by model.", labels=["model"])
+        estimated = GaugeMetricFamily("streamdrift_estimated_accuracy", "Accuracy expected from the "
+                                      "calibrated scores of the recent events, before their labels, "
+                                      "by model.", labels=["model"])
+        bias = GaugeMetricFamily("streamdrift_estimate_bias", "Estimated minus real accuracy of the "
+                                 "recent labeled predictions, by model.", labels=["model"])
         pending, evicted = 0, {"ttl": 0, "size": 0}
         for pipeline in pipelines:
             for name, mon in list(pipeline.models.items()):
@@ -99,10 +104,16 @@ class StateCollector(Collector):
                     names = mon.signals.names
                     for j, value in enumerate(adwin.estimation[: self.max_signal_labels].tolist()):
                         estimate.add_metric([model, names[j]], value)
+                accuracy = mon.estimated_accuracy
+                if model != OTHER and accuracy == accuracy:
+                    estimated.add_metric([model], accuracy)
             for name, perf in list(pipeline.performance.items()):
                 level = perf.error_level
                 if level == level:
                     error_level.add_metric([label(name)], level)
+                b = perf.estimate_bias
+                if b == b and label(name) != OTHER:
+                    bias.add_metric([label(name)], b)
                 if perf.states.drifted():
                     key = ("performance_drift", label(name))
                     active[key] = active.get(key, 0) + 1
@@ -116,6 +127,8 @@ class StateCollector(Collector):
                     evicted[reason] += count
         yield estimate
         yield error_level
+        yield estimated
+        yield bias
         per_model = GaugeMetricFamily("streamdrift_signals", "Signals being monitored, by model.",
                                       labels=["model"])
         dropped = GaugeMetricFamily("streamdrift_signals_dropped", "Signals refused by the per-model "

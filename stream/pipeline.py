@@ -205,10 +205,12 @@ class Pipeline:
             # the predictions before them)
             pos_of = {id(m): i for i, m in enumerate(arrived)}
             decoded = np.array([pos_of[id(origins.get(id(m), m))] for m in messages], dtype=np.int64)
-            self.desk.events(kept, [decoded[mb.index] for mb in kept])
+            kept_pos = [decoded[mb.index] for mb in kept]
+            self.desk.events(kept, kept_pos)
             outcomes: list[Outcome] = []
             if labels:
                 outcomes = self._labels(labels, label_pos, result)
+                self._calibrated(kept, kept_pos, result)
             self._outcomes(outcomes + self.desk.close(), arrived, result)
         result.alerts.sort(key=lambda a: (a["at"]["partition"], a["at"]["offset"], a["model"],
                                           a["signal"], a["detector"]))
@@ -324,6 +326,19 @@ class Pipeline:
                 perf.version = self.models[model].version if model in self.models else None
             result.suppressed += perf.process(eb, result.alerts)
         return outcomes
+
+    def _calibrated(self, kept: list[ModelBatch], positions: list[np.ndarray], result: BatchResult) -> None:
+        """Calibrations fitted from this batch's labels: each model's estimate starts with its
+        events after the label that completed it (as smaller batches would have it)."""
+        for model, perf in self.performance.items():
+            if perf.fitted_at is None or model not in self.models:
+                continue
+            mon = self.models[model]
+            for mb, pos in zip(kept, positions, strict=True):
+                if mb.model == model:
+                    rows = np.flatnonzero(pos > perf.fitted_at)
+                    result.suppressed += mon.calibrated(perf.calibration, mb, rows, result.alerts)
+            mon.calibration = perf.calibration
 
     def _outcomes(self, outcomes: list[Outcome], arrived: list[Message], result: BatchResult) -> None:
         """The predictions' fates, in arrival order, to each model's labels:selection watch;

@@ -184,6 +184,9 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
     if last_event is not None:          # adapters: what still awaits its pair goes on alone
         flush(pipeline.end_of_input(last_event))
     out.flush()
+    if recorder is not None:
+        recorder.scores = {m: perf.estimate_score() for m, perf in pipeline.performance.items()
+                           if perf.estimate_score()[2]}
     elapsed = time.perf_counter() - t0
     rate = n_events / elapsed if elapsed > 0 else 0.0
     print(f"streamdrift replay: {n_lines} lines, {n_events} events, {n_alerts} alerts, "

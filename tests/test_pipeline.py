@@ -67,6 +67,7 @@ def test_large_valued_and_tiny_valued_features_behave_alike():
     first = {}
     for a in alerts:
         first.setdefault(a["signal"], a["at"]["offset"])
+    first.pop("multivariate:reconstruction", None)          # (all three moved: so did their joint)
     assert set(first) == {"feature:big", "feature:tiny", "feature:mid"}
     assert all(5000 <= v < 5400 for v in first.values())
 

@@ -163,8 +163,10 @@ def test_a_version_s_own_profile_is_its_reference(train):
                           rows(10_000, 11, version="v2", pred_shift=1.0, start=10_000) +
                           rows(10_000, 12, version="v2", pred_shift=2.5, start=20_000))   # v2 went off
     alerts = profiled_alerts(prod, load_settings(env={}), profiles)
-    assert [(a["signal"], a["model_version"]) for a in alerts] == [("prediction", "v2")]
-    assert alerts[0]["at"]["offset"] >= 20_000
+    # its scores moved (and with them the accuracy they promise, from v2's calibration)
+    assert {(a["signal"], a["model_version"]) for a in alerts} == {("prediction", "v2"),
+                                                                   ("estimated_accuracy", "v2")}
+    assert all(a["at"]["offset"] >= 20_000 for a in alerts)
 
 
 @pytest.mark.parametrize("content,problem", [

@@ -83,7 +83,8 @@ def test_run_publishes_alerts_dead_letters_and_metrics(kafka_bootstrap, unique, 
         for reason in BAD_REASONS:
             assert metric(samples, "streamdrift_dead_letters_total", reason=reason) == 1
         assert metric(samples, "streamdrift_alerts_total", kind="data_drift", model="fraud") >= 1
-        assert metric(samples, "streamdrift_detectors") == 2 * (4 + 3 + 1 + 2 + 1 + 2 + 1)
+        # 2 detectors x (the models' features and predictions, and a joint signal each)
+        assert metric(samples, "streamdrift_detectors") == 2 * (4 + 3 + 1 + 2 + 1 + 2 + 1 + 3)
         assert metric(samples, "streamdrift_batch_seconds_count") >= 1
         assert metric(samples, "streamdrift_event_to_alert_seconds_count") >= 2
         assert any(k[0] == "streamdrift_consumer_lag" for k in samples)
@@ -182,6 +183,8 @@ def test_labels_topic_gives_performance_drift_and_label_dead_letters(kafka_boots
                            60, "labels counted")
         assert metric(samples, "streamdrift_labels_total", outcome="dead_letter") == 1
         assert 0.5 < 1 - metric(samples, "streamdrift_error_level", model="m") < 0.8
+        # the labels disagree more than the scores promise (0.75): the estimate is scored too high
+        assert 0.05 < metric(samples, "streamdrift_estimate_bias", model="m") < 0.3
     finally:
         assert stop_service(proc) == 0
 

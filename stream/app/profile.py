@@ -28,6 +28,7 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..ingest.columnar import concat
 from ..ingest.rows import decode
+from ..monitor.estimate import ESTIMATE
 from ..monitor.performance import error_of
 from ..monitor.reference import Profiles, build
 from ..types import Message, ModelBatch
@@ -162,20 +163,21 @@ def profile(settings: Settings, paths: list[str], model: str | None = None,
     if not batches:
         raise ConfigError(f"no usable training rows in {', '.join(paths)}")
     out = Profiles()
-    clip = settings.detect.clip_z
     for m, parts in batches.items():
         mb = concat(parts)
-        errors = _errors(mb, labels[m])
+        errors, binary = _errors(mb, labels[m])
         if mb.versions is None or all(v is None for v in mb.versions):
-            out.add(build(m, None, mb, clip, errors))
+            out.add(build(m, None, mb, settings, errors, binary))
             continue
-        out.add(build(m, None, mb, clip, None))            # the features' references, all rows
+        out.add(build(m, None, mb, settings))               # the features' references, all rows
         vs = np.array([v if v is not None else "" for v in mb.versions], dtype=object)
         for v in dict.fromkeys(x for x in mb.versions if x is not None):
             rows = np.flatnonzero(vs == v)
-            part = build(m, v, mb.select(rows), clip, None if errors is None else errors[rows])
+            part = build(m, v, mb.select(rows), settings, None if errors is None else errors[rows],
+                         None if binary is None else binary[rows])
             part.signals = {k: r for k, r in part.signals.items()
-                            if k.split("=")[0] in ("prediction", "error")}
+                            if k.split("=")[0] in ("prediction", "error", ESTIMATE)}
+            part.multivariate = None
             part.categories = {k: c for k, c in part.categories.items() if k == "\x00prediction"}
             part.features = {}
             out.add(part)
@@ -213,15 +215,17 @@ def _label_of(docs: list[Any], mb: ModelBatch) -> list[Any]:
     return out
 
 
-def _errors(mb: ModelBatch, labels: list[Any]) -> np.ndarray | None:
-    """The error of each labeled row (NaN elsewhere), as the service computes it."""
+def _errors(mb: ModelBatch, labels: list[Any]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The error of each labeled row (NaN elsewhere), as the service computes it, and whether
+    it is a right/wrong outcome; (None, None) without labels."""
     if all(lab is None for lab in labels):
-        return None
+        return None, None
     preds = mb.prediction_class if mb.prediction_class is not None else mb.prediction.tolist()
     out = np.full(mb.size, np.nan)
+    binary = np.zeros(mb.size, dtype=bool)
     for r, (pred, lab) in enumerate(zip(preds, labels, strict=True)):
         if lab is None or pred is None or pred != pred or not isinstance(lab, (int, float, str)):
             continue
-        out[r] = error_of(pred, lab)[0]
-    return out
+        out[r], binary[r] = error_of(pred, lab)
+    return out, binary
 

@@ -49,6 +49,7 @@ class ReportRecorder:
         self.estimates: dict[tuple[str, str], Series] = {}
         self.alerts: list[dict] = []
         self.versions: list[tuple[str, str, float]] = []     # (model, new version, event time)
+        self.scores: dict[str, tuple[float, float, int]] = {}  # model -> estimated, real accuracy, n
         self.events = 0
 
     def record(self, monitor, ts: np.ndarray, X: np.ndarray) -> None:
@@ -195,6 +196,10 @@ def write_report(path: str, recorder: ReportRecorder, source: str) -> None:
                        "signals start over): " + ", ".join(
                            f"{html.escape(v)} from {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(t))}"
                            for v, t in changes) + "</p>")
+        if model in recorder.scores:
+            est, real, n = recorder.scores[model]
+            out.append(f"<p>accuracy estimated from the scores {est:.3f}, measured by the labels "
+                       f"{real:.3f} (the last {n} labeled predictions; estimate bias {est - real:+.3f})</p>")
         if model in missing:
             out.append("<div class='sig'><b>missing rate by feature</b> (null or absent)<br>"
                        + _rates_chart(missing[model]) + "</div>")

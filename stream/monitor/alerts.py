@@ -14,7 +14,7 @@ from .. import __version__
 
 KIND_BY_SIGNAL_PREFIX = {"feature": "data_drift", "prediction": "prediction_drift",
                          "error": "performance_drift", "segments": "feedback_loop",
-                         "labels": "feedback_loop"}
+                         "labels": "feedback_loop", "estimated_accuracy": "performance_drift"}
 
 
 def alert_id(model: str, signal: str, detector: str, topic: str, partition: int, offset: int,

@@ -34,8 +34,11 @@ from ..types import DeadLetter, Message, ModelBatch
 from .alerts import make_alert
 from .detection import DETECTORS
 from .drift import DriftStates, Transition, hit_matrix
+from .estimate import Calibration
 from .reference import Profile, Profiles
 from .signals import SignalRegistry
+
+SCORED = 1000          # recent labels the estimate is scored on (its bias: +-0.015 at accuracy 0.75)
 
 
 @dataclass
@@ -48,12 +51,14 @@ class ErrorBatch:
     predictions: list[Any] = field(default_factory=list)   # the joined prediction (score/class)
     messages: list[Message] = field(default_factory=list)
     versions: list[Any] = field(default_factory=list)      # model version of the prediction
+    positions: list[int] = field(default_factory=list)     # the label's message position
 
     def only(self, rows: list[int]) -> ErrorBatch:
         """These rows, as an ErrorBatch of their own."""
         pick = lambda values: [values[i] for i in rows]                       # noqa: E731
         return ErrorBatch(pick(self.errors), pick(self.binary), pick(self.ts), pick(self.prediction_ts),
-                          pick(self.predictions), pick(self.messages), pick(self.versions))
+                          pick(self.predictions), pick(self.messages), pick(self.versions),
+                          pick(self.positions))
 
 
 class PredictionStore:
@@ -306,6 +311,7 @@ class LabelDesk:
             eb.predictions.append(pred)
             eb.messages.append(lab.message)
             eb.versions.append(version)
+            eb.positions.append(p)
             self._last[lab.model] = p
             outcomes.append(Outcome(p, lab.model, pred, True))
         return out, dead, outcomes
@@ -343,15 +349,26 @@ class PerformanceMonitor:
         self.states.add(1)
         self.binary = True
         self.n_labels = 0
+        self.estimating = settings.estimate.enabled
+        self.warmup = settings.labels.warmup
+        self.pairs = np.zeros((0, 2))          # (score, label) of the first joined labels
+        self.calibration: Calibration | None = None   # fitted from them (None: not yet)
+        self.fitted_at: int | None = None      # this batch: the position of the label that made it
+        self.scored = np.full((SCORED, 2), np.nan)    # (estimated, real) correctness of recent labels
+        self.scored_pos = 0
         self._take(profiles.of(model) if profiles is not None else None)
 
     def _take(self, profile: Profile | None) -> None:
         if profile is not None and self.SIGNAL in profile.signals:
             self.signals.use_profile({self.SIGNAL: profile.signals[self.SIGNAL]}, {})
+        if profile is not None and profile.calibration is not None and self.estimating:
+            self.calibration = Calibration.from_profile(profile.calibration)
 
     def state_dict(self) -> dict[str, Any]:
         return {"binary": self.binary, "n_labels": self.n_labels, "signals": self.signals.state_dict(),
-                "adwin": self.adwin.to_bytes(), "states": self.states.state_dict(), "version": self.version}
+                "adwin": self.adwin.to_bytes(), "states": self.states.state_dict(), "version": self.version,
+                "pairs": self.pairs, "scored": self.scored, "scored_pos": self.scored_pos,
+                "calibration": None if self.calibration is None else self.calibration.state_dict()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.binary, self.n_labels = bool(state["binary"]), int(state["n_labels"])
@@ -359,6 +376,52 @@ class PerformanceMonitor:
         self.adwin = DETECTORS["adwin"].from_bytes(state["adwin"])
         self.states.load_state(state["states"])
         self.version = state["version"]
+        self.pairs, self.scored, self.scored_pos = state["pairs"], state["scored"], int(state["scored_pos"])
+        self.calibration = None
+        if state["calibration"] is not None:
+            self.calibration = Calibration.from_state(state["calibration"])
+
+    @property
+    def estimate_bias(self) -> float:
+        """Estimated minus real accuracy over the recent labels judged by a calibration (NaN:
+        none yet)."""
+        est, real, n = self.estimate_score()
+        return est - real if n else float("nan")
+
+    def estimate_score(self) -> tuple[float, float, int]:
+        """(estimated accuracy, real accuracy, labels) of the last SCORED labeled predictions
+        with a calibration ((NaN, NaN, 0): none yet)."""
+        ok = ~np.isnan(self.scored[:, 0])
+        if not ok.any():
+            return float("nan"), float("nan"), 0
+        return float(self.scored[ok, 0].mean()), float(self.scored[ok, 1].mean()), int(ok.sum())
+
+    def _calibrate(self, eb: ErrorBatch) -> None:
+        """Labelled scores: the first ``warmup`` fit the calibration (at the label that
+        completes them); later ones score the estimate against the real outcome."""
+        p = np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
+                      for v in eb.predictions], dtype=float)
+        ok = (p >= 0) & (p <= 1) & np.array(eb.binary)
+        if not ok.any():
+            return
+        correct = 1.0 - np.asarray(eb.errors)
+        y = np.where(correct > 0, p >= 0.5, p < 0.5).astype(float)
+        rows = np.flatnonzero(ok)
+        if self.calibration is None:
+            need = self.warmup - self.pairs.shape[0]
+            take = rows[:need]
+            self.pairs = np.concatenate([self.pairs, np.column_stack([p[take], y[take]])])
+            if self.pairs.shape[0] < self.warmup:
+                return
+            self.calibration = Calibration.fit(self.pairs[:, 0], self.pairs[:, 1])
+            self.fitted_at = eb.positions[int(take[-1])] if eb.positions else -1
+            rows = rows[need:]
+        if rows.size:
+            est = self.calibration.expected_correct(p[rows])
+            k = min(rows.size, SCORED)
+            pos = (self.scored_pos + np.arange(k)) % SCORED
+            self.scored[pos] = np.column_stack([est[-k:], correct[rows][-k:]])
+            self.scored_pos += k
 
     @property
     def error_level(self) -> float:
@@ -372,6 +435,7 @@ class PerformanceMonitor:
         new warm-up); the labels of the earlier versions' predictions no longer count."""
         self.rebaseline(batch, row, alerts, "model_version")
         self.version = version
+        self.pairs, self.calibration = np.zeros((0, 2)), None      # the new version's scores
         self._take(self.profiles.of(self.model, version) if self.profiles is not None else None)
 
     def rebaseline(self, batch: ModelBatch, row: int, alerts: list[dict],
@@ -391,12 +455,15 @@ class PerformanceMonitor:
     def process(self, eb: ErrorBatch, alerts: list[dict]) -> int:
         """Feed a model's joined labels; appends alerts, returns the detections that raised none.
         Labels of another version's predictions do not count (the stream is the version's)."""
+        self.fitted_at = None
         if self.version is not None:
             keep = [i for i, v in enumerate(eb.versions) if v is None or v == self.version]
             if len(keep) < len(eb.errors):
                 eb = eb.only(keep)
             if not keep:
                 return 0
+        if self.estimating:
+            self._calibrate(eb)
         X = np.asarray(eb.errors, dtype=np.float64)[:, None]
         ts = np.asarray(eb.ts, dtype=np.float64)
         self.binary = all(eb.binary)

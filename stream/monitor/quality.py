@@ -158,6 +158,10 @@ class QualityChecks:
         self.enabled: set[str] = {c for c in CHECK_NAMES if getattr(q, c)} if q.enabled else set()
         if own is not None and own.quality is not None:
             self.enabled = {c for c in self.enabled if getattr(own.quality, c)}
+        season = own.seasonality if own is not None else None
+        # a seasonal feature's variability cycles with it (a multiplicative season): its spread
+        # is judged by the joint reconstruction error, whose residuals are de-seasonalised
+        self.seasonal: tuple[str, ...] | None = None if season is None else season.features
         self.warmup = d.warmup
         self.half_warmup = max(2, d.warmup // 2)    # pairs whose change sets the spread's scale
         self.max_signals = 4 * settings.limits.max_features_per_event
@@ -196,6 +200,16 @@ class QualityChecks:
         self.change_median = {k: float(v) for k, v in state["change_median"].items()}
         self.changes = {k: list(v) for k, v in state["changes"].items()}
         self.events = int(state["events"])
+
+    def fault_open(self, features: list[str], ts: float) -> bool:
+        """A data-quality fault (missing, type, stuck) of one of these features open since
+        event time ``ts`` or before."""
+        names, want = self.rates.names, set(features)
+        for j, ep in self.states.episodes.items():
+            check, feature = names[j].split(":", 1)
+            if check != "spread" and feature in want and ep.fired_ts <= ts:
+                return True
+        return False
 
     def drifted_kinds(self) -> list[str]:
         names = self.rates.names
@@ -412,7 +426,8 @@ class QualityChecks:
         first, second, at = v[0:m:2], v[1:m:2], rows[1:m:2]      # a pair's row: its second value
         if "stuck" in self.enabled:
             cols[f"stuck:{f}"] = (at, (first == second).astype(float))
-        if "spread" not in self.enabled:
+        if "spread" not in self.enabled or (self.seasonal is not None and (not self.seasonal
+                                                                           or f in self.seasonal)):
             return
         change = np.abs(second - first)
         moved = change > 0

@@ -32,8 +32,11 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ..config import Settings
 from ..errors import ConfigError
 from ..types import MODEL_RE, ModelBatch
+from .estimate import ESTIMATE, Calibration
+from .multivariate import SIGNAL, Reconstruction, errors, fit
 from .signals import OTHER, reference
 
 FORMAT, VERSION = "streamdrift.profile", 1
@@ -72,6 +75,8 @@ class Profile:
     categories: dict[str, dict[str, float]] = field(default_factory=dict)
     features: dict[str, FeatureRef] = field(default_factory=dict)
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)   # quantiles, min, max
+    multivariate: dict[str, Any] | None = None    # features, mean, sd, W: the PCA's
+    calibration: dict[str, Any] | None = None     # x, y: the score calibration's knots (or null)
 
     @property
     def key(self) -> str:
@@ -115,7 +120,8 @@ def to_dict(p: Profile) -> dict[str, Any]:
                          "cz_sd": _num(ref.cz_sd), **p.extra.get(name, {})}
     return {"model": p.model, "model_version": p.model_version, "rows": p.rows, "signals": signals,
             "categories": p.categories,
-            "features": {f: {k: v for k, v in vars(r).items()} for f, r in p.features.items()}}
+            "features": {f: {k: v for k, v in vars(r).items()} for f, r in p.features.items()},
+            "multivariate": p.multivariate, "calibration": p.calibration}
 
 
 def from_dict(key: str, d: Any) -> Profile:
@@ -146,6 +152,31 @@ def from_dict(key: str, d: Any) -> Profile:
         if not isinstance(cats, dict) or not all(isinstance(v, (int, float)) for v in cats.values()):
             raise ValueError(f"profile {key!r}: categories of {f!r} must map names to shares")
         p.categories[f] = {str(c): float(v) for c, v in cats.items()}
+    mv = d.get("multivariate")
+    if mv is not None:
+        try:
+            W = np.array(mv["W"], dtype=float)
+            if W.ndim != 2 or W.shape[0] != len(mv["features"]) or len(mv["mean"]) != W.shape[0] \
+                    or len(mv["sd"]) != W.shape[0]:
+                raise ValueError
+            p.multivariate = {"features": [str(f) for f in mv["features"]],
+                              "mean": list(map(float, mv["mean"])), "sd": list(map(float, mv["sd"])),
+                              "W": W.tolist()}
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"profile {key!r}: multivariate needs features, mean, sd and W of "
+                             "matching sizes") from None
+    cal = d.get("calibration")
+    if cal is not None:
+        try:
+            x, y = cal["x"], cal["y"]
+            if (x is None) != (y is None) or (x is not None and (len(x) != len(y) or len(x) < 2
+                                                                 or np.any(np.diff(np.array(x, float)) < 0))):
+                raise ValueError
+            p.calibration = {"x": None if x is None else list(map(float, x)),
+                             "y": None if y is None else list(map(float, y))}
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"profile {key!r}: calibration needs x (ascending) and y of one size, "
+                             "or both null") from None
     for f, r in (d.get("features") or {}).items():
         try:
             p.features[f] = FeatureRef(**r)
@@ -190,11 +221,13 @@ def signal_ref(values: np.ndarray, clip_z: float) -> tuple[SignalRef, dict[str, 
     return SignalRef(int(values.size), mean, sd, float(cz.mean()), float(cz.std(ddof=1))), extra
 
 
-def build(model: str, version: str | None, batch: ModelBatch, clip_z: float,
-          errors: np.ndarray | None = None) -> Profile:
+def build(model: str, version: str | None, batch: ModelBatch, settings: Settings,
+          errors: np.ndarray | None = None, binary: np.ndarray | None = None) -> Profile:
     """The profile of a model's training rows (one batch of all of them); ``errors``: the
-    error of each labeled row (NaN where none), for the performance signal."""
+    error of each labeled row (NaN where none), for the performance signal; ``binary``: which
+    of them are right/wrong outcomes (a 0/1 label), for the score calibration."""
     p = Profile(model, version, batch.size)
+    clip_z = settings.detect.clip_z
 
     def put(name: str, values: np.ndarray) -> None:
         values = values[~np.isnan(values)]
@@ -224,7 +257,45 @@ def build(model: str, version: str | None, batch: ModelBatch, clip_z: float,
         put("prediction", batch.prediction)
     if errors is not None:
         put("error", errors)
+        if binary is not None and settings.estimate.enabled:
+            _calibration(p, batch.prediction, errors, binary, settings.labels.warmup, clip_z)
+    if settings.multivariate.enabled:
+        _multivariate(p, batch, clip_z, settings.multivariate.variance)
     return p
+
+
+def _calibration(p: Profile, scores: np.ndarray, errors: np.ndarray, binary: np.ndarray, least: int,
+                 clip_z: float) -> None:
+    """The scores' calibration from the labeled rows (at least ``least`` of them, as the
+    service needs joined labels), and the estimated accuracy's reference on all rows."""
+    ok = (scores >= 0) & (scores <= 1)
+    labeled = ok & binary & ~np.isnan(errors)
+    if labeled.sum() < least:
+        return
+    right = errors[labeled] == 0
+    y = np.where(right, scores[labeled] >= 0.5, scores[labeled] < 0.5).astype(float)
+    cal = Calibration.fit(scores[labeled], y)
+    p.calibration = cal.to_profile()
+    p.signals[ESTIMATE], p.extra[ESTIMATE] = signal_ref(cal.expected_correct(scores[ok]), clip_z)
+
+
+def _multivariate(p: Profile, batch: ModelBatch, clip_z: float, variance: float) -> None:
+    """The PCA of the standardized numeric features, and its errors' reference."""
+    names = [f for f in batch.numeric if f"feature:{f}" in p.signals]
+    if len(names) < 2:
+        return
+    mean = np.array([p.signals[f"feature:{f}"].mean for f in names])
+    sd = np.array([p.signals[f"feature:{f}"].sd for f in names])
+    X = np.column_stack([batch.numeric[f] for f in names])
+    rec = Reconstruction(0, variance, clip_z)
+    rec.use(names, mean, sd, np.zeros((len(names), 0)))
+    has = ~np.isnan(X).all(axis=1)
+    Z = rec.standardized(X[has])
+    W = fit(Z, variance)
+    e = errors(Z, W)
+    if e.size >= 2:
+        p.signals[SIGNAL], p.extra[SIGNAL] = signal_ref(e, clip_z)
+        p.multivariate = {"features": names, "mean": mean.tolist(), "sd": sd.tolist(), "W": W.tolist()}
 
 
 def _categories(col: list) -> dict[str, float]:

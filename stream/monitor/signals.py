@@ -137,6 +137,9 @@ class SignalRegistry:
             if self.warm_values.shape[0] < self.warmup:
                 self.warm_values = np.zeros((self.warmup, self.n.size - k))
             self.warm_values = np.concatenate([self.warm_values, np.zeros((self.warmup, k))], axis=1)
+            for j in range(self.size - k, self.size):
+                if self.names[j] in self.known:          # a training reference: no warm-up
+                    self._from_profile(j, self.known[self.names[j]])
         return k
 
     def ensure(self, names: list[str]) -> int:
@@ -166,9 +169,6 @@ class SignalRegistry:
             if j is not None:
                 cols.append((j, batch.prediction))
         grown = self._grow_arrays()
-        for j in range(self.size - grown, self.size):
-            if self.names[j] in self.known:
-                self._from_profile(j, self.known[self.names[j]])
         for j, zeros in self._prior_zeros:
             # a category first seen now was 0 in every earlier value of its feature: its
             # reference starts from those zeros, so a new category bursting in is a change
@@ -253,7 +253,7 @@ class SignalRegistry:
         return Z
 
     def use_profile(self, signals: dict[str, Any], categories: dict[str, dict[str, float]],
-                    prefix: str = "") -> list[int]:
+                    prefix: str | tuple[str, ...] = "") -> list[int]:
         """Take a profile's references: signals registered later start with theirs (no
         warm-up), and those registered already switch to them; returns the latter's columns.
         ``prefix`` limits it to the signals whose names start with it (e.g. "prediction")."""

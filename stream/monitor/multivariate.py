@@ -1,0 +1,127 @@
+"""The joint distribution of a model's numeric features: PCA reconstruction error.
+
+Every feature can look the same on its own while the way they move together changes (a
+correlation that breaks, a new combination of values). On the reference (the training
+profile's, or the first ``warmup`` production rows once the features' own references are
+set) the numeric features are standardized (a missing value counts as the reference mean), a
+PCA keeps the components that explain ``variance`` of it, and from then on each row's
+reconstruction error ``|z - W W^T z|`` is the signal ``multivariate:reconstruction``, watched
+like the others (kind ``data_drift``). One matrix product per model and batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .signals import reference
+
+SIGNAL = "multivariate:reconstruction"
+
+
+def fit(Z: np.ndarray, variance: float) -> np.ndarray:
+    """The (features, k) principal axes of standardized rows Z that explain ``variance``."""
+    Z = Z - Z.mean(axis=0)
+    _, s, vt = np.linalg.svd(Z, full_matrices=False)
+    share = np.cumsum(s * s) / max(float((s * s).sum()), 1e-300)
+    k = int(np.searchsorted(share, variance) + 1)
+    return vt[:min(k, vt.shape[0])].T.copy()
+
+
+def errors(Z: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Each row's reconstruction error (Z: standardized rows, missing values 0)."""
+    R = Z - (Z @ W) @ W.T
+    return np.sqrt(np.einsum("ij,ij->i", R, R))
+
+
+class Reconstruction:
+    """A model's reconstruction-error signal: the reference rows, the axes, the errors.
+
+    Parameters
+    ----------
+    warmup : rows of the reference (when no profile gives the axes).
+    variance : share of the reference's variance the kept components explain.
+    clip_z : standardized values are clipped to +-clip_z (one wild value cannot dominate).
+    """
+
+    def __init__(self, warmup: int, variance: float, clip_z: float) -> None:
+        self.warmup, self.variance, self.clip_z = warmup, variance, clip_z
+        self.features: list[str] = []        # the numeric features (the reference rows' columns)
+        self.mean = np.zeros(0)
+        self.sd = np.ones(0)
+        self.W: np.ndarray | None = None     # (features, k), once fitted
+        self.rows = np.zeros((0, 0))         # reference rows collected so far
+
+    @property
+    def fitted(self) -> bool:
+        return self.W is not None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"features": list(self.features), "mean": self.mean, "sd": self.sd, "rows": self.rows,
+                "W": self.W if self.W is not None else np.zeros((0, 0))}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.features = list(state["features"])
+        self.mean, self.sd, self.rows = state["mean"], state["sd"], state["rows"]
+        self.W = state["W"] if state["W"].size else None
+
+    def use(self, features: list[str], mean: np.ndarray, sd: np.ndarray, W: np.ndarray) -> None:
+        """Axes given (a training profile's)."""
+        self.features, self.mean, self.sd, self.W = list(features), mean, sd, W
+
+    def standardized(self, X: np.ndarray) -> np.ndarray:
+        """Rows of the features' raw values (rows, features) standardized and clipped, missing -> 0."""
+        Z = np.clip((X - self.mean) / self.sd, -self.clip_z, self.clip_z)
+        return np.where(np.isnan(Z), 0.0, Z)
+
+    def learn(self, names: list[str], X: np.ndarray) -> int:
+        """Collect reference rows: raw values (rows, len(names)) of the model's numeric features
+        (names only grow, a new one at the end), rows with no value skipped. At ``warmup`` rows
+        the features present in at least half of them and not constant are standardized by
+        those rows, sorted by name, and their PCA is fitted; with fewer than two such features
+        the rows are dropped and collection starts over. Every decision depends on the rows
+        alone, never on batch boundaries. Returns how many rows of X it took (the errors start
+        after them)."""
+        if len(names) > len(self.features):
+            grow = len(names) - len(self.features)
+            self.rows = np.concatenate([self.rows, np.full((self.rows.shape[0], grow), np.nan)], axis=1)
+            self.features = list(names)
+        has = np.flatnonzero(~np.isnan(X).all(axis=1))
+        last = 0
+        while has.size:
+            need = self.warmup - self.rows.shape[0]
+            take, has = has[:need], has[need:]
+            self.rows = np.concatenate([self.rows, X[take]])
+            last = int(take[-1]) + 1
+            if self.rows.shape[0] >= self.warmup and self._fit():
+                return last
+        return X.shape[0] if not self.fitted else last
+
+    def _fit(self) -> bool:
+        """Fit on the collected rows (see :meth:`learn`); False: too few features, start over."""
+        R = self.rows
+        present = (~np.isnan(R)).mean(axis=0) >= 0.5
+        mean, sd = np.zeros(R.shape[1]), np.ones(R.shape[1])
+        for i in np.flatnonzero(present):
+            col = R[~np.isnan(R[:, i]), i]
+            mean[i], _, sd[i] = reference(col)       # (as the features' own: glitches pulled in)
+        varies = np.array([np.ptp(R[~np.isnan(R[:, i]), i]) > 0 if present[i] else False
+                           for i in range(R.shape[1])], dtype=bool)
+        keep = [i for i in np.argsort(np.array(self.features, dtype=object), kind="stable")
+                if present[i] and varies[i]]
+        if len(keep) < 2:
+            self.rows = np.zeros((0, len(self.features)))
+            return False
+        self.features = [self.features[i] for i in keep]
+        self.mean, self.sd = mean[keep], sd[keep]
+        self.W = fit(self.standardized(R[:, keep]), self.variance)
+        self.rows = np.zeros((0, 0))
+        return True
+
+    def contributions(self, X: np.ndarray, top: int = 3) -> list[str]:
+        """The features whose residuals make most of these rows' errors."""
+        Z = self.standardized(X)
+        R = Z - (Z @ self.W) @ self.W.T
+        share = (R * R).mean(axis=0)
+        return [self.features[i] for i in np.argsort(-share, kind="stable")[:top]]

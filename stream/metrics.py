@@ -90,6 +90,10 @@ class StateCollector(Collector):
                                       "by model.", labels=["model"])
         bias = GaugeMetricFamily("streamdrift_estimate_bias", "Estimated minus real accuracy of the "
                                  "recent labeled predictions, by model.", labels=["model"])
+        last_event = GaugeMetricFamily("streamdrift_model_last_event_timestamp_seconds", "Event time of "
+                                       "the model's latest event (seconds since the epoch; kept "
+                                       "across restarts), by model.", labels=["model"])
+        latest: dict[str, float] = {}
         pending, evicted = 0, {"ttl": 0, "size": 0}
         for pipeline in pipelines:
             for name, mon in list(pipeline.models.items()):
@@ -104,6 +108,8 @@ class StateCollector(Collector):
                     names = mon.signals.names
                     for j, value in enumerate(adwin.estimation[: self.max_signal_labels].tolist()):
                         estimate.add_metric([model, names[j]], value)
+                if mon.last_ts > float("-inf"):
+                    latest[model] = max(latest.get(model, float("-inf")), mon.last_ts)
                 accuracy = mon.estimated_accuracy
                 if model != OTHER and accuracy == accuracy:
                     estimated.add_metric([model], accuracy)
@@ -129,6 +135,9 @@ class StateCollector(Collector):
         yield error_level
         yield estimated
         yield bias
+        for model, ts in sorted(latest.items()):
+            last_event.add_metric([model], ts)
+        yield last_event
         per_model = GaugeMetricFamily("streamdrift_signals", "Signals being monitored, by model.",
                                       labels=["model"])
         dropped = GaugeMetricFamily("streamdrift_signals_dropped", "Signals refused by the per-model "

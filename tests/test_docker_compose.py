@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_compose_names_the_services_ports_and_topics_the_code_uses():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"kafka", "streamdrift", "prometheus", "grafana"}
+    assert set(services) == {"kafka", "streamdrift", "prometheus", "alertmanager", "grafana"}
     assert services["kafka"]["image"].startswith("apache/kafka:")
     env = services["kafka"]["environment"]
     assert "broker" in env["KAFKA_PROCESS_ROLES"] and "controller" in env["KAFKA_PROCESS_ROLES"]
@@ -28,9 +28,18 @@ def test_compose_names_the_services_ports_and_topics_the_code_uses():
     assert settings.kafka.events_topics == defaults.kafka.events_topics
     assert settings.kafka.alerts_topic == defaults.kafka.alerts_topic
     assert f"127.0.0.1:{settings.metrics.port}:{settings.metrics.port}" in services["streamdrift"]["ports"]
-    prom = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    prom = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     targets = prom["scrape_configs"][0]["static_configs"][0]["targets"]
     assert targets == [f"streamdrift:{settings.metrics.port}"]
+    # Prometheus loads the rules from where compose mounts them, and sends to Alertmanager
+    mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in services["prometheus"]["volumes"])
+    assert mounts["./deploy/prometheus/alerts.yml"] in prom["rule_files"]
+    assert mounts["./deploy/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    am = prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0]
+    assert am.split(":")[0] == "alertmanager" and f"127.0.0.1:9093:{am.split(':')[1]}" in \
+        services["alertmanager"]["ports"]
+    am_mount = services["alertmanager"]["volumes"][0].split(":")
+    assert (ROOT / am_mount[0]).is_file() and am_mount[1] in " ".join(services["alertmanager"]["command"])
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "ENTRYPOINT [\"streamdrift\"]" in dockerfile
     tomllib.loads((ROOT / "deploy" / "streamdrift.toml").read_text())

@@ -50,6 +50,7 @@ class ModelMonitor:
         self.reconstruction = Reconstruction(d.warmup, mv.variance, d.clip_z) if mv.enabled else None
         self._X: np.ndarray | None = None
         self.withheld: str | None = None       # the joint error's episode explained by a fault
+        self.last_ts = float("-inf")           # event time of the latest event (s since epoch)
         # the prediction's calibration (a profile's, or the first joined labels'), once known
         self.calibration: Calibration | None = None
         self.recorder = None                  # a report recorder during a backtest
@@ -88,7 +89,7 @@ class ModelMonitor:
                 "quality": self.quality.state_dict(), "version": self.version,
                 "reconstruction": None if self.reconstruction is None else self.reconstruction.state_dict(),
                 "calibration": None if self.calibration is None else self.calibration.state_dict(),
-                "withheld": self.withheld}
+                "withheld": self.withheld, "last_ts": self.last_ts}
 
     def load_state(self, state: dict[str, Any]) -> None:
         if sorted(state["detectors"]) != sorted(self.detectors):
@@ -102,11 +103,13 @@ class ModelMonitor:
         self.applied = list(state["applied"])
         self.quality.load_state(state["quality"])
         self.version = self.quality.version = state["version"]
-        if self.reconstruction is not None and state["reconstruction"] is not None:
+        # (keys a state written before these signals existed lacks: they start afresh)
+        if self.reconstruction is not None and state.get("reconstruction") is not None:
             self.reconstruction.load_state(state["reconstruction"])
-        self.calibration, self.withheld = None, state["withheld"]
-        if state["calibration"] is not None:
+        self.calibration, self.withheld = None, state.get("withheld")
+        if state.get("calibration") is not None:
             self.calibration = Calibration.from_state(state["calibration"])
+        self.last_ts = float(state.get("last_ts", float("-inf")))
 
     def rebaseline(self, req: Rebaseline, batch: ModelBatch, row: int, alerts: list[dict]) -> bool:
         """Apply an operator's re-baseline at batch row ``row`` (before its values): the
@@ -177,6 +180,8 @@ class ModelMonitor:
     def prepare(self, batch: ModelBatch) -> tuple[ModelBatch, np.ndarray, np.ndarray]:
         """The batch's raw signal matrix X and its z-scores Z, both (rows, signals)."""
         batch = self.quality.screen(batch)
+        if batch.size:
+            self.last_ts = max(self.last_ts, float(batch.ts.max()))
         X, grown = self.signals.matrix(batch)
         if self.reconstruction is not None:
             X, more = self._reconstruction(X)

@@ -376,9 +376,11 @@ class PerformanceMonitor:
         self.adwin = DETECTORS["adwin"].from_bytes(state["adwin"])
         self.states.load_state(state["states"])
         self.version = state["version"]
-        self.pairs, self.scored, self.scored_pos = state["pairs"], state["scored"], int(state["scored_pos"])
+        if "pairs" in state:               # (a state written before the estimate existed: afresh)
+            self.pairs, self.scored = state["pairs"], state["scored"]
+            self.scored_pos = int(state["scored_pos"])
         self.calibration = None
-        if state["calibration"] is not None:
+        if state.get("calibration") is not None:
             self.calibration = Calibration.from_state(state["calibration"])
 
     @property

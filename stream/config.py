@@ -144,6 +144,28 @@ class EstimateSettings:
     enabled: bool = True
 
 
+WebhookFormat = Literal["alert", "alertmanager"]
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """POST each published alert to a URL (stream.sinks.webhook); off while ``url`` is empty."""
+    url: str = ""
+    format: WebhookFormat = "alert"     # the alert as on the topic, or Alertmanager's webhook payload
+    timeout_s: float = 5.0              # per request
+    retries: int = 5                    # after the first attempt (5xx, 429, no connection, timeout)
+    backoff_s: float = 0.5              # before the first retry, doubling up to max_backoff_s
+    max_backoff_s: float = 30.0
+    queue: int = 10_000                 # alerts waiting; when full, the oldest is dropped (counted)
+    drain_s: float = 5.0                # at shutdown, how long the queue may still be sent
+    headers: Mapping[str, str] = field(default_factory=dict)   # e.g. Authorization
+
+
+@dataclass(frozen=True)
+class SinkSettings:
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)
+
+
 @dataclass(frozen=True)
 class LimitSettings:
     max_message_bytes: int = 1_000_000
@@ -188,6 +210,7 @@ class Settings:
     multivariate: MultivariateSettings = field(default_factory=MultivariateSettings)
     estimate: EstimateSettings = field(default_factory=EstimateSettings)
     feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
+    sinks: SinkSettings = field(default_factory=SinkSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     models: Mapping[str, ModelSettings] = field(default_factory=dict)   # per-model settings
@@ -330,6 +353,14 @@ def _validate(s: Settings) -> None:
     need(lab.warmup >= 2, "labels.warmup", "must be >= 2")
     need(s.quality.block >= 10, "quality.block", "must be >= 10")
     need(0 < s.multivariate.variance < 1, "multivariate.variance", "must be in (0, 1)")
+    w = s.sinks.webhook
+    need(not w.url or w.url.startswith(("http://", "https://")), "sinks.webhook.url",
+         "must be an http:// or https:// URL (or empty: no webhook)")
+    need(w.timeout_s > 0, "sinks.webhook.timeout_s", "must be > 0")
+    need(w.retries >= 0, "sinks.webhook.retries", "must be >= 0")
+    need(0 < w.backoff_s <= w.max_backoff_s, "sinks.webhook.backoff_s", "must be > 0 and <= max_backoff_s")
+    need(w.queue >= 1, "sinks.webhook.queue", "must be >= 1")
+    need(w.drain_s >= 0, "sinks.webhook.drain_s", "must be >= 0")
     need(fb.window >= 2, "feedback.window", "must be >= 2")
     need(fb.resolve_after_s > 0, "feedback.resolve_after_s", "must be > 0")
     need(fb.warmup >= 2, "feedback.warmup", "must be >= 2")

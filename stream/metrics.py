@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -205,6 +205,17 @@ class Metrics:
                                 ["model"], registry=r)
         self.labels = Counter("streamdrift_labels", "Label events, by outcome (joined, dead_letter).",
                               ["outcome"], registry=r)
+        self.webhook_requests = Counter("streamdrift_webhook_requests", "Webhook requests by outcome: "
+                                        "ok (delivered), retried (failed, tried again), failed (given "
+                                        "up on: retries spent, or a 4xx).", ["outcome"], registry=r)
+        self.webhook_dropped = Counter("streamdrift_webhook_dropped", "Alerts never sent to the webhook "
+                                       "(the alerts topic has them), by reason (queue_full, shutdown).",
+                                       ["reason"], registry=r)
+        self.webhook_queue = Gauge("streamdrift_webhook_queue", "Alerts waiting for the webhook.",
+                                   registry=r)
+        self.webhook_seconds = Histogram("streamdrift_webhook_request_seconds", "Time of one webhook "
+                                         "request (to its answer or its timeout).", registry=r,
+                                         buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
 
     def watch(self, source: StateSource) -> None:
         """Compute the state gauges from ``source`` at every scrape."""

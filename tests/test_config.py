@@ -57,6 +57,10 @@ def test_checkpoint_interval_defaults_by_guarantee_unless_set(tmp_path, toml, en
     ("[limits]\nmax_models = 0\n", "limits.max_models"),
     ("[metrics]\nport = 70000\n", "metrics.port"),
     ("[nonsense]\na = 1\n", "nonsense"),
+    ("[sinks.webhook]\nurl = 'slack.example/hook'\n", "sinks.webhook.url"),
+    ("[sinks.webhook]\nformat = 'slack'\n", "sinks.webhook.format"),
+    ("[sinks.webhook]\nheaders = 'x'\n", "sinks.webhook.headers"),
+    ("[sinks.webhook]\nqueue = 0\n", "sinks.webhook.queue"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, key):
     cfg = tmp_path / "c.toml"

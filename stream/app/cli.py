@@ -21,6 +21,7 @@ from ..kafka.service import Service
 from ..metrics import Metrics
 from ..monitor.reference import load as load_profiles
 from ..replay import input_problem, replay
+from ..sinks.webhook import WebhookSink
 from ..types import MODEL_RE, Rebaseline, event_time
 from .demo import demo
 from .profile import profile
@@ -53,11 +54,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger("streamdrift").info(
             "metrics on http://%s:%d/metrics", settings.metrics.address, settings.metrics.port)
     profiles = load_profiles(args.reference) if args.reference else None
+    sinks = []
+    if settings.sinks.webhook.url:
+        sinks.append(WebhookSink(settings.sinks.webhook, metrics).start())
     try:
-        return Service(settings, metrics, profiles).run(stop)
+        return Service(settings, metrics, profiles, sinks).run(stop)
     except DeliveryFailed as exc:
         logging.getLogger("streamdrift").error("%s", exc)
         return 1
+    finally:
+        for sink in sinks:
+            sink.stop()                  # (sends what is queued, for at most drain_s)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -29,6 +30,7 @@ from ..errors import ConfigError, FatalKafkaError
 from ..metrics import Metrics
 from ..monitor.reference import Profile, Profiles
 from ..pipeline import BatchResult, Pipeline, collector_paused
+from ..sinks import AlertSink
 from ..types import DeadLetter, Message, Rebaseline
 from .changelog import Changelog, Key, Shard
 from .checkpoint import Checkpoint, Deliveries
@@ -64,12 +66,16 @@ class Service:
     profiles : reference profiles (``run --reference``); the references topic adds to them.
     metrics : where counters and histograms go (gauges are read from :attr:`shards` at
         scrape time).
+    sinks : where each alert goes once Kafka has it (acknowledged; with exactly-once, its
+        transaction committed), e.g. a :class:`~stream.sinks.webhook.WebhookSink`.
     """
 
-    def __init__(self, settings: Settings, metrics: Metrics, profiles: Profiles | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, profiles: Profiles | None = None,
+                 sinks: Sequence[AlertSink] = ()) -> None:
         k = settings.kafka
         self.settings = settings
         self.metrics = metrics
+        self.sinks = list(sinks)
         self.label_topics = {k.labels_topic} if k.labels_topic else set()
         self.exactly_once = k.guarantee == "exactly-once"
         self.shards: dict[Key, Shard] = {}
@@ -330,7 +336,7 @@ class Service:
         for alert in result.alerts:
             producer.produce(s.alerts_topic, key=alert["model"].encode(), value=orjson.dumps(alert),
                              on_delivery=self.deliveries if self.exactly_once
-                             else partial(self._alert_delivered, alert["at"]["ts"]))
+                             else partial(self._alert_delivered, alert))
         for dl in result.dead_letters:
             producer.produce(s.dead_letter_topic, value=dl.message.value,
                              headers=dead_letter_headers(dl), on_delivery=self.deliveries)
@@ -338,11 +344,15 @@ class Service:
         if self.exactly_once:
             self._pending_alerts.extend(result.alerts)
 
-    def _alert_delivered(self, event_ts: float, err: KafkaError | None, msg: Any) -> None:
-        """At-least-once: an alert acknowledged by the broker; its event-to-alert latency."""
+    def _alert_delivered(self, alert: dict, err: KafkaError | None, msg: Any) -> None:
+        """At-least-once: an alert acknowledged by the broker; its event-to-alert latency, and
+        the sinks get it."""
         self.deliveries(err, msg)
-        if err is None and event_ts > 0:
-            self.metrics.event_to_alert.observe(max(0.0, time.time() - event_ts))
+        if err is None:
+            if alert["at"]["ts"] > 0:
+                self.metrics.event_to_alert.observe(max(0.0, time.time() - alert["at"]["ts"]))
+            for sink in self.sinks:
+                sink.offer(alert)
 
     def _count(self, result: BatchResult) -> None:
         m = self.metrics
@@ -377,6 +387,8 @@ class Service:
             for alert in self._pending_alerts:
                 if alert["at"]["ts"] > 0:
                     self.metrics.event_to_alert.observe(max(0.0, now - alert["at"]["ts"]))
+                for sink in self.sinks:
+                    sink.offer(alert)
         self._pending_alerts = []
         if not committed:
             self._rewind()

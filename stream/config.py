@@ -26,7 +26,7 @@ from .types import MODEL_RE, Rebaseline, event_time
 
 Guarantee = Literal["at-least-once", "exactly-once"]
 DetectorName = Literal["adwin", "page_hinkley"]
-Format = Literal["streamdrift", "kserve", "oip"]
+Format = Literal["streamdrift", "kserve", "oip", "seldon"]
 
 
 @dataclass(frozen=True)
@@ -331,6 +331,17 @@ def _validate(s: Settings) -> None:
     need(k.checkpoint_interval_s > 0, "kafka.checkpoint_interval_s", "must be > 0")
     need(k.poll_timeout_s > 0, "kafka.poll_timeout_s", "must be > 0")
     _check_client(k)
+    for topic, fmt in k.formats.items():
+        if fmt == "seldon":
+            parts = topic.split(".")
+            need(len(parts) >= 5 and parts[-3] == "model" and parts[-1] in ("inputs", "outputs"),
+                 f"kafka.formats.{topic}", "a seldon topic is named <prefix>.<namespace>.model.<name>.inputs "
+                 "or .outputs")
+            if parts[-1] == "outputs":
+                inputs = topic[: -len("outputs")] + "inputs"
+                need(inputs in k.events_topics and k.formats.get(inputs) == "seldon",
+                     f"kafka.formats.{topic}", f"its requests' topic {inputs} must be an events "
+                     "topic of format seldon too (a response is paired with its request)")
     need(len(d.detectors) > 0, "detect.detectors", "needs at least one detector")
     need(d.warmup >= 2, "detect.warmup", "must be >= 2")
     need(d.clip_z > 0, "detect.clip_z", "must be > 0")

@@ -26,6 +26,7 @@ class Message(NamedTuple):
     offset: int
     timestamp: float          # seconds since the epoch (Kafka message timestamp), 0.0 if none
     headers: tuple | None = None   # Kafka headers ((name, bytes), ...), for the adapters
+    key: bytes | None = None       # the Kafka key, for the adapters (Seldon's request id)
 
 
 @dataclass(frozen=True)

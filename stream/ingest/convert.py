@@ -2,7 +2,8 @@
 
 ``[kafka.formats]`` in the config (``replay --format`` for a file) names a topic's format:
 ``streamdrift`` (the event format itself, passed through), ``kserve``
-(:mod:`stream.ingest.kserve`) or ``oip`` (:mod:`stream.ingest.oip`). Each converted message
+(:mod:`stream.ingest.kserve`), ``oip`` (:mod:`stream.ingest.oip`) or ``seldon``
+(:mod:`stream.ingest.seldon`, Kafka topics only: protobuf). Each converted message
 keeps its source position, so alerts and dead letters point at it. A message an adapter
 cannot convert is a dead letter with its own raw bytes; a converted message that decoding
 rejects later (e.g. a feature mixing numbers and names within a batch) is dead-lettered as
@@ -20,9 +21,10 @@ from ..errors import StateError
 from ..types import DeadLetter, Message
 from .kserve import KServeAdapter
 from .oip import OIPAdapter
+from .seldon import SeldonAdapter
 from .values import check_model
 
-FORMATS = ("streamdrift", "kserve", "oip")
+FORMATS = ("streamdrift", "kserve", "oip", "seldon")
 _KNOWN_MODELS = 10_000     # model names remembered as valid (the check is then skipped)
 
 
@@ -44,17 +46,20 @@ class Converter:
         self._valid_models: set[str] = set()   # model names that passed check_model
         self.kserve = KServeAdapter(columns, self.limits, self._check_model, max_pending)
         self.oip = OIPAdapter(columns, self.limits, self._check_model)
+        self.seldon = SeldonAdapter(columns, self.limits, self._check_model, max_pending)
 
     @property
     def changed(self) -> bool:
         """Whether the state changed since the last :meth:`state_dict`."""
-        return self.kserve.changed
+        return self.kserve.changed or self.seldon.changed
 
     def state_dict(self) -> dict[str, Any]:
-        return self.kserve.state_dict()
+        return {**self.kserve.state_dict(), "seldon": self.seldon.state_dict()}
 
     def load_state(self, state: Any) -> None:
         self.kserve.load_state(state)
+        if isinstance(state, dict) and "seldon" in state:      # (absent: written before it existed)
+            self.seldon.load_state(state["seldon"])
 
     def dump(self) -> bytes:
         """:meth:`state_dict` as JSON bytes, for the changelog; see :meth:`load`."""
@@ -79,7 +84,7 @@ class Converter:
         out: list[Message] = []
         dead: list[DeadLetter] = []
         origins: dict[int, Message] = {}
-        adapters = {"kserve": self.kserve, "oip": self.oip}
+        adapters = {"kserve": self.kserve, "oip": self.oip, "seldon": self.seldon}
         for msg in messages:
             adapter = adapters.get(self.formats.get(msg.topic, "streamdrift"))
             if adapter is None:
@@ -96,7 +101,7 @@ class Converter:
 
     def drain(self) -> list[dict | list]:
         """Every event still awaiting its pair, alone (the input has ended)."""
-        return self.kserve.drain()
+        return self.kserve.drain() + self.seldon.drain()
 
     def _check_model(self, model: str) -> None:
         """check_model, skipped for names that passed it (up to _KNOWN_MODELS remembered)."""

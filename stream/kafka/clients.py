@@ -112,7 +112,7 @@ def split_consumed(raw: list, with_headers: bool) -> dict[tuple[str, int], list[
     whole batch in one C-level pass (map over the message type's methods): the objects
     confluent-kafka makes per field dominate the cost of a loop over the messages.
     Timestamps are epoch seconds (0.0 when the message has none); headers are a tuple of
-    (key, value) pairs only ``with_headers`` (adapters read them).
+    (key, value) pairs, and keys are read, only ``with_headers`` (adapters read them).
     """
     errors = list(map(KafkaMessage.error, raw))
     if not all(map(is_, errors, repeat(None))):        # (KafkaError's == cannot take None)
@@ -132,8 +132,9 @@ def split_consumed(raw: list, with_headers: bool) -> dict[tuple[str, int], list[
     ts = np.where(stamps > 0, stamps / 1000.0, 0.0).tolist()
     headers = [tuple(h) if h else () for h in map(KafkaMessage.headers, raw)] if with_headers \
         else repeat(None)
-    fields = zip(values, topics, partitions, map(KafkaMessage.offset, raw), ts, headers,
-                 strict=False)                         # headers may be repeat(None)
+    msg_keys = map(KafkaMessage.key, raw) if with_headers else repeat(None)
+    fields = zip(values, topics, partitions, map(KafkaMessage.offset, raw), ts, headers, msg_keys,
+                 strict=False)                         # headers and keys may be repeat(None)
     messages = list(map(tuple.__new__, repeat(Message), fields))
     keys = list(zip(topics, partitions, strict=True))
     if keys.count(keys[0]) == len(keys):               # the common batch: one partition

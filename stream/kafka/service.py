@@ -77,6 +77,11 @@ class Service:
         self.metrics = metrics
         self.sinks = list(sinks)
         self.label_topics = {k.labels_topic} if k.labels_topic else set()
+        # topics whose partitions join another topic's shard (same partition number): labels
+        # join the first events topic's, a Seldon model's responses its requests'
+        self.attached: dict[str, str] = {t: k.events_topics[0] for t in self.label_topics}
+        self.attached.update({t: t[: -len("outputs")] + "inputs" for t, fmt in k.formats.items()
+                              if fmt == "seldon" and t.endswith(".outputs")})
         self.exactly_once = k.guarantee == "exactly-once"
         self.shards: dict[Key, Shard] = {}
         self.deliveries = Deliveries()
@@ -86,7 +91,7 @@ class Service:
         self._checkpoint: Checkpoint | None = None
         self._last_checkpoint = time.monotonic()
         self._dirty = False
-        self._label_offsets: dict[Key, int] = {}     # next offset per labels partition
+        self._attached_offsets: dict[Key, int] = {}  # next offset per attached partition
         self.assigned: set[Key] = set()              # partitions assigned (events and labels)
         self._lag: dict[Key, int] = {}               # from the consumer's statistics
         self.requests: dict[tuple[str, str], Rebaseline] = {}   # the control topic's, latest
@@ -234,7 +239,7 @@ class Service:
             self._grow_changelog(AdminClient(client_config(self.settings)), wanted)
         self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
         committed = self._committed(consumer, partitions)
-        events = [tp for tp in partitions if tp.topic not in self.label_topics]
+        events = [tp for tp in partitions if tp.topic not in self.attached]
         n = self._restore(events, committed)
         if events:
             seconds = time.perf_counter() - t0
@@ -251,7 +256,7 @@ class Service:
         for key in keys:
             self.shards.pop(key, None)
         for tp in partitions:
-            self._label_offsets.pop((tp.topic, tp.partition), None)
+            self._attached_offsets.pop((tp.topic, tp.partition), None)
 
     def _new_pipeline(self) -> Pipeline:
         pipeline = Pipeline(self.settings, label_topics=self.label_topics, profiles=self.profiles)
@@ -290,8 +295,8 @@ class Service:
 
     # -- processing
     def _shard_key(self, topic: str, partition: int) -> Key:
-        if topic in self.label_topics:
-            return (self.settings.kafka.events_topics[0], partition)
+        if topic in self.attached:
+            return (self.attached[topic], partition)
         return (topic, partition)
 
     def _process(self, raw: list) -> None:
@@ -317,8 +322,8 @@ class Service:
             self._produce(result)
             self._count(result)
         for (topic, partition), nxt in nexts.items():
-            if topic in self.label_topics:
-                self._label_offsets[(topic, partition)] = nxt
+            if topic in self.attached:
+                self._attached_offsets[(topic, partition)] = nxt
             else:
                 shard = self.shards.get((topic, partition))
                 if shard is not None:
@@ -374,11 +379,11 @@ class Service:
     def _commit(self, keys: list[Key]) -> None:
         """Checkpoint these shards (and the labels partitions' offsets)."""
         extra = []
-        for key, nxt in list(self._label_offsets.items()):
+        for key, nxt in list(self._attached_offsets.items()):
             if key in self.assigned:
                 extra.append(TopicPartition(key[0], key[1], nxt))
             else:
-                self._label_offsets.pop(key)
+                self._attached_offsets.pop(key)
         self._last_checkpoint = time.monotonic()
         self._dirty = False
         committed = self._checkpoint.commit([(k, self.shards[k]) for k in keys if k in self.shards], extra)
@@ -398,9 +403,9 @@ class Service:
         consumer = self._consumer
         assigned = list(consumer.assignment())
         committed = self._committed(consumer, assigned)
-        events = [tp for tp in assigned if tp.topic not in self.label_topics]
+        events = [tp for tp in assigned if tp.topic not in self.attached]
         self.shards = {}
-        self._label_offsets = {}
+        self._attached_offsets = {}
         self._restore(events, committed)
         for tp in assigned:
             off = committed.get((tp.topic, tp.partition), -1)

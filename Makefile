@@ -1,6 +1,6 @@
 # The two commands a newcomer needs (both do all the set-up on a fresh machine):
 #   make demo   local Kafka broker + streamdrift + a drifting synthetic stream, live alerts
-#   make test   venv, install, local Kafka broker, the whole test suite
+#   make test   venv, install, local Kafka broker and Schema Registry, the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -21,6 +21,7 @@ demo: install
 
 test: install
 	bash scripts/kafka start
+	bash scripts/registry start
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

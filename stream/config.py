@@ -13,6 +13,7 @@ ssl.*, ...).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import tomllib
 import typing
@@ -26,7 +27,7 @@ from .types import MODEL_RE, Rebaseline, event_time
 
 Guarantee = Literal["at-least-once", "exactly-once"]
 DetectorName = Literal["adwin", "page_hinkley"]
-Format = Literal["streamdrift", "kserve", "oip", "seldon"]
+Format = Literal["streamdrift", "kserve", "oip", "seldon", "avro"]
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,20 @@ class EstimateSettings:
     enabled: bool = True
 
 
+@dataclass(frozen=True)
+class RegistrySettings:
+    """A Confluent-compatible Schema Registry for topics of format avro (stream.ingest.avro),
+    and how a decoded record maps to an event."""
+    url: str = ""                       # e.g. http://registry:8081 (Confluent, Apicurio's ccompat API)
+    timeout_s: float = 5.0              # per request; an unreachable registry stops the service
+    model: str = ""                     # the model of records without a model field
+    model_field: str = "model"
+    id_field: str = "id"
+    ts_field: str = "ts"                # epoch seconds, epoch milliseconds (timestamp-millis), RFC 3339
+    features_field: str = "features"    # a map or record of features; absent: the other fields are
+    prediction_field: str = "prediction"
+
+
 WebhookFormat = Literal["alert", "alertmanager"]
 
 
@@ -211,6 +226,7 @@ class Settings:
     estimate: EstimateSettings = field(default_factory=EstimateSettings)
     feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
     sinks: SinkSettings = field(default_factory=SinkSettings)
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     models: Mapping[str, ModelSettings] = field(default_factory=dict)   # per-model settings
@@ -332,6 +348,11 @@ def _validate(s: Settings) -> None:
     need(k.poll_timeout_s > 0, "kafka.poll_timeout_s", "must be > 0")
     _check_client(k)
     for topic, fmt in k.formats.items():
+        if fmt == "avro":
+            need(s.registry.url.startswith(("http://", "https://")), f"kafka.formats.{topic}",
+                 "format avro needs registry.url (a Confluent-compatible Schema Registry)")
+            need(importlib.util.find_spec("fastavro") is not None, f"kafka.formats.{topic}",
+                 "format avro needs fastavro: pip install 'streamdrift[avro]'")
         if fmt == "seldon":
             parts = topic.split(".")
             need(len(parts) >= 5 and parts[-3] == "model" and parts[-1] in ("inputs", "outputs"),

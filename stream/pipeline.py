@@ -98,7 +98,7 @@ class Pipeline:
         formats = dict(settings.kafka.formats) | (formats or {})
         self.converter = Converter(formats, {m: ms.columns for m, ms in settings.models.items()
                                              if ms.columns},
-                                   limits=settings.limits) if any(
+                                   limits=settings.limits, registry=settings.registry) if any(
             f != "streamdrift" for f in formats.values()) else None
         self.label_topics = label_topics or set()
         self.n_labels = 0

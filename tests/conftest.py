@@ -1,7 +1,8 @@
 """Shared pytest setup: helper modules on sys.path, and one real Kafka broker per session.
 
 Integration tests use the broker that `scripts/kafka start` runs on 127.0.0.1 (the test
-command starts it; if none answers, the fixture starts it itself). Each test uses its own
+command starts it; if none answers, the fixture starts it itself), and the Avro tests the
+Schema Registry of `scripts/registry start`, likewise. Each test uses its own
 uniquely named topics and consumer groups.
 """
 
@@ -30,6 +31,28 @@ def kafka_bootstrap() -> str:
                        env={**os.environ, "KAFKA_PORT": port}, timeout=600)
         assert broker_answers(bootstrap), f"Kafka at {bootstrap} does not answer after scripts/kafka start"
     return bootstrap
+
+
+@pytest.fixture(scope="session")
+def schema_registry() -> str:
+    """A real Confluent-compatible Schema Registry (scripts/registry: rivven-schema)."""
+    import urllib.request
+
+    port = os.environ.get("STREAMDRIFT_TEST_REGISTRY_PORT", "8081")
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            urllib.request.urlopen(f"{url}/subjects", timeout=2).read()
+            return True
+        except OSError:
+            return False
+
+    if not answers():
+        subprocess.run(["bash", str(ROOT / "scripts" / "registry"), "start"], check=True,
+                       env={**os.environ, "REGISTRY_PORT": port}, timeout=1200)
+        assert answers(), f"no Schema Registry at {url} after scripts/registry start"
+    return url
 
 
 @pytest.fixture

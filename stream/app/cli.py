@@ -14,6 +14,7 @@ from pathlib import Path
 from .. import __version__
 from ..config import Settings, load_settings
 from ..errors import ConfigError, DeliveryFailed
+from ..ingest.avro import RegistryUnavailable
 from ..ingest.control import parse_request
 from ..kafka.clients import wait_for_broker
 from ..kafka.control import publish, publish_profiles
@@ -59,8 +60,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         sinks.append(WebhookSink(settings.sinks.webhook, metrics).start())
     try:
         return Service(settings, metrics, profiles, sinks).run(stop)
-    except DeliveryFailed as exc:
-        logging.getLogger("streamdrift").error("%s", exc)
+    except (DeliveryFailed, RegistryUnavailable) as exc:
+        logging.getLogger("streamdrift").error("%s (nothing of the batch was committed: a restart "
+                                               "reads it again)", exc)
         return 1
     finally:
         for sink in sinks:

@@ -3,7 +3,8 @@
 ``[kafka.formats]`` in the config (``replay --format`` for a file) names a topic's format:
 ``streamdrift`` (the event format itself, passed through), ``kserve``
 (:mod:`stream.ingest.kserve`), ``oip`` (:mod:`stream.ingest.oip`) or ``seldon``
-(:mod:`stream.ingest.seldon`, Kafka topics only: protobuf). Each converted message
+(:mod:`stream.ingest.seldon`, Kafka topics only: protobuf) or ``avro`` (:mod:`stream.ingest.avro`,
+Kafka topics only: Confluent-framed Avro with a Schema Registry). Each converted message
 keeps its source position, so alerts and dead letters point at it. A message an adapter
 cannot convert is a dead letter with its own raw bytes; a converted message that decoding
 rejects later (e.g. a feature mixing numbers and names within a batch) is dead-lettered as
@@ -16,15 +17,16 @@ from typing import Any
 
 import orjson
 
-from ..config import LimitSettings
+from ..config import LimitSettings, RegistrySettings
 from ..errors import StateError
 from ..types import DeadLetter, Message
+from .avro import AvroAdapter
 from .kserve import KServeAdapter
 from .oip import OIPAdapter
 from .seldon import SeldonAdapter
 from .values import check_model
 
-FORMATS = ("streamdrift", "kserve", "oip", "seldon")
+FORMATS = ("streamdrift", "kserve", "oip", "seldon", "avro")
 _KNOWN_MODELS = 10_000     # model names remembered as valid (the check is then skipped)
 
 
@@ -37,16 +39,19 @@ class Converter:
     columns : model -> feature names of a single 2-D input tensor.
     max_pending : KServe events awaiting their pair, at most.
     limits : the event rules converted events must keep.
+    registry : the Schema Registry and record fields of the avro topics.
     """
 
     def __init__(self, formats: dict[str, str], columns: dict[str, tuple[str, ...]],
-                 max_pending: int = 100_000, limits: LimitSettings | None = None) -> None:
+                 max_pending: int = 100_000, limits: LimitSettings | None = None,
+                 registry: RegistrySettings | None = None) -> None:
         self.formats = formats
         self.limits = limits or LimitSettings()
         self._valid_models: set[str] = set()   # model names that passed check_model
         self.kserve = KServeAdapter(columns, self.limits, self._check_model, max_pending)
         self.oip = OIPAdapter(columns, self.limits, self._check_model)
         self.seldon = SeldonAdapter(columns, self.limits, self._check_model, max_pending)
+        self.avro = AvroAdapter(registry or RegistrySettings(), self.limits, self._check_model)
 
     @property
     def changed(self) -> bool:
@@ -84,7 +89,7 @@ class Converter:
         out: list[Message] = []
         dead: list[DeadLetter] = []
         origins: dict[int, Message] = {}
-        adapters = {"kserve": self.kserve, "oip": self.oip, "seldon": self.seldon}
+        adapters = {"kserve": self.kserve, "oip": self.oip, "seldon": self.seldon, "avro": self.avro}
         for msg in messages:
             adapter = adapters.get(self.formats.get(msg.topic, "streamdrift"))
             if adapter is None:

@@ -125,6 +125,7 @@ class SelectionWatch:
         self.bands, self.min_per_band, self.gap = bands, min_per_band, gap
         self.labeled = np.zeros(bands)
         self.unlabeled = np.zeros(bands)
+        self.total = 0                  # outcomes counted (labeled or not)
 
     def band(self, score: float) -> int | None:
         if not isinstance(score, (int, float)) or not 0.0 <= score <= 1.0:
@@ -135,17 +136,14 @@ class SelectionWatch:
         b = self.band(score)
         if b is not None:
             (self.labeled if labeled else self.unlabeled)[b] += 1
+            self.total += 1
 
     def state_dict(self) -> dict[str, Any]:
         return {"labeled": self.labeled, "unlabeled": self.unlabeled}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.labeled, self.unlabeled = state["labeled"], state["unlabeled"]
-
-    @property
-    def total(self) -> int:
-        """Outcomes counted (labeled or not)."""
-        return int(self.labeled.sum() + self.unlabeled.sum())
+        self.total = int(self.labeled.sum() + self.unlabeled.sum())
 
     def rates(self) -> np.ndarray:
         n = self.labeled + self.unlabeled

@@ -104,6 +104,12 @@ class PredictionStore:
             self.evicted["size"] += _shrink(self.pending, self.size - self.max_size)
             self.size = self.max_size
 
+    def oldest_ts(self) -> float:
+        """The event time of the oldest prediction waiting (inf: none); a clock cannot expire
+        anything before it passes this plus the time-to-live."""
+        heads = [next(iter(pending.values()))[1] for pending in self.pending.values() if pending]
+        return min(heads) if heads else float("inf")
+
     def expire(self, now_ts: float, before: int | None = None) -> list[tuple[str, Any, float]]:
         """Drop the oldest predictions (insertion order) while they are older than the
         time-to-live at clock ``now_ts`` (event time), stopping at a prediction of this batch
@@ -284,8 +290,16 @@ class LabelDesk:
         dead: list[DeadLetter] = []
         outcomes: list[Outcome] = []
         store = self.store
-        for lab, p in zip(labels, positions, strict=True):
-            self._expire(self.clock_at(p), p, outcomes)
+        # the clock at each label, at once; a label whose clock cannot expire the oldest
+        # waiting prediction skips the store's scan (takes only make the oldest younger)
+        k = np.searchsorted(self._pos, np.asarray(positions, dtype=np.int64), side="left")
+        clocks = np.where(k == 0, self._before, self._clock[np.maximum(k - 1, 0)] if self._clock.size
+                          else self._before).tolist()
+        due = store.oldest_ts() + self.ttl_s
+        for lab, p, now in zip(labels, positions, clocks, strict=True):
+            if now > due:
+                self._expire(now, p, outcomes)
+                due = store.oldest_ts() + self.ttl_s
             try:
                 if lab.prediction is not None:
                     pred, pred_ts = lab.prediction, lab.ts

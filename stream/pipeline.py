@@ -25,7 +25,7 @@ from .ingest.rows import PIECE_MODELS, decode
 from .monitor.detection import detect_all
 from .monitor.feedback import SelectionMonitor
 from .monitor.model import ModelMonitor
-from .monitor.performance import LabelDesk, Outcome, PerformanceMonitor
+from .monitor.performance import ErrorBatch, LabelDesk, Outcome, PerformanceMonitor
 from .monitor.reference import Profile, Profiles
 from .types import DeadLetter, Message, ModelBatch, Rebaseline
 
@@ -187,7 +187,8 @@ class Pipeline:
                 messages = [m for m in messages if m.topic not in self.label_topics]
         adapter_dead: list[DeadLetter] = []
         origins: dict[int, Message] = {}
-        if self.converter is not None and convert:
+        converted = self.converter is not None and convert
+        if converted:
             messages, adapter_dead, origins = self.converter.convert_with_origins(messages)
         # a batch of many models is decoded whole; the last batch tells (see decode)
         batch = decode(messages, self.settings.limits, self._admitter(),
@@ -203,15 +204,19 @@ class Pipeline:
         if self.desk is not None:
             # each decoded message's position in the batch as it arrived (labels see only
             # the predictions before them)
-            pos_of = {id(m): i for i, m in enumerate(arrived)}
-            decoded = np.array([pos_of[id(origins.get(id(m), m))] for m in messages], dtype=np.int64)
+            if not converted:           # the events are the batch less its labels, in order
+                decoded = np.delete(np.arange(len(arrived), dtype=np.int64), label_pos)
+            else:
+                pos_of = {id(m): i for i, m in enumerate(arrived)}
+                decoded = np.array([pos_of[id(origins.get(id(m), m))] for m in messages], dtype=np.int64)
             kept_pos = [decoded[mb.index] for mb in kept]
             self.desk.events(kept, kept_pos)
-            outcomes: list[Outcome] = []
+            joined: dict[str, ErrorBatch] = {}
+            expired: list[Outcome] = []
             if labels:
-                outcomes = self._labels(labels, label_pos, result)
+                joined, expired = self._labels(labels, label_pos, result)
                 self._calibrated(kept, kept_pos, result)
-            self._outcomes(outcomes + self.desk.close(), arrived, result)
+            self._outcomes(joined, expired + self.desk.close(), arrived, result)
         result.alerts.sort(key=lambda a: (a["at"]["partition"], a["at"]["offset"], a["model"],
                                           a["signal"], a["detector"]))
         return result
@@ -300,13 +305,13 @@ class Pipeline:
             if perf is not None and req.covers(PerformanceMonitor.SIGNAL):
                 perf.rebaseline(mb, 0, result.alerts)
 
-    def _labels(self, messages: list[Message], positions: list[int], result: BatchResult) -> list[Outcome]:
-        """Join the batch's labels and feed each model's error stream; returns the outcomes."""
+    def _labels(self, messages: list[Message], positions: list[int], result: BatchResult
+                ) -> tuple[dict[str, ErrorBatch], list[Outcome]]:
+        """Join the batch's labels and feed each model's error stream; returns the joins by
+        model and the predictions aged out meanwhile."""
         self.n_labels += len(messages)
         decoded, bad = decode_labels(messages, self.settings.limits)
-        good = {id(lab.message) for lab in decoded}
-        joined, unjoined, outcomes = self.desk.labels(
-            decoded, [p for p, m in zip(positions, messages, strict=True) if id(m) in good])
+        joined, unjoined, expired = self.desk.labels(decoded, [positions[i] for i in decoded.index])
         result.dead_letters.extend(sorted(bad + unjoined, key=lambda d: d.message[1:4]))
         result.n_labels_joined = sum(len(eb.errors) for eb in joined.values())
         result.models_touched.update(joined)
@@ -325,7 +330,7 @@ class Pipeline:
                 perf = self.performance[model] = PerformanceMonitor(model, self.settings, self.profiles)
                 perf.version = self.models[model].version if model in self.models else None
             result.suppressed += perf.process(eb, result.alerts)
-        return outcomes
+        return joined, expired
 
     def _calibrated(self, kept: list[ModelBatch], positions: list[np.ndarray], result: BatchResult) -> None:
         """Calibrations fitted from this batch's labels: each model's estimate starts with its
@@ -340,20 +345,31 @@ class Pipeline:
                     result.suppressed += mon.calibrated(perf.calibration, mb, rows, result.alerts)
             mon.calibration = perf.calibration
 
-    def _outcomes(self, outcomes: list[Outcome], arrived: list[Message], result: BatchResult) -> None:
-        """The predictions' fates, in arrival order, to each model's labels:selection watch;
-        judged every ``feedback.label_min_per_band`` outcomes of the model (a fixed count, so
-        that no batch boundary changes where)."""
+    def _outcomes(self, joined: dict[str, ErrorBatch], expired: list[Outcome], arrived: list[Message],
+                  result: BatchResult) -> None:
+        """The predictions' fates to each model's labels:selection watch, in arrival order (a
+        label's join first, then what ages out at its position); judged every
+        ``feedback.label_min_per_band`` outcomes of the model (a fixed count, so that no batch
+        boundary changes where)."""
         every = self.settings.feedback.label_min_per_band
-        for o in sorted(outcomes, key=lambda o: o.position):
-            sel = self._selection(o.model)
-            sel.watch.outcome(o.prediction, o.labeled)
-            result.models_touched.add(o.model)
-            if sel.watch.total % every == 0:
-                at = arrived[max(o.position, 0)]
-                now = self.desk.clock_at(max(o.position, 0) + 1)
-                result.suppressed += sel.check(at, now if now > float("-inf") else at.timestamp,
-                                               result.alerts)
+        fates: dict[str, tuple[list[int], list[Any], list[bool]]] = {
+            model: (list(eb.positions), list(eb.predictions), [True] * len(eb.positions))
+            for model, eb in joined.items()}
+        for o in expired:
+            pos, preds, labeled = fates.setdefault(o.model, ([], [], []))
+            pos.append(o.position)
+            preds.append(o.prediction)
+            labeled.append(False)
+        for model, (pos, preds, labeled) in fates.items():
+            result.models_touched.add(model)
+            sel = self._selection(model)
+            where = np.asarray(pos, dtype=np.int64)
+            order = np.lexsort((~np.asarray(labeled, dtype=bool), where))
+            for at in sel.watch.outcomes([preds[i] for i in order], np.asarray(labeled)[order], every):
+                p = max(int(where[order[at]]), 0)
+                now = self.desk.clock_at(p + 1)
+                now = now if now > float("-inf") else arrived[p].timestamp
+                result.suppressed += sel.check(arrived[p], now, result.alerts)
 
     def _selection(self, model: str) -> SelectionMonitor:
         sel = self.selection.get(model)

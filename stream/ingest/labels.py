@@ -3,19 +3,27 @@
 A label names the event it is about by (model, id); it may bring that event's prediction
 itself (when the app joined it). Bad labels are :class:`~stream.errors.Rejected`.
 Most models get a label for every prediction eventually: a batch's labels are parsed by one
-orjson call (one by one only when some message is not JSON), then checked as dicts.
+orjson call and checked column by column; message by message only when one of them is bad
+(which then finds which, and why).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
 
 from ..config import LimitSettings
 from ..errors import Rejected
-from ..types import DeadLetter, Message
+from ..types import DeadLetter, Message, event_time, times_in_range
 from .values import check_model, parse_ts
+
+_IDS = {str, int}
+_LABELS = {int, float, str, bool}
+_PREDICTIONS = {type(None), int, float, str, bool}
+_NUMBERS = {int, float}
 
 
 class Label(NamedTuple):
@@ -27,6 +35,29 @@ class Label(NamedTuple):
     message: Message
 
 
+@dataclass
+class LabelBatch:
+    """A batch's good labels as columns, in arrival order; ``index``: each one's place in the
+    messages decoded."""
+    models: list[str] = field(default_factory=list)
+    idents: list[str | int] = field(default_factory=list)
+    labels: list[int | float | str] = field(default_factory=list)
+    ts: list[float] = field(default_factory=list)        # arrival, event time (epoch seconds)
+    predictions: list[Any] = field(default_factory=list)  # the prediction each brings, or None
+    messages: list[Message] = field(default_factory=list)
+    index: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    @classmethod
+    def of(cls, labels: list[Label], index: list[int]) -> LabelBatch:
+        if not labels:
+            return cls()
+        models, idents, values, ts, preds, messages = (list(c) for c in zip(*labels, strict=True))
+        return cls(models, idents, values, ts, preds, messages, index)
+
+
 def decode_label(msg: Message, limits: LimitSettings) -> Label:
     """One label message, or Rejected naming why not."""
     if len(msg.value) > limits.max_message_bytes:
@@ -35,18 +66,16 @@ def decode_label(msg: Message, limits: LimitSettings) -> Label:
         doc = orjson.loads(msg.value)
     except orjson.JSONDecodeError as exc:
         raise Rejected("invalid_json", f"not JSON: {exc}") from None
-    return _label(doc, msg, limits, set())
+    return _label(doc, msg, limits)
 
 
-def _label(doc: Any, msg: Message, limits: LimitSettings, models: set[str]) -> Label:
-    """A parsed label message's record, or Rejected; ``models``: names checked already."""
+def _label(doc: Any, msg: Message, limits: LimitSettings) -> Label:
+    """A parsed label message's record, or Rejected."""
     if type(doc) is not dict:
         raise Rejected("not_object", "a label must be a JSON object")
     model, ident, label = doc.get("model"), doc.get("id"), doc.get("label")
-    if model not in models:
-        check_model(model, limits)
-        models.add(model)
-    if type(ident) not in (str, int):
+    check_model(model, limits)
+    if type(ident) not in _IDS:
         raise Rejected("invalid_id", "a label needs an id (string or integer)")
     if not isinstance(label, (int, float, str)) or (isinstance(label, float) and label != label):
         raise Rejected("invalid_label", "label must be a number, a boolean or a string")
@@ -58,24 +87,58 @@ def _label(doc: Any, msg: Message, limits: LimitSettings, models: set[str]) -> L
     return Label(model, ident, label, ts, pred, msg)
 
 
-def decode_labels(messages: list[Message], limits: LimitSettings) -> tuple[list[Label], list[DeadLetter]]:
-    """The batch's labels in order, and a dead letter for each bad one."""
-    labels: list[Label] = []
-    dead: list[DeadLetter] = []
+def _columns(docs: list[Any], messages: list[Message], limits: LimitSettings) -> LabelBatch | None:
+    """Every label of the batch as columns if all of them are good, else None. Same rules as
+    :func:`_label`: JSON holds no NaN, so a float label is never one."""
+    if any(type(d) is not dict for d in docs):
+        return None
+    models = [d.get("model") for d in docs]
+    idents = [d.get("id") for d in docs]
+    labels = [d.get("label") for d in docs]
+    stamps = [d.get("ts") for d in docs]
+    preds = [d.get("prediction") for d in docs]
+    if set(map(type, models)) != {str} or not set(map(type, idents)) <= _IDS \
+            or not set(map(type, labels)) <= _LABELS or not set(map(type, preds)) <= _PREDICTIONS:
+        return None
+    try:
+        for model in set(models):
+            check_model(model, limits)
+    except Rejected:
+        return None
+    kinds = set(map(type, stamps))
+    if kinds <= _NUMBERS:
+        ts = np.array(stamps, dtype=np.float64)
+        if not times_in_range(ts) or np.isnan(ts).any():
+            return None
+        times = ts.tolist()
+    else:
+        try:
+            times = [m.timestamp if v is None else event_time(v)
+                     for v, m in zip(stamps, messages, strict=True)]
+        except ValueError:
+            return None
+    return LabelBatch(models, idents, labels, times, preds, messages, list(range(len(docs))))
+
+
+def decode_labels(messages: list[Message], limits: LimitSettings) -> tuple[LabelBatch, list[DeadLetter]]:
+    """The batch's good labels in order, and a dead letter for each bad one."""
     values = [m.value for m in messages]
-    docs = None
     if all(len(v) <= limits.max_message_bytes for v in values):
         try:
             docs = orjson.loads(b"[" + b",".join(values) + b"]")
-            if len(docs) != len(messages):     # (a message holding "1,2" parses as two)
-                docs = None
         except orjson.JSONDecodeError:
             docs = None
-    models: set[str] = set()
+        if docs is not None and len(docs) == len(messages):   # (a message holding "1,2" parses as two)
+            batch = _columns(docs, messages, limits)
+            if batch is not None:
+                return batch, []
+    labels: list[Label] = []
+    index: list[int] = []
+    dead: list[DeadLetter] = []
     for i, msg in enumerate(messages):
         try:
-            labels.append(_label(docs[i], msg, limits, models) if docs is not None
-                          else decode_label(msg, limits))
+            labels.append(decode_label(msg, limits))
+            index.append(i)
         except Rejected as exc:
             dead.append(DeadLetter(msg, exc.reason, exc.detail))
-    return labels, dead
+    return LabelBatch.of(labels, index), dead

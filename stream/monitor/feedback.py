@@ -15,6 +15,7 @@ Two signatures, per model:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,8 @@ from ..config import FeedbackSettings
 from ..types import Message, ModelBatch
 from .alerts import make_alert
 from .lifecycle import Lifecycle, apply_lifecycle, resolved
+
+_NUMBERS = {int, float, bool}
 
 ENTROPY_SIGNAL = "segments:entropy"
 SELECTION_SIGNAL = "labels:selection"
@@ -127,16 +130,25 @@ class SelectionWatch:
         self.unlabeled = np.zeros(bands)
         self.total = 0                  # outcomes counted (labeled or not)
 
-    def band(self, score: float) -> int | None:
-        if not isinstance(score, (int, float)) or not 0.0 <= score <= 1.0:
-            return None
-        return min(int(score * self.bands), self.bands - 1)
+    def outcomes(self, scores: list[Any], labeled: np.ndarray, every: int) -> Iterator[int]:
+        """Count these outcomes in order (as :meth:`outcome` one by one), pausing after each
+        that brings the total to a multiple of ``every``: yields its index (the watch holds
+        the outcomes up to it)."""
+        s = np.array([v if type(v) in _NUMBERS else np.nan for v in scores], dtype=np.float64)
+        counted = (s >= 0.0) & (s <= 1.0)
+        band = np.minimum((np.where(counted, s, 0.0) * self.bands).astype(np.int64), self.bands - 1)
+        total = self.total + np.cumsum(counted)
+        start = 0
+        for at in np.flatnonzero(counted & (total % every == 0)).tolist():
+            self._count(band[start:at + 1], counted[start:at + 1], labeled[start:at + 1])
+            start = at + 1
+            yield at
+        self._count(band[start:], counted[start:], labeled[start:])
 
-    def outcome(self, score: float, labeled: bool) -> None:
-        b = self.band(score)
-        if b is not None:
-            (self.labeled if labeled else self.unlabeled)[b] += 1
-            self.total += 1
+    def _count(self, band: np.ndarray, counted: np.ndarray, labeled: np.ndarray) -> None:
+        self.labeled += np.bincount(band[counted & labeled], minlength=self.bands)
+        self.unlabeled += np.bincount(band[counted & ~labeled], minlength=self.bands)
+        self.total += int(counted.sum())
 
     def state_dict(self) -> dict[str, Any]:
         return {"labeled": self.labeled, "unlabeled": self.unlabeled}

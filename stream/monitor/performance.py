@@ -19,7 +19,9 @@ path); the error stream itself goes through the vectorized detectors.
 
 from __future__ import annotations
 
+import bisect
 import math
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -28,8 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..config import Settings
-from ..errors import Rejected
-from ..ingest.labels import Label
+from ..ingest.labels import LabelBatch
 from ..types import DeadLetter, Message, ModelBatch
 from .alerts import make_alert
 from .detection import DETECTORS
@@ -38,6 +39,7 @@ from .estimate import Calibration
 from .reference import Profile, Profiles
 from .signals import SignalRegistry
 
+_NUMBERS = {int, float, bool}
 SCORED = 1000          # recent labels the estimate is scored on (its bias: +-0.015 at accuracy 0.75)
 
 
@@ -80,7 +82,7 @@ class PredictionStore:
         self.evicted = {"ttl": 0, "size": 0}
         # the current batch's predictions: (model, id) -> position of their message; a label
         # at an earlier position of the batch cannot take them (it came first)
-        self.fresh: dict[tuple[str, Any], int] = {}
+        self.fresh: dict[str, dict[Any, int]] = {}
 
     def add(self, batch: ModelBatch, positions: np.ndarray | None = None) -> None:
         """Remember the batch's (id, prediction, ts) for events that have both; ``positions``:
@@ -88,17 +90,27 @@ class PredictionStore:
         preds = batch.prediction_class if batch.prediction_class is not None else batch.prediction.tolist()
         pending = self.pending.setdefault(batch.model, OrderedDict())
         before = len(pending)
-        pos = positions.tolist() if positions is not None else repeat(None)
-        fresh, model = self.fresh, batch.model
-        versions = batch.versions if batch.versions is not None else repeat(None)
-        for ident, pred, ts, at, version in zip(batch.ids, preds, batch.ts.tolist(), pos, versions,
-                                                strict=False):
-            if ident is None or pred is None or pred != pred:
-                continue
-            pending.pop(ident, None)
-            pending[ident] = (pred, ts, version)
-            if at is not None:
-                fresh[(model, ident)] = at
+        ids, ts = batch.ids, batch.ts.tolist()
+        versions = batch.versions if batch.versions is not None else [None] * len(ids)
+        fresh = self.fresh.setdefault(batch.model, {}) if positions is not None else None
+        missing = (np.isnan(batch.prediction).any() if batch.prediction_class is None
+                   else any(p is None or p != p for p in preds))
+        if not missing and None not in ids and len(set(ids)) == len(ids):
+            # distinct ids, every one with a prediction: re-added ids move to the end
+            for ident in ids:
+                pending.pop(ident, None)
+            pending.update(zip(ids, zip(preds, ts, versions, strict=True), strict=True))
+            if fresh is not None:
+                fresh.update(zip(ids, positions.tolist(), strict=True))
+        else:
+            pos = positions.tolist() if positions is not None else repeat(None)
+            for ident, pred, t, at, version in zip(ids, preds, ts, pos, versions, strict=False):
+                if ident is None or pred is None or pred != pred:
+                    continue
+                pending.pop(ident, None)
+                pending[ident] = (pred, t, version)
+                if fresh is not None:
+                    fresh[ident] = at
         self.size += len(pending) - before
         if self.size > self.max_size:
             self.evicted["size"] += _shrink(self.pending, self.size - self.max_size)
@@ -121,7 +133,7 @@ class PredictionStore:
         for model, pending in self.pending.items():
             while pending:
                 ident, (pred, ts, _) = next(iter(pending.items()))
-                if ts >= limit or (before is not None and fresh.get((model, ident), -1) >= before):
+                if ts >= limit or (before is not None and fresh.get(model, {}).get(ident, -1) >= before):
                     break
                 pending.popitem(last=False)
                 expired.append((model, pred, ts))
@@ -136,19 +148,58 @@ class PredictionStore:
     def take(self, model: str, ident: Any, at: int | None = None) -> tuple[Any, float] | None | str:
         """The prediction for (model, id) and its time; "duplicate" if already labeled; None
         (also when it arrived at position ``at`` of this batch or later)."""
-        pending = self.pending.get(model)
-        if at is not None and self.fresh.get((model, ident), -1) >= at:
-            return None
-        hit = pending.pop(ident, None) if pending else None
-        if hit is None:
-            return "duplicate" if ident in self.labeled.get(model, ()) else None
-        self.size -= 1
-        self.labeled.setdefault(model, OrderedDict())[ident] = None
-        self.labeled_size += 1
-        if self.labeled_size > self.max_size:
-            _shrink(self.labeled, self.labeled_size - self.max_size)
-            self.labeled_size = self.max_size
-        return hit
+        return self.take_many([model], [ident], [sys.maxsize if at is None else at])[0]
+
+    def take_many(self, models: list[str], idents: list[Any], positions: list[int]) -> list[Any]:
+        """:meth:`take` of each (model, id, position), in order."""
+        pend, fresh, labeled = self.pending, self.fresh, self.labeled
+        hits: list[Any] = []
+        append = hits.append
+        kinds = set(models)
+        if len(kinds) == 1:                   # one model: its dicts looked up once
+            model = models[0]
+            pending = pend.get(model) or {}
+            pop, mine = pending.pop, fresh.get(model)
+            done = labeled.get(model)
+            if done is None:
+                done = labeled[model] = OrderedDict()
+            for ident, at in zip(idents, positions, strict=True):
+                if mine and mine.get(ident, -1) >= at:
+                    append(None)
+                    continue
+                hit = pop(ident, None)
+                if hit is None:
+                    append("duplicate" if ident in done else None)
+                    continue
+                append(hit)
+                done[ident] = None
+                self.size -= 1
+                self.labeled_size += 1
+                if self.labeled_size > self.max_size:
+                    _shrink(labeled, self.labeled_size - self.max_size)
+                    self.labeled_size = self.max_size
+            return hits
+        for model, ident, at in zip(models, idents, positions, strict=True):
+            mine = fresh.get(model)
+            if mine and mine.get(ident, -1) >= at:
+                append(None)
+                continue
+            pending = pend.get(model)
+            hit = pending.pop(ident, None) if pending else None
+            if hit is None:
+                append("duplicate" if ident in labeled.get(model, ()) else None)
+                continue
+            append(hit)
+            self.size -= 1
+            done = labeled.get(model)
+            if done is None:
+                done = labeled[model] = OrderedDict()
+            done[ident] = None
+            self.labeled_size += 1
+            if self.labeled_size > self.max_size:
+                _shrink(labeled, self.labeled_size - self.max_size)
+                self.labeled_size = self.max_size
+        return hits
 
     def model_state(self, model: str) -> dict[str, Any]:
         """One model's waiting predictions and labeled ids (a checkpoint holds a model whole)."""
@@ -210,6 +261,18 @@ def error_of(pred: Any, label: Any) -> tuple[float, bool]:
         if 0.0 <= pred <= 1.0:
             return float((pred >= 0.5) != bool(label)), True
     return abs(float(pred) - float(label)), False
+
+
+def errors_of(preds: list[Any], labels: list[Any]) -> tuple[list[float], list[bool]]:
+    """:func:`error_of` of each (prediction, label) pair; at once when all are numbers."""
+    if set(map(type, preds)) <= _NUMBERS and set(map(type, labels)) <= _NUMBERS:
+        p = np.array(preds, dtype=np.float64)
+        y = np.array(labels, dtype=np.float64)
+        binary = ((y == 0) | (y == 1)) & (p >= 0) & (p <= 1)
+        errors = np.where(binary, ((p >= 0.5) != (y == 1)).astype(np.float64), np.abs(p - y))
+        return errors.tolist(), binary.tolist()
+    pairs = [error_of(pred, label) for pred, label in zip(preds, labels, strict=True)]
+    return [e for e, _ in pairs], [b for _, b in pairs]
 
 
 class Outcome(NamedTuple):
@@ -281,54 +344,78 @@ class LabelDesk:
             self._last[model] = at
             out.append(Outcome(at, model, pred, False))
 
-    def labels(self, labels: list[Label], positions: list[int]
+    def labels(self, batch: LabelBatch, positions: list[int]
                ) -> tuple[dict[str, ErrorBatch], list[DeadLetter], list[Outcome]]:
         """Join the batch's labels (at these message positions, ascending) to the predictions
         that came before them; then age out what the batch's clock expires. Returns the
-        joins by model, the labels that cannot be joined, and every outcome."""
-        out: dict[str, ErrorBatch] = {}
+        joins by model (each join is a labeled outcome at its label's position), the labels
+        that cannot be joined, and the predictions aged out."""
         dead: list[DeadLetter] = []
-        outcomes: list[Outcome] = []
-        store = self.store
+        expired: list[Outcome] = []
+        store, last = self.store, self._last
         # the clock at each label, at once; a label whose clock cannot expire the oldest
         # waiting prediction skips the store's scan (takes only make the oldest younger)
         k = np.searchsorted(self._pos, np.asarray(positions, dtype=np.int64), side="left")
         clocks = np.where(k == 0, self._before, self._clock[np.maximum(k - 1, 0)] if self._clock.size
                           else self._before).tolist()
         due = store.oldest_ts() + self.ttl_s
-        for lab, p, now in zip(labels, positions, clocks, strict=True):
-            if now > due:
-                self._expire(now, p, outcomes)
+        joins: list[int] = []                         # the labels joined, and their
+        preds: list[Any] = []                         # predictions, prediction times, versions
+        pred_ts: list[float] = []
+        versions: list[Any] = []
+        n, lo = len(batch), 0
+        while lo < n:
+            if clocks[lo] > due:
+                self._expire(clocks[lo], positions[lo], expired)
                 due = store.oldest_ts() + self.ttl_s
-            try:
-                if lab.prediction is not None:
-                    pred, pred_ts = lab.prediction, lab.ts
-                    hit = store.take(lab.model, lab.ident, p)  # its event, if stored, is labeled now
-                    version = hit[2] if isinstance(hit, tuple) else None
-                else:
-                    hit = store.take(lab.model, lab.ident, p)
-                    which = f"id {lab.ident!r} of {lab.model!r}"
-                    if hit == "duplicate":
-                        raise Rejected("duplicate_label", f"{which} was labeled already")
-                    if hit is None:
-                        raise Rejected("unknown_id", f"no pending prediction for {which}")
-                    pred, pred_ts, version = hit
-            except Rejected as exc:
-                dead.append(DeadLetter(lab.message, exc.reason, exc.detail))
-                continue
-            err, binary = error_of(pred, lab.label)
-            eb = out.setdefault(lab.model, ErrorBatch())
-            eb.errors.append(err)
-            eb.binary.append(binary)
-            eb.ts.append(lab.ts)
-            eb.prediction_ts.append(pred_ts)
-            eb.predictions.append(pred)
-            eb.messages.append(lab.message)
-            eb.versions.append(version)
-            eb.positions.append(p)
-            self._last[lab.model] = p
-            outcomes.append(Outcome(p, lab.model, pred, True))
-        return out, dead, outcomes
+            # the clock rises: the labels before hi cannot expire anything
+            hi = bisect.bisect_right(clocks, due, lo + 1)
+            hits = store.take_many(batch.models[lo:hi], batch.idents[lo:hi], positions[lo:hi])
+            own = batch.predictions[lo:hi]
+            if own.count(None) == len(own) and all(type(h) is tuple for h in hits):
+                joins.extend(range(lo, hi))
+                p, t, v = zip(*hits, strict=True)
+                preds.extend(p)
+                pred_ts.extend(t)
+                versions.extend(v)
+                last.update(zip(batch.models[lo:hi], positions[lo:hi], strict=True))
+            else:
+                for i, hit, mine in zip(range(lo, hi), hits, own, strict=True):
+                    model = batch.models[i]
+                    if mine is not None:
+                        joined = (mine, batch.ts[i], hit[2] if type(hit) is tuple else None)
+                    elif type(hit) is tuple:
+                        joined = hit
+                    else:
+                        which = f"id {batch.idents[i]!r} of {model!r}"
+                        dead.append(DeadLetter(batch.messages[i], *(
+                            ("duplicate_label", f"{which} was labeled already") if hit == "duplicate"
+                            else ("unknown_id", f"no pending prediction for {which}"))))
+                        continue
+                    joins.append(i)
+                    preds.append(joined[0])
+                    pred_ts.append(joined[1])
+                    versions.append(joined[2])
+                    last[model] = positions[i]
+            lo = hi
+        rows: dict[str, list[int]] = {}
+        models = [batch.models[i] for i in joins]
+        if len(set(models)) == 1:
+            rows[models[0]] = list(range(len(joins)))
+        else:
+            for r, model in enumerate(models):
+                rows.setdefault(model, []).append(r)
+        labels, ts, messages, at = ([values[i] for i in joins]
+                                    for values in (batch.labels, batch.ts, batch.messages, positions))
+        out = {}
+        for model, r in rows.items():
+            every = len(r) == len(joins)
+            pick = lambda values: values if every else [values[i] for i in r]   # noqa: E731, B023
+            eb_preds = pick(preds)
+            errors, binary = errors_of(eb_preds, pick(labels))
+            out[model] = ErrorBatch(errors, binary, pick(ts), pick(pred_ts), eb_preds,
+                                    pick(messages), pick(versions), pick(at))
+        return out, dead, expired
 
     def close(self) -> list[Outcome]:
         """The batch is over: what its clock expires ages out; its predictions settle."""

@@ -353,23 +353,29 @@ class Pipeline:
         boundary changes where)."""
         every = self.settings.feedback.label_min_per_band
         fates: dict[str, tuple[list[int], list[Any], list[bool]]] = {
-            model: (list(eb.positions), list(eb.predictions), [True] * len(eb.positions))
-            for model, eb in joined.items()}
+            model: (eb.positions, eb.predictions, [True] * len(eb.positions)) for model, eb in joined.items()}
+        late: dict[str, list[Outcome]] = {}
         for o in expired:
-            pos, preds, labeled = fates.setdefault(o.model, ([], [], []))
-            pos.append(o.position)
-            preds.append(o.prediction)
-            labeled.append(False)
+            late.setdefault(o.model, []).append(o)
+        for model, outcomes in late.items():
+            pos, preds, labeled = fates.get(model, ([], [], []))
+            fates[model] = (pos + [o.position for o in outcomes], preds + [o.prediction for o in outcomes],
+                            labeled + [False] * len(outcomes))
         for model, (pos, preds, labeled) in fates.items():
             result.models_touched.add(model)
             sel = self._selection(model)
             where = np.asarray(pos, dtype=np.int64)
-            order = np.lexsort((~np.asarray(labeled, dtype=bool), where))
-            for at in sel.watch.outcomes([preds[i] for i in order], np.asarray(labeled)[order], every):
-                p = max(int(where[order[at]]), 0)
+            seen = np.asarray(labeled, dtype=bool)
+            if model in late:       # labels' positions ascend; what aged out goes among them
+                order = np.lexsort((~seen, where))
+                where, seen, preds = where[order], seen[order], [preds[i] for i in order]
+
+            def at(i: int, where: np.ndarray = where) -> tuple[Message, float]:
+                p = max(int(where[i]), 0)
                 now = self.desk.clock_at(p + 1)
-                now = now if now > float("-inf") else arrived[p].timestamp
-                result.suppressed += sel.check(arrived[p], now, result.alerts)
+                return arrived[p], now if now > float("-inf") else arrived[p].timestamp
+
+            result.suppressed += sel.outcomes(preds, seen, every, at, result.alerts)
 
     def _selection(self, model: str) -> SelectionMonitor:
         sel = self.selection.get(model)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import bz2
 import gzip
-import heapq
 import lzma
 import sys
 import time
@@ -26,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import orjson
 
 from .config import Settings
@@ -33,9 +33,10 @@ from .errors import InputError, Rejected
 from .ingest.values import parse_ts
 from .monitor.reference import Profiles
 from .pipeline import BatchResult, Pipeline
-from .types import Message
+from .types import TS_END, TS_MIN, Message
 
 STDIN = "-"
+CHUNK = 4096                          # lines a file is read and keyed by, when merged
 _BOM = b"\xef\xbb\xbf"                    # UTF-8 byte-order mark
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}   # by file suffix
 # what reading a damaged file raises (BadGzipFile is an OSError; truncated archives: EOFError)
@@ -83,38 +84,131 @@ def _ts_key(msg: Message, fmt: str = "streamdrift") -> float:
         return float("-inf")
 
 
+def _ts_keys(messages: list[Message], fmt: str) -> np.ndarray:
+    """:func:`_ts_key` of each message: a chunk's lines parsed by one orjson call, plain
+    numbers as times at once, line by line what is not (RFC 3339 texts, other formats)."""
+    keys = np.full(len(messages), -np.inf)
+    docs = None
+    if fmt == "streamdrift" and messages:
+        try:
+            docs = orjson.loads(b"[" + b",".join(m.value for m in messages) + b"]")
+        except orjson.JSONDecodeError:
+            docs = None
+        if docs is not None and len(docs) != len(messages):   # (a line holding "1,2" parses as two)
+            docs = None
+    if docs is None:
+        return np.array([_ts_key(m, fmt) for m in messages], dtype=np.float64)
+    raw = [d.get("ts") if type(d) is dict else None for d in docs]
+    number = np.array([type(v) is float or type(v) is int for v in raw], dtype=bool)
+    if number.any():
+        t = np.array([v for v in raw if type(v) is float or type(v) is int], dtype=np.float64)
+        keys[number] = np.where((t >= TS_MIN) & (t < TS_END), t, -np.inf)   # (else not a time)
+    for i in np.flatnonzero(~number).tolist():
+        if raw[i] is not None:
+            keys[i] = _ts_key(messages[i], fmt)
+    return keys
+
+
+def _despike(keys: np.ndarray, after: float | None, last: float) -> tuple[np.ndarray, float]:
+    """A file's time keys with a line whose time is past the next line's given the time of
+    its neighbours (the next line's, or the last readable one's if later): one line far
+    ahead (a skewed clock) would otherwise hold the rest of its file back in the merge until
+    the other file ran out. In-order lines and unreadable ones (-inf) are unchanged.
+    ``after``: the key of the line after these (None: none); ``last``: the key given to the
+    last readable line before them. Returns the keys and the new ``last``."""
+    nxt = np.append(keys[1:], -np.inf if after is None else after)
+    spikes = np.flatnonzero((keys != -np.inf) & (nxt != -np.inf) & (keys > nxt))
+    readable = keys != -np.inf
+    if spikes.size:
+        keys = keys.copy()
+        # the readable line before each line (-1: none in this chunk)
+        before = np.maximum.accumulate(np.where(readable, np.arange(keys.size), -1))
+        for i in spikes.tolist():        # (rare: skewed clocks)
+            j = before[i - 1] if i else -1
+            keys[i] = max(keys[j] if j >= 0 else last, nxt[i])
+    if readable.any():
+        last = float(keys[np.flatnonzero(readable)[-1]])
+    return keys, last
+
+
+def _keyed(path: str, fmt: str) -> Iterator[tuple[np.ndarray, list[Message]]]:
+    """A file's lines chunk by chunk with their merge keys: despiked event times, raised to
+    the file's running maximum (the order a merge by time puts the file's lines in). Raises
+    InputError after the chunk read before the fault."""
+    lines = read_lines(path)
+    held: list[Message] = []            # the last line read: its key waits for the next line's
+    held_key = np.zeros(0)
+    last = top = -np.inf
+    while True:
+        chunk: list[Message] = []
+        fault = None
+        try:
+            for msg in lines:
+                chunk.append(msg)
+                if len(chunk) >= CHUNK:
+                    break
+        except InputError as exc:
+            fault = exc
+        done = fault is not None or len(chunk) < CHUNK
+        keys = np.concatenate([held_key, _ts_keys(chunk, fmt)])
+        msgs = held + chunk
+        if not done and msgs:
+            held, held_key = msgs[-1:], keys[-1:]
+            keys, after, msgs = keys[:-1], float(keys[-1]), msgs[:-1]
+        else:
+            after = None
+        if msgs:
+            keys, last = _despike(keys, after, last)
+            keys = np.maximum(np.maximum.accumulate(keys), top)
+            top = float(keys[-1])
+            yield keys, msgs
+        if fault is not None:
+            raise fault
+        if done:
+            return
+
+
+def _ordered(a: tuple[np.ndarray, list[Message]], b: tuple[np.ndarray, list[Message]]) -> list[Message]:
+    """Two runs of (non-decreasing keys, messages) as one in key order; ``a``'s first on ties."""
+    keys = np.concatenate([a[0], b[0]])
+    kind = np.repeat([0, 1], [a[0].size, b[0].size])
+    msgs = a[1] + b[1]
+    return [msgs[i] for i in np.lexsort((np.arange(keys.size), kind, keys)).tolist()]
+
+
 def merged(events: str, labels: str | None, fmt: str = "streamdrift") -> Iterator[Message]:
     """The lines of the events file (in format ``fmt``) and of the labels file, merged by
-    event time."""
+    event time: each file in its order, a line going before the other file's first line
+    whose time is later than the latest time of its own file so far (events first on ties),
+    as a merge of the two files' lines one by one would have it."""
     if labels is None:
         yield from read_lines(events)
         return
-    # (ts, 0 for events / 1 for labels, line) gives "events first on ties"
-    ev = _despiked((_ts_key(m, fmt), 0, m.offset, m) for m in read_lines(events))
-    lb = _despiked((_ts_key(m), 1, m.offset, m) for m in read_lines(labels))
-    for *_, m in heapq.merge(ev, lb, key=lambda t: t[:3]):
-        yield m
-
-
-def _despiked(keyed: Iterator[tuple[float, int, int, Message]]
-              ) -> Iterator[tuple[float, int, int, Message]]:
-    """A file's (time, kind, line, message) with a line whose time is past the next line's
-    given the time of its neighbours (the next line's, or the last one's if later): one line
-    far ahead (a skewed clock) would otherwise hold the rest of its file back in the merge
-    until the other file ran out. In-order lines and unreadable ones (-inf) are unchanged."""
-    last = float("-inf")                 # the last readable line's key
-    pending = None
-    for item in keyed:
-        if pending is not None:
-            t = pending[0]
-            if t != float("-inf") and item[0] != float("-inf") and t > item[0]:
-                pending = (max(last, item[0]), *pending[1:])
-            if pending[0] != float("-inf"):
-                last = pending[0]
-            yield pending
-        pending = item
-    if pending is not None:
-        yield pending
+    ev, lb = _keyed(events, fmt), _keyed(labels, "streamdrift")
+    a, b = next(ev, None), next(lb, None)
+    try:
+        while a is not None and b is not None:
+            # what sorts before the end of either buffer is final: that buffer goes whole
+            if a[0][-1] <= b[0][-1]:
+                cut = int(np.searchsorted(b[0], a[0][-1], side="left"))
+                yield from _ordered(a, (b[0][:cut], b[1][:cut]))
+                a, b = None, (b[0][cut:], b[1][cut:]) if cut < b[0].size else None
+                a = next(ev, None)
+                b = b if b is not None else next(lb, None)
+            else:
+                cut = int(np.searchsorted(a[0], b[0][-1], side="right"))
+                yield from _ordered((a[0][:cut], a[1][:cut]), b)
+                a, b = (a[0][cut:], a[1][cut:]) if cut < a[0].size else None, None
+                b = next(lb, None)
+                a = a if a is not None else next(ev, None)
+    except InputError:
+        # what was read of both files still goes, in order; then the fault
+        yield from _ordered(a or (np.zeros(0), []), b or (np.zeros(0), []))
+        raise
+    for rest, it in ((a, ev), (b, lb)):
+        while rest is not None:
+            yield from rest[1]
+            rest = next(it, None)
 
 
 def _last_of(batch: list[Message], events: str, last: Message | None) -> Message | None:

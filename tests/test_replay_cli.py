@@ -6,6 +6,7 @@ import base64
 import subprocess
 import sys
 
+import numpy as np
 import orjson
 import pytest
 
@@ -236,11 +237,15 @@ def test_one_line_far_ahead_does_not_hold_its_file_back_in_the_merge(tmp_path):
     ([None, 2, None], [None, 2, None]),
 ])
 def test_despiked_merge_keys(times, keys):
-    from stream.replay import _despiked
+    from stream.replay import _despike
 
     inf = float("-inf")
-    items = [(inf if t is None else float(t), 0, i, None) for i, t in enumerate(times)]
-    assert [k for k, *_ in _despiked(iter(items))] == [inf if k is None else float(k) for k in keys]
+    raw = np.array([inf if t is None else float(t) for t in times])
+    want = [inf if k is None else float(k) for k in keys]
+    assert _despike(raw, None, inf)[0].tolist() == want
+    for cut in range(1, len(times)):           # read in two chunks: the same keys
+        first, last = _despike(raw[:cut], float(raw[cut]), inf)
+        assert first.tolist() + _despike(raw[cut:], None, last)[0].tolist() == want
 
 
 def test_replay_rebaseline_flag_and_config_accept_a_new_normal(tmp_path):
@@ -261,3 +266,40 @@ def test_replay_rebaseline_flag_and_config_accept_a_new_normal(tmp_path):
     assert run_replay(str(events), "--config", str(cfg)).stdout == flag.stdout
     bad = run_replay(str(events), "--rebaseline", "bad model@x")
     assert bad.returncode == 2 and b"MODEL[/SIGNAL][@TIME]" in bad.stderr
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, 4096])
+def test_the_merge_read_in_chunks_is_the_merge_line_by_line(tmp_path, monkeypatch, chunk):
+    """Keys found a chunk at a time (one orjson call, numbers at once) and chunks merged by
+    their running maximum give the order of a merge of the two files' lines one by one."""
+    import heapq
+    import random
+
+    from stream import replay
+
+    rng = random.Random(chunk)
+    inf = float("-inf")
+
+    def line(t: float) -> bytes:
+        return rng.choice([b"{bad", b"", b"1,2", orjson.dumps({"ts": None}), orjson.dumps({"ts": True}),
+                           orjson.dumps({"ts": "2023-11-14T22:13:20Z"}), orjson.dumps({"ts": [None, t]}),
+                           orjson.dumps({"ts": t * 1000}), orjson.dumps({"ts": t + 1e6}),
+                           orjson.dumps({"ts": t - 1e6})]
+                          + [orjson.dumps({"ts": t}), orjson.dumps({"ts": int(t)})] * 10)
+
+    paths = []
+    for name in ("e", "l"):
+        t = 1.7e9
+        rows = [line(t := t + rng.choice([0, 0.5, 1, 2])) for _ in range(300)]
+        (tmp_path / name).write_bytes(b"\n".join(rows) + b"\n")
+        paths.append(str(tmp_path / name))
+
+    def one_by_one(path: str, kind: int) -> list[tuple]:
+        msgs = list(replay.read_lines(path))
+        keys = replay._despike(np.array([replay._ts_key(m) for m in msgs]), None, inf)[0]
+        return [(k, kind, m.offset, m) for k, m in zip(keys.tolist(), msgs, strict=True)]
+
+    want = [(m.topic, m.offset) for *_, m in heapq.merge(one_by_one(paths[0], 0), one_by_one(paths[1], 1),
+                                                          key=lambda x: x[:3])]
+    monkeypatch.setattr(replay, "CHUNK", chunk)
+    assert [(m.topic, m.offset) for m in replay.merged(*paths)] == want

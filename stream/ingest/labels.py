@@ -123,7 +123,7 @@ def _columns(docs: list[Any], messages: list[Message], limits: LimitSettings) ->
 def decode_labels(messages: list[Message], limits: LimitSettings) -> tuple[LabelBatch, list[DeadLetter]]:
     """The batch's good labels in order, and a dead letter for each bad one."""
     values = [m.value for m in messages]
-    if all(len(v) <= limits.max_message_bytes for v in values):
+    if values and max(map(len, values)) <= limits.max_message_bytes:
         try:
             docs = orjson.loads(b"[" + b",".join(values) + b"]")
         except orjson.JSONDecodeError:

@@ -15,7 +15,7 @@ Two signatures, per model:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -130,25 +130,46 @@ class SelectionWatch:
         self.unlabeled = np.zeros(bands)
         self.total = 0                  # outcomes counted (labeled or not)
 
-    def outcomes(self, scores: list[Any], labeled: np.ndarray, every: int) -> Iterator[int]:
-        """Count these outcomes in order (as :meth:`outcome` one by one), pausing after each
-        that brings the total to a multiple of ``every``: yields its index (the watch holds
-        the outcomes up to it)."""
-        s = np.array([v if type(v) in _NUMBERS else np.nan for v in scores], dtype=np.float64)
+    def outcomes(self, scores: list[Any], labeled: np.ndarray, every: int) -> Iterator[tuple[int, bool]]:
+        """Count these outcomes (a score and whether it was labeled) in order; only scores in
+        [0, 1] count. Pauses after each that brings the total to a multiple of ``every``:
+        yields its index and whether the bands differ then (the watch holds the outcomes up
+        to it while paused)."""
+        if set(map(type, scores)) <= _NUMBERS:
+            s = np.array(scores, dtype=np.float64)
+        else:
+            s = np.array([v if type(v) in _NUMBERS else np.nan for v in scores], dtype=np.float64)
         counted = (s >= 0.0) & (s <= 1.0)
         band = np.minimum((np.where(counted, s, 0.0) * self.bands).astype(np.int64), self.bands - 1)
         total = self.total + np.cumsum(counted)
-        start = 0
-        for at in np.flatnonzero(counted & (total % every == 0)).tolist():
-            self._count(band[start:at + 1], counted[start:at + 1], labeled[start:at + 1])
-            start = at + 1
-            yield at
-        self._count(band[start:], counted[start:], labeled[start:])
+        checks = np.flatnonzero(counted & (total % every == 0))
+        labeled0, unlabeled0 = self.labeled, self.unlabeled
+        if checks.size:
+            # the counts at every check at once (integers held exactly as floats)
+            hot = np.zeros((s.size, self.bands))
+            rows = np.flatnonzero(counted)
+            hot[rows, band[rows]] = 1.0
+            lab = labeled0 + np.cumsum(hot * labeled[:, None], axis=0)[checks]
+            unl = unlabeled0 + np.cumsum(hot * ~labeled[:, None], axis=0)[checks]
+            flags = self._differ(lab, unl)
+            for k, at in enumerate(checks.tolist()):
+                self.labeled, self.unlabeled, self.total = lab[k], unl[k], int(total[at])
+                yield at, bool(flags[k])
+        c = band[counted]
+        y = labeled[counted]
+        self.labeled = labeled0 + np.bincount(c[y], minlength=self.bands)
+        self.unlabeled = unlabeled0 + np.bincount(c[~y], minlength=self.bands)
+        self.total = int(total[-1]) if total.size else self.total
 
-    def _count(self, band: np.ndarray, counted: np.ndarray, labeled: np.ndarray) -> None:
-        self.labeled += np.bincount(band[counted & labeled], minlength=self.bands)
-        self.unlabeled += np.bincount(band[counted & ~labeled], minlength=self.bands)
-        self.total += int(counted.sum())
+    def _differ(self, labeled: np.ndarray, unlabeled: np.ndarray) -> np.ndarray:
+        """Per row of band counts: whether the labeled shares of the bands with enough
+        outcomes differ by more than the gap (as :meth:`flagged`)."""
+        n = labeled + unlabeled
+        ok = n >= self.min_per_band
+        r = labeled / np.maximum(n, 1)
+        hi = np.where(ok, r, -np.inf).max(axis=1)
+        lo = np.where(ok, r, np.inf).min(axis=1)
+        return (ok.sum(axis=1) >= 2) & (hi - lo > self.gap)
 
     def state_dict(self) -> dict[str, Any]:
         return {"labeled": self.labeled, "unlabeled": self.unlabeled}
@@ -239,11 +260,23 @@ class SelectionMonitor(_WatchedSignal):
         self.watch = SelectionWatch(fb.label_bands, fb.label_min_per_band, fb.label_gap)
         self.lifecycle = Lifecycle(fb.resolve_after_s, cooldown_s)
 
-    def check(self, at: Message, now: float, alerts: list[dict]) -> int:
+    def outcomes(self, scores: list[Any], labeled: np.ndarray, every: int,
+                 where: Callable[[int], tuple[Message, float]], alerts: list[dict]) -> int:
+        """Count the predictions' outcomes in arrival order (see :meth:`SelectionWatch.outcomes`),
+        judged every ``every``; ``where(i)``: the message and the clock (event time) at
+        outcome i. Appends alerts; returns the suppressed detections."""
+        suppressed = 0
+        for at, flagged in self.watch.outcomes(scores, labeled, every):
+            if flagged or 0 in self.lifecycle.open:      # (else nothing can fire or resolve)
+                suppressed += self.check(*where(at), alerts, flagged)
+        return suppressed
+
+    def check(self, at: Message, now: float, alerts: list[dict], flagged: bool | None = None) -> int:
         """Fire or resolve at ``now`` (event time), positioned at message ``at``; returns the
-        suppressed detections."""
+        suppressed detections. ``flagged``: whether the bands differ, if known."""
         life = self.lifecycle
-        flagged = self.watch.flagged() is not None
+        if flagged is None:
+            flagged = self.watch.flagged() is not None
         if flagged and 0 in life.open:
             life.extend(0, now)
             return 1

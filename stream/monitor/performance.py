@@ -97,8 +97,9 @@ class PredictionStore:
                    else any(p is None or p != p for p in preds))
         if not missing and None not in ids and len(set(ids)) == len(ids):
             # distinct ids, every one with a prediction: re-added ids move to the end
-            for ident in ids:
-                pending.pop(ident, None)
+            if not pending.keys().isdisjoint(ids):
+                for ident in ids:
+                    pending.pop(ident, None)
             pending.update(zip(ids, zip(preds, ts, versions, strict=True), strict=True))
             if fresh is not None:
                 fresh.update(zip(ids, positions.tolist(), strict=True))
@@ -163,6 +164,19 @@ class PredictionStore:
             done = labeled.get(model)
             if done is None:
                 done = labeled[model] = OrderedDict()
+            if self.labeled_size + len(idents) <= self.max_size and not (mine and any(
+                    mine.get(ident, -1) >= at for ident, at in zip(idents, positions, strict=True))):
+                # nothing this batch added is asked for early and the labeled ids need no room:
+                # the takes at once (an id taken twice finds itself labeled the second time)
+                hits = [pop(ident, None) for ident in idents]
+                taken = [ident for ident, hit in zip(idents, hits, strict=True) if hit is not None]
+                done.update(dict.fromkeys(taken))
+                self.size -= len(taken)
+                self.labeled_size += len(taken)
+                if len(taken) < len(hits):
+                    hits = [hit if hit is not None else "duplicate" if ident in done else None
+                            for ident, hit in zip(idents, hits, strict=True)]
+                return hits
             for ident, at in zip(idents, positions, strict=True):
                 if mine and mine.get(ident, -1) >= at:
                     append(None)
@@ -502,8 +516,11 @@ class PerformanceMonitor:
     def _calibrate(self, eb: ErrorBatch) -> None:
         """Labelled scores: the first ``warmup`` fit the calibration (at the label that
         completes them); later ones score the estimate against the real outcome."""
-        p = np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
-                      for v in eb.predictions], dtype=float)
+        if set(map(type, eb.predictions)) <= {int, float}:
+            p = np.array(eb.predictions, dtype=np.float64)
+        else:
+            p = np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
+                          for v in eb.predictions], dtype=np.float64)
         ok = (p >= 0) & (p <= 1) & np.array(eb.binary)
         if not ok.any():
             return

@@ -1,12 +1,22 @@
 """What labels cost: replay with a label for every event vs the same events alone, same run.
 
-    python bench/labels.py [--events 120000] [--features 10] [--delay 2000] [--repeat 3]
+    python bench/labels.py [--events 120000] [--features 10] [--delay 2000] [--repeat 3] [--run]
 
 Workload: bench/e2e.py's events (one model, F features, a score); with labels, each event's
 label (0/1, agreeing with the score 90% of the time) arrives `--delay` events after it, in the
 same stream, as `streamdrift replay --labels` merges them. Each round feeds the two pipelines
 batch by batch in turn (this machine's speed drifts within seconds); rates are events/s, the
 ratio is per round, printed as median (lowest-highest).
+
+--cli also runs `streamdrift replay` as a process on the events file, with and without the
+labels file (merged by time), rounds alternating, rates as it prints them.
+
+--run also measures `streamdrift run` against the local broker (scripts/kafka): the events
+pre-produced to their topic and consumed; then each event's label produced to the labels
+topic and consumed. The busy time (sum of batch times, from /metrics) of each phase gives the
+events-only rate (events / events' time) and the rate with a label per event (events / both
+times): in a pre-produced topic a consumer reads the labels topic far ahead of the events
+one, so labels would arrive before their predictions; here they come after, as they do.
 """
 
 from __future__ import annotations
@@ -66,6 +76,76 @@ def round_rates(events: list[Message], merged: list[list[Message]], batch: int) 
     return len(events) / spent[0], len(events) / spent[1]
 
 
+def cli_rates(events: list[Message], labels: list[Message], repeat: int) -> list[tuple[float, float]]:
+    """`streamdrift replay` events/s of (the events file alone, with the labels file), per round."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ev, lb = Path(tmp) / "events.jsonl", Path(tmp) / "labels.jsonl"
+        ev.write_bytes(b"\n".join(m.value for m in events) + b"\n")
+        lb.write_bytes(b"\n".join(m.value for m in labels) + b"\n")
+
+        def rate(*extra: str) -> float:
+            proc = subprocess.run([sys.executable, "-m", "stream", "replay", str(ev), "--out", "/dev/null",
+                                   *extra], capture_output=True, check=True, cwd=ROOT)
+            return float(proc.stderr.rsplit(b"(", 1)[1].split(b" events/s")[0].replace(b",", b""))
+
+        return [(rate(), rate("--labels", str(lb))) for _ in range(repeat)]
+
+
+def _metric(port: int, prefix: str) -> float:
+    import urllib.request
+
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return -1.0
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def run_rates(events: list[Message], labels: list[Message], bootstrap: str, batch: int
+              ) -> tuple[float, float, float]:
+    """`streamdrift run`: (events/s of the events' busy time, events/s of both phases' busy
+    time, labels joined of those sent)."""
+    import os
+    import subprocess
+    import tempfile
+    import uuid
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from kafka_helpers import create_topics, free_port, produce, write_config
+
+    unique = uuid.uuid4().hex[:8]
+    create_topics(bootstrap, {f"events-{unique}": 1, f"labels-{unique}": 1})
+    produce(bootstrap, f"events-{unique}", [m.value for m in events])
+    port = free_port()
+    busy = 'streamdrift_batch_seconds_sum'
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = write_config(Path(tmp) / "c.toml", bootstrap, unique, port,
+                           kafka=f'labels_topic = "labels-{unique}"')
+        cfg.write_text(cfg.read_text().replace("batch_size = 2000", f"batch_size = {batch}"))
+        proc = subprocess.Popen([sys.executable, "-m", "stream", "run", "--config", str(cfg)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                cwd=ROOT, env={**os.environ})
+        try:
+            deadline = time.monotonic() + 600
+            while _metric(port, 'streamdrift_events_total{outcome="ok"}') < len(events):
+                assert time.monotonic() < deadline and proc.poll() is None, "the events were not consumed"
+                time.sleep(0.1)
+            events_s = _metric(port, busy)
+            produce(bootstrap, f"labels-{unique}", [m.value for m in labels])
+            while _metric(port, "streamdrift_labels_total") < len(labels):
+                assert time.monotonic() < deadline and proc.poll() is None, "the labels were not consumed"
+                time.sleep(0.1)
+            both_s = _metric(port, busy)
+            joined = _metric(port, 'streamdrift_labels_total{outcome="joined"}')
+        finally:
+            proc.terminate()
+            proc.wait(60)
+    return len(events) / events_s, len(events) / both_s, joined / len(labels)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=120_000)
@@ -73,6 +153,9 @@ def main() -> None:
     ap.add_argument("--delay", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=5000, help="events a batch (their labels come along)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cli", action="store_true", help="also `streamdrift replay` as a process")
+    ap.add_argument("--run", action="store_true", help="also `streamdrift run` against the local broker")
+    ap.add_argument("--bootstrap", default="127.0.0.1:9092")
     args = ap.parse_args()
     events, merged = streams(args.events, args.features, args.delay)
     rounds = [round_rates(events, merged, args.batch) for _ in range(args.repeat)]
@@ -82,6 +165,17 @@ def main() -> None:
     print(f"events={args.events} features={args.features} label delay={args.delay} events  "
           f"events alone {alone:9,.0f}/s  with a label per event {labeled:9,.0f} events/s = "
           f"{ratios[len(ratios) // 2]:.0%} ({ratios[0]:.0%}-{ratios[-1]:.0%}) of the events-only rate")
+    labels = [arrivals[1] for arrivals in merged if len(arrivals) > 1]
+    if args.cli:
+        rounds = cli_rates(events, labels, args.repeat)
+        ratios = sorted(b / a for a, b in rounds)
+        print(f"streamdrift replay: events alone {float(np.median([a for a, _ in rounds])):9,.0f}/s  with a "
+              f"label per event {float(np.median([b for _, b in rounds])):9,.0f} events/s = "
+              f"{ratios[len(ratios) // 2]:.0%} ({ratios[0]:.0%}-{ratios[-1]:.0%}) of the events-only rate")
+    if args.run:
+        alone, labeled, joined = run_rates(events, labels, args.bootstrap, args.batch)
+        print(f"run: events alone {alone:9,.0f}/s (busy)  with a label per event {labeled:9,.0f} events/s "
+              f"= {labeled / alone:.0%} of the events-only rate  ({joined:.0%} of the labels joined)")
 
 
 if __name__ == "__main__":

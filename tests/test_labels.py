@@ -177,3 +177,59 @@ def test_error_definitions():
     assert _error(3.5, "5") == (1.5, False)
     assert _error(0.9, "yes") == (1.0, True) and _error(0.9, "nan") == (1.0, True)   # classes
     assert _error("1", 1) == (0.0, True)                            # a class predicted: as text
+
+
+def test_a_batch_of_labels_checked_as_columns_reads_as_message_by_message():
+    """The columnar check of a batch of good labels gives what decoding each alone gives;
+    one bad label sends the batch message by message, and only it is a dead letter."""
+    from stream.ingest.labels import _columns, decode_label, decode_labels
+
+    limits = load_settings(env={}).limits
+    rng = np.random.default_rng(3)
+    docs = [{"model": f"m{i % 3}", "id": [f"p{i}", i][i % 2], "label": [0, 1, True, 0.5, "cat"][i % 5],
+             **({"ts": [1.7e9 + i, int(1.7e9) + i, "2024-01-01T00:00:00Z"][i % 3]} if i % 4 else {}),
+             **({"prediction": [0.25, "dog", 3][i % 3]} if i % 7 == 0 else {})} for i in range(200)]
+    rng.shuffle(docs)
+    msgs = [Message(orjson.dumps(d), "labels", 0, i, 1.6e9 + i) for i, d in enumerate(docs)]
+    assert _columns([orjson.loads(m.value) for m in msgs], msgs, limits) is not None   # (as columns)
+    batch, dead = decode_labels(msgs, limits)
+    one_by_one = [decode_label(m, limits) for m in msgs]
+    assert not dead and batch.index == list(range(len(msgs)))
+    assert list(zip(batch.models, batch.idents, batch.labels, batch.ts, batch.predictions, batch.messages,
+                    strict=True)) == [tuple(lab) for lab in one_by_one]
+    bad = msgs[:50] + [Message(orjson.dumps({"model": "m", "id": 1.5, "label": 1}), "labels", 0, 99, 0.0)]
+    batch, dead = decode_labels(bad, limits)
+    assert batch.index == list(range(50))
+    assert [(d.reason, d.message.offset) for d in dead] == [("invalid_id", 99)]
+
+
+def test_errors_of_a_batch_are_the_errors_one_by_one():
+    from stream.monitor.performance import errors_of
+
+    preds = [0.2, 0.7, 0.5, 1.0, 0.0, 3.5, -1.0, 0.9, True, "cat", 0.6, 2]
+    labels = [0, 1, 0, True, False, 3, 1, 1.0, 1, "cat", "1", 0]
+    for p, y in ((preds[:9], labels[:9]), (preds, labels)):      # numbers only (at once), mixed
+        errors, binary = errors_of(p, y)
+        assert list(zip(errors, binary, strict=True)) == [_error(a, b) for a, b in zip(p, y, strict=True)]
+
+
+def test_selection_outcomes_counted_at_once_pause_where_one_by_one_would_check():
+    from stream.monitor.feedback import SelectionWatch
+
+    rng = np.random.default_rng(5)
+    scores = [float(s) if k else "cls" for s, k in zip(rng.random(500), rng.random(500) > 0.1, strict=True)]
+    labeled = rng.random(500) < np.where(np.array([s if isinstance(s, float) else 0 for s in scores]) > 0.5,
+                                         0.9, 0.2)
+    watch, ref = SelectionWatch(5, 10, 0.5), SelectionWatch(5, 10, 0.5)
+    seen = []
+    for at, flagged in watch.outcomes(scores, labeled, 7):
+        seen.append((at, flagged, watch.labeled.tolist(), watch.unlabeled.tolist()))
+    want = []
+    for i, (s, y) in enumerate(zip(scores, labeled, strict=True)):
+        if isinstance(s, float):
+            (ref.labeled if y else ref.unlabeled)[min(int(s * 5), 4)] += 1
+            ref.total += 1
+            if ref.total % 7 == 0:
+                want.append((i, ref.flagged() is not None, ref.labeled.tolist(), ref.unlabeled.tolist()))
+    assert seen == want and any(f for _, f, *_ in want) and not all(f for _, f, *_ in want)
+    assert watch.labeled.tolist() == ref.labeled.tolist() and watch.total == ref.total

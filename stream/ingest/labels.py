@@ -10,6 +10,7 @@ orjson call and checked column by column; message by message only when one of th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -90,13 +91,10 @@ def _label(doc: Any, msg: Message, limits: LimitSettings) -> Label:
 def _columns(docs: list[Any], messages: list[Message], limits: LimitSettings) -> LabelBatch | None:
     """Every label of the batch as columns if all of them are good, else None. Same rules as
     :func:`_label`: JSON holds no NaN, so a float label is never one."""
-    if any(type(d) is not dict for d in docs):
+    if set(map(type, docs)) != {dict}:
         return None
-    models = [d.get("model") for d in docs]
-    idents = [d.get("id") for d in docs]
-    labels = [d.get("label") for d in docs]
-    stamps = [d.get("ts") for d in docs]
-    preds = [d.get("prediction") for d in docs]
+    models, idents, labels, stamps, preds = (list(map(dict.get, docs, repeat(key)))
+                                             for key in ("model", "id", "label", "ts", "prediction"))
     if set(map(type, models)) != {str} or not set(map(type, idents)) <= _IDS \
             or not set(map(type, labels)) <= _LABELS or not set(map(type, preds)) <= _PREDICTIONS:
         return None

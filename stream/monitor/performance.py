@@ -386,7 +386,7 @@ class LabelDesk:
             hi = bisect.bisect_right(clocks, due, lo + 1)
             hits = store.take_many(batch.models[lo:hi], batch.idents[lo:hi], positions[lo:hi])
             own = batch.predictions[lo:hi]
-            if own.count(None) == len(own) and all(type(h) is tuple for h in hits):
+            if own.count(None) == len(own) and None not in hits and "duplicate" not in hits:
                 joins.extend(range(lo, hi))
                 p, t, v = zip(*hits, strict=True)
                 preds.extend(p)
@@ -419,12 +419,13 @@ class LabelDesk:
         else:
             for r, model in enumerate(models):
                 rows.setdefault(model, []).append(r)
-        labels, ts, messages, at = ([values[i] for i in joins]
+        every = len(joins) == len(batch)
+        labels, ts, messages, at = (values if every else [values[i] for i in joins]
                                     for values in (batch.labels, batch.ts, batch.messages, positions))
         out = {}
         for model, r in rows.items():
-            every = len(r) == len(joins)
-            pick = lambda values: values if every else [values[i] for i in r]   # noqa: E731, B023
+            whole = len(r) == len(joins)
+            pick = lambda values: values if whole else [values[i] for i in r]   # noqa: E731, B023
             eb_preds = pick(preds)
             errors, binary = errors_of(eb_preds, pick(labels))
             out[model] = ErrorBatch(errors, binary, pick(ts), pick(pred_ts), eb_preds,

@@ -141,6 +141,39 @@ class Rates:
         self.count[j] = (k + v.size) % B
         return ends, np.abs(block / B - p) >= need
 
+    def settle(self, js: np.ndarray, values: list[np.ndarray], stable: np.ndarray) -> np.ndarray:
+        """Columns ``js`` (distinct) with their values: where a column is past its warm-up,
+        ``stable`` and none of the blocks ending among its values is off the reference (the
+        steady state, where :meth:`blocks` finds nothing to judge), advance its block as
+        :meth:`blocks` would, all columns at once. Returns which columns were settled; the
+        others are untouched (judge them one by one)."""
+        B = self.block
+        lens = np.array([v.size for v in values], dtype=np.int64)
+        starts = np.cumsum(lens) - lens
+        C = np.concatenate([[0.0], np.cumsum(np.concatenate(values))]) if values else np.zeros(1)
+        k = self.count[js].astype(np.int64)
+        ends = (k + lens) // B                        # blocks ending among each column's values
+        ok = (self.n[js] >= self.warmup) & stable
+        col = np.repeat(np.arange(js.size), np.where(ok, ends, 0))
+        if col.size:
+            first = np.cumsum(ends * ok) - ends * ok
+            t = np.arange(col.size) - first[col]
+            at = starts[col] + (B - k[col] - 1) + B * t          # each block's last value
+            S = C[at + 1] - C[starts[col]]                       # ones up to it (integers: exact)
+            prev = np.where(t == 0, -self.ones[js][col], np.concatenate([[0.0], S[:-1]]))
+            p = self.p[js][col]
+            sd = np.sqrt(p * (1 - p))
+            need = np.maximum(np.maximum(self.min_effect * sd, 3 * sd / np.sqrt(B)), 2.0 / B)
+            off = np.abs((S - prev) / B - p) >= need
+            ok &= np.bincount(col, weights=off, minlength=js.size) == 0
+        total = C[starts + lens] - C[starts]
+        last = np.where(ends > 0, C[np.clip(starts + (B - k - 1) + B * (ends - 1) + 1, 0, C.size - 1)]
+                        - C[starts], 0.0)
+        j = js[ok]
+        self.ones[j] = np.where(ends[ok] > 0, total[ok] - last[ok], self.ones[j] + total[ok])
+        self.count[j] = (k[ok] + lens[ok]) % B
+        return ok
+
 
 class QualityChecks:
     """The data-quality signals of one model.
@@ -309,13 +342,24 @@ class QualityChecks:
                 if before + row >= self.warmup:
                     alerts.append(self._new_feature(batch, f, kind, row, before + row))
         cols: dict[str, tuple[np.ndarray, np.ndarray]] = {}     # name -> (rows, 0/1 values)
-        every = np.arange(n)
+        every, none = np.arange(n), np.zeros(n)
+        # numeric features with a value in every row (the usual case) at once
+        pairs = self._pairs([f for f, kind in self.types.items() if kind == "number" and f != PREDICTION
+                             and f not in self.mismatched and f in batch.numeric], batch.numeric, n)
         for f, kind in self.types.items():
             if f == PREDICTION:
                 wrong = self.mismatched.get(f)
                 if "type" in self.enabled and wrong is not None:
                     rows = np.flatnonzero(wrong)
                     cols[f"type:{f}"] = (rows, np.ones(rows.size))
+                continue
+            if f in pairs:
+                if "missing" in self.enabled:
+                    cols[f"missing:{f}"] = (every, none)
+                if "type" in self.enabled:
+                    cols[f"type:{f}"] = (every, none)
+                if pairs[f] is not None:
+                    self._pair_checks(f, *pairs[f], cols)
                 continue
             numeric = batch.numeric.get(f)
             cat = batch.categorical.get(f)
@@ -344,10 +388,14 @@ class QualityChecks:
                 elif self._known_rate(j, rates.names[j]):
                     self.states.compare(j, "reference")
         quiet = 0
-        for name, (rows, v) in cols.items():
-            j = rates.index.get(name)
-            if j is None:
-                continue
+        names = [nm for nm in cols if nm in rates.index]
+        js = np.array([rates.index[nm] for nm in names], dtype=np.int64)
+        settled = rates.settle(js, [cols[nm][1] for nm in names], self.states.status[js] == STABLE)
+        for name, done in zip(names, settled.tolist(), strict=True):
+            if done:
+                continue                                 # (the steady state: nothing to judge)
+            rows, v = cols[name]
+            j = rates.index[name]
             skip = rates.learn(j, v) if not rates.ready(j) else 0
             if skip >= v.size:
                 continue
@@ -423,7 +471,44 @@ class QualityChecks:
         m = v.size // 2 * 2
         self.held[f] = float(v[-1]) if v.size % 2 else None
         self.last[f] = float(v[-1])
-        first, second, at = v[0:m:2], v[1:m:2], rows[1:m:2]      # a pair's row: its second value
+        self._pair_checks(f, rows[1:m:2], v[0:m:2], v[1:m:2], cols)   # a pair's row: its second value
+
+    def _pairs(self, features: list[str], numeric: dict[str, np.ndarray], n: int
+               ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+        """:meth:`_changes`' pairs (rows, first values, second values) of the features among
+        these with a value in every row, all of them at once (each group of features with and
+        without a value held from the last batch); None for each when no check uses pairs."""
+        if not features or not n:
+            return {}
+        X = np.column_stack([numeric[f] for f in features])
+        full = ~np.isnan(X).any(axis=0)
+        if not {"stuck", "spread"} & self.enabled:
+            return {f: None for f, ok in zip(features, full.tolist(), strict=True) if ok}
+        out = {}
+        carries = [self.held.get(f) is not None for f in features]
+        for carry in (False, True):
+            group = [c for c in range(len(features)) if full[c] and carries[c] == carry]
+            if not group:
+                continue
+            V = X[:, group]
+            rows = np.arange(n)
+            if carry:
+                V = np.vstack([[self.held[features[c]] for c in group], V])
+                rows = np.arange(-1, n)
+            m = V.shape[0] // 2 * 2
+            at, first, second = rows[1:m:2], V[0:m:2], V[1:m:2]
+            ends = V[-1].tolist()
+            for k, c in enumerate(group):
+                f = features[c]
+                self.held[f] = ends[k] if V.shape[0] % 2 else None
+                self.last[f] = ends[k]
+                out[f] = (at, first[:, k], second[:, k])
+        return out
+
+    def _pair_checks(self, f: str, at: np.ndarray, first: np.ndarray, second: np.ndarray,
+                     cols: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """stuck and spread of numeric feature f from its pairs: each pair's row (its second
+        value's), first and second values."""
         if "stuck" in self.enabled:
             cols[f"stuck:{f}"] = (at, (first == second).astype(float))
         if "spread" not in self.enabled or (self.seasonal is not None and (not self.seasonal

@@ -145,15 +145,17 @@ class Rates:
         """Columns ``js`` (distinct) with their values: where a column is past its warm-up,
         ``stable`` and none of the blocks ending among its values is off the reference (the
         steady state, where :meth:`blocks` finds nothing to judge), advance its block as
-        :meth:`blocks` would, all columns at once. Returns which columns were settled; the
-        others are untouched (judge them one by one)."""
+        :meth:`blocks` would; where its warm-up takes all its values, learn them; all columns
+        at once. Returns which columns were settled; the others are untouched (judge them
+        one by one)."""
         B = self.block
         lens = np.array([v.size for v in values], dtype=np.int64)
         starts = np.cumsum(lens) - lens
         C = np.concatenate([[0.0], np.cumsum(np.concatenate(values))]) if values else np.zeros(1)
         k = self.count[js].astype(np.int64)
         ends = (k + lens) // B                        # blocks ending among each column's values
-        ok = (self.n[js] >= self.warmup) & stable
+        ready = self.n[js] >= self.warmup
+        ok = ready & stable
         col = np.repeat(np.arange(js.size), np.where(ok, ends, 0))
         if col.size:
             first = np.cumsum(ends * ok) - ends * ok
@@ -172,7 +174,14 @@ class Rates:
         j = js[ok]
         self.ones[j] = np.where(ends[ok] > 0, total[ok] - last[ok], self.ones[j] + total[ok])
         self.count[j] = (k[ok] + lens[ok]) % B
-        return ok
+        # columns whose warm-up takes all their values (as :meth:`learn` would)
+        warm = ~ready & (self.n[js] + lens <= self.warmup)
+        j = js[warm]
+        self.learned_ones[j] += total[warm]
+        self.n[j] += lens[warm]
+        j = j[self.n[j] >= self.warmup]
+        self.p[j] = self.learned_ones[j] / self.n[j]
+        return ok | warm
 
 
 class QualityChecks:

@@ -27,7 +27,7 @@ from .types import MODEL_RE, Rebaseline, event_time
 
 Guarantee = Literal["at-least-once", "exactly-once"]
 DetectorName = Literal["adwin", "page_hinkley"]
-Format = Literal["streamdrift", "kserve", "oip", "seldon", "avro"]
+Format = Literal["streamdrift", "kserve", "oip", "seldon", "avro", "protobuf"]
 
 
 @dataclass(frozen=True)
@@ -147,8 +147,8 @@ class EstimateSettings:
 
 @dataclass(frozen=True)
 class RegistrySettings:
-    """A Confluent-compatible Schema Registry for topics of format avro (stream.ingest.avro),
-    and how a decoded record maps to an event."""
+    """A Confluent-compatible Schema Registry for topics of format avro or protobuf
+    (stream.ingest.avro, stream.ingest.protobuf), and how a decoded record maps to an event."""
     url: str = ""                       # e.g. http://registry:8081 (Confluent, Apicurio's ccompat API)
     timeout_s: float = 5.0              # per request; an unreachable registry stops the service
     model: str = ""                     # the model of records without a model field
@@ -348,11 +348,12 @@ def _validate(s: Settings) -> None:
     need(k.poll_timeout_s > 0, "kafka.poll_timeout_s", "must be > 0")
     _check_client(k)
     for topic, fmt in k.formats.items():
-        if fmt == "avro":
+        if fmt in ("avro", "protobuf"):
             need(s.registry.url.startswith(("http://", "https://")), f"kafka.formats.{topic}",
-                 "format avro needs registry.url (a Confluent-compatible Schema Registry)")
-            need(importlib.util.find_spec("fastavro") is not None, f"kafka.formats.{topic}",
-                 "format avro needs fastavro: pip install 'streamdrift[avro]'")
+                 f"format {fmt} needs registry.url (a Confluent-compatible Schema Registry)")
+            modules = ("fastavro",) if fmt == "avro" else ("google.protobuf", "grpc_tools")
+            need(all(importlib.util.find_spec(m) is not None for m in modules), f"kafka.formats.{topic}",
+                 f"format {fmt} needs {' and '.join(modules)}: pip install 'streamdrift[{fmt}]'")
         if fmt == "seldon":
             parts = topic.split(".")
             need(len(parts) >= 5 and parts[-3] == "model" and parts[-1] in ("inputs", "outputs"),

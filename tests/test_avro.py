@@ -24,8 +24,8 @@ from kafka_helpers import (
 
 from stream.config import RegistrySettings, load_settings
 from stream.errors import ConfigError
-from stream.ingest.avro import RegistryUnavailable
 from stream.ingest.convert import Converter
+from stream.ingest.registry import RegistryUnavailable
 from stream.pipeline import Pipeline
 from stream.types import Message
 

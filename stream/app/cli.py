@@ -14,8 +14,8 @@ from pathlib import Path
 from .. import __version__
 from ..config import Settings, load_settings
 from ..errors import ConfigError, DeliveryFailed
-from ..ingest.avro import RegistryUnavailable
 from ..ingest.control import parse_request
+from ..ingest.registry import RegistryUnavailable
 from ..kafka.clients import wait_for_broker
 from ..kafka.control import publish, publish_profiles
 from ..kafka.service import Service

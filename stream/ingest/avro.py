@@ -1,95 +1,26 @@
 """Avro records in the Confluent wire format -> streamdrift events.
 
 A message is the magic byte 0, the writer schema's id (4 bytes, big-endian) and the Avro
-binary record. The schema is fetched once per id from a Confluent-compatible Schema Registry
-(``GET /schemas/ids/<id>``: Confluent's, or Apicurio's ``/apis/ccompat/v7``) and cached for
-the life of the process; a record is decoded with fastavro and mapped to an event by the
-``[registry]`` field names: model (or a fixed ``registry.model``), id, ts, features (a map or
-record; without that field every other field is a feature) and prediction.
+binary record; the schema comes from the Schema Registry and the record is mapped to an event
+as :mod:`stream.ingest.registry` says, decoded with fastavro.
 
 Bad frames, unknown schema ids and records that do not decode are dead letters with reasons
-(``invalid_frame``, ``unknown_schema``, ``not_avro_schema``, ``invalid_avro``); a registry
-that cannot be reached is not the message's fault: :class:`RegistryUnavailable` stops the
-batch (nothing is committed; the service exits and is restarted, and reads it again).
+(``invalid_frame``, ``unknown_schema``, ``not_avro_schema``, ``invalid_avro``).
 """
 
 from __future__ import annotations
 
 import io
 import struct
-import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from ..config import LimitSettings, RegistrySettings
-from ..errors import Rejected, StreamdriftError
+from ..errors import Rejected
 from ..types import Message
-from .tensors import check_features
-from .values import parse_ts
-
-
-class RegistryUnavailable(StreamdriftError):
-    """The Schema Registry did not answer (not the message's fault)."""
-
-
-class SchemaRegistry:
-    """Schemas by id from a Confluent-compatible registry, cached (ids are immutable)."""
-
-    _shared: dict[str, SchemaRegistry] = {}
-    _lock = threading.Lock()
-
-    def __init__(self, url: str, timeout_s: float) -> None:
-        self.url, self.timeout_s = url.rstrip("/"), timeout_s
-        self.schemas: dict[int, tuple[str, str]] = {}     # id -> (schemaType, schema text)
-        self.unknown: set[int] = set()
-
-    @classmethod
-    def shared(cls, url: str, timeout_s: float) -> SchemaRegistry:
-        """One client (and cache) per registry URL in the process (every partition's pipeline)."""
-        with cls._lock:
-            if url not in cls._shared:
-                cls._shared[url] = cls(url, timeout_s)
-            return cls._shared[url]
-
-    def schema(self, schema_id: int) -> tuple[str, str] | None:
-        """(schemaType, schema) of an id; None when the registry does not know it."""
-        if schema_id in self.schemas:
-            return self.schemas[schema_id]
-        if schema_id in self.unknown:
-            return None
-        try:
-            with urllib.request.urlopen(f"{self.url}/schemas/ids/{schema_id}", timeout=self.timeout_s) as r:
-                body = orjson.loads(r.read())
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                self.unknown.add(schema_id)
-                return None
-            raise RegistryUnavailable(f"schema registry {self.url}: HTTP {exc.code} for schema id "
-                                      f"{schema_id}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise RegistryUnavailable(f"schema registry {self.url} unreachable: {exc}") from None
-        found = (str(body.get("schemaType", "AVRO")), str(body.get("schema", "")))
-        self.schemas[schema_id] = found
-        return found
-
-
-def _plain(v: Any) -> Any:
-    """Avro logical values as event values (numbers, strings)."""
-    if isinstance(v, datetime):
-        return v.timestamp()
-    if isinstance(v, Decimal):
-        return float(v)
-    if isinstance(v, date):
-        return v.isoformat()
-    if isinstance(v, bytes):
-        return v.decode("utf-8", errors="replace")
-    return v
+from .registry import RecordMapper, RegistryUnavailable, SchemaRegistry, schema_id
 
 
 class AvroAdapter:
@@ -104,9 +35,7 @@ class AvroAdapter:
 
     def __init__(self, registry: RegistrySettings, limits: LimitSettings,
                  check_model: Callable[[str], None]) -> None:
-        self.fields = registry
-        self.limits = limits
-        self.check_model = check_model
+        self.records = RecordMapper(registry, limits, check_model)
         self.registry = SchemaRegistry.shared(registry.url, registry.timeout_s) if registry.url else None
         self._parsed: dict[int, Any] = {}
 
@@ -140,48 +69,15 @@ class AvroAdapter:
         import fastavro
 
         v = msg.value
-        if len(v) < 5 or v[0] != 0:
-            raise Rejected("invalid_frame", "not the Confluent wire format (magic byte 0, a 4-byte "
-                           "schema id, the record)")
-        (schema_id,) = struct.unpack_from(">I", v, 1)
-        schema = self._reader(schema_id)
+        sid = schema_id(v)
+        schema = self._reader(sid)
         buf = io.BytesIO(v[5:])
         try:
             record = fastavro.schemaless_reader(buf, schema, None)
         except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError, struct.error) as exc:
-            raise Rejected("invalid_avro", f"not a record of schema {schema_id}: {exc!r}") from None
+            raise Rejected("invalid_avro", f"not a record of schema {sid}: {exc!r}") from None
         if buf.tell() != len(v) - 5:
-            raise Rejected("invalid_avro", f"{len(v) - 5 - buf.tell()} bytes after a record of schema "
-                           f"{schema_id}")
+            raise Rejected("invalid_avro", f"{len(v) - 5 - buf.tell()} bytes after a record of schema {sid}")
         if not isinstance(record, dict):
-            raise Rejected("invalid_avro", f"schema {schema_id} is not a record schema")
-        return self._event(record, msg)
-
-    def _event(self, record: dict, msg: Message) -> dict:
-        f = self.fields
-        model = record.get(f.model_field) or f.model
-        if not isinstance(model, str) or not model:
-            raise Rejected("invalid_model", f"no model: field {f.model_field!r} is missing and "
-                           "registry.model is not set")
-        self.check_model(model)
-        taken = {f.model_field, f.id_field, f.ts_field, f.features_field, f.prediction_field}
-        raw = record.get(f.features_field)
-        if isinstance(raw, dict):
-            features = {str(k): _plain(x) for k, x in raw.items()}
-        else:
-            features = {k: _plain(x) for k, x in record.items() if k not in taken}
-        check_features({k: [x] for k, x in features.items()}, self.limits)
-        event: dict[str, Any] = {"model": model, "features": features,
-                                 "id": str(record.get(f.id_field) or f"{msg.partition}-{msg.offset}")}
-        ts = record.get(f.ts_field)
-        if ts is not None:
-            ts = _plain(ts)
-            if isinstance(ts, (int, float)) and ts > 1e11:      # (epoch milliseconds)
-                ts = ts / 1000.0
-            event["ts"] = parse_ts(ts)
-        elif msg.timestamp > 0:
-            event["ts"] = msg.timestamp
-        pred = record.get(f.prediction_field)
-        if pred is not None:
-            event["prediction"] = _plain(pred)
-        return event
+            raise Rejected("invalid_avro", f"schema {sid} is not a record schema")
+        return self.records.event(record, msg)

@@ -3,8 +3,9 @@
 ``[kafka.formats]`` in the config (``replay --format`` for a file) names a topic's format:
 ``streamdrift`` (the event format itself, passed through), ``kserve``
 (:mod:`stream.ingest.kserve`), ``oip`` (:mod:`stream.ingest.oip`) or ``seldon``
-(:mod:`stream.ingest.seldon`, Kafka topics only: protobuf) or ``avro`` (:mod:`stream.ingest.avro`,
-Kafka topics only: Confluent-framed Avro with a Schema Registry). Each converted message
+(:mod:`stream.ingest.seldon`, Kafka topics only: protobuf), ``avro`` (:mod:`stream.ingest.avro`)
+or ``protobuf`` (:mod:`stream.ingest.protobuf`), Kafka topics only: Confluent-framed records
+with a Schema Registry. Each converted message
 keeps its source position, so alerts and dead letters point at it. A message an adapter
 cannot convert is a dead letter with its own raw bytes; a converted message that decoding
 rejects later (e.g. a feature mixing numbers and names within a batch) is dead-lettered as
@@ -23,10 +24,11 @@ from ..types import DeadLetter, Message
 from .avro import AvroAdapter
 from .kserve import KServeAdapter
 from .oip import OIPAdapter
+from .protobuf import ProtobufAdapter
 from .seldon import SeldonAdapter
 from .values import check_model
 
-FORMATS = ("streamdrift", "kserve", "oip", "seldon", "avro")
+FORMATS = ("streamdrift", "kserve", "oip", "seldon", "avro", "protobuf")
 _KNOWN_MODELS = 10_000     # model names remembered as valid (the check is then skipped)
 
 
@@ -39,7 +41,7 @@ class Converter:
     columns : model -> feature names of a single 2-D input tensor.
     max_pending : KServe events awaiting their pair, at most.
     limits : the event rules converted events must keep.
-    registry : the Schema Registry and record fields of the avro topics.
+    registry : the Schema Registry and record fields of the avro and protobuf topics.
     """
 
     def __init__(self, formats: dict[str, str], columns: dict[str, tuple[str, ...]],
@@ -52,6 +54,7 @@ class Converter:
         self.oip = OIPAdapter(columns, self.limits, self._check_model)
         self.seldon = SeldonAdapter(columns, self.limits, self._check_model, max_pending)
         self.avro = AvroAdapter(registry or RegistrySettings(), self.limits, self._check_model)
+        self.protobuf = ProtobufAdapter(registry or RegistrySettings(), self.limits, self._check_model)
 
     @property
     def changed(self) -> bool:
@@ -89,7 +92,8 @@ class Converter:
         out: list[Message] = []
         dead: list[DeadLetter] = []
         origins: dict[int, Message] = {}
-        adapters = {"kserve": self.kserve, "oip": self.oip, "seldon": self.seldon, "avro": self.avro}
+        adapters = {"kserve": self.kserve, "oip": self.oip, "seldon": self.seldon, "avro": self.avro,
+                    "protobuf": self.protobuf}
         for msg in messages:
             adapter = adapters.get(self.formats.get(msg.topic, "streamdrift"))
             if adapter is None:

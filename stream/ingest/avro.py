@@ -20,10 +20,10 @@ import orjson
 from ..config import LimitSettings, RegistrySettings
 from ..errors import Rejected
 from ..types import Message
-from .registry import RecordMapper, RegistryUnavailable, SchemaRegistry, schema_id
+from .registry import RegistryAdapter, schema_id
 
 
-class AvroAdapter:
+class AvroAdapter(RegistryAdapter):
     """Decodes Confluent-framed Avro records into events (stateless but for the schema cache).
 
     Parameters
@@ -33,36 +33,23 @@ class AvroAdapter:
     check_model : raises Rejected for a bad model name (shared with the other adapters).
     """
 
+    KIND = "AVRO"
+
     def __init__(self, registry: RegistrySettings, limits: LimitSettings,
                  check_model: Callable[[str], None]) -> None:
-        self.records = RecordMapper(registry, limits, check_model)
-        self.registry = SchemaRegistry.shared(registry.url, registry.timeout_s) if registry.url else None
+        super().__init__(registry, limits, check_model)
         self._parsed: dict[int, Any] = {}
 
-    def convert(self, msg: Message) -> tuple[list[dict | list], Rejected | None]:
-        try:
-            return [self._doc(msg)], None
-        except Rejected as exc:
-            return [], exc
-
-    def _reader(self, schema_id: int) -> Any:
+    def _reader(self, sid: int) -> Any:
         import fastavro  # (the avro extra; checked at start)
 
-        parsed = self._parsed.get(schema_id)
+        parsed = self._parsed.get(sid)
         if parsed is None:
-            if self.registry is None:
-                raise RegistryUnavailable("format avro needs registry.url")
-            found = self.registry.schema(schema_id)
-            if found is None:
-                raise Rejected("unknown_schema", f"schema id {schema_id} is not in the registry")
-            kind, text = found
-            if kind.upper() != "AVRO":
-                raise Rejected("not_avro_schema", f"schema id {schema_id} is {kind}, not AVRO")
             try:
-                parsed = fastavro.parse_schema(orjson.loads(text))
+                parsed = fastavro.parse_schema(orjson.loads(self.schema_text(sid)))
             except (fastavro.schema.SchemaParseException, ValueError, TypeError) as exc:  # JSON: ValueError
-                raise Rejected("invalid_schema", f"schema id {schema_id}: {exc}") from None
-            self._parsed[schema_id] = parsed
+                raise Rejected("invalid_schema", f"schema id {sid}: {exc}") from None
+            self._parsed[sid] = parsed
         return parsed
 
     def _doc(self, msg: Message) -> dict:

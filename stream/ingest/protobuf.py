@@ -29,36 +29,29 @@ from typing import Any
 from ..config import LimitSettings, RegistrySettings
 from ..errors import Rejected
 from ..types import Message
-from .registry import RecordMapper, RegistryUnavailable, SchemaRegistry, schema_id
+from .registry import RegistryAdapter, schema_id
+from .seldon import varint
 
 _WRAPPERS = {f"google.protobuf.{t}Value" for t in ("Double", "Float", "Int64", "UInt64", "Int32",
                                                     "UInt32", "Bool", "String", "Bytes")}
 
 
-def _varint(buf: bytes, at: int) -> tuple[int, int]:
+def _zigzag(buf: bytes, at: int) -> tuple[int, int]:
     """A zigzag-encoded varint at ``at``: (value, position after it)."""
-    shift = result = 0
-    while True:
-        if at >= len(buf) or shift > 63:
-            raise Rejected("invalid_frame", "the message-type index ends early")
-        b = buf[at]
-        result |= (b & 0x7F) << shift
-        at += 1
-        if not b & 0x80:
-            return (result >> 1) ^ -(result & 1), at
-        shift += 7
+    raw, at = varint(buf, at, "invalid_frame")
+    return (raw >> 1) ^ -(raw & 1), at
 
 
 def message_path(value: bytes) -> tuple[list[int], int]:
     """The message-type index path after the schema id, and where the record starts."""
-    count, at = _varint(value, 5)
+    count, at = _zigzag(value, 5)
     if count == 0:
         return [0], at                     # (the first message type of the schema)
     if count < 0 or count > 32:
         raise Rejected("invalid_frame", f"message-type index of {count} levels")
     path = []
     for _ in range(count):
-        i, at = _varint(value, at)
+        i, at = _zigzag(value, at)
         if i < 0:
             raise Rejected("invalid_frame", "a negative message-type index")
         path.append(i)
@@ -85,7 +78,7 @@ def _compile(text: str) -> bytes:
             return fh.read()
 
 
-class ProtobufAdapter:
+class ProtobufAdapter(RegistryAdapter):
     """Decodes Confluent-framed Protobuf records into events (stateless but for the caches).
 
     Parameters
@@ -95,33 +88,20 @@ class ProtobufAdapter:
     check_model : raises Rejected for a bad model name (shared with the other adapters).
     """
 
+    KIND = "PROTOBUF"
+
     def __init__(self, registry: RegistrySettings, limits: LimitSettings,
                  check_model: Callable[[str], None]) -> None:
-        self.records = RecordMapper(registry, limits, check_model)
-        self.registry = SchemaRegistry.shared(registry.url, registry.timeout_s) if registry.url else None
+        super().__init__(registry, limits, check_model)
         self._files: dict[int, list[Any]] = {}     # schema id -> its message types, in order
         self._classes: dict[tuple[int, tuple[int, ...]], Any] = {}
-
-    def convert(self, msg: Message) -> tuple[list[dict | list], Rejected | None]:
-        try:
-            return [self._doc(msg)], None
-        except Rejected as exc:
-            return [], exc
 
     def _file(self, sid: int) -> Any:
         from google.protobuf import descriptor_pb2, descriptor_pool  # (the protobuf extra)
 
         found = self._files.get(sid)
         if found is None:
-            if self.registry is None:
-                raise RegistryUnavailable("format protobuf needs registry.url")
-            schema = self.registry.schema(sid)
-            if schema is None:
-                raise Rejected("unknown_schema", f"schema id {sid} is not in the registry")
-            kind, text = schema
-            if kind.upper() != "PROTOBUF":
-                raise Rejected("not_protobuf_schema", f"schema id {sid} is {kind}, not PROTOBUF")
-            files = descriptor_pb2.FileDescriptorSet.FromString(_compile(text))
+            files = descriptor_pb2.FileDescriptorSet.FromString(_compile(self.schema_text(sid)))
             pool = descriptor_pool.DescriptorPool()       # (one per schema: names may repeat)
             for proto in files.file:
                 pool.Add(proto)

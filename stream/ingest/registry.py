@@ -139,3 +139,43 @@ class RecordMapper:
         if pred is not None:
             event["prediction"] = plain(pred)
         return event
+
+
+class RegistryAdapter:
+    """What the adapters of registry formats share: the schema cache and the record mapping.
+    A subclass names its schema type (``KIND``) and decodes a message in ``_doc``.
+
+    Parameters
+    ----------
+    registry : the ``[registry]`` table: URL, timeout and the record's field names.
+    limits : the event rules a record's features must keep.
+    check_model : raises Rejected for a bad model name (shared with the other adapters).
+    """
+
+    KIND = ""
+
+    def __init__(self, registry: RegistrySettings, limits: LimitSettings,
+                 check_model: Callable[[str], None]) -> None:
+        self.records = RecordMapper(registry, limits, check_model)
+        self.registry = SchemaRegistry.shared(registry.url, registry.timeout_s) if registry.url else None
+
+    def convert(self, msg: Message) -> tuple[list[dict | list], Rejected | None]:
+        try:
+            return [self._doc(msg)], None
+        except Rejected as exc:
+            return [], exc
+
+    def _doc(self, msg: Message) -> dict:
+        raise NotImplementedError
+
+    def schema_text(self, sid: int) -> str:
+        """The text of schema ``sid``, which must be of this adapter's kind."""
+        if self.registry is None:
+            raise RegistryUnavailable(f"format {self.KIND.lower()} needs registry.url")
+        found = self.registry.schema(sid)
+        if found is None:
+            raise Rejected("unknown_schema", f"schema id {sid} is not in the registry")
+        kind, text = found
+        if kind.upper() != self.KIND:
+            raise Rejected(f"not_{self.KIND.lower()}_schema", f"schema id {sid} is {kind}, not {self.KIND}")
+        return text

@@ -41,11 +41,12 @@ def model_of_topic(topic: str) -> tuple[str, str] | None:
     return None
 
 
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
+def varint(buf: bytes, i: int, reason: str = "invalid_protobuf") -> tuple[int, int]:
+    """The unsigned varint at ``i``: (value, position after it); Rejected(reason) if cut."""
     shift = result = 0
     while True:
         if i >= len(buf) or shift > 63:
-            raise Rejected("invalid_protobuf", "a varint runs past the message")
+            raise Rejected(reason, "a varint runs past the message")
         b = buf[i]
         result |= (b & 0x7F) << shift
         i += 1
@@ -59,16 +60,16 @@ def fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
     widths (as raw bytes for 32/64-bit), bytes for length-delimited fields."""
     i, n = 0, len(buf)
     while i < n:
-        key, i = _varint(buf, i)
+        key, i = varint(buf, i)
         number, wire = key >> 3, key & 7
         if number == 0:
             raise Rejected("invalid_protobuf", "field number 0")
         if wire == 0:
-            value, i = _varint(buf, i)
+            value, i = varint(buf, i)
         elif wire == 1:
             value, i = buf[i:i + 8], i + 8
         elif wire == 2:
-            size, i = _varint(buf, i)
+            size, i = varint(buf, i)
             value, i = buf[i:i + size], i + size
         elif wire == 5:
             value, i = buf[i:i + 4], i + 4
@@ -82,7 +83,7 @@ def fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
 def _varints(blob: bytes) -> list[int]:
     out, i = [], 0
     while i < len(blob):
-        v, i = _varint(blob, i)
+        v, i = varint(blob, i)
         out.append(v)
     return out
 

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
+from itertools import compress
+from operator import not_
 from typing import Any
 
 import numpy as np
@@ -181,10 +183,12 @@ class Pipeline:
         arrived = messages                  # the batch as it came: positions index it
         label_pos: list[int] = []
         if self.label_topics:
-            label_pos = [i for i, m in enumerate(messages) if m.topic in self.label_topics]
-            if label_pos:
-                labels = [messages[i] for i in label_pos]
-                messages = [m for m in messages if m.topic not in self.label_topics]
+            topics = self.label_topics
+            is_label = [m.topic in topics for m in messages]
+            if True in is_label:
+                label_pos = list(compress(range(len(messages)), is_label))
+                labels = list(compress(messages, is_label))
+                messages = list(compress(messages, map(not_, is_label)))
         adapter_dead: list[DeadLetter] = []
         origins: dict[int, Message] = {}
         converted = self.converter is not None and convert
@@ -311,7 +315,8 @@ class Pipeline:
         model and the predictions aged out meanwhile."""
         self.n_labels += len(messages)
         decoded, bad = decode_labels(messages, self.settings.limits)
-        joined, unjoined, expired = self.desk.labels(decoded, [positions[i] for i in decoded.index])
+        joined, unjoined, expired = self.desk.labels(
+            decoded, positions if len(decoded) == len(positions) else [positions[i] for i in decoded.index])
         result.dead_letters.extend(sorted(bad + unjoined, key=lambda d: d.message[1:4]))
         result.n_labels_joined = sum(len(eb.errors) for eb in joined.values())
         result.models_touched.update(joined)

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any, NamedTuple
 
-import numpy as np
 import orjson
 
 from ..config import LimitSettings
 from ..errors import Rejected
-from ..types import DeadLetter, Message, event_time, times_in_range
+from ..types import TS_END, TS_MIN, DeadLetter, Message, event_time
 from .values import check_model, parse_ts
 
 _IDS = {str, int}
@@ -105,10 +104,9 @@ def _columns(docs: list[Any], messages: list[Message], limits: LimitSettings) ->
         return None
     kinds = set(map(type, stamps))
     if kinds <= _NUMBERS:
-        ts = np.array(stamps, dtype=np.float64)
-        if not times_in_range(ts) or np.isnan(ts).any():
+        times = stamps if kinds == {float} else list(map(float, stamps))
+        if not (TS_MIN <= min(times) and max(times) < TS_END):     # (JSON holds no NaN)
             return None
-        times = ts.tolist()
     else:
         try:
             times = [m.timestamp if v is None else event_time(v)

@@ -22,9 +22,8 @@ from __future__ import annotations
 import bisect
 import math
 import sys
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import islice, repeat
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -46,8 +45,8 @@ SCORED = 1000          # recent labels the estimate is scored on (its bias: +-0.
 @dataclass
 class ErrorBatch:
     """Joined labels of one model, in arrival order."""
-    errors: list[float] = field(default_factory=list)
-    binary: list[bool] = field(default_factory=list)      # 0/1 error (accuracy) or not (MAE)
+    errors: np.ndarray = field(default_factory=lambda: np.zeros(0))       # per label (float64)
+    binary: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # 0/1 error (accuracy) or not (MAE)
     ts: list[float] = field(default_factory=list)         # label arrival (event time)
     prediction_ts: list[float] = field(default_factory=list)
     predictions: list[Any] = field(default_factory=list)   # the joined prediction (score/class)
@@ -58,7 +57,7 @@ class ErrorBatch:
     def only(self, rows: list[int]) -> ErrorBatch:
         """These rows, as an ErrorBatch of their own."""
         pick = lambda values: [values[i] for i in rows]                       # noqa: E731
-        return ErrorBatch(pick(self.errors), pick(self.binary), pick(self.ts), pick(self.prediction_ts),
+        return ErrorBatch(self.errors[rows], self.binary[rows], pick(self.ts), pick(self.prediction_ts),
                           pick(self.predictions), pick(self.messages), pick(self.versions),
                           pick(self.positions))
 
@@ -75,8 +74,9 @@ class PredictionStore:
     def __init__(self, max_size: int, ttl_s: float) -> None:
         self.max_size = max_size
         self.ttl_s = ttl_s
-        self.pending: dict[str, OrderedDict[Any, tuple[Any, float]]] = {}   # model -> id -> (prediction, ts)
-        self.labeled: dict[str, OrderedDict[Any, None]] = {}   # model -> ids labeled already
+        # (plain dicts: insertion-ordered, and pops and inserts cost half an OrderedDict's)
+        self.pending: dict[str, dict[Any, tuple[Any, float]]] = {}   # model -> id -> (prediction, ts)
+        self.labeled: dict[str, dict[Any, None]] = {}   # model -> ids labeled already
         self.size = 0                   # predictions pending, all models
         self.labeled_size = 0
         self.evicted = {"ttl": 0, "size": 0}
@@ -88,7 +88,7 @@ class PredictionStore:
         """Remember the batch's (id, prediction, ts) for events that have both; ``positions``:
         each row's message position in the batch (labels see only predictions before them)."""
         preds = batch.prediction_class if batch.prediction_class is not None else batch.prediction.tolist()
-        pending = self.pending.setdefault(batch.model, OrderedDict())
+        pending = self.pending.setdefault(batch.model, {})
         before = len(pending)
         ids, ts = batch.ids, batch.ts.tolist()
         versions = batch.versions if batch.versions is not None else [None] * len(ids)
@@ -132,12 +132,15 @@ class PredictionStore:
         expired = []
         fresh = self.fresh
         for model, pending in self.pending.items():
-            while pending:
-                ident, (pred, ts, _) = next(iter(pending.items()))
-                if ts >= limit or (before is not None and fresh.get(model, {}).get(ident, -1) >= before):
+            mine = fresh.get(model, {})
+            gone = []
+            for ident, (pred, ts, _) in pending.items():     # (one pass: see _shrink)
+                if ts >= limit or (before is not None and mine.get(ident, -1) >= before):
                     break
-                pending.popitem(last=False)
+                gone.append(ident)
                 expired.append((model, pred, ts))
+            for ident in gone:
+                del pending[ident]
         self.size -= len(expired)
         self.evicted["ttl"] += len(expired)
         return expired
@@ -163,7 +166,7 @@ class PredictionStore:
             pop, mine = pending.pop, fresh.get(model)
             done = labeled.get(model)
             if done is None:
-                done = labeled[model] = OrderedDict()
+                done = labeled[model] = {}
             if self.labeled_size + len(idents) <= self.max_size and not (mine and any(
                     mine.get(ident, -1) >= at for ident, at in zip(idents, positions, strict=True))):
                 # nothing this batch added is asked for early and the labeled ids need no room:
@@ -207,7 +210,7 @@ class PredictionStore:
             self.size -= 1
             done = labeled.get(model)
             if done is None:
-                done = labeled[model] = OrderedDict()
+                done = labeled[model] = {}
             done[ident] = None
             self.labeled_size += 1
             if self.labeled_size > self.max_size:
@@ -227,16 +230,16 @@ class PredictionStore:
         """Put back one model's :meth:`model_state`."""
         self.size -= len(self.pending.get(model, ()))
         self.labeled_size -= len(self.labeled.get(model, ()))
-        self.pending[model] = OrderedDict(
+        self.pending[model] = dict(
             (ident, (pred, ts, version)) for ident, pred, ts, version in zip(
                 state["ids"], state["predictions"], state["ts"].tolist(),
                 state.get("versions") or [None] * len(state["ids"]), strict=True))
-        self.labeled[model] = OrderedDict.fromkeys(state["labeled"])
+        self.labeled[model] = dict.fromkeys(state["labeled"])
         self.size += len(self.pending[model])
         self.labeled_size += len(self.labeled[model])
 
 
-def _shrink(per_model: dict[str, OrderedDict], excess: int) -> int:
+def _shrink(per_model: dict[str, dict], excess: int) -> int:
     """Drop ``excess`` oldest entries, taken from the largest models first; returns excess."""
     left = excess
     while left > 0:
@@ -245,8 +248,10 @@ def _shrink(per_model: dict[str, OrderedDict], excess: int) -> int:
         runner_up = sizes[1][0] if len(sizes) > 1 else 0
         n = min(left, max(1, model_size - runner_up))     # down to the next largest
         entries = per_model[model]
-        for _ in range(n):
-            entries.popitem(last=False)
+        # the oldest found in one pass: a dict's first live entry lies past those deleted
+        # before it (until the dict is next resized), so popping one at a time would rescan
+        for key in list(islice(entries, n)):
+            del entries[key]
         left -= n
     return excess
 
@@ -277,16 +282,17 @@ def error_of(pred: Any, label: Any) -> tuple[float, bool]:
     return abs(float(pred) - float(label)), False
 
 
-def errors_of(preds: list[Any], labels: list[Any]) -> tuple[list[float], list[bool]]:
-    """:func:`error_of` of each (prediction, label) pair; at once when all are numbers."""
+def errors_of(preds: list[Any], labels: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`error_of` of each (prediction, label) pair as arrays (errors, binary); at once
+    when all are numbers."""
     if set(map(type, preds)) <= _NUMBERS and set(map(type, labels)) <= _NUMBERS:
         p = np.array(preds, dtype=np.float64)
         y = np.array(labels, dtype=np.float64)
         binary = ((y == 0) | (y == 1)) & (p >= 0) & (p <= 1)
-        errors = np.where(binary, ((p >= 0.5) != (y == 1)).astype(np.float64), np.abs(p - y))
-        return errors.tolist(), binary.tolist()
+        return np.where(binary, ((p >= 0.5) != (y == 1)).astype(np.float64), np.abs(p - y)), binary
     pairs = [error_of(pred, label) for pred, label in zip(preds, labels, strict=True)]
-    return [e for e, _ in pairs], [b for _, b in pairs]
+    return (np.array([e for e, _ in pairs], dtype=np.float64).reshape(-1),
+            np.array([b for _, b in pairs], dtype=bool).reshape(-1))
 
 
 class Outcome(NamedTuple):
@@ -522,10 +528,10 @@ class PerformanceMonitor:
         else:
             p = np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
                           for v in eb.predictions], dtype=np.float64)
-        ok = (p >= 0) & (p <= 1) & np.array(eb.binary)
+        ok = (p >= 0) & (p <= 1) & eb.binary
         if not ok.any():
             return
-        correct = 1.0 - np.asarray(eb.errors)
+        correct = 1.0 - eb.errors
         y = np.where(correct > 0, p >= 0.5, p < 0.5).astype(float)
         rows = np.flatnonzero(ok)
         if self.calibration is None:
@@ -585,9 +591,9 @@ class PerformanceMonitor:
                 return 0
         if self.estimating:
             self._calibrate(eb)
-        X = np.asarray(eb.errors, dtype=np.float64)[:, None]
+        X = eb.errors[:, None]
         ts = np.asarray(eb.ts, dtype=np.float64)
-        self.binary = all(eb.binary)
+        self.binary = bool(eb.binary.all())
         self.n_labels += X.shape[0]
         reg = self.signals
         Z = reg.standardize(X)

@@ -149,28 +149,37 @@ class Rates:
         at once. Returns which columns were settled; the others are untouched (judge them
         one by one)."""
         B = self.block
-        lens = np.array([v.size for v in values], dtype=np.int64)
+        lens = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
         starts = np.cumsum(lens) - lens
         C = np.concatenate([[0.0], np.cumsum(np.concatenate(values))]) if values else np.zeros(1)
+        lo = C[starts]
+        total = C[starts + lens] - lo                 # ones among each column's values (exact)
         k = self.count[js].astype(np.int64)
         ends = (k + lens) // B                        # blocks ending among each column's values
         ready = self.n[js] >= self.warmup
         ok = ready & stable
-        col = np.repeat(np.arange(js.size), np.where(ok, ends, 0))
-        if col.size:
+        # ones up to each column's last block end
+        last = np.where(ends > 0, C[np.clip(starts + (B - k - 1) + B * (ends - 1) + 1, 0, C.size - 1)] - lo,
+                        0.0)
+        judged = ok & (ends > 0)
+        if judged.any() and (ends[judged] == 1).all():
+            # one block a column (the usual: fewer values than a block): its rate at once
+            p = self.p[js]
+            sd = np.sqrt(p * (1 - p))
+            need = np.maximum(np.maximum(self.min_effect * sd, 3 * sd / np.sqrt(B)), 2.0 / B)
+            ok &= ~(judged & (np.abs((last + self.ones[js]) / B - p) >= need))
+        elif judged.any():
+            col = np.repeat(np.arange(js.size), np.where(ok, ends, 0))
             first = np.cumsum(ends * ok) - ends * ok
             t = np.arange(col.size) - first[col]
             at = starts[col] + (B - k[col] - 1) + B * t          # each block's last value
-            S = C[at + 1] - C[starts[col]]                       # ones up to it (integers: exact)
+            S = C[at + 1] - lo[col]                              # ones up to it
             prev = np.where(t == 0, -self.ones[js][col], np.concatenate([[0.0], S[:-1]]))
             p = self.p[js][col]
             sd = np.sqrt(p * (1 - p))
             need = np.maximum(np.maximum(self.min_effect * sd, 3 * sd / np.sqrt(B)), 2.0 / B)
             off = np.abs((S - prev) / B - p) >= need
             ok &= np.bincount(col, weights=off, minlength=js.size) == 0
-        total = C[starts + lens] - C[starts]
-        last = np.where(ends > 0, C[np.clip(starts + (B - k - 1) + B * (ends - 1) + 1, 0, C.size - 1)]
-                        - C[starts], 0.0)
         j = js[ok]
         self.ones[j] = np.where(ends[ok] > 0, total[ok] - last[ok], self.ones[j] + total[ok])
         self.count[j] = (k[ok] + lens[ok]) % B
@@ -480,13 +489,17 @@ class QualityChecks:
         m = v.size // 2 * 2
         self.held[f] = float(v[-1]) if v.size % 2 else None
         self.last[f] = float(v[-1])
-        self._pair_checks(f, rows[1:m:2], v[0:m:2], v[1:m:2], cols)   # a pair's row: its second value
+        first, second = v[0:m:2], v[1:m:2]
+        change = np.abs(second - first)
+        self._pair_checks(f, rows[1:m:2], (first == second).astype(float), change, change > 0,
+                          cols)                                     # a pair's row: its second value
 
     def _pairs(self, features: list[str], numeric: dict[str, np.ndarray], n: int
-               ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
-        """:meth:`_changes`' pairs (rows, first values, second values) of the features among
-        these with a value in every row, all of them at once (each group of features with and
-        without a value held from the last batch); None for each when no check uses pairs."""
+               ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None]:
+        """:meth:`_changes`' pairs (rows, equal, change, moved: see :meth:`_pair_checks`) of
+        the features among these with a value in every row, all of them at once (each group of
+        features with and without a value held from the last batch); None for each when no
+        check uses pairs."""
         if not features or not n:
             return {}
         X = np.column_stack([numeric[f] for f in features])
@@ -506,25 +519,26 @@ class QualityChecks:
                 rows = np.arange(-1, n)
             m = V.shape[0] // 2 * 2
             at, first, second = rows[1:m:2], V[0:m:2], V[1:m:2]
+            stuck, change = (first == second).astype(float), np.abs(second - first)
+            moved = change > 0
             ends = V[-1].tolist()
             for k, c in enumerate(group):
                 f = features[c]
                 self.held[f] = ends[k] if V.shape[0] % 2 else None
                 self.last[f] = ends[k]
-                out[f] = (at, first[:, k], second[:, k])
+                out[f] = (at, stuck[:, k], change[:, k], moved[:, k])
         return out
 
-    def _pair_checks(self, f: str, at: np.ndarray, first: np.ndarray, second: np.ndarray,
+    def _pair_checks(self, f: str, at: np.ndarray, stuck: np.ndarray, change: np.ndarray, moved: np.ndarray,
                      cols: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         """stuck and spread of numeric feature f from its pairs: each pair's row (its second
-        value's), first and second values."""
+        value's), whether its values are equal (0/1), their absolute change and whether it
+        is not 0."""
         if "stuck" in self.enabled:
-            cols[f"stuck:{f}"] = (at, (first == second).astype(float))
+            cols[f"stuck:{f}"] = (at, stuck)
         if "spread" not in self.enabled or (self.seasonal is not None and (not self.seasonal
                                                                            or f in self.seasonal)):
             return
-        change = np.abs(second - first)
-        moved = change > 0
         median = self.change_median.get(f)
         if median is None:
             warm = self.changes.setdefault(f, [])

@@ -74,6 +74,8 @@ class Rates:
 
     def ensure(self, names: list[str]) -> int:
         new = [nm for nm in names if nm not in self.index]
+        if not new:
+            return 0
         for nm in new:
             self.index[nm] = len(self.names)
             self.names.append(nm)

@@ -1,6 +1,7 @@
 """What labels cost: replay with a label for every event vs the same events alone, same run.
 
-    python bench/labels.py [--events 120000] [--features 10] [--delay 2000] [--repeat 3] [--run]
+    python bench/labels.py [--events 120000] [--features 10] [--delay 2000] [--repeat 3]
+                           [--max-pending 1000000] [--cli] [--run]
 
 Workload: bench/e2e.py's events (one model, F features, a score); with labels, each event's
 label (0/1, agreeing with the score 90% of the time) arrives `--delay` events after it, in the
@@ -60,8 +61,10 @@ def streams(n: int, f: int, delay: int) -> tuple[list[Message], list[list[Messag
     return events, merged
 
 
-def round_rates(events: list[Message], merged: list[list[Message]], batch: int) -> tuple[float, float]:
-    settings = load_settings(env={}, overrides={"limits.max_message_bytes": 64 << 20})
+def round_rates(events: list[Message], merged: list[list[Message]], batch: int,
+                max_pending: int) -> tuple[float, float]:
+    settings = load_settings(env={}, overrides={"limits.max_message_bytes": 64 << 20,
+                                                "limits.max_pending_predictions": max_pending})
     alone, labeled = Pipeline(settings), Pipeline(settings, label_topics={"labels"})
     spent = [0.0, 0.0]
     for s in range(0, len(events), batch):
@@ -152,13 +155,15 @@ def main() -> None:
     ap.add_argument("--features", type=int, default=10)
     ap.add_argument("--delay", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=5000, help="events a batch (their labels come along)")
+    ap.add_argument("--max-pending", type=int, default=1_000_000,
+                    help="limits.max_pending_predictions (below --events: the stores run at capacity)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cli", action="store_true", help="also `streamdrift replay` as a process")
     ap.add_argument("--run", action="store_true", help="also `streamdrift run` against the local broker")
     ap.add_argument("--bootstrap", default="127.0.0.1:9092")
     args = ap.parse_args()
     events, merged = streams(args.events, args.features, args.delay)
-    rounds = [round_rates(events, merged, args.batch) for _ in range(args.repeat)]
+    rounds = [round_rates(events, merged, args.batch, args.max_pending) for _ in range(args.repeat)]
     ratios = sorted(b / a for a, b in rounds)
     alone = float(np.median([a for a, _ in rounds]))
     labeled = float(np.median([b for _, b in rounds]))

@@ -22,8 +22,9 @@ from __future__ import annotations
 import bisect
 import math
 import sys
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from itertools import islice, repeat
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -74,9 +75,11 @@ class PredictionStore:
     def __init__(self, max_size: int, ttl_s: float) -> None:
         self.max_size = max_size
         self.ttl_s = ttl_s
-        # (plain dicts: insertion-ordered, and pops and inserts cost half an OrderedDict's)
-        self.pending: dict[str, dict[Any, tuple[Any, float]]] = {}   # model -> id -> (prediction, ts)
-        self.labeled: dict[str, dict[Any, None]] = {}   # model -> ids labeled already
+        # (OrderedDicts: the oldest is found in O(1); a plain dict's first live entry lies past
+        # every entry deleted before it until its next resize: at capacity each label would
+        # scan them, docs/performance.md)
+        self.pending: dict[str, OrderedDict[Any, tuple[Any, float]]] = {}   # model -> id -> (prediction, ts)
+        self.labeled: dict[str, OrderedDict[Any, None]] = {}   # model -> ids labeled already
         self.size = 0                   # predictions pending, all models
         self.labeled_size = 0
         self.evicted = {"ttl": 0, "size": 0}
@@ -88,7 +91,7 @@ class PredictionStore:
         """Remember the batch's (id, prediction, ts) for events that have both; ``positions``:
         each row's message position in the batch (labels see only predictions before them)."""
         preds = batch.prediction_class if batch.prediction_class is not None else batch.prediction.tolist()
-        pending = self.pending.setdefault(batch.model, {})
+        pending = self.pending.setdefault(batch.model, OrderedDict())
         before = len(pending)
         ids, ts = batch.ids, batch.ts.tolist()
         versions = batch.versions if batch.versions is not None else [None] * len(ids)
@@ -133,14 +136,12 @@ class PredictionStore:
         fresh = self.fresh
         for model, pending in self.pending.items():
             mine = fresh.get(model, {})
-            gone = []
-            for ident, (pred, ts, _) in pending.items():     # (one pass: see _shrink)
+            while pending:
+                ident, (pred, ts, _) = next(iter(pending.items()))
                 if ts >= limit or (before is not None and mine.get(ident, -1) >= before):
                     break
-                gone.append(ident)
+                pending.popitem(last=False)
                 expired.append((model, pred, ts))
-            for ident in gone:
-                del pending[ident]
         self.size -= len(expired)
         self.evicted["ttl"] += len(expired)
         return expired
@@ -166,7 +167,7 @@ class PredictionStore:
             pop, mine = pending.pop, fresh.get(model)
             done = labeled.get(model)
             if done is None:
-                done = labeled[model] = {}
+                done = labeled[model] = OrderedDict()
             if self.labeled_size + len(idents) <= self.max_size and not (mine and any(
                     mine.get(ident, -1) >= at for ident, at in zip(idents, positions, strict=True))):
                 # nothing this batch added is asked for early and the labeled ids need no room:
@@ -210,7 +211,7 @@ class PredictionStore:
             self.size -= 1
             done = labeled.get(model)
             if done is None:
-                done = labeled[model] = {}
+                done = labeled[model] = OrderedDict()
             done[ident] = None
             self.labeled_size += 1
             if self.labeled_size > self.max_size:
@@ -230,16 +231,16 @@ class PredictionStore:
         """Put back one model's :meth:`model_state`."""
         self.size -= len(self.pending.get(model, ()))
         self.labeled_size -= len(self.labeled.get(model, ()))
-        self.pending[model] = dict(
+        self.pending[model] = OrderedDict(
             (ident, (pred, ts, version)) for ident, pred, ts, version in zip(
                 state["ids"], state["predictions"], state["ts"].tolist(),
                 state.get("versions") or [None] * len(state["ids"]), strict=True))
-        self.labeled[model] = dict.fromkeys(state["labeled"])
+        self.labeled[model] = OrderedDict.fromkeys(state["labeled"])
         self.size += len(self.pending[model])
         self.labeled_size += len(self.labeled[model])
 
 
-def _shrink(per_model: dict[str, dict], excess: int) -> int:
+def _shrink(per_model: dict[str, OrderedDict], excess: int) -> int:
     """Drop ``excess`` oldest entries, taken from the largest models first; returns excess."""
     left = excess
     while left > 0:
@@ -248,10 +249,8 @@ def _shrink(per_model: dict[str, dict], excess: int) -> int:
         runner_up = sizes[1][0] if len(sizes) > 1 else 0
         n = min(left, max(1, model_size - runner_up))     # down to the next largest
         entries = per_model[model]
-        # the oldest found in one pass: a dict's first live entry lies past those deleted
-        # before it (until the dict is next resized), so popping one at a time would rescan
-        for key in list(islice(entries, n)):
-            del entries[key]
+        for _ in range(n):
+            entries.popitem(last=False)
         left -= n
     return excess
 

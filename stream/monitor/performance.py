@@ -40,7 +40,7 @@ from .reference import Profile, Profiles
 from .signals import SignalRegistry
 
 _NUMBERS = {int, float, bool}
-SCORED = 1000          # recent labels the estimate is scored on (its bias: +-0.015 at accuracy 0.75)
+SCORED = 1000          # recent labels the estimate is scored on (enough that its noise stays small)
 
 
 @dataclass
@@ -75,9 +75,7 @@ class PredictionStore:
     def __init__(self, max_size: int, ttl_s: float) -> None:
         self.max_size = max_size
         self.ttl_s = ttl_s
-        # (OrderedDicts: the oldest is found in O(1); a plain dict's first live entry lies past
-        # every entry deleted before it until its next resize: at capacity each label would
-        # scan them, docs/performance.md)
+        # (OrderedDicts: expiry and eviction take the oldest entry in O(1) at any size)
         self.pending: dict[str, OrderedDict[Any, tuple[Any, float]]] = {}   # model -> id -> (prediction, ts)
         self.labeled: dict[str, OrderedDict[Any, None]] = {}   # model -> ids labeled already
         self.size = 0                   # predictions pending, all models
@@ -158,45 +156,25 @@ class PredictionStore:
     def take_many(self, models: list[str], idents: list[Any], positions: list[int]) -> list[Any]:
         """:meth:`take` of each (model, id, position), in order."""
         pend, fresh, labeled = self.pending, self.fresh, self.labeled
-        hits: list[Any] = []
-        append = hits.append
-        kinds = set(models)
-        if len(kinds) == 1:                   # one model: its dicts looked up once
+        if len(set(models)) == 1 and self.labeled_size + len(idents) <= self.max_size:
             model = models[0]
-            pending = pend.get(model) or {}
-            pop, mine = pending.pop, fresh.get(model)
-            done = labeled.get(model)
-            if done is None:
-                done = labeled[model] = OrderedDict()
-            if self.labeled_size + len(idents) <= self.max_size and not (mine and any(
-                    mine.get(ident, -1) >= at for ident, at in zip(idents, positions, strict=True))):
-                # nothing this batch added is asked for early and the labeled ids need no room:
+            mine = fresh.get(model) or {}
+            if not any(mine.get(ident, -1) >= at for ident, at in zip(idents, positions, strict=True)):
+                # one model, nothing this batch added asked for early, no labeled id to evict:
                 # the takes at once (an id taken twice finds itself labeled the second time)
+                pop = (pend.get(model) or {}).pop
                 hits = [pop(ident, None) for ident in idents]
                 taken = [ident for ident, hit in zip(idents, hits, strict=True) if hit is not None]
-                done.update(dict.fromkeys(taken))
+                labeled.setdefault(model, OrderedDict()).update(dict.fromkeys(taken))
                 self.size -= len(taken)
                 self.labeled_size += len(taken)
                 if len(taken) < len(hits):
+                    done = labeled[model]
                     hits = [hit if hit is not None else "duplicate" if ident in done else None
                             for ident, hit in zip(idents, hits, strict=True)]
                 return hits
-            for ident, at in zip(idents, positions, strict=True):
-                if mine and mine.get(ident, -1) >= at:
-                    append(None)
-                    continue
-                hit = pop(ident, None)
-                if hit is None:
-                    append("duplicate" if ident in done else None)
-                    continue
-                append(hit)
-                done[ident] = None
-                self.size -= 1
-                self.labeled_size += 1
-                if self.labeled_size > self.max_size:
-                    _shrink(labeled, self.labeled_size - self.max_size)
-                    self.labeled_size = self.max_size
-            return hits
+        hits: list[Any] = []
+        append = hits.append
         for model, ident, at in zip(models, idents, positions, strict=True):
             mine = fresh.get(model)
             if mine and mine.get(ident, -1) >= at:

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import io
-import json
 import struct
-import urllib.request
-import uuid
 
 import numpy as np
 import orjson
 import pytest
-from kafka_helpers import (
-    alerts_of,
-    create_topics,
-    free_port,
-    produce,
-    read_topic,
-    start_service,
-    stop_service,
-    write_config,
-)
+from kafka_helpers import free_port
+from registry_helpers import register, service_reads
 
 from stream.config import RegistrySettings, load_settings
 from stream.errors import ConfigError
@@ -40,16 +29,6 @@ EVENT = {"type": "record", "name": "Scored", "namespace": "shop", "fields": [
 FLAT = {"type": "record", "name": "Flat", "fields": [
     {"name": "user_id", "type": "string"}, {"name": "amount", "type": "double"},
     {"name": "country", "type": "string"}, {"name": "score", "type": "float"}]}
-
-
-def register(url: str, schema: dict | str, schema_type: str = "AVRO") -> int:
-    body = {"schema": schema if isinstance(schema, str) else json.dumps(schema)}
-    if schema_type != "AVRO":
-        body["schemaType"] = schema_type
-    req = urllib.request.Request(f"{url}/subjects/t-{uuid.uuid4().hex[:8]}-value/versions",
-                                 data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/vnd.schemaregistry.v1+json"})
-    return json.loads(urllib.request.urlopen(req, timeout=10).read())["id"]
 
 
 def frame(schema_id: int, schema: dict, record: dict) -> bytes:
@@ -127,21 +106,6 @@ def test_drift_in_avro_events_is_found(schema_registry):
 @pytest.mark.kafka
 def test_the_service_reads_avro_topics(kafka_bootstrap, schema_registry, unique, tmp_path):
     sid = register(schema_registry, EVENT)
-    create_topics(kafka_bootstrap, {f"events-{unique}": 1})
-    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, free_port(),
-                       f'[registry]\nurl = "{schema_registry}"\n\n'
-                       f'[kafka.formats]\n"events-{unique}" = "avro"\n')
-    rng = np.random.default_rng(1)
-    values = [frame(sid, EVENT, {"model": "m", "id": f"e{i}", "ts": 1_700_000_000_000 + 1000 * i,
-                                 "features": {"x": float(rng.normal(3 if i >= 4000 else 0, 1))},
-                                 "prediction": None}) for i in range(8000)]
-    proc = start_service(cfg, tmp_path / "service.log")
-    try:
-        produce(kafka_bootstrap, f"events-{unique}", values + [b"not avro"])
-        got = alerts_of(read_topic(kafka_bootstrap, f"alerts-{unique}",
-                                   lambda ms: any(a["signal"] == "feature:x" for a in alerts_of(ms)), 120))
-        assert got[0]["model"] == "m" and got[0]["at"]["offset"] >= 4000
-        dead = read_topic(kafka_bootstrap, f"dead-{unique}", lambda ms: len(ms) >= 1, timeout_s=60)
-        assert dict(dead[0].headers())["streamdrift.reason"] == b"invalid_frame"
-    finally:
-        assert stop_service(proc) == 0
+    service_reads("avro", lambda i, x: frame(sid, EVENT, {
+        "model": "m", "id": f"e{i}", "ts": 1_700_000_000_000 + 1000 * i, "features": {"x": x},
+        "prediction": None}), kafka_bootstrap, schema_registry, unique, tmp_path)

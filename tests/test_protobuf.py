@@ -10,17 +10,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from kafka_helpers import (
-    alerts_of,
-    create_topics,
-    free_port,
-    produce,
-    read_topic,
-    start_service,
-    stop_service,
-    write_config,
-)
-from test_avro import register
+from registry_helpers import register, service_reads
 
 from stream.config import RegistrySettings, load_settings
 from stream.errors import ConfigError
@@ -180,21 +170,6 @@ def test_drift_in_protobuf_events_is_found(schema_registry, tmp_path):
 def test_the_service_reads_protobuf_topics(kafka_bootstrap, schema_registry, unique, tmp_path):
     cls = classes(tmp_path)
     sid = register(schema_registry, SCHEMA, "PROTOBUF")
-    create_topics(kafka_bootstrap, {f"events-{unique}": 1})
-    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, free_port(),
-                       f'[registry]\nurl = "{schema_registry}"\n\n'
-                       f'[kafka.formats]\n"events-{unique}" = "protobuf"\n')
-    rng = np.random.default_rng(1)
-    values = [frame(sid, [1], scored(cls, model="m", id=f"e{i}", ts=1.7e9 + i,
-                                     features={"x": float(rng.normal(3 if i >= 4000 else 0, 1))}))
-              for i in range(8000)]
-    proc = start_service(cfg, tmp_path / "service.log")
-    try:
-        produce(kafka_bootstrap, f"events-{unique}", values + [b"not protobuf"])
-        got = alerts_of(read_topic(kafka_bootstrap, f"alerts-{unique}",
-                                   lambda ms: any(a["signal"] == "feature:x" for a in alerts_of(ms)), 120))
-        assert got[0]["model"] == "m" and got[0]["at"]["offset"] >= 4000
-        dead = read_topic(kafka_bootstrap, f"dead-{unique}", lambda ms: len(ms) >= 1, timeout_s=60)
-        assert dict(dead[0].headers())["streamdrift.reason"] == b"invalid_frame"
-    finally:
-        assert stop_service(proc) == 0
+    service_reads("protobuf", lambda i, x: frame(sid, [1], scored(cls, model="m", id=f"e{i}", ts=1.7e9 + i,
+                                                                  features={"x": x})),
+                  kafka_bootstrap, schema_registry, unique, tmp_path)

@@ -12,44 +12,30 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from ..config import LimitSettings, RegistrySettings
 from ..errors import Rejected
 from ..types import Message
 from .registry import RegistryAdapter, schema_id
 
 
 class AvroAdapter(RegistryAdapter):
-    """Decodes Confluent-framed Avro records into events (stateless but for the schema cache).
-
-    Parameters
-    ----------
-    registry : the ``[registry]`` table: URL, timeout and the record's field names.
-    limits : the event rules a record's features must keep.
-    check_model : raises Rejected for a bad model name (shared with the other adapters).
-    """
+    """Decodes Confluent-framed Avro records into events (parameters: :class:`RegistryAdapter`)."""
 
     KIND = "AVRO"
-
-    def __init__(self, registry: RegistrySettings, limits: LimitSettings,
-                 check_model: Callable[[str], None]) -> None:
-        super().__init__(registry, limits, check_model)
-        self._parsed: dict[int, Any] = {}
 
     def _reader(self, sid: int) -> Any:
         import fastavro  # (the avro extra; checked at start)
 
-        parsed = self._parsed.get(sid)
+        parsed = self.cache.get(sid)
         if parsed is None:
             try:
                 parsed = fastavro.parse_schema(orjson.loads(self.schema_text(sid)))
             except (fastavro.schema.SchemaParseException, ValueError, TypeError) as exc:  # JSON: ValueError
                 raise Rejected("invalid_schema", f"schema id {sid}: {exc}") from None
-            self._parsed[sid] = parsed
+            self.cache[sid] = parsed
         return parsed
 
     def _doc(self, msg: Message) -> dict:

@@ -23,10 +23,8 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from typing import Any
 
-from ..config import LimitSettings, RegistrySettings
 from ..errors import Rejected
 from ..types import Message
 from .registry import RegistryAdapter, schema_id
@@ -79,27 +77,15 @@ def _compile(text: str) -> bytes:
 
 
 class ProtobufAdapter(RegistryAdapter):
-    """Decodes Confluent-framed Protobuf records into events (stateless but for the caches).
-
-    Parameters
-    ----------
-    registry : the ``[registry]`` table: URL, timeout and the record's field names.
-    limits : the event rules a record's features must keep.
-    check_model : raises Rejected for a bad model name (shared with the other adapters).
-    """
+    """Decodes Confluent-framed Protobuf records into events (parameters: :class:`RegistryAdapter`).
+    Its cache holds each schema's message types (by id) and message classes (by id and path)."""
 
     KIND = "PROTOBUF"
-
-    def __init__(self, registry: RegistrySettings, limits: LimitSettings,
-                 check_model: Callable[[str], None]) -> None:
-        super().__init__(registry, limits, check_model)
-        self._files: dict[int, list[Any]] = {}     # schema id -> its message types, in order
-        self._classes: dict[tuple[int, tuple[int, ...]], Any] = {}
 
     def _file(self, sid: int) -> Any:
         from google.protobuf import descriptor_pb2, descriptor_pool  # (the protobuf extra)
 
-        found = self._files.get(sid)
+        found = self.cache.get(sid)
         if found is None:
             files = descriptor_pb2.FileDescriptorSet.FromString(_compile(self.schema_text(sid)))
             pool = descriptor_pool.DescriptorPool()       # (one per schema: names may repeat)
@@ -108,14 +94,14 @@ class ProtobufAdapter(RegistryAdapter):
             main = files.file[-1]                          # (protoc lists the imports first)
             prefix = f"{main.package}." if main.package else ""
             found = [pool.FindMessageTypeByName(prefix + m.name) for m in main.message_type]
-            self._files[sid] = found
+            self.cache[sid] = found
         return found
 
     def _class(self, sid: int, path: list[int]) -> Any:
         from google.protobuf import message_factory
 
         key = (sid, tuple(path))
-        cls = self._classes.get(key)
+        cls = self.cache.get(key)
         if cls is None:
             types = self._file(sid)
             desc = None
@@ -125,7 +111,7 @@ class ProtobufAdapter(RegistryAdapter):
                 desc = types[i]
                 # (the types declared in the schema: a map field's entry type is not one)
                 types = [t for t in desc.nested_types if not t.GetOptions().map_entry]
-            cls = self._classes[key] = message_factory.GetMessageClass(desc)
+            cls = self.cache[key] = message_factory.GetMessageClass(desc)
         return cls
 
     def _doc(self, msg: Message) -> dict:

@@ -143,7 +143,8 @@ class RecordMapper:
 
 class RegistryAdapter:
     """What the adapters of registry formats share: the schema cache and the record mapping.
-    A subclass names its schema type (``KIND``) and decodes a message in ``_doc``.
+    A subclass names its schema type (``KIND``) and decodes a message in ``_doc``, keeping
+    what it builds from a schema in ``cache``.
 
     Parameters
     ----------
@@ -158,6 +159,7 @@ class RegistryAdapter:
                  check_model: Callable[[str], None]) -> None:
         self.records = RecordMapper(registry, limits, check_model)
         self.registry = SchemaRegistry.shared(registry.url, registry.timeout_s) if registry.url else None
+        self.cache: dict[Any, Any] = {}     # what a subclass derives from a schema, by its key
 
     def convert(self, msg: Message) -> tuple[list[dict | list], Rejected | None]:
         try:

@@ -51,6 +51,7 @@ from stream import pipeline as pipeline_module  # noqa: E402
 from stream.config import load_settings  # noqa: E402
 from stream.ingest.rows import Message  # noqa: E402
 from stream.pipeline import Pipeline, collector_paused  # noqa: E402
+from stream.replay import batch_size as replay_batch_size  # noqa: E402
 
 
 def make_values(n: int, f: int, seed: int = 0, models: int = 1, own_names: bool = False
@@ -127,7 +128,8 @@ DETECT_ALL = pipeline_module.detect_all
 
 def replay_rates(values: list[bytes], batch: int = 5000, fmt: str = "streamdrift",
                  beside: Callable[[int, int], None] | None = None) -> tuple[float, float]:
-    """(rows/s through the pipeline, rows/s of the detectors alone): the second is the time
+    """(rows/s through the pipeline in batches as `streamdrift replay` makes them from
+    ``batch`` lines, rows/s of the detectors alone): the second is the time
     the same run spent in the detectors' updates (pipeline.detect_all), a ceiling that no
     input format can pass. ``beside(start, stop)`` runs before each batch of messages
     [start, stop), untimed: baselines measured in turn with the pipeline, batch by batch."""
@@ -148,14 +150,17 @@ def replay_rates(values: list[bytes], batch: int = 5000, fmt: str = "streamdrift
     pipeline_module.detect_all = timed_detect
     elapsed = 0.0
     try:
-        for s in range(0, len(msgs), batch):
+        s, step = 0, batch
+        while s < len(msgs):
             if beside is not None:
-                beside(s, s + batch)
+                beside(s, s + step)
             t = time.perf_counter()
-            result = pipeline.process(msgs[s:s + batch])
+            result = pipeline.process(msgs[s:s + step])
             elapsed += time.perf_counter() - t
             rows += result.n_events
             assert not result.dead_letters, result.dead_letters[0].reason
+            s += step
+            step = replay_batch_size(batch, len(pipeline.models), step / max(1, result.n_events))
     finally:
         pipeline_module.detect_all = detect
     return rows / elapsed, rows / in_detect[0]

@@ -37,6 +37,10 @@ from .types import TS_END, TS_MIN, Message
 
 STDIN = "-"
 CHUNK = 4096                          # lines a file is read and keyed by, when merged
+_PARSE_LINES = 1024                   # lines parsed by one orjson call: their objects stay in
+                                      # the CPU caches while their times are read
+PER_MODEL = 200                       # events a model a batch that replay's batches grow to
+MAX_BATCH = 50_000                    # lines a batch of replay at most, when grown
 _BOM = b"\xef\xbb\xbf"                    # UTF-8 byte-order mark
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}   # by file suffix
 # what reading a damaged file raises (BadGzipFile is an OSError; truncated archives: EOFError)
@@ -85,8 +89,12 @@ def _ts_key(msg: Message, fmt: str = "streamdrift") -> float:
 
 
 def _ts_keys(messages: list[Message], fmt: str) -> np.ndarray:
-    """:func:`_ts_key` of each message: a chunk's lines parsed by one orjson call, plain
-    numbers as times at once, line by line what is not (RFC 3339 texts, other formats)."""
+    """:func:`_ts_key` of each message: lines parsed _PARSE_LINES at a time by one orjson
+    call, plain numbers as times at once, line by line what is not (RFC 3339 texts, other
+    formats)."""
+    if len(messages) > _PARSE_LINES:
+        return np.concatenate([_ts_keys(messages[i:i + _PARSE_LINES], fmt)
+                               for i in range(0, len(messages), _PARSE_LINES)])
     keys = np.full(len(messages), -np.inf)
     docs = None
     if fmt == "streamdrift" and messages:
@@ -99,6 +107,7 @@ def _ts_keys(messages: list[Message], fmt: str) -> np.ndarray:
     if docs is None:
         return np.array([_ts_key(m, fmt) for m in messages], dtype=np.float64)
     raw = [d.get("ts") if type(d) is dict else None for d in docs]
+    del docs                              # (freed while still in the CPU caches)
     number = np.array([type(v) is float or type(v) is int for v in raw], dtype=bool)
     if number.any():
         t = np.array([v for v in raw if type(v) is float or type(v) is int], dtype=np.float64)
@@ -211,6 +220,15 @@ def merged(events: str, labels: str | None, fmt: str = "streamdrift") -> Iterato
             rest = next(it, None)
 
 
+def batch_size(configured: int, models: int, lines_per_event: float = 1.0) -> int:
+    """Lines of replay's next batch: ``kafka.batch_size``, grown to about PER_MODEL events
+    for each of the ``models`` seen so far, at ``lines_per_event`` (the last batch's: labels
+    add lines, columnar messages hold many events), at most MAX_BATCH lines. Each model costs
+    a fixed time a batch in decoding, checks and detectors; a file has no latency to keep,
+    and the alerts do not depend on the batch size."""
+    return max(configured, min(MAX_BATCH, int(PER_MODEL * models * lines_per_event)))
+
+
 def _last_of(batch: list[Message], events: str, last: Message | None) -> Message | None:
     """The batch's last message from the events file, else ``last``."""
     return next((m for m in reversed(batch) if m.topic == events), last)
@@ -239,12 +257,12 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
     pipeline = Pipeline(settings, label_topics={labels} if labels else set(), formats={events: fmt},
                         profiles=profiles)
     pipeline.recorder = recorder
-    batch_size = settings.kafka.batch_size
+    size = settings.kafka.batch_size
     n_lines = n_events = n_alerts = n_dead = 0
     t0 = time.perf_counter()
     batch: list[Message] = []
 
-    def flush(result: BatchResult) -> None:
+    def flush(result: BatchResult) -> BatchResult:
         nonlocal n_events, n_alerts, n_dead
         n_events += result.n_events
         for alert in result.alerts:
@@ -259,6 +277,7 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
                 dead.write(orjson.dumps({"source": dl.message.topic, "offset": dl.message.offset,
                                          "reason": dl.reason, "detail": dl.detail,
                                          "value": base64.b64encode(dl.message.value).decode()}) + b"\n")
+        return result
 
     fault = None
     last_event: Message | None = None
@@ -266,9 +285,11 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
         for msg in merged(events, labels, fmt):
             n_lines += 1
             batch.append(msg)
-            if len(batch) >= batch_size:
+            if len(batch) >= size:
                 last_event = _last_of(batch, events, last_event)
-                flush(pipeline.process(batch))
+                done = flush(pipeline.process(batch))
+                size = batch_size(settings.kafka.batch_size, len(pipeline.models),
+                                  len(batch) / max(1, done.n_events))
                 batch.clear()
     except InputError as exc:
         fault = exc                     # what was read before it is still processed

@@ -302,4 +302,55 @@ def test_the_merge_read_in_chunks_is_the_merge_line_by_line(tmp_path, monkeypatc
     want = [(m.topic, m.offset) for *_, m in heapq.merge(one_by_one(paths[0], 0), one_by_one(paths[1], 1),
                                                           key=lambda x: x[:3])]
     monkeypatch.setattr(replay, "CHUNK", chunk)
+    monkeypatch.setattr(replay, "_PARSE_LINES", max(1, chunk // 2))   # lines parsed together
     assert [(m.topic, m.offset) for m in replay.merged(*paths)] == want
+
+
+def test_replay_batches_grow_with_the_models_and_change_no_alert(tmp_path, monkeypatch):
+    """Replay's batches grow to ~PER_MODEL events a model (labels' lines counted, at most
+    MAX_BATCH lines); alerts and dead letters are those of batches of kafka.batch_size."""
+    import io
+
+    from stream import replay
+    from stream.config import load_settings
+    from stream.pipeline import Pipeline
+
+    rng = np.random.default_rng(3)
+    events, labels = [], []
+    for i in range(24_000):
+        model = f"m{i % 40}"
+        shift = 3.0 if i % 40 < 8 and i > 12_000 else 0.0
+        events.append(orjson.dumps({"model": model, "id": str(i), "ts": 1.7e9 + i, "prediction": rng.random(),
+                                    "features": {"x": rng.normal() + shift, "c": str(rng.integers(3))}}))
+        if i % 40 == 1:
+            labels.append(orjson.dumps({"model": model, "id": str(i), "ts": 1.7e9 + i + 5,
+                                        "label": int(rng.random() < 0.5)}))
+    events.append(b"{bad")
+    (tmp_path / "e").write_bytes(b"\n".join(events) + b"\n")
+    (tmp_path / "l").write_bytes(b"\n".join(labels) + b"\n")
+    settings = load_settings(env={}, overrides={"kafka.batch_size": 100, "detect.warmup": 200,
+                                                "labels.warmup": 50})
+    sizes: list[int] = []
+    process = Pipeline.process
+
+    def spy(self, messages):
+        sizes.append(len(messages))
+        return process(self, messages)
+
+    def outputs() -> tuple[bytes, bytes]:
+        out, dead = io.BytesIO(), io.BytesIO()
+        assert replay.replay(settings, str(tmp_path / "e"), str(tmp_path / "l"), out, dead,
+                             err=io.StringIO()) == 0
+        return out.getvalue(), dead.getvalue()
+
+    monkeypatch.setattr(Pipeline, "process", spy)
+    grown = outputs()
+    # 40 models, a label line per 40 events: ~200 x 40 x 41/40 lines a batch once all are seen
+    assert sizes[0] == 100 and replay.batch_size(100, 40, 41 / 40) == 8200
+    assert all(abs(size - 8200) < 300 for size in sizes[1:-1]), sizes
+    assert replay.batch_size(100, 1000, 2.0) == replay.MAX_BATCH
+    assert replay.batch_size(5000, 100, 1 / 1000) == 5000          # columnar: 1000 events a line
+    monkeypatch.setattr(replay, "PER_MODEL", 0)
+    sizes.clear()
+    assert outputs() == grown and set(sizes[:-1]) == {100}
+    assert grown[0].count(b"\n") >= 8 and grown[1].count(b"\n") == 1

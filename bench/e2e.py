@@ -1,7 +1,7 @@
 """End-to-end events/s of `replay` and `run`, next to two baselines measured in the same run.
 
     python bench/e2e.py [--events 100000] [--run-events 300000] [--features 10 50] [--no-kafka]
-                        [--models 1] [--batch 5000] [--naive-events 0]
+                        [--models 1] [--batch 5000] [--max-batch 50000] [--naive-events 0]
 
 Workload: row-per-event JSON, one model (or --models, round-robin), F numeric features + a
 numeric prediction, N(0, 1) with a shift of the first feature halfway. In-process rates:
@@ -48,10 +48,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 from river import drift  # noqa: E402
 
 from stream import pipeline as pipeline_module  # noqa: E402
-from stream.config import load_settings  # noqa: E402
+from stream.config import KafkaSettings, load_settings  # noqa: E402
 from stream.ingest.rows import Message  # noqa: E402
-from stream.pipeline import Pipeline, collector_paused  # noqa: E402
-from stream.replay import batch_size as replay_batch_size  # noqa: E402
+from stream.pipeline import Pipeline, batch_size, collector_paused  # noqa: E402
+
+MAX_BATCH = KafkaSettings.max_batch_size      # the service's default
 
 
 def make_values(n: int, f: int, seed: int = 0, models: int = 1, own_names: bool = False
@@ -118,23 +119,28 @@ class NaiveLoop:
         return time.perf_counter() - t
 
 
-def replay_rate(values: list[bytes], batch: int = 5000, fmt: str = "streamdrift") -> float:
+def replay_rate(values: list[bytes], batch: int = 5000, fmt: str = "streamdrift",
+                max_batch: int = MAX_BATCH) -> float:
     """Events (rows) per second through the pipeline, as `streamdrift replay` runs it."""
-    return replay_rates(values, batch, fmt)[0]
+    return replay_rates(values, batch, fmt, max_batch=max_batch)[0]
 
 
 DETECT_ALL = pipeline_module.detect_all
 
 
 def replay_rates(values: list[bytes], batch: int = 5000, fmt: str = "streamdrift",
-                 beside: Callable[[int, int], None] | None = None) -> tuple[float, float]:
+                 beside: Callable[[int, int], None] | None = None, max_batch: int = MAX_BATCH
+                 ) -> tuple[float, float]:
     """(rows/s through the pipeline in batches as `streamdrift replay` makes them from
-    ``batch`` lines, rows/s of the detectors alone): the second is the time
+    ``batch`` lines growing up to ``max_batch``, rows/s of the detectors alone): the second is the time
     the same run spent in the detectors' updates (pipeline.detect_all), a ceiling that no
     input format can pass. ``beside(start, stop)`` runs before each batch of messages
     [start, stop), untimed: baselines measured in turn with the pipeline, batch by batch."""
-    pipeline = Pipeline(load_settings(env={}, overrides={"limits.max_message_bytes": 64 << 20}),
-                        formats={"bench": fmt})
+    settings = load_settings(env={}, overrides={"limits.max_message_bytes": 64 << 20,
+                                                "kafka.batch_size": batch,
+                                                "kafka.max_batch_size": max_batch})
+    pipeline = Pipeline(settings, formats={"bench": fmt})
+    kafka = settings.kafka
     msgs = [Message(v, "bench", 0, i, 0.0) for i, v in enumerate(values)]
     rows = 0
     in_detect = [0.0]
@@ -160,13 +166,14 @@ def replay_rates(values: list[bytes], batch: int = 5000, fmt: str = "streamdrift
             rows += result.n_events
             assert not result.dead_letters, result.dead_letters[0].reason
             s += step
-            step = replay_batch_size(batch, len(pipeline.models), step / max(1, result.n_events))
+            step = batch_size(kafka, len(pipeline.models), step / max(1, result.n_events))
     finally:
         pipeline_module.detect_all = detect
     return rows / elapsed, rows / in_detect[0]
 
 
-def interleaved_rates(values: list[bytes], batch: int, naive_events: int) -> dict[str, float]:
+def interleaved_rates(values: list[bytes], batch: int, naive_events: int, max_batch: int = MAX_BATCH
+                      ) -> dict[str, float]:
     """Events/s of the floor, extract, the naive loop (over the first naive_events) and
     replay with its detectors alone, each batch of messages measured by all of them in
     turn: this machine's speed drifts by tens of percent within seconds, and ratios of
@@ -196,7 +203,7 @@ def interleaved_rates(values: list[bytes], batch: int, naive_events: int) -> dic
         if start < naive_events:
             spent["naive"] += naive.seconds(values[start:min(stop, naive_events)])
 
-    replay, detect = replay_rates(values, batch, beside=beside)
+    replay, detect = replay_rates(values, batch, beside=beside, max_batch=max_batch)
     n = len(values)
     return {"floor": n / spent["floor"], "extract": n / spent["extract"],
             "naive": min(n, naive_events) / spent["naive"], "replay": replay, "detect": detect,
@@ -226,7 +233,7 @@ def _events_ok(port: int) -> float:
 
 
 def run_rate(values: list[bytes], bootstrap: str, guarantee: str = "at-least-once",
-             batch: int = 5000) -> tuple[float, float]:
+             batch: int = 5000, max_batch: int = MAX_BATCH) -> tuple[float, float]:
     """(events/s from the first processed batch to the last, events/s of busy batch time)."""
     from kafka_helpers import create_topics, free_port, produce, write_config
 
@@ -237,7 +244,8 @@ def run_rate(values: list[bytes], bootstrap: str, guarantee: str = "at-least-onc
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = write_config(Path(tmp) / "c.toml", bootstrap, unique, port, kafka=f'guarantee = "{guarantee}"')
-        cfg.write_text(cfg.read_text().replace("batch_size = 2000", f"batch_size = {batch}"))
+        cfg.write_text(cfg.read_text().replace("batch_size = 2000", f"batch_size = {batch}\n"
+                                                                    f"max_batch_size = {max_batch}"))
         proc = subprocess.Popen([sys.executable, "-m", "stream", "run", "--config", str(cfg)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
                                 env={**os.environ})
@@ -325,6 +333,8 @@ def main() -> None:
     ap.add_argument("--own-names", action="store_true",
                     help="each model its own feature names (else all share f0, f1, ...)")
     ap.add_argument("--batch", type=int, default=5000, help="messages a batch (replay and run)")
+    ap.add_argument("--max-batch", type=int, default=MAX_BATCH,
+                    help="batches grow to ~200 events a model up to it (= --batch: fixed)")
     args = ap.parse_args()
     for f in args.features:
         values = make_values(args.events, f, models=args.models, own_names=args.own_names)
@@ -334,13 +344,14 @@ def main() -> None:
         rounds = []
         col_rate = col_detect = 0.0
         for _ in range(args.repeat):
-            rounds.append(interleaved_rates(values, args.batch, args.naive_events or args.events))
-            rates = replay_rates(cols, batch=5)                    # 5 messages of 1000 rows
+            rounds.append(interleaved_rates(values, args.batch, args.naive_events or args.events,
+                                            args.max_batch))
+            rates = replay_rates(cols, batch=5, max_batch=args.max_batch)   # 5 messages of 1000 rows
             col_rate, col_detect = max(col_rate, rates[0]), max(col_detect, rates[1])
 
         floor, naive, replay = (_median(rounds, key) for key in ("floor", "naive", "replay"))
         line = (f"features={f:3d} models={args.models}{' own names' if args.own_names else ''}"
-                f" batch={args.batch} events={args.events}  "
+                f" batch={args.batch} (grown up to {args.max_batch}) events={args.events}  "
                 f"floor {floor:9,.0f}/s  naive {naive:8,.0f}/s  replay {replay:9,.0f}/s"
                 f" ({_ratio_text(rounds, lambda r: r['replay'] / r['floor'], '.0%')} of floor,"
                 f" {_ratio_text(rounds, lambda r: r['replay'] / r['naive'], '.1f')}x naive;"
@@ -363,9 +374,10 @@ def main() -> None:
             # run is another process: its baselines are measured just before and just after
             # it (their mean), over the same events as the in-process rounds
             near = [floor_seconds(values), NaiveLoop().seconds(values)]
-            wall, busy = run_rate(run_values, args.bootstrap, batch=args.batch)
+            wall, busy = run_rate(run_values, args.bootstrap, batch=args.batch, max_batch=args.max_batch)
             near = [near[0] + floor_seconds(values), near[1] + NaiveLoop().seconds(values)]
-            eos, _ = run_rate(run_values, args.bootstrap, "exactly-once", batch=args.batch)
+            eos, _ = run_rate(run_values, args.bootstrap, "exactly-once", batch=args.batch,
+                              max_batch=args.max_batch)
             floor, naive = 2 * len(values) / near[0], 2 * len(values) / near[1]
             line += (f"  run {wall:9,.0f}/s ({wall / floor:4.0%} of floor, {wall / naive:4.1f}x naive"
                      f" measured around it),"

@@ -46,7 +46,8 @@ class KafkaSettings:
     instance_id: str = ""               # stable per instance; default host name + pid
     create_topics: bool = True          # create missing events/labels topics (else: stop, saying so)
     partitions: int = 3                 # partitions of the events/labels topics it creates
-    batch_size: int = 5000              # messages per consumed batch
+    batch_size: int = 5000              # messages per consumed batch, at least ...
+    max_batch_size: int = 50_000        # ... grown to ~200 events a model up to this
     poll_timeout_s: float = 0.1         # longest wait for a batch to fill
     client: Mapping[str, str] = field(default_factory=dict)   # librdkafka pass-through
     formats: Mapping[str, Format] = field(default_factory=dict)  # topic -> adapter format
@@ -343,6 +344,7 @@ def _validate(s: Settings) -> None:
     need(bool(k.alerts_topic), "kafka.alerts_topic", "must not be empty")
     need(bool(k.dead_letter_topic), "kafka.dead_letter_topic", "must not be empty")
     need(k.batch_size >= 1, "kafka.batch_size", "must be >= 1")
+    need(k.max_batch_size >= 1, "kafka.max_batch_size", "must be >= 1")
     need(k.partitions >= 1, "kafka.partitions", "must be >= 1")
     need(k.checkpoint_interval_s > 0, "kafka.checkpoint_interval_s", "must be > 0")
     need(k.poll_timeout_s > 0, "kafka.poll_timeout_s", "must be > 0")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .config import Settings
+from .config import KafkaSettings, Settings
 from .ingest.convert import Converter
 from .ingest.labels import decode_labels
 from .ingest.rows import PIECE_MODELS, decode
@@ -48,6 +48,19 @@ def collector_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+PER_MODEL = 200          # events a model a batch that batches grow to (see batch_size)
+
+
+def batch_size(kafka: KafkaSettings, models: int, lines_per_event: float = 1.0) -> int:
+    """Messages of the next batch: ``kafka.batch_size``, grown to about PER_MODEL events for
+    each of the ``models`` tracked, at ``lines_per_event`` messages an event (the last
+    batch's: labels add messages, a columnar message holds many events), up to
+    ``kafka.max_batch_size``. Each model costs a fixed time a batch (its decoding, checks,
+    detectors: tens of numpy calls); alerts do not depend on the batch size."""
+    grown = min(kafka.max_batch_size, int(PER_MODEL * models * lines_per_event))
+    return max(kafka.batch_size, grown)
 
 
 Action = Callable[[ModelMonitor, ModelBatch, "BatchResult"], None]   # at the first row of a batch

@@ -32,15 +32,13 @@ from .config import Settings
 from .errors import InputError, Rejected
 from .ingest.values import parse_ts
 from .monitor.reference import Profiles
-from .pipeline import BatchResult, Pipeline
+from .pipeline import BatchResult, Pipeline, batch_size
 from .types import TS_END, TS_MIN, Message
 
 STDIN = "-"
 CHUNK = 4096                          # lines a file is read and keyed by, when merged
 _PARSE_LINES = 1024                   # lines parsed by one orjson call: their objects stay in
                                       # the CPU caches while their times are read
-PER_MODEL = 200                       # events a model a batch that replay's batches grow to
-MAX_BATCH = 50_000                    # lines a batch of replay at most, when grown
 _BOM = b"\xef\xbb\xbf"                    # UTF-8 byte-order mark
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}   # by file suffix
 # what reading a damaged file raises (BadGzipFile is an OSError; truncated archives: EOFError)
@@ -220,15 +218,6 @@ def merged(events: str, labels: str | None, fmt: str = "streamdrift") -> Iterato
             rest = next(it, None)
 
 
-def batch_size(configured: int, models: int, lines_per_event: float = 1.0) -> int:
-    """Lines of replay's next batch: ``kafka.batch_size``, grown to about PER_MODEL events
-    for each of the ``models`` seen so far, at ``lines_per_event`` (the last batch's: labels
-    add lines, columnar messages hold many events), at most MAX_BATCH lines. Each model costs
-    a fixed time a batch in decoding, checks and detectors; a file has no latency to keep,
-    and the alerts do not depend on the batch size."""
-    return max(configured, min(MAX_BATCH, int(PER_MODEL * models * lines_per_event)))
-
-
 def _last_of(batch: list[Message], events: str, last: Message | None) -> Message | None:
     """The batch's last message from the events file, else ``last``."""
     return next((m for m in reversed(batch) if m.topic == events), last)
@@ -288,8 +277,7 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
             if len(batch) >= size:
                 last_event = _last_of(batch, events, last_event)
                 done = flush(pipeline.process(batch))
-                size = batch_size(settings.kafka.batch_size, len(pipeline.models),
-                                  len(batch) / max(1, done.n_events))
+                size = batch_size(settings.kafka, len(pipeline.models), len(batch) / max(1, done.n_events))
                 batch.clear()
     except InputError as exc:
         fault = exc                     # what was read before it is still processed

@@ -307,13 +307,14 @@ def test_the_merge_read_in_chunks_is_the_merge_line_by_line(tmp_path, monkeypatc
 
 
 def test_replay_batches_grow_with_the_models_and_change_no_alert(tmp_path, monkeypatch):
-    """Replay's batches grow to ~PER_MODEL events a model (labels' lines counted, at most
-    MAX_BATCH lines); alerts and dead letters are those of batches of kafka.batch_size."""
+    """Replay's batches grow to ~PER_MODEL events a model (labels' lines counted, up to
+    kafka.max_batch_size); alerts and dead letters are those of fixed batches of
+    kafka.batch_size (max_batch_size no larger)."""
     import io
 
     from stream import replay
     from stream.config import load_settings
-    from stream.pipeline import Pipeline
+    from stream.pipeline import Pipeline, batch_size
 
     rng = np.random.default_rng(3)
     events, labels = [], []
@@ -346,11 +347,12 @@ def test_replay_batches_grow_with_the_models_and_change_no_alert(tmp_path, monke
     monkeypatch.setattr(Pipeline, "process", spy)
     grown = outputs()
     # 40 models, a label line per 40 events: ~200 x 40 x 41/40 lines a batch once all are seen
-    assert sizes[0] == 100 and replay.batch_size(100, 40, 41 / 40) == 8200
+    assert sizes[0] == 100 and batch_size(settings.kafka, 40, 41 / 40) == 8200
     assert all(abs(size - 8200) < 300 for size in sizes[1:-1]), sizes
-    assert replay.batch_size(100, 1000, 2.0) == replay.MAX_BATCH
-    assert replay.batch_size(5000, 100, 1 / 1000) == 5000          # columnar: 1000 events a line
-    monkeypatch.setattr(replay, "PER_MODEL", 0)
+    assert batch_size(settings.kafka, 1000, 2.0) == settings.kafka.max_batch_size == 50_000
+    assert batch_size(settings.kafka, 100, 1 / 1000) == 100        # columnar: 1000 events a line
+    settings = load_settings(env={}, overrides={"kafka.batch_size": 100, "kafka.max_batch_size": 100,
+                                                "detect.warmup": 200, "labels.warmup": 50})
     sizes.clear()
     assert outputs() == grown and set(sizes[:-1]) == {100}
     assert grown[0].count(b"\n") >= 8 and grown[1].count(b"\n") == 1

@@ -29,7 +29,7 @@ from ..config import Settings
 from ..errors import ConfigError, FatalKafkaError
 from ..metrics import Metrics
 from ..monitor.reference import Profile, Profiles
-from ..pipeline import BatchResult, Pipeline, collector_paused
+from ..pipeline import BatchResult, Pipeline, batch_size, collector_paused
 from ..sinks import AlertSink
 from ..types import DeadLetter, Message, Rebaseline
 from .changelog import Changelog, Key, Shard
@@ -91,6 +91,7 @@ class Service:
         self._checkpoint: Checkpoint | None = None
         self._last_checkpoint = time.monotonic()
         self._dirty = False
+        self._batch = k.batch_size                   # messages the next consume asks for
         self._attached_offsets: dict[Key, int] = {}  # next offset per attached partition
         self.assigned: set[Key] = set()              # partitions assigned (events and labels)
         self._lag: dict[Key, int] = {}               # from the consumer's statistics
@@ -176,7 +177,7 @@ class Service:
         code = 1                                  # (an exception: nothing claimed below)
         try:
             while not stop.is_set():
-                raw = consumer.consume(num_messages=s.batch_size, timeout=s.poll_timeout_s)
+                raw = consumer.consume(num_messages=self._batch, timeout=s.poll_timeout_s)
                 with self.lock:
                     for follower in follow:
                         for item in follower.poll():
@@ -313,6 +314,7 @@ class Service:
             return
         for topic, count in per_topic.items():
             m.messages.labels(topic=topic).inc(count)
+        events = 0
         for key, messages in groups.items():
             shard = self.shards.get(key)
             if shard is None:                  # a labels partition without its events partition
@@ -321,6 +323,9 @@ class Service:
             shard.changed.update(result.models_touched)
             self._produce(result)
             self._count(result)
+            events += result.n_events
+        models = sum(len(shard.pipeline.models) for shard in self.shards.values())
+        self._batch = batch_size(self.settings.kafka, models, len(raw) / max(1, events))
         for (topic, partition), nxt in nexts.items():
             if topic in self.attached:
                 self._attached_offsets[(topic, partition)] = nxt

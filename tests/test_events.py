@@ -225,15 +225,19 @@ def test_large_batches_decode_in_pieces_exactly_as_whole(late_string, n_models, 
 
 @pytest.mark.parametrize("odd", [b'{"model":"m","features":{}}, {"model":"m","features":{}}',
                                  b'  {"model":"m","features":{"x":1}}  ', b"1],[2", b""])
-def test_messages_that_are_not_one_json_value_are_judged_alone(odd):
-    """Well-formed messages are parsed together as one JSON array; a message that is two
-    values, or a fragment, must not shift the others."""
+@pytest.mark.parametrize("at", [1, 1500])
+def test_messages_that_are_not_one_json_value_are_judged_alone(odd, at):
+    """Well-formed messages are parsed together as JSON arrays (of up to _DECODE_CHUNK, also
+    in a batch decoded whole); a message that is two values, or a fragment, must not shift
+    the others."""
     good = b'{"model":"m","features":{"x":3}}'
-    batch = decode(msgs(good, odd, good), LIMITS)
-    assert batch.models["m"].offset.tolist()[0] == 0 and batch.models["m"].offset.tolist()[-1] == 2
+    values = [good] * (2 * at + 1)
+    values[at] = odd
+    batch = decode(msgs(*values), LIMITS, pieces=False)
+    assert batch.models["m"].offset.tolist()[0] == 0 and batch.models["m"].offset.tolist()[-1] == 2 * at
     assert batch.models["m"].numeric["x"].tolist()[-1] == 3.0
     bad = [d.message.offset for d in batch.dead_letters]
-    assert bad == ([] if odd.strip().startswith(b'{"model":"m","features":{"x":1}}') else [1])
+    assert bad == ([] if odd.strip().startswith(b'{"model":"m","features":{"x":1}}') else [at])
 
 
 @pytest.mark.parametrize("second", [{"b": 2.5, "a": 1}, {"a": 1, "c": 2.5}, {"a": 1},

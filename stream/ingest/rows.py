@@ -69,13 +69,19 @@ def _parse_fast(messages: list[Message], limits: LimitSettings
     values = list(map(_VALUE, messages))
     if not values or max(map(len, values)) > limits.max_message_bytes:
         return None
+    docs: list[Any] = []
     try:
-        # one parse of all messages as one array (cheaper than one call each)
-        docs = orjson.loads(b"[" + b",".join(values) + b"]")
+        # messages parsed as one array (cheaper than one call each), _DECODE_CHUNK at a time
+        # (also when a batch of many models is decoded whole: one call's objects for a
+        # whole batch outgrow the CPU caches as they are allocated; docs/performance.md)
+        for i in range(0, len(values), _DECODE_CHUNK):
+            piece = values[i:i + _DECODE_CHUNK]
+            parsed = orjson.loads(b"[" + b",".join(piece) + b"]")
+            if len(parsed) != len(piece):
+                return None             # some message is not one JSON value: one by one
+            docs += parsed
     except orjson.JSONDecodeError:
         return None
-    if len(docs) != len(values):
-        return None                     # some message is not one JSON value: one by one
     if set(map(type, docs)) != {dict}:
         return docs
     feats = list(map(dict.get, docs, repeat("features")))

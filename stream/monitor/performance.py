@@ -24,7 +24,8 @@ import math
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import compress, repeat
+from operator import ge, is_not
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -159,13 +160,12 @@ class PredictionStore:
         if len(set(models)) == 1 and self.labeled_size + len(idents) <= self.max_size:
             model = models[0]
             mine = fresh.get(model) or {}
-            if not any(mine.get(ident, -1) >= at for ident, at in zip(idents, positions, strict=True)):
+            if not any(map(ge, map(mine.get, idents, repeat(-1)), positions)):
                 # one model, nothing this batch added asked for early, no labeled id to evict:
                 # the takes at once (an id taken twice finds itself labeled the second time)
-                pop = (pend.get(model) or {}).pop
-                hits = [pop(ident, None) for ident in idents]
-                taken = [ident for ident, hit in zip(idents, hits, strict=True) if hit is not None]
-                labeled.setdefault(model, OrderedDict()).update(dict.fromkeys(taken))
+                hits = list(map((pend.get(model) or {}).pop, idents, repeat(None)))
+                taken = list(compress(idents, map(is_not, hits, repeat(None))))
+                labeled.setdefault(model, OrderedDict()).update(zip(taken, repeat(None)))
                 self.size -= len(taken)
                 self.labeled_size += len(taken)
                 if len(taken) < len(hits):

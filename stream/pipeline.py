@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import compress
-from operator import not_
+from operator import attrgetter, not_
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,7 @@ def collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+_TOPIC = attrgetter("topic")
 PER_MODEL = 200          # events a model a batch that batches grow to (see batch_size)
 
 
@@ -197,7 +198,7 @@ class Pipeline:
         label_pos: list[int] = []
         if self.label_topics:
             topics = self.label_topics
-            is_label = [m.topic in topics for m in messages]
+            is_label = list(map(topics.__contains__, map(_TOPIC, messages)))
             if True in is_label:
                 label_pos = list(compress(range(len(messages)), is_label))
                 labels = list(compress(messages, is_label))

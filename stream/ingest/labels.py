@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import repeat
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import orjson
@@ -24,6 +25,7 @@ _IDS = {str, int}
 _LABELS = {int, float, str, bool}
 _PREDICTIONS = {type(None), int, float, str, bool}
 _NUMBERS = {int, float}
+_VALUE = attrgetter("value")
 
 
 class Label(NamedTuple):
@@ -118,7 +120,7 @@ def _columns(docs: list[Any], messages: list[Message], limits: LimitSettings) ->
 
 def decode_labels(messages: list[Message], limits: LimitSettings) -> tuple[LabelBatch, list[DeadLetter]]:
     """The batch's good labels in order, and a dead letter for each bad one."""
-    values = [m.value for m in messages]
+    values = list(map(_VALUE, messages))
     if values and max(map(len, values)) <= limits.max_message_bytes:
         try:
             docs = orjson.loads(b"[" + b",".join(values) + b"]")

@@ -479,3 +479,27 @@ def test_a_profile_published_while_running_is_followed(kafka_bootstrap, unique, 
         assert stop_service(proc) == 0
     assert [(a["signal"], a["stats"].get("reference")) for a in got] == [("feature:f1", "profile")]
     assert got[0]["at"]["offset"] >= 6000
+
+
+def test_batches_grow_with_the_models(kafka_bootstrap, unique, tmp_path):
+    """kafka.batch_size = 100 with 40 models waiting in the topic: after the first batch shows
+    them, the service asks for ~200 events a model at once (batches of up to 8000 here)."""
+    create_topics(kafka_bootstrap, {f"events-{unique}": 1})
+    rng = np.random.default_rng(4)
+    total = 6000
+    produce(kafka_bootstrap, f"events-{unique}",
+            [orjson.dumps({"model": f"m{i % 40}", "features": {"x": rng.normal()}}) for i in range(total)])
+    port = free_port()
+    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, port)
+    cfg.write_text(cfg.read_text().replace("batch_size = 2000", "batch_size = 100"))
+    proc = start_service(cfg, tmp_path / "service.log")
+    try:
+        samples = wait_for(lambda: (s := scrape(port)) and
+                           metric(s, "streamdrift_events_total", outcome="ok") == total and s,
+                           60, "all events counted in /metrics")
+        batches = metric(samples, "streamdrift_batch_messages_count")
+        # some batch held more than 500 messages: more than batch_size (the first is 100)
+        assert metric(samples, "streamdrift_batch_messages_bucket", le="500.0") < batches
+        assert metric(samples, "streamdrift_batch_messages_bucket", le="100.0") >= 1
+    finally:
+        assert stop_service(proc) == 0

@@ -55,6 +55,7 @@ def test_checkpoint_interval_defaults_by_guarantee_unless_set(tmp_path, toml, en
     ("[kafka.formats]\nt = 'csv'\n", "kafka.formats.t"),
     ("[detect]\ndetectors = ['adwin', 'magic']\n", "detect.detectors"),
     ("[limits]\nmax_models = 0\n", "limits.max_models"),
+    ("[kafka]\nmax_batch_size = 0\n", "kafka.max_batch_size"),
     ("[metrics]\nport = 70000\n", "metrics.port"),
     ("[nonsense]\na = 1\n", "nonsense"),
     ("[sinks.webhook]\nurl = 'slack.example/hook'\n", "sinks.webhook.url"),

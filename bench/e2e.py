@@ -166,7 +166,7 @@ def replay_rates(values: list[bytes], batch: int = 5000, fmt: str = "streamdrift
             rows += result.n_events
             assert not result.dead_letters, result.dead_letters[0].reason
             s += step
-            step = batch_size(kafka, len(pipeline.models), step / max(1, result.n_events))
+            step = batch_size(kafka, len(pipeline.models), step, result.n_events)
     finally:
         pipeline_module.detect_all = detect
     return rows / elapsed, rows / in_detect[0]

@@ -54,13 +54,13 @@ _TOPIC = attrgetter("topic")
 PER_MODEL = 200          # events a model a batch that batches grow to (see batch_size)
 
 
-def batch_size(kafka: KafkaSettings, models: int, lines_per_event: float = 1.0) -> int:
+def batch_size(kafka: KafkaSettings, models: int, messages: int = 1, events: int = 1) -> int:
     """Messages of the next batch: ``kafka.batch_size``, grown to about PER_MODEL events for
-    each of the ``models`` tracked, at ``lines_per_event`` messages an event (the last
-    batch's: labels add messages, a columnar message holds many events), up to
-    ``kafka.max_batch_size``. Each model costs a fixed time a batch (its decoding, checks,
-    detectors: tens of numpy calls); alerts do not depend on the batch size."""
-    grown = min(kafka.max_batch_size, int(PER_MODEL * models * lines_per_event))
+    each of the ``models`` tracked, at the last batch's ``messages`` per ``events`` (labels
+    add messages, a columnar message holds many events), up to ``kafka.max_batch_size``.
+    Each model costs a fixed time a batch (its decoding, checks, detectors: tens of numpy
+    calls); alerts do not depend on the batch size."""
+    grown = min(kafka.max_batch_size, int(PER_MODEL * models * messages / max(1, events)))
     return max(kafka.batch_size, grown)
 
 

@@ -105,7 +105,6 @@ def _ts_keys(messages: list[Message], fmt: str) -> np.ndarray:
     if docs is None:
         return np.array([_ts_key(m, fmt) for m in messages], dtype=np.float64)
     raw = [d.get("ts") if type(d) is dict else None for d in docs]
-    del docs                              # (freed while still in the CPU caches)
     number = np.array([type(v) is float or type(v) is int for v in raw], dtype=bool)
     if number.any():
         t = np.array([v for v in raw if type(v) is float or type(v) is int], dtype=np.float64)
@@ -277,7 +276,7 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
             if len(batch) >= size:
                 last_event = _last_of(batch, events, last_event)
                 done = flush(pipeline.process(batch))
-                size = batch_size(settings.kafka, len(pipeline.models), len(batch) / max(1, done.n_events))
+                size = batch_size(settings.kafka, len(pipeline.models), len(batch), done.n_events)
                 batch.clear()
     except InputError as exc:
         fault = exc                     # what was read before it is still processed

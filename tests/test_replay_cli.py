@@ -347,10 +347,11 @@ def test_replay_batches_grow_with_the_models_and_change_no_alert(tmp_path, monke
     monkeypatch.setattr(Pipeline, "process", spy)
     grown = outputs()
     # 40 models, a label line per 40 events: ~200 x 40 x 41/40 lines a batch once all are seen
-    assert sizes[0] == 100 and batch_size(settings.kafka, 40, 41 / 40) == 8200
+    assert sizes[0] == 100 and batch_size(settings.kafka, 40, 41, 40) == 8200
     assert all(abs(size - 8200) < 300 for size in sizes[1:-1]), sizes
-    assert batch_size(settings.kafka, 1000, 2.0) == settings.kafka.max_batch_size == 50_000
-    assert batch_size(settings.kafka, 100, 1 / 1000) == 100        # columnar: 1000 events a line
+    assert batch_size(settings.kafka, 1000, 2, 1) == settings.kafka.max_batch_size == 50_000
+    assert batch_size(settings.kafka, 100, 1, 1000) == 100         # columnar: 1000 events a line
+    assert batch_size(settings.kafka, 100, 5000, 0) == 50_000      # labels alone: as 1 event
     settings = load_settings(env={}, overrides={"kafka.batch_size": 100, "kafka.max_batch_size": 100,
                                                 "detect.warmup": 200, "labels.warmup": 50})
     sizes.clear()

@@ -72,8 +72,7 @@ def _parse_fast(messages: list[Message], limits: LimitSettings
     docs: list[Any] = []
     try:
         # messages parsed as one array (cheaper than one call each), _DECODE_CHUNK at a time
-        # (also when a batch of many models is decoded whole: one call's objects for a
-        # whole batch outgrow the CPU caches as they are allocated; docs/performance.md)
+        # even when the batch is decoded whole: the objects of a piece stay cache-sized
         for i in range(0, len(values), _DECODE_CHUNK):
             piece = values[i:i + _DECODE_CHUNK]
             parsed = orjson.loads(b"[" + b",".join(piece) + b"]")

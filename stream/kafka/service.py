@@ -325,7 +325,7 @@ class Service:
             self._count(result)
             events += result.n_events
         models = sum(len(shard.pipeline.models) for shard in self.shards.values())
-        self._batch = batch_size(self.settings.kafka, models, len(raw) / max(1, events))
+        self._batch = batch_size(self.settings.kafka, models, len(raw), events)
         for (topic, partition), nxt in nexts.items():
             if topic in self.attached:
                 self._attached_offsets[(topic, partition)] = nxt

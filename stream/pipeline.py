@@ -334,6 +334,7 @@ class Pipeline:
         result.dead_letters.extend(sorted(bad + unjoined, key=lambda d: d.message[1:4]))
         result.n_labels_joined = sum(len(eb.errors) for eb in joined.values())
         result.models_touched.update(joined)
+        monitors, batches = [], []
         for model, eb in joined.items():
             perf = self.performance.get(model)
             if perf is None:
@@ -348,7 +349,9 @@ class Pipeline:
                     continue
                 perf = self.performance[model] = PerformanceMonitor(model, self.settings, self.profiles)
                 perf.version = self.models[model].version if model in self.models else None
-            result.suppressed += perf.process(eb, result.alerts)
+            monitors.append(perf)
+            batches.append(eb)
+        result.suppressed += PerformanceMonitor.process_all(monitors, batches, result.alerts)
         return joined, expired
 
     def _calibrated(self, kept: list[ModelBatch], positions: list[np.ndarray], result: BatchResult) -> None:

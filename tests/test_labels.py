@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
+import pytest
 
 from stream.config import load_settings
 from stream.ingest.rows import Message
 from stream.monitor.performance import PredictionStore
 from stream.monitor.performance import error_of as _error
 from stream.pipeline import Pipeline
+from stream.types import ModelBatch
 
 DAY = 86400.0
 
@@ -233,3 +235,68 @@ def test_selection_outcomes_counted_at_once_pause_where_one_by_one_would_check()
                 want.append((i, ref.flagged() is not None, ref.labeled.tolist(), ref.unlabeled.tolist()))
     assert seen == want and any(f for _, f, *_ in want) and not all(f for _, f, *_ in want)
     assert watch.labeled.tolist() == ref.labeled.tolist() and watch.total == ref.total
+
+
+class _OneByOne:
+    """The store's takes as their definition: one label after the other, each over the
+    bound evicting one labeled id, the oldest of the model holding the most (ties: the
+    last name)."""
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self.pending: dict[str, dict] = {}
+        self.labeled: dict[str, dict] = {}
+        self.labeled_size = 0
+
+    def add(self, model: str, ids: list[int]) -> None:
+        pending = self.pending.setdefault(model, {})
+        for ident in ids:
+            pending.pop(ident, None)
+            pending[ident] = (0.5, 1.0, None)
+
+    def take(self, model: str, ident: int):
+        hit = self.pending.get(model, {}).pop(ident, None)
+        if hit is None:
+            return "duplicate" if ident in self.labeled.get(model, ()) else None
+        self.labeled.setdefault(model, {})[ident] = None
+        self.labeled_size += 1
+        if self.labeled_size > self.max_size:
+            largest = max((len(d), m) for m, d in self.labeled.items())[1]
+            del self.labeled[largest][next(iter(self.labeled[largest]))]
+            self.labeled_size = self.max_size
+        return hit
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_takes_at_the_bound_evict_as_one_label_after_the_other(seed):
+    """Labels taken many at a time (one model's run, or several models') answer and evict
+    exactly as one by one: a re-sent prediction id labeled again, a duplicate, an unknown
+    id, an id labeled long ago (evicted or not) right when its model is at the bound."""
+    import random
+
+    rng = random.Random(seed)
+    store, ref = PredictionStore(max_size=40, ttl_s=1e9), _OneByOne(40)
+    sent: list[tuple[str, int]] = []
+    for step in range(400):
+        model = rng.choices(["a", "b", "c"], weights=[8, 1, 1] if seed % 2 else [2, 2, 1])[0]
+        ids = rng.sample(range(step * 10, step * 10 + 10), rng.randint(1, 5))
+        if sent and rng.random() < 0.3:               # a prediction id sent again
+            old_model, old = rng.choice(sent[-80:])
+            if old_model == model and old not in ids:
+                ids.append(old)
+        n = len(ids)
+        store.add(ModelBatch(model, {}, {}, np.full(n, 0.5), None, np.ones(n), np.zeros(n, dtype=np.int64),
+                             np.arange(n), np.full(n, "t", dtype=object), ids, [None] * n))
+        ref.add(model, ids)
+        sent += [(model, i) for i in ids]
+        labels = [(model, i) for i in ids] + [rng.choice(sent[-12:]) if rng.random() < 0.7
+                                              else rng.choice(sent[-70:]) for _ in range(rng.randint(0, 4))]
+        rng.shuffle(labels)
+        if rng.random() < 0.6:                        # one model's run
+            labels = [(model, i) for m, i in labels if m == model] + [(model, -1)]
+        hits = store.take_many([m for m, _ in labels], [i for _, i in labels], [0] * len(labels))
+        assert store.evicted["size"] == 0, step
+        assert hits == [ref.take(m, i) for m, i in labels], step
+        assert {m: list(d) for m, d in store.labeled.items() if d} == \
+            {m: list(d) for m, d in ref.labeled.items() if d}, step
+    assert store.evicted["size"] == 0 and store.labeled_size == ref.labeled_size == 40

@@ -20,11 +20,12 @@ path); the error stream itself goes through the vectorized detectors.
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from itertools import compress, repeat
+from itertools import compress, islice, repeat
 from operator import ge, is_not
 from typing import Any, NamedTuple
 
@@ -157,12 +158,14 @@ class PredictionStore:
     def take_many(self, models: list[str], idents: list[Any], positions: list[int]) -> list[Any]:
         """:meth:`take` of each (model, id, position), in order."""
         pend, fresh, labeled = self.pending, self.fresh, self.labeled
-        if len(set(models)) == 1 and self.labeled_size + len(idents) <= self.max_size:
+        excess = self.labeled_size + len(idents) - self.max_size      # evictions, at most
+        if len(set(models)) == 1 and (excess <= 0 or self._evicts_apart(models[0], idents, excess)):
             model = models[0]
             mine = fresh.get(model) or {}
             if not any(map(ge, map(mine.get, idents, repeat(-1)), positions)):
-                # one model, nothing this batch added asked for early, no labeled id to evict:
-                # the takes at once (an id taken twice finds itself labeled the second time)
+                # one model, nothing this batch added asked for early, no labeled id evicted
+                # that the takes touch: the takes at once (an id taken twice finds itself
+                # labeled the second time), then the evictions
                 hits = list(map((pend.get(model) or {}).pop, idents, repeat(None)))
                 taken = list(compress(idents, map(is_not, hits, repeat(None))))
                 labeled.setdefault(model, OrderedDict()).update(zip(taken, repeat(None)))
@@ -172,9 +175,16 @@ class PredictionStore:
                     done = labeled[model]
                     hits = [hit if hit is not None else "duplicate" if ident in done else None
                             for ident, hit in zip(idents, hits, strict=True)]
+                if self.labeled_size > self.max_size:
+                    _shrink(labeled, self.labeled_size - self.max_size)
+                    self.labeled_size = self.max_size
                 return hits
         hits: list[Any] = []
         append = hits.append
+        # at the bound each take evicts one labeled id, of the largest model: the models'
+        # sizes in a heap, built at the first eviction
+        rank: dict[str, int] = {}
+        heap: list[tuple[int, int, str]] | None = None
         for model, ident, at in zip(models, idents, positions, strict=True):
             mine = fresh.get(model)
             if mine and mine.get(ident, -1) >= at:
@@ -190,12 +200,35 @@ class PredictionStore:
             done = labeled.get(model)
             if done is None:
                 done = labeled[model] = OrderedDict()
+                heap = None                         # (a new name: the places change)
             done[ident] = None
             self.labeled_size += 1
+            if heap is not None:
+                heapq.heappush(heap, (-len(done), rank[model], model))
             if self.labeled_size > self.max_size:
-                _shrink(labeled, self.labeled_size - self.max_size)
+                if self.labeled_size - self.max_size == 1:
+                    if heap is None:
+                        rank = _ranks(labeled)
+                        heap = [(-len(d), rank[m], m) for m, d in labeled.items()]
+                        heapq.heapify(heap)
+                    _evict_one(labeled, heap)
+                else:
+                    _shrink(labeled, self.labeled_size - self.max_size)
+                    heap = None
                 self.labeled_size = self.max_size
         return hits
+
+    def _evicts_apart(self, model: str, idents: list[Any], excess: int) -> bool:
+        """Whether ``model``'s takes of ``idents``, evicting up to ``excess`` labeled ids,
+        may evict once after all of them: the model holds the most labeled ids by more than
+        the takes (every eviction, one by one or at once, is its oldest) and none of its
+        ``excess`` oldest is among ``idents`` (no take sees an eviction, none re-labels an
+        id due for one)."""
+        done = self.labeled.get(model)
+        if done is None or len(done) < excess:
+            return False
+        others = max((len(d) for m, d in self.labeled.items() if m != model), default=0)
+        return others < len(done) - len(idents) and set(islice(done, excess)).isdisjoint(idents)
 
     def model_state(self, model: str) -> dict[str, Any]:
         """One model's waiting predictions and labeled ids (a checkpoint holds a model whole)."""
@@ -216,6 +249,23 @@ class PredictionStore:
         self.labeled[model] = OrderedDict.fromkeys(state["labeled"])
         self.size += len(self.pending[model])
         self.labeled_size += len(self.labeled[model])
+
+
+def _ranks(per_model: dict[str, OrderedDict]) -> dict[str, int]:
+    """Each model's place among the names, last name first (how :func:`_shrink` breaks a
+    tie of sizes)."""
+    return {m: r for r, m in enumerate(sorted(per_model, reverse=True))}
+
+
+def _evict_one(per_model: dict[str, OrderedDict], heap: list[tuple[int, int, str]]) -> None:
+    """``_shrink(per_model, 1)``, the largest model found in ``heap``: (-size, rank, model)
+    entries, one at least with each model's current size (the others are stale)."""
+    while -heap[0][0] != len(per_model[heap[0][2]]):
+        heapq.heappop(heap)
+    _, r, model = heap[0]
+    entries = per_model[model]
+    entries.popitem(last=False)
+    heapq.heapreplace(heap, (-len(entries), r, model))
 
 
 def _shrink(per_model: dict[str, OrderedDict], excess: int) -> int:
@@ -559,22 +609,42 @@ class PerformanceMonitor:
     def process(self, eb: ErrorBatch, alerts: list[dict]) -> int:
         """Feed a model's joined labels; appends alerts, returns the detections that raised none.
         Labels of another version's predictions do not count (the stream is the version's)."""
+        return PerformanceMonitor.process_all([self], [eb], alerts)
+
+    @staticmethod
+    def process_all(monitors: list[PerformanceMonitor], batches: list[ErrorBatch], alerts: list[dict]) -> int:
+        """:meth:`process` of each monitor's joined labels, their error streams' ADWINs
+        advanced together (one numpy step for all the models, as their events' detectors)."""
+        ready = [(mon, prepared) for mon, prepared in
+                 ((mon, mon._prepare(eb)) for mon, eb in zip(monitors, batches, strict=True))
+                 if prepared is not None]
+        masks = DETECTORS["adwin"].cls.update_many([mon.adwin for mon, _ in ready],
+                                                   [Z for _, (_, _, Z) in ready])
+        return sum(mon._finish(eb, X, Z, mask, alerts)
+                   for (mon, (eb, X, Z)), mask in zip(ready, masks, strict=True))
+
+    def _prepare(self, eb: ErrorBatch) -> tuple[ErrorBatch, np.ndarray, np.ndarray] | None:
+        """The labels that count (None: none), their errors X and z-scores Z (labels x 1)."""
         self.fitted_at = None
         if self.version is not None:
             keep = [i for i, v in enumerate(eb.versions) if v is None or v == self.version]
             if len(keep) < len(eb.errors):
                 eb = eb.only(keep)
             if not keep:
-                return 0
+                return None
         if self.estimating:
             self._calibrate(eb)
         X = eb.errors[:, None]
-        ts = np.asarray(eb.ts, dtype=np.float64)
         self.binary = bool(eb.binary.all())
         self.n_labels += X.shape[0]
+        return eb, X, self.signals.standardize(X)
+
+    def _finish(self, eb: ErrorBatch, X: np.ndarray, Z: np.ndarray, mask: np.ndarray,
+                alerts: list[dict]) -> int:
+        """Alerts from the error stream's ADWIN ``mask`` and drift state."""
         reg = self.signals
-        Z = reg.standardize(X)
-        hit = hit_matrix({"adwin": self.adwin.update(Z)}, ["adwin"])
+        hit = hit_matrix({"adwin": mask}, ["adwin"])
+        ts = np.asarray(eb.ts, dtype=np.float64)
         transitions = self.states.step(Z, X, hit, ts, reg.cz_mean, reg.cz_sd, reg.n_ref)
         alerts.extend(self.states.alerts(transitions, lambda t: self._alert(eb, t)))
         reg.remember(X)

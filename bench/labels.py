@@ -1,13 +1,14 @@
 """What labels cost: replay with a label for every event vs the same events alone, same run.
 
-    python bench/labels.py [--events 120000] [--features 10] [--delay 2000] [--repeat 3]
-                           [--max-pending 1000000] [--cli] [--run]
+    python bench/labels.py [--events 120000] [--features 10] [--models 1] [--delay 2000]
+                           [--repeat 3] [--max-pending 1000000] [--cli] [--run]
 
-Workload: bench/e2e.py's events (one model, F features, a score); with labels, each event's
-label (0/1, agreeing with the score 90% of the time) arrives `--delay` events after it, in the
-same stream, as `streamdrift replay --labels` merges them. Each round feeds the two pipelines
-batch by batch in turn (this machine's speed drifts within seconds); rates are events/s, the
-ratio is per round, printed as median (lowest-highest).
+Workload: bench/e2e.py's events (F features, a score; round-robin over `--models` models, all
+with the same feature names); with labels, each event's label (0/1, agreeing with the score
+90% of the time) arrives `--delay` events after it, in the same stream, as `streamdrift replay
+--labels` merges them. Each round feeds the two pipelines batch by batch in turn (this
+machine's speed drifts within seconds); rates are events/s, the ratio is per round, printed
+as median (lowest-highest).
 
 --cli also runs `streamdrift replay` as a process on the events file, with and without the
 labels file (merged by time), rounds alternating, rates as it prints them.
@@ -41,10 +42,10 @@ from stream.pipeline import Pipeline  # noqa: E402
 from stream.types import Message  # noqa: E402
 
 
-def streams(n: int, f: int, delay: int) -> tuple[list[Message], list[list[Message]]]:
+def streams(n: int, f: int, delay: int, models: int = 1) -> tuple[list[Message], list[list[Message]]]:
     """The events alone, and per event the messages that arrive with it (itself, then the
     label of the event `delay` before)."""
-    values = make_values(n, f)
+    values = make_values(n, f, models=models)
     rng = np.random.default_rng(1)
     events, merged = [], []
     for i, v in enumerate(values):
@@ -53,9 +54,9 @@ def streams(n: int, f: int, delay: int) -> tuple[list[Message], list[list[Messag
         arrivals = [m]
         if i >= delay:
             j = i - delay
-            score = orjson.loads(values[j])["prediction"]
-            label = int((score >= 0.5) == (rng.random() < 0.9))
-            arrivals.append(Message(orjson.dumps({"model": "m", "id": str(j), "label": label,
+            event = orjson.loads(values[j])
+            label = int((event["prediction"] >= 0.5) == (rng.random() < 0.9))
+            arrivals.append(Message(orjson.dumps({"model": event["model"], "id": str(j), "label": label,
                                                   "ts": 1.7e9 + i * 0.001}), "labels", 0, i, 0.0))
         merged.append(arrivals)
     return events, merged
@@ -153,6 +154,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=120_000)
     ap.add_argument("--features", type=int, default=10)
+    ap.add_argument("--models", type=int, default=1, help="events (and their labels) round-robin over models")
     ap.add_argument("--delay", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=5000, help="events a batch (their labels come along)")
     ap.add_argument("--max-pending", type=int, default=1_000_000,
@@ -162,12 +164,13 @@ def main() -> None:
     ap.add_argument("--run", action="store_true", help="also `streamdrift run` against the local broker")
     ap.add_argument("--bootstrap", default="127.0.0.1:9092")
     args = ap.parse_args()
-    events, merged = streams(args.events, args.features, args.delay)
+    events, merged = streams(args.events, args.features, args.delay, args.models)
     rounds = [round_rates(events, merged, args.batch, args.max_pending) for _ in range(args.repeat)]
     ratios = sorted(b / a for a, b in rounds)
     alone = float(np.median([a for a, _ in rounds]))
     labeled = float(np.median([b for _, b in rounds]))
-    print(f"events={args.events} features={args.features} label delay={args.delay} events  "
+    print(f"events={args.events} features={args.features} models={args.models} "
+          f"label delay={args.delay} events  "
           f"events alone {alone:9,.0f}/s  with a label per event {labeled:9,.0f} events/s = "
           f"{ratios[len(ratios) // 2]:.0%} ({ratios[0]:.0%}-{ratios[-1]:.0%}) of the events-only rate")
     labels = [arrivals[1] for arrivals in merged if len(arrivals) > 1]

@@ -67,3 +67,48 @@ def test_corrupt_state_is_refused(settings):
         load_model(Pipeline(settings), blob[:-3] + b"xyz")
     with pytest.raises(StateError):
         load_model(Pipeline(settings), b"garbage")
+
+
+def _waiting(settings, n: int) -> Pipeline:
+    """A pipeline whose model has n predictions waiting for labels and n labeled ids, ids of
+    36 characters (UUIDs): as a model gets with labels a month late."""
+    import numpy as np
+
+    from stream.types import ModelBatch
+
+    p = Pipeline(settings, label_topics={"labels"})
+    run(p, [Message(orjson.dumps({"model": "m", "ts": 1.7e9, "features": {"x": 1.0}}), "e", 0, 0, 0.0)])
+    ids = [f"{i:08x}-0000-4000-8000-{i:012x}" for i in range(2 * n)]
+    scores = np.random.default_rng(0).random(2 * n)
+    store = p.desk.store
+    store.add(ModelBatch("m", {}, {}, scores, None, 1.7e9 + np.arange(2 * n), np.zeros(2 * n, dtype=np.int64),
+                         np.arange(2 * n), np.full(2 * n, "e", dtype=object), ids, [None] * (2 * n)))
+    store.take_many(["m"] * n, ids[:n], [0] * n)
+    return p
+
+
+def test_a_model_with_half_a_million_ids_waiting_or_labeled_restores_whole():
+    """Its store's lists are far beyond the 16 MB a state header may hold: they go as bytes."""
+    settings = load_settings(env={})
+    p = _waiting(settings, 250_000)
+    q = Pipeline(settings, label_topics={"labels"})
+    load_model(q, dump_model(p, "m"))
+    for before, after in ((p.desk.store, q.desk.store),):
+        assert list(after.pending["m"].items()) == list(before.pending["m"].items())
+        assert list(after.labeled["m"]) == list(before.labeled["m"])
+        assert (after.size, after.labeled_size) == (before.size, before.labeled_size) == (250_000, 250_000)
+
+
+def test_a_store_state_of_json_lists_still_loads():
+    """As states were written before the store's lists became bytes."""
+    settings = load_settings(env={})
+    p = _waiting(settings, 50)
+    p.desk.store.pending["m"]["x"] = ("yes", 1.7e9, "v2")        # a class and a version
+    state = p.model_state("m")
+    store = state["store"]
+    for key in ("ids", "predictions", "versions", "labeled"):
+        store[key] = orjson.loads(store[key]) if isinstance(store[key], bytes) else store[key].tolist()
+    q = Pipeline(settings, label_topics={"labels"})
+    q.load_model_state(state)
+    assert list(q.desk.store.pending["m"].items()) == list(p.desk.store.pending["m"].items())
+    assert list(q.desk.store.labeled["m"]) == list(p.desk.store.labeled["m"])

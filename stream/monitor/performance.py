@@ -30,6 +30,7 @@ from operator import ge, is_not
 from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 
 from ..config import Settings
 from ..ingest.labels import LabelBatch
@@ -231,24 +232,39 @@ class PredictionStore:
         return others < len(done) - len(idents) and set(islice(done, excess)).isdisjoint(idents)
 
     def model_state(self, model: str) -> dict[str, Any]:
-        """One model's waiting predictions and labeled ids (a checkpoint holds a model whole)."""
+        """One model's waiting predictions and labeled ids (a checkpoint holds a model whole).
+        The lists are JSON bytes, the times (and scores, when all are floats) arrays: a
+        store holds up to millions of entries, and a state's header (its JSON values other
+        than bytes and arrays) is limited to 16 MB (detectors/_state.py)."""
         pending = self.pending.get(model, {})
-        return {"ids": list(pending), "predictions": [v[0] for v in pending.values()],
-                "ts": np.array([v[1] for v in pending.values()], dtype=np.float64),
-                "versions": [v[2] for v in pending.values()],
-                "labeled": list(self.labeled.get(model, ()))}
+        values = list(pending.values())
+        preds = [v[0] for v in values]
+        return {"ids": orjson.dumps(list(pending)),
+                "predictions": np.array(preds, dtype=np.float64) if set(map(type, preds)) <= {float}
+                else orjson.dumps(preds),
+                "ts": np.array([v[1] for v in values], dtype=np.float64),
+                "versions": orjson.dumps([v[2] for v in values]),
+                "labeled": orjson.dumps(list(self.labeled.get(model, ())))}
 
     def load_model_state(self, model: str, state: dict[str, Any]) -> None:
-        """Put back one model's :meth:`model_state`."""
+        """Put back one model's :meth:`model_state` (also one whose lists are JSON lists, as
+        states written before they were bytes)."""
+        ids, preds, versions, labeled = (_listed(state.get(key)) for key in
+                                         ("ids", "predictions", "versions", "labeled"))
         self.size -= len(self.pending.get(model, ()))
         self.labeled_size -= len(self.labeled.get(model, ()))
-        self.pending[model] = OrderedDict(
-            (ident, (pred, ts, version)) for ident, pred, ts, version in zip(
-                state["ids"], state["predictions"], state["ts"].tolist(),
-                state.get("versions") or [None] * len(state["ids"]), strict=True))
-        self.labeled[model] = OrderedDict.fromkeys(state["labeled"])
+        entries = zip(preds, state["ts"].tolist(), versions or [None] * len(ids), strict=True)
+        self.pending[model] = OrderedDict(zip(ids, entries, strict=True))
+        self.labeled[model] = OrderedDict.fromkeys(labeled)
         self.size += len(self.pending[model])
         self.labeled_size += len(self.labeled[model])
+
+
+def _listed(value: bytes | np.ndarray | list | None) -> list:
+    """A list of :meth:`PredictionStore.model_state`: JSON bytes, an array or a list."""
+    if isinstance(value, bytes):
+        return orjson.loads(value)
+    return value.tolist() if isinstance(value, np.ndarray) else list(value or ())
 
 
 def _ranks(per_model: dict[str, OrderedDict]) -> dict[str, int]:

@@ -141,6 +141,12 @@ class Pipeline:
             state["clock"] = [self.desk.top, self.desk.now]
         return state
 
+    def trim_store(self, model: str, keep: float) -> tuple[int, int] | None:
+        """Keep the newest ``keep`` share (0..1) of the model's predictions waiting for labels
+        and of its labeled ids; returns how many of each are left, or None when it holds
+        none (nothing to give up)."""
+        return None if self.desk is None else self.desk.store.trim(model, keep)
+
     def load_model_state(self, state: dict[str, Any]) -> str:
         """Restore one model from :meth:`model_state`; returns its name."""
         model = state["monitor"]["model"]

@@ -9,6 +9,7 @@ array section, each replaced in the header by a reference to it.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from detectors._state import pack, unpack
 from .errors import StateError
 from .pipeline import Pipeline
 
+log = logging.getLogger("streamdrift")
 KIND = "streamdrift.model.v2"
 _ARRAY, _BYTES = "__array__", "__bytes__"
 
@@ -68,9 +70,23 @@ def decode(kind: str, blob: bytes) -> Any:
         raise StateError(f"state is inconsistent: {exc!r}") from None
 
 
-def dump_model(pipeline: Pipeline, model: str) -> bytes:
-    """The whole state of one model of a pipeline shard, as bytes."""
-    return encode(KIND, pipeline.model_state(model))
+def dump_model(pipeline: Pipeline, model: str, max_bytes: int | None = None) -> bytes:
+    """The whole state of one model of a pipeline shard, as bytes.
+
+    A state over ``max_bytes`` (what a changelog record holds) first gives up the oldest of
+    the model's predictions waiting for labels and of its labeled ids, until it fits: those
+    are counted as evicted for size, and a warning names the model. A state that cannot
+    shrink enough is returned as it is."""
+    blob = encode(KIND, pipeline.model_state(model))
+    while max_bytes is not None and len(blob) > max_bytes:
+        kept = pipeline.trim_store(model, 0.9 * max_bytes / len(blob))
+        if kept is None:
+            break
+        log.warning("state of model %r is %d bytes, over the %d a changelog record holds: kept "
+                    "its newest %d predictions waiting for labels and %d labeled ids", model,
+                    len(blob), max_bytes, *kept)
+        blob = encode(KIND, pipeline.model_state(model))
+    return blob
 
 
 def load_model(pipeline: Pipeline, blob: bytes) -> str:

@@ -112,3 +112,28 @@ def test_a_store_state_of_json_lists_still_loads():
     q.load_model_state(state)
     assert list(q.desk.store.pending["m"].items()) == list(p.desk.store.pending["m"].items())
     assert list(q.desk.store.labeled["m"]) == list(p.desk.store.labeled["m"])
+
+
+def test_a_state_over_a_changelog_record_gives_up_its_oldest_waiting_predictions(caplog):
+    """Else the record could not be written, the instance would stop and, restarted, grow
+    the same state again."""
+    from stream.kafka.changelog import Changelog, Shard
+
+    settings = load_settings(env={})
+    p = _waiting(settings, 20_000)
+    whole = len(dump_model(p, "m"))
+    store = p.desk.store
+    pending, labeled = list(store.pending["m"]), list(store.labeled["m"])
+    shard = Shard(p)
+    shard.changed.add("m")
+    changelog = Changelog("changelog", 1, max_value_bytes=whole // 3)
+    with caplog.at_level("WARNING", logger="streamdrift"):
+        [(_, key, value, _)] = changelog.records(("events", 0), shard)
+    assert key == b"events:0:m" and len(value) <= whole // 3
+    assert "over the" in caplog.text and "'m'" in caplog.text
+    q = Pipeline(settings, label_topics={"labels"})
+    load_model(q, value)
+    kept_pending, kept_labeled = list(q.desk.store.pending["m"]), list(q.desk.store.labeled["m"])
+    assert 0 < len(kept_pending) < len(pending) and kept_pending == pending[-len(kept_pending):]
+    assert 0 < len(kept_labeled) < len(labeled) and kept_labeled == labeled[-len(kept_labeled):]
+    assert store.evicted["size"] == len(pending) - len(kept_pending) == 20_000 - store.size

@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from ..errors import StateError
 from ..pipeline import Pipeline
 from ..state import dump_model, load_model
+from .topics import CHANGELOG_RECORD_BYTES
 
 log = logging.getLogger("streamdrift")
 ADAPTER_STATE = "~adapters"     # key suffix of a partition's adapter state (not a model name)
@@ -41,11 +42,15 @@ class Changelog:
     ----------
     topic : the compacted changelog topic.
     partitions : its partition count.
+    max_value_bytes : a record's value at most (the record limit less room for its key and
+        headers); a model's state over it gives up its oldest predictions waiting for labels.
     """
 
-    def __init__(self, topic: str, partitions: int) -> None:
+    def __init__(self, topic: str, partitions: int,
+                 max_value_bytes: int = CHANGELOG_RECORD_BYTES - (1 << 16)) -> None:
         self.topic = topic
         self.partitions = partitions
+        self.max_value_bytes = max_value_bytes
 
     def partition_of(self, input_partition: int) -> int:
         """The changelog partition of an input partition: the same number while the changelog
@@ -61,8 +66,8 @@ class Changelog:
         offset = str(shard.next_offset).encode()
         for model in sorted(shard.changed):
             if model in pipeline.models:
-                yield (part, f"{topic}:{partition}:{model}".encode(), dump_model(pipeline, model),
-                       [(OFFSET_HEADER, offset)])
+                yield (part, f"{topic}:{partition}:{model}".encode(),
+                       dump_model(pipeline, model, self.max_value_bytes), [(OFFSET_HEADER, offset)])
         shard.changed.clear()
         converter = pipeline.converter
         if converter is not None and converter.changed:

@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from ..config import Settings
 from ..types import Message
+from .topics import CHANGELOG_RECORD_BYTES
 
 log = logging.getLogger("streamdrift")
 # librdkafka stops fetching a partition whose local queue holds queued.min.messages (100000)
@@ -70,7 +71,7 @@ def producer_config(settings: Settings, instance: str) -> dict[str, Any]:
     """The output producer: idempotent; transactional (id from group and instance) under
     exactly-once."""
     conf = {**client_config(settings), "enable.idempotence": True, "linger.ms": 5,
-            "message.max.bytes": 64 << 20, "error_cb": ErrorLog("kafka producer")}
+            "message.max.bytes": CHANGELOG_RECORD_BYTES, "error_cb": ErrorLog("kafka producer")}
     if settings.kafka.guarantee == "exactly-once":
         conf["transactional.id"] = f"streamdrift-{settings.kafka.group_id}-{instance}"
     return conf

@@ -8,7 +8,8 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 log = logging.getLogger("streamdrift")
-CHANGELOG_CONFIG = {"cleanup.policy": "compact", "max.message.bytes": str(64 << 20)}
+CHANGELOG_RECORD_BYTES = 64 << 20     # the changelog's record limit (and the producer's)
+CHANGELOG_CONFIG = {"cleanup.policy": "compact", "max.message.bytes": str(CHANGELOG_RECORD_BYTES)}
 
 
 def partition_counts(admin: AdminClient, topics: list[str]) -> dict[str, int]:

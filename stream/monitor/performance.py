@@ -231,6 +231,25 @@ class PredictionStore:
         others = max((len(d) for m, d in self.labeled.items() if m != model), default=0)
         return others < len(done) - len(idents) and set(islice(done, excess)).isdisjoint(idents)
 
+    def trim(self, model: str, keep: float) -> tuple[int, int] | None:
+        """Keep the newest ``keep`` share (0..1) of the model's waiting predictions (the
+        others counted as evicted for size) and of its labeled ids; returns how many of each
+        are left, or None when it holds neither."""
+        pending, labeled = self.pending.get(model), self.labeled.get(model)
+        if not pending and not labeled:
+            return None
+        for entries in (pending, labeled):
+            if entries:
+                drop = len(entries) - int(len(entries) * keep)
+                for _ in range(drop):
+                    entries.popitem(last=False)
+                if entries is pending:
+                    self.size -= drop
+                    self.evicted["size"] += drop
+                else:
+                    self.labeled_size -= drop
+        return len(pending or ()), len(labeled or ())
+
     def model_state(self, model: str) -> dict[str, Any]:
         """One model's waiting predictions and labeled ids (a checkpoint holds a model whole).
         The lists are JSON bytes, the times (and scores, when all are floats) arrays: a

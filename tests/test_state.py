@@ -93,10 +93,10 @@ def test_a_model_with_half_a_million_ids_waiting_or_labeled_restores_whole():
     p = _waiting(settings, 250_000)
     q = Pipeline(settings, label_topics={"labels"})
     load_model(q, dump_model(p, "m"))
-    for before, after in ((p.desk.store, q.desk.store),):
-        assert list(after.pending["m"].items()) == list(before.pending["m"].items())
-        assert list(after.labeled["m"]) == list(before.labeled["m"])
-        assert (after.size, after.labeled_size) == (before.size, before.labeled_size) == (250_000, 250_000)
+    before, after = p.desk.store, q.desk.store
+    assert list(after.pending["m"].items()) == list(before.pending["m"].items())
+    assert list(after.labeled["m"]) == list(before.labeled["m"])
+    assert (after.size, after.labeled_size) == (before.size, before.labeled_size) == (250_000, 250_000)
 
 
 def test_a_store_state_of_json_lists_still_loads():

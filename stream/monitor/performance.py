@@ -235,20 +235,14 @@ class PredictionStore:
         """Keep the newest ``keep`` share (0..1) of the model's waiting predictions (the
         others counted as evicted for size) and of its labeled ids; returns how many of each
         are left, or None when it holds neither."""
-        pending, labeled = self.pending.get(model), self.labeled.get(model)
+        pending, labeled = self.pending.get(model) or OrderedDict(), self.labeled.get(model) or OrderedDict()
         if not pending and not labeled:
             return None
-        for entries in (pending, labeled):
-            if entries:
-                drop = len(entries) - int(len(entries) * keep)
-                for _ in range(drop):
-                    entries.popitem(last=False)
-                if entries is pending:
-                    self.size -= drop
-                    self.evicted["size"] += drop
-                else:
-                    self.labeled_size -= drop
-        return len(pending or ()), len(labeled or ())
+        dropped = _drop_oldest(pending, keep)
+        self.size -= dropped
+        self.evicted["size"] += dropped
+        self.labeled_size -= _drop_oldest(labeled, keep)
+        return len(pending), len(labeled)
 
     def model_state(self, model: str) -> dict[str, Any]:
         """One model's waiting predictions and labeled ids (a checkpoint holds a model whole).
@@ -284,6 +278,14 @@ def _listed(value: bytes | np.ndarray | list | None) -> list:
     if isinstance(value, bytes):
         return orjson.loads(value)
     return value.tolist() if isinstance(value, np.ndarray) else list(value or ())
+
+
+def _drop_oldest(entries: OrderedDict, keep: float) -> int:
+    """Drop all but the newest ``keep`` share (0..1) of ``entries``; returns how many went."""
+    drop = len(entries) - int(len(entries) * keep)
+    for _ in range(drop):
+        entries.popitem(last=False)
+    return drop
 
 
 def _ranks(per_model: dict[str, OrderedDict]) -> dict[str, int]:

@@ -19,6 +19,10 @@ topic and consumed. The busy time (sum of batch times, from /metrics) of each ph
 events-only rate (events / events' time) and the rate with a label per event (events / both
 times): in a pre-produced topic a consumer reads the labels topic far ahead of the events
 one, so labels would arrive before their predictions; here they come after, as they do.
+The producer and the broker share this machine's two cores with the service: the rate is
+measured with the labels produced while the service is stopped (after the events, state
+committed) and consumed after its restart; the share with them consumed while they are
+produced (a fresh topic, another run of the service) is printed beside it.
 """
 
 from __future__ import annotations
@@ -109,9 +113,11 @@ def _metric(port: int, prefix: str) -> float:
 
 
 def run_rates(events: list[Message], labels: list[Message], bootstrap: str, batch: int
-              ) -> tuple[float, float, float]:
-    """`streamdrift run`: (events/s of the events' busy time, events/s of both phases' busy
-    time, labels joined of those sent)."""
+              ) -> tuple[float, float, float, float]:
+    """`streamdrift run`: (events/s of the events' busy time; the share of both phases' busy
+    time that is the events', with the labels consumed while they are produced; events/s of
+    both phases' busy time with the labels produced while the service is stopped and consumed
+    after its restart; labels joined of those sent in the latter)."""
     import os
     import subprocess
     import tempfile
@@ -120,34 +126,51 @@ def run_rates(events: list[Message], labels: list[Message], bootstrap: str, batc
     sys.path.insert(0, str(ROOT / "tests"))
     from kafka_helpers import create_topics, free_port, produce, write_config
 
-    unique = uuid.uuid4().hex[:8]
-    create_topics(bootstrap, {f"events-{unique}": 1, f"labels-{unique}": 1})
-    produce(bootstrap, f"events-{unique}", [m.value for m in events])
-    port = free_port()
-    busy = 'streamdrift_batch_seconds_sum'
+    busy = "streamdrift_batch_seconds_sum"
+    out = []
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = write_config(Path(tmp) / "c.toml", bootstrap, unique, port,
-                           kafka=f'labels_topic = "labels-{unique}"')
-        cfg.write_text(cfg.read_text().replace("batch_size = 2000", f"batch_size = {batch}"))
-        proc = subprocess.Popen([sys.executable, "-m", "stream", "run", "--config", str(cfg)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                cwd=ROOT, env={**os.environ})
-        try:
-            deadline = time.monotonic() + 600
-            while _metric(port, 'streamdrift_events_total{outcome="ok"}') < len(events):
-                assert time.monotonic() < deadline and proc.poll() is None, "the events were not consumed"
-                time.sleep(0.1)
-            events_s = _metric(port, busy)
-            produce(bootstrap, f"labels-{unique}", [m.value for m in labels])
-            while _metric(port, "streamdrift_labels_total") < len(labels):
-                assert time.monotonic() < deadline and proc.poll() is None, "the labels were not consumed"
-                time.sleep(0.1)
-            both_s = _metric(port, busy)
-            joined = _metric(port, 'streamdrift_labels_total{outcome="joined"}')
-        finally:
-            proc.terminate()
-            proc.wait(60)
-    return len(events) / events_s, len(events) / both_s, joined / len(labels)
+        for restart in (False, True):
+            unique = uuid.uuid4().hex[:8]
+            create_topics(bootstrap, {f"events-{unique}": 1, f"labels-{unique}": 1})
+            produce(bootstrap, f"events-{unique}", [m.value for m in events])
+            port = free_port()
+            cfg = write_config(Path(tmp) / f"{unique}.toml", bootstrap, unique, port,
+                               kafka=f'labels_topic = "labels-{unique}"')
+            cfg.write_text(cfg.read_text().replace("batch_size = 2000", f"batch_size = {batch}"))
+
+            def start() -> subprocess.Popen:
+                return subprocess.Popen([sys.executable, "-m", "stream", "run", "--config", str(cfg)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        cwd=ROOT, env={**os.environ})
+
+            def wait(proc: subprocess.Popen, metric: str, count: int) -> None:
+                deadline = time.monotonic() + 600
+                while _metric(port, metric) < count:
+                    assert time.monotonic() < deadline and proc.poll() is None, f"{metric} < {count}"
+                    time.sleep(0.1)
+
+            proc = start()
+            try:
+                wait(proc, 'streamdrift_events_total{outcome="ok"}', len(events))
+                events_s = _metric(port, busy)
+                if restart:
+                    # the producer and the broker share this machine's two cores with the
+                    # service: stopped (state and offsets committed), it is not competing
+                    proc.terminate()
+                    assert proc.wait(60) == 0
+                produce(bootstrap, f"labels-{unique}", [m.value for m in labels])
+                if restart:
+                    proc = start()
+                wait(proc, "streamdrift_labels_total", len(labels))
+                labels_s = _metric(port, busy) - (0.0 if restart else events_s)
+                joined = _metric(port, 'streamdrift_labels_total{outcome="joined"}')
+            finally:
+                proc.terminate()
+                proc.wait(60)
+            out.append((events_s, labels_s, joined))
+    (ev0, lb0, _), (ev1, lb1, joined) = out
+    n = len(events)
+    return n / ev1, ev0 / (ev0 + lb0), n / (ev1 + lb1), joined / len(labels)
 
 
 def main() -> None:
@@ -181,9 +204,10 @@ def main() -> None:
               f"label per event {float(np.median([b for _, b in rounds])):9,.0f} events/s = "
               f"{ratios[len(ratios) // 2]:.0%} ({ratios[0]:.0%}-{ratios[-1]:.0%}) of the events-only rate")
     if args.run:
-        alone, labeled, joined = run_rates(events, labels, args.bootstrap, args.batch)
-        print(f"run: events alone {alone:9,.0f}/s (busy)  with a label per event {labeled:9,.0f} events/s "
-              f"= {labeled / alone:.0%} of the events-only rate  ({joined:.0%} of the labels joined)")
+        alone, during, after, joined = run_rates(events, labels, args.bootstrap, args.batch)
+        print(f"run: events alone {alone:9,.0f}/s (busy)  with a label per event {after:9,.0f} events/s "
+              f"= {after / alone:.0%} of the events-only rate  ({joined:.0%} of the labels joined; labels "
+              f"consumed while they are produced: {during:.0%})")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import lzma
 import sys
 import time
 from collections.abc import Iterator
+from itertools import repeat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,33 +33,83 @@ from .config import Settings
 from .errors import InputError, Rejected
 from .ingest.values import parse_ts
 from .monitor.reference import Profiles
-from .pipeline import BatchResult, Pipeline, batch_size
+from .pipeline import BatchResult, Pipeline, batch_size, collector_paused
 from .types import TS_END, TS_MIN, Message
 
 STDIN = "-"
 CHUNK = 4096                          # lines a file is read and keyed by, when merged
 _PARSE_LINES = 1024                   # lines parsed by one orjson call: their objects stay in
                                       # the CPU caches while their times are read
+_READ_BYTES = 1 << 16                 # bytes a file is read by
 _BOM = b"\xef\xbb\xbf"                    # UTF-8 byte-order mark
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}   # by file suffix
 # what reading a damaged file raises (BadGzipFile is an OSError; truncated archives: EOFError)
 _READ_ERRORS = (OSError, EOFError, lzma.LZMAError)
 
 
-def read_lines(path: str) -> Iterator[Message]:
-    """Messages of a JSONL file: one per line (without its line ending or a leading UTF-8
-    byte-order mark), offset = line index.
+def read_chunks(path: str, size: int = CHUNK) -> Iterator[list[Message]]:
+    """The messages of a JSONL file, ``size`` lines at a time: one per line (without its
+    line ending or a leading UTF-8 byte-order mark), offset = line index.
     ``-`` is standard input; .gz, .bz2 and .xz files are decompressed. Raises InputError when
-    the file cannot be read to its end (the lines before the fault were yielded)."""
+    the file cannot be read to its end, after the lines read whole before the fault."""
     try:
-        with (open(0, "rb", closefd=False) if path == STDIN
-              else _OPENERS.get(Path(path).suffix.lower(), open)(path, "rb")) as fh:
-            for i, line in enumerate(fh):
-                if i == 0 and line.startswith(_BOM):    # (files saved by some Windows tools)
-                    line = line[len(_BOM):]
-                yield Message(line.rstrip(b"\r\n"), path, 0, i, 0.0)
+        fh = (open(0, "rb", closefd=False) if path == STDIN
+              else _OPENERS.get(Path(path).suffix.lower(), open)(path, "rb"))
     except _READ_ERRORS as exc:
         raise InputError(f"{path}: cannot be read to its end ({exc})") from None
+    fault = None
+    start = 0
+    rest: list[bytes] = []             # the pieces of a line begun in the blocks read last
+    lines: list[bytes] = []
+    cr = False                          # a carriage return read (Windows line endings?)
+    with fh:
+        while True:
+            try:
+                # one read of the file a block (each line copied once, by the split); a
+                # fault loses no line read whole before it
+                block = fh.read1(_READ_BYTES)
+            except _READ_ERRORS as exc:
+                fault = InputError(f"{path}: cannot be read to its end ({exc})")
+                block = b""
+            if not block:
+                if rest and fault is None:
+                    lines.append(b"".join(rest))
+                break
+            cr = cr or b"\r" in block
+            parts = block.split(b"\n")
+            if rest:                    # (a long line's pieces are joined once)
+                rest.append(parts[0])
+                parts[0] = b"".join(rest)
+            tail = parts.pop()
+            rest = [tail] if tail else []
+            lines += parts
+            while len(lines) >= size:
+                yield _messages(lines[:size], path, start, cr)
+                start += size
+                del lines[:size]
+    for s in range(0, len(lines), size):
+        yield _messages(lines[s:s + size], path, start + s, cr)
+    if fault is not None:
+        raise fault
+
+
+def _messages(lines: list[bytes], path: str, start: int, cr: bool) -> list[Message]:
+    """The lines as messages from offset ``start`` on: the first line's UTF-8 byte-order mark
+    (files saved by some Windows tools) dropped, and if ``cr``, the carriage returns that
+    end a line."""
+    if start == 0 and lines and lines[0].startswith(_BOM):
+        lines[0] = lines[0][len(_BOM):]
+    if cr:
+        lines = [line.rstrip(b"\r") for line in lines]
+    return list(map(tuple.__new__, repeat(Message), zip(
+        lines, repeat(path), repeat(0), range(start, start + len(lines)), repeat(0.0),
+        repeat(None), repeat(None))))
+
+
+def read_lines(path: str) -> Iterator[Message]:
+    """:func:`read_chunks`' messages one by one."""
+    for chunk in read_chunks(path):
+        yield from chunk
 
 
 def _ts_key(msg: Message, fmt: str = "streamdrift") -> float:
@@ -140,25 +191,21 @@ def _despike(keys: np.ndarray, after: float | None, last: float) -> tuple[np.nda
 def _keyed(path: str, fmt: str) -> Iterator[tuple[np.ndarray, list[Message]]]:
     """A file's lines chunk by chunk with their merge keys: despiked event times, raised to
     the file's running maximum (the order a merge by time puts the file's lines in). Raises
-    InputError after the chunk read before the fault."""
-    lines = read_lines(path)
+    InputError after the lines read before the fault."""
+    chunks = read_chunks(path, CHUNK)
     held: list[Message] = []            # the last line read: its key waits for the next line's
     held_key = np.zeros(0)
     last = top = -np.inf
-    while True:
-        chunk: list[Message] = []
-        fault = None
+    fault = None
+    while fault is None:
         try:
-            for msg in lines:
-                chunk.append(msg)
-                if len(chunk) >= CHUNK:
-                    break
+            chunk = next(chunks, [])
         except InputError as exc:
-            fault = exc
-        done = fault is not None or len(chunk) < CHUNK
-        keys = np.concatenate([held_key, _ts_keys(chunk, fmt)])
+            chunk, fault = [], exc
+        with collector_paused():        # (the parsed lines would be rescanned: see Pipeline.process)
+            keys = np.concatenate([held_key, _ts_keys(chunk, fmt)])
         msgs = held + chunk
-        if not done and msgs:
+        if chunk:
             held, held_key = msgs[-1:], keys[-1:]
             keys, after, msgs = keys[:-1], float(keys[-1]), msgs[:-1]
         else:
@@ -168,10 +215,10 @@ def _keyed(path: str, fmt: str) -> Iterator[tuple[np.ndarray, list[Message]]]:
             keys = np.maximum(np.maximum.accumulate(keys), top)
             top = float(keys[-1])
             yield keys, msgs
-        if fault is not None:
-            raise fault
-        if done:
-            return
+        if not chunk:
+            break
+    if fault is not None:
+        raise fault
 
 
 def _ordered(a: tuple[np.ndarray, list[Message]], b: tuple[np.ndarray, list[Message]]) -> list[Message]:

@@ -268,6 +268,50 @@ def test_replay_rebaseline_flag_and_config_accept_a_new_normal(tmp_path):
     assert bad.returncode == 2 and b"MODEL[/SIGNAL][@TIME]" in bad.stderr
 
 
+@pytest.mark.parametrize("block", [1, 3, 64, 1 << 16])
+def test_files_read_by_blocks_give_the_lines_of_line_by_line_reading(tmp_path, monkeypatch, block):
+    """Lines split out of blocks (carriage returns, a byte-order mark, lines longer than a
+    block, no final newline) are Python's lines of the file less their endings; a truncated
+    archive gives the lines read whole before the fault, then InputError."""
+    import gzip
+    import io
+    import random
+
+    from stream import replay
+    from stream.errors import InputError
+
+    monkeypatch.setattr(replay, "_READ_BYTES", block)
+    rng = random.Random(block)
+    pieces = [b"a", b"\n", b"\r", b"\r\n", b'{"x": 1}', b"\xef\xbb\xbf"]
+    for case in range(40):
+        data = b"".join(rng.choice(pieces + [b"z" * rng.randint(0, 300)]) for _ in range(rng.randint(0, 60)))
+        if case % 3 == 0:
+            data = b"\xef\xbb\xbf" + data
+        path = tmp_path / f"{case}.jsonl"
+        path.write_bytes(data)
+        want = [line.rstrip(b"\r\n") for line in io.BytesIO(data)]
+        if want and want[0].startswith(b"\xef\xbb\xbf"):
+            want[0] = want[0][3:]
+        size = rng.choice([1, 2, 5, 4096])
+        got = [m for chunk in replay.read_chunks(str(path), size) for m in chunk]
+        assert [m.value for m in got] == want
+        assert [m.offset for m in got] == list(range(len(want)))
+        assert all(0 < len(chunk) <= size for chunk in replay.read_chunks(str(path), size))
+
+    data = b"".join(orjson.dumps({"i": i, "pad": "x" * rng.randint(0, 200)}) + b"\n" for i in range(20000))
+    packed = gzip.compress(data)
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(packed[: len(packed) // 2])
+    whole = []
+    with pytest.raises(EOFError), gzip.open(cut, "rb") as fh:
+        whole.extend(line.rstrip(b"\n") for line in fh)
+    got = []
+    with pytest.raises(InputError, match="cannot be read to its end"):
+        for chunk in replay.read_chunks(str(cut), 1000):
+            got.extend(m.value for m in chunk)
+    assert 0 < len(got) and got == whole[:len(got)] and len(whole) - len(got) <= max(1, block // 10)
+
+
 @pytest.mark.parametrize("chunk", [1, 2, 7, 4096])
 def test_the_merge_read_in_chunks_is_the_merge_line_by_line(tmp_path, monkeypatch, chunk):
     """Keys found a chunk at a time (one orjson call, numbers at once) and chunks merged by

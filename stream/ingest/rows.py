@@ -212,7 +212,7 @@ def _decode(messages: list[Message], limits: LimitSettings,
         found_bad = False
         batches: dict[str, ModelBatch] = {}
         shared = _shared_columns(events, owner, sources, limits, all_numbers) \
-            if len(groups) > 1 and not bad_messages else None
+            if len(groups) > 1 and not bad_messages and _same_names(events, groups) else None
         for model, rows in groups.items():
             if not admit_model(model):
                 for i in rows:
@@ -257,6 +257,16 @@ def _shared_columns(events: list[dict[str, Any]], owner: list[int], sources: _So
     except (_BadRows, _NotUniform):
         return None
     return shared if shared.prediction_class is None else None
+
+
+def _same_names(events: list[dict[str, Any]], groups: dict[str, list[int]]) -> bool:
+    """Whether the first events of the models name the same features (else no model's
+    columns are the shared ones: models with their own feature names)."""
+    firsts = [events[rows[0]].get("features") for rows in groups.values() if rows]
+    if not all(type(f) is dict for f in firsts):
+        return True                     # (decided by the extraction)
+    names = firsts[0].keys()
+    return all(f.keys() == names for f in firsts)
 
 
 def _group_rows(models: list[str], keep: range | list[int]) -> dict[str, list[int]]:

@@ -138,12 +138,12 @@ def run_rates(events: list[Message], labels: list[Message], bootstrap: str, batc
                                kafka=f'labels_topic = "labels-{unique}"')
             cfg.write_text(cfg.read_text().replace("batch_size = 2000", f"batch_size = {batch}"))
 
-            def start() -> subprocess.Popen:
+            def start(cfg: Path = cfg) -> subprocess.Popen:
                 return subprocess.Popen([sys.executable, "-m", "stream", "run", "--config", str(cfg)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         cwd=ROOT, env={**os.environ})
 
-            def wait(proc: subprocess.Popen, metric: str, count: int) -> None:
+            def wait(proc: subprocess.Popen, metric: str, count: int, port: int = port) -> None:
                 deadline = time.monotonic() + 600
                 while _metric(port, metric) < count:
                     assert time.monotonic() < deadline and proc.poll() is None, f"{metric} < {count}"

@@ -56,7 +56,7 @@ def read_chunks(path: str, size: int = CHUNK) -> Iterator[list[Message]]:
         fh = (open(0, "rb", closefd=False) if path == STDIN
               else _OPENERS.get(Path(path).suffix.lower(), open)(path, "rb"))
     except _READ_ERRORS as exc:
-        raise InputError(f"{path}: cannot be read to its end ({exc})") from None
+        raise _unreadable(path, exc) from None
     fault = None
     start = 0
     rest: list[bytes] = []             # the pieces of a line begun in the blocks read last
@@ -69,8 +69,7 @@ def read_chunks(path: str, size: int = CHUNK) -> Iterator[list[Message]]:
                 # fault loses no line read whole before it
                 block = fh.read1(_READ_BYTES)
             except _READ_ERRORS as exc:
-                fault = InputError(f"{path}: cannot be read to its end ({exc})")
-                block = b""
+                fault, block = _unreadable(path, exc), b""
             if not block:
                 if rest and fault is None:
                     lines.append(b"".join(rest))
@@ -91,6 +90,10 @@ def read_chunks(path: str, size: int = CHUNK) -> Iterator[list[Message]]:
         yield _messages(lines[s:s + size], path, start + s, cr)
     if fault is not None:
         raise fault
+
+
+def _unreadable(path: str, exc: BaseException) -> InputError:
+    return InputError(f"{path}: cannot be read to its end ({exc})")
 
 
 def _messages(lines: list[bytes], path: str, start: int, cr: bool) -> list[Message]:
@@ -197,7 +200,7 @@ def _keyed(path: str, fmt: str) -> Iterator[tuple[np.ndarray, list[Message]]]:
     held_key = np.zeros(0)
     last = top = -np.inf
     fault = None
-    while fault is None:
+    while True:
         try:
             chunk = next(chunks, [])
         except InputError as exc:

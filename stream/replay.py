@@ -109,12 +109,6 @@ def _messages(lines: list[bytes], path: str, start: int, cr: bool) -> list[Messa
         repeat(None), repeat(None))))
 
 
-def read_lines(path: str) -> Iterator[Message]:
-    """:func:`read_chunks`' messages one by one."""
-    for chunk in read_chunks(path):
-        yield from chunk
-
-
 def _ts_key(msg: Message, fmt: str = "streamdrift") -> float:
     """The line's event time (epoch seconds or RFC 3339, as decoding reads it), or -inf.
     In a KServe CloudEvent it is the ``time`` attribute, in an OIP record ``parameters.ts``."""
@@ -232,13 +226,14 @@ def _ordered(a: tuple[np.ndarray, list[Message]], b: tuple[np.ndarray, list[Mess
     return [msgs[i] for i in np.lexsort((np.arange(keys.size), kind, keys)).tolist()]
 
 
-def merged(events: str, labels: str | None, fmt: str = "streamdrift") -> Iterator[Message]:
+def merged(events: str, labels: str | None, fmt: str = "streamdrift") -> Iterator[list[Message]]:
     """The lines of the events file (in format ``fmt``) and of the labels file, merged by
-    event time: each file in its order, a line going before the other file's first line
-    whose time is later than the latest time of its own file so far (events first on ties),
-    as a merge of the two files' lines one by one would have it."""
+    event time, in runs (lists) of consecutive lines: each file in its order, a line going
+    before the other file's first line whose time is later than the latest time of its own
+    file so far (events first on ties), as a merge of the two files' lines one by one would
+    have it."""
     if labels is None:
-        yield from read_lines(events)
+        yield from read_chunks(events)
         return
     ev, lb = _keyed(events, fmt), _keyed(labels, "streamdrift")
     a, b = next(ev, None), next(lb, None)
@@ -247,23 +242,23 @@ def merged(events: str, labels: str | None, fmt: str = "streamdrift") -> Iterato
             # what sorts before the end of either buffer is final: that buffer goes whole
             if a[0][-1] <= b[0][-1]:
                 cut = int(np.searchsorted(b[0], a[0][-1], side="left"))
-                yield from _ordered(a, (b[0][:cut], b[1][:cut]))
+                yield _ordered(a, (b[0][:cut], b[1][:cut]))
                 a, b = None, (b[0][cut:], b[1][cut:]) if cut < b[0].size else None
                 a = next(ev, None)
                 b = b if b is not None else next(lb, None)
             else:
                 cut = int(np.searchsorted(a[0], b[0][-1], side="right"))
-                yield from _ordered((a[0][:cut], a[1][:cut]), b)
+                yield _ordered((a[0][:cut], a[1][:cut]), b)
                 a, b = (a[0][cut:], a[1][cut:]) if cut < a[0].size else None, None
                 b = next(lb, None)
                 a = a if a is not None else next(ev, None)
     except InputError:
         # what was read of both files still goes, in order; then the fault
-        yield from _ordered(a or (np.zeros(0), []), b or (np.zeros(0), []))
+        yield _ordered(a or (np.zeros(0), []), b or (np.zeros(0), []))
         raise
     for rest, it in ((a, ev), (b, lb)):
         while rest is not None:
-            yield from rest[1]
+            yield rest[1]
             rest = next(it, None)
 
 
@@ -320,14 +315,14 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
     fault = None
     last_event: Message | None = None
     try:
-        for msg in merged(events, labels, fmt):
-            n_lines += 1
-            batch.append(msg)
-            if len(batch) >= size:
-                last_event = _last_of(batch, events, last_event)
-                done = flush(pipeline.process(batch))
-                size = batch_size(settings.kafka, len(pipeline.models), len(batch), done.n_events)
-                batch.clear()
+        for run in merged(events, labels, fmt):
+            n_lines += len(run)
+            batch += run
+            while len(batch) >= size:
+                part, batch = batch[:size], batch[size:]
+                last_event = _last_of(part, events, last_event)
+                done = flush(pipeline.process(part))
+                size = batch_size(settings.kafka, len(pipeline.models), len(part), done.n_events)
     except InputError as exc:
         fault = exc                     # what was read before it is still processed
     if batch:

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from itertools import repeat
+from operator import attrgetter
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,6 +41,8 @@ STDIN = "-"
 CHUNK = 4096                          # lines a file is read and keyed by, when merged
 _PARSE_LINES = 1024                   # lines parsed by one orjson call: their objects stay in
                                       # the CPU caches while their times are read
+_VALUE = attrgetter("value")
+_NUMBERS = {float, int}
 _READ_BYTES = 1 << 16                 # bytes a file is read by
 _BOM = b"\xef\xbb\xbf"                    # UTF-8 byte-order mark
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}   # by file suffix
@@ -145,14 +148,18 @@ def _ts_keys(messages: list[Message], fmt: str) -> np.ndarray:
     docs = None
     if fmt == "streamdrift" and messages:
         try:
-            docs = orjson.loads(b"[" + b",".join(m.value for m in messages) + b"]")
+            docs = orjson.loads(b"[" + b",".join(map(_VALUE, messages)) + b"]")
         except orjson.JSONDecodeError:
             docs = None
         if docs is not None and len(docs) != len(messages):   # (a line holding "1,2" parses as two)
             docs = None
     if docs is None:
         return np.array([_ts_key(m, fmt) for m in messages], dtype=np.float64)
-    raw = [d.get("ts") if type(d) is dict else None for d in docs]
+    raw = list(map(dict.get, docs, repeat("ts"))) if set(map(type, docs)) == {dict} \
+        else [d.get("ts") if type(d) is dict else None for d in docs]
+    if set(map(type, raw)) <= _NUMBERS:                # the common chunk: every time a number
+        t = np.array(raw, dtype=np.float64)
+        return np.where((t >= TS_MIN) & (t < TS_END), t, -np.inf)   # (else not a time)
     number = np.array([type(v) is float or type(v) is int for v in raw], dtype=bool)
     if number.any():
         t = np.array([v for v in raw if type(v) is float or type(v) is int], dtype=np.float64)

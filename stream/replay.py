@@ -107,9 +107,10 @@ def _messages(lines: list[bytes], path: str, start: int, cr: bool) -> list[Messa
         lines[0] = lines[0][len(_BOM):]
     if cr:
         lines = [line.rstrip(b"\r") for line in lines]
-    return list(map(tuple.__new__, repeat(Message), zip(
-        lines, repeat(path), repeat(0), range(start, start + len(lines)), repeat(0.0),
-        repeat(None), repeat(None))))
+    with collector_paused():            # (acyclic tuples that live on: see Pipeline.process)
+        return list(map(tuple.__new__, repeat(Message), zip(
+            lines, repeat(path), repeat(0), range(start, start + len(lines)), repeat(0.0),
+            repeat(None), repeat(None))))
 
 
 def _ts_key(msg: Message, fmt: str = "streamdrift") -> float:

@@ -156,3 +156,31 @@ def test_exactly_once_fatal_error_stops_the_instance():
     with pytest.raises(FatalKafkaError, match="fatal Kafka error"):
         checkpoint(producer, FakeConsumer(), True).commit(shards(), [])
     assert ("abort",) not in producer.calls
+
+
+class NoLeaderYet:
+    """A changelog reader whose partition has no leader for its first ``misses`` asks (a
+    partition just added), or that fails with ``error``."""
+
+    def __init__(self, misses: int, error: int = KafkaError.NOT_LEADER_FOR_PARTITION) -> None:
+        self.misses, self.error, self.asked = misses, error, 0
+
+    def get_watermark_offsets(self, tp, timeout):
+        self.asked += 1
+        if self.asked <= self.misses:
+            raise KafkaException(KafkaError(self.error))
+        return 0, 0
+
+
+def test_changelog_partition_without_a_leader_yet_is_asked_again():
+    from stream.kafka.changelog import _watermarks
+
+    reader = NoLeaderYet(misses=2)
+    assert _watermarks(reader, TopicPartition("c", 3), pause_s=0.0) == (0, 0)
+    assert reader.asked == 3
+    with pytest.raises(KafkaException):         # still none after every attempt
+        _watermarks(NoLeaderYet(misses=5), TopicPartition("c", 3), attempts=3, pause_s=0.0)
+    other = NoLeaderYet(misses=1, error=KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    with pytest.raises(KafkaException):         # not retriable: at once
+        _watermarks(other, TopicPartition("c", 3), pause_s=0.0)
+    assert other.asked == 1

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Iterator
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from ..errors import StateError
 from ..pipeline import Pipeline
@@ -120,7 +120,7 @@ class Changelog:
         todo = set()
         assignment = []
         for part in parts:
-            lo, hi = reader.get_watermark_offsets(TopicPartition(self.topic, part), timeout=30)
+            lo, hi = _watermarks(reader, TopicPartition(self.topic, part))
             if hi > lo:
                 todo.add(part)
                 assignment.append(TopicPartition(self.topic, part, lo))
@@ -141,3 +141,26 @@ class Changelog:
         if todo:
             log.error("changelog %s: partitions %s not read to their end within 300 s",
                       self.topic, sorted(todo))
+
+
+# what a partition that was just added, or whose leader moves, answers for a moment
+_NO_LEADER_YET = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                  KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION}
+
+
+def _watermarks(reader: Consumer, tp: TopicPartition, attempts: int = 30,
+                pause_s: float = 1.0) -> tuple[int, int]:
+    """(low, high) offsets of a changelog partition, asked up to ``attempts`` times, every
+    ``pause_s`` seconds, while the broker's answer is retriable (the changelog grown with the
+    input has new partitions with no leader for a moment)."""
+    attempt = 0
+    while True:
+        try:
+            return reader.get_watermark_offsets(tp, timeout=30)
+        except KafkaException as exc:
+            err = exc.args[0]
+            attempt += 1
+            if attempt >= attempts or not (err.retriable() or err.code() in _NO_LEADER_YET):
+                raise
+            log.info("changelog %s[%d]: %s; asking again", tp.topic, tp.partition, err.str())
+            time.sleep(pause_s)

@@ -41,8 +41,8 @@ STDIN = "-"
 CHUNK = 4096                          # lines a file is read and keyed by, when merged
 _PARSE_LINES = 1024                   # lines parsed by one orjson call: their objects stay in
                                       # the CPU caches while their times are read
-_VALUE = attrgetter("value")
-_NUMBERS = {float, int}
+_VALUE = attrgetter("value")                # a Message's bytes
+_NUMBERS = {float, int}                     # types of a time given as epoch seconds (not bool)
 _READ_BYTES = 1 << 16                 # bytes a file is read by
 _BOM = b"\xef\xbb\xbf"                    # UTF-8 byte-order mark
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}   # by file suffix
@@ -159,12 +159,14 @@ def _ts_keys(messages: list[Message], fmt: str) -> np.ndarray:
     raw = list(map(dict.get, docs, repeat("ts"))) if set(map(type, docs)) == {dict} \
         else [d.get("ts") if type(d) is dict else None for d in docs]
     if set(map(type, raw)) <= _NUMBERS:                # the common chunk: every time a number
-        t = np.array(raw, dtype=np.float64)
-        return np.where((t >= TS_MIN) & (t < TS_END), t, -np.inf)   # (else not a time)
-    number = np.array([type(v) is float or type(v) is int for v in raw], dtype=bool)
-    if number.any():
-        t = np.array([v for v in raw if type(v) is float or type(v) is int], dtype=np.float64)
-        keys[number] = np.where((t >= TS_MIN) & (t < TS_END), t, -np.inf)   # (else not a time)
+        number, t = None, np.array(raw, dtype=np.float64)
+    else:
+        number = np.array([type(v) in _NUMBERS for v in raw], dtype=bool)
+        t = np.array([v for v in raw if type(v) in _NUMBERS], dtype=np.float64)
+    times = np.where((t >= TS_MIN) & (t < TS_END), t, -np.inf)        # (else not a time)
+    if number is None:
+        return times
+    keys[number] = times
     for i in np.flatnonzero(~number).tolist():
         if raw[i] is not None:
             keys[i] = _ts_key(messages[i], fmt)

@@ -302,7 +302,8 @@ class Pipeline:
                     act(mon, mb, result)
                 monitors.append(mon)
                 prepared.append(mon.prepare(mb))         # (the values of established types)
-            masks = detect_all([mon.detectors for mon in monitors], [Z for *_, Z in prepared])
+            inputs = [mon.signals.detector_input(Z) for mon, (*_, Z) in zip(monitors, prepared, strict=True)]
+            masks = detect_all([mon.detectors for mon in monitors], inputs)
             for mon, (mb, X, Z), mask in zip(monitors, prepared, masks, strict=True):
                 result.suppressed += mon.finish(mb, X, Z, mask, result.alerts)
                 kept.append(mb)

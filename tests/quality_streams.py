@@ -93,3 +93,36 @@ def seasonal(per_day: float, days: float, amplitude_sd: float, seed: int, shift_
 
 
 SEASONAL_CONFIG = '[models.grid.seasonality]\nperiod = "1d"\nbins = 24\n'
+
+
+def ar1(n: int, phi: float, seed: int) -> np.ndarray:
+    """A stationary AR(1) series of unit variance: x[i] = phi x[i-1] + noise."""
+    rng = np.random.default_rng(seed)
+    e = rng.normal(0, np.sqrt(1 - phi * phi), n)
+    x = np.empty(n)
+    x[0] = rng.normal()
+    for i in range(1, n):
+        x[i] = phi * x[i - 1] + e[i]
+    return x
+
+
+def dependent_kinds(n: int, seed: int) -> dict[str, np.ndarray]:
+    """Stationary series whose consecutive values are correlated (one sensor's, one account's):
+    AR(1) at several strengths, heavy-tailed, with missing values, discrete, counts, a flag that
+    stays on or off for ~100 values at a time."""
+    rng = np.random.default_rng(seed)
+    t3 = np.empty(n)
+    e = rng.standard_t(3, n)
+    t3[0] = 0.0
+    for i in range(1, n):
+        t3[i] = 0.9 * t3[i - 1] + e[i]
+    missing = ar1(n, 0.9, seed + 1)
+    missing[rng.random(n) < 0.3] = np.nan
+    flag = np.cumsum(rng.random(n) < 0.01) % 2
+    return {
+        "ar05": ar1(n, 0.5, seed + 2), "ar08": ar1(n, 0.8, seed + 3), "ar09": ar1(n, 0.9, seed + 4),
+        "ar097": ar1(n, 0.97, seed + 5), "t3_ar09": t3, "ar09_missing": missing,
+        "rounded_ar08": np.round(3 * ar1(n, 0.8, seed + 6)),
+        "counts_ar09": rng.poisson(np.exp(0.5 + ar1(n, 0.9, seed + 7))).astype(float),
+        "flag": flag.astype(float),
+    }

@@ -6,6 +6,7 @@ import dataclasses
 
 import orjson
 import pytest
+from quality_streams import ar1
 from test_feedback import allocation_stream
 from test_seasonality import CONFIG, grid_stream
 
@@ -18,12 +19,17 @@ from stream.state import dump_model, load_model
 
 
 def mixed_stream() -> list[Message]:
-    """Demo models (drift, categories), a seasonal model, a feedback loop with late labels."""
+    """Demo models (drift, categories), a seasonal model, a feedback loop with late labels, a
+    dependent signal (its detectors fed block means) that shifts."""
     demo = [(e["ts"] - 1.7e9, orjson.dumps(e), "events")
             for _, e in events(DEMO_MODELS, 9000, seed=5, t0=1.7e9)]
     grid = [(orjson.loads(m.value)["ts"], m.value, "events") for m in grid_stream(20, 10.0, seed=1)]
     loop = [(orjson.loads(m.value)["ts"], m.value, m.topic) for m in allocation_stream(True, n=20_000)]
-    items = sorted(demo + grid + loop, key=lambda x: (x[0], x[2] == "labels"))
+    x = ar1(30_000, 0.9, 3)
+    x[20_000:] += 1.0
+    sensor = [(i * 10.0, orjson.dumps({"model": "sensor", "ts": i * 10.0, "features": {"x": float(v)}}),
+               "events") for i, v in enumerate(x)]
+    items = sorted(demo + grid + loop + sensor, key=lambda x: (x[0], x[2] == "labels"))
     return [Message(v, topic, 0, i, 0.0) for i, (_, v, topic) in enumerate(items)]
 
 
@@ -48,6 +54,7 @@ def test_restore_continues_exactly_like_one_run(settings, cut):
     straight = run(Pipeline(settings, label_topics={"labels"}), msgs)
     assert {a["kind"] for a in straight} >= {"data_drift", "feedback_loop", "performance_drift"} - {
         "performance_drift"}
+    assert any(a["model"] == "sensor" for a in straight)
     first = Pipeline(settings, label_topics={"labels"})
     before = run(first, msgs[:cut])
     blobs = [dump_model(first, m) for m in first.models]

@@ -11,10 +11,11 @@ z-scores, which are not N(0, 1) for heavy-tailed or discrete features):
 * A detection on a stable signal makes it a *candidate*. It becomes **drifted** (one
   `firing` alert, at the value where this holds) once ``n >= min_values``,
   ``|d| >= min_effect`` and ``|d| >= significance * se`` (and the signal's cooldown has
-  passed); it goes back to stable, silently, once ``|d| + confidence * se < min_effect``
-  (the change, if any, is smaller than the minimum effect).
+  passed); it goes back to stable, silently, once ``|d| + confidence * se_n < min_effect``
+  (the change, if any, is smaller than the minimum effect; ``se_n`` = ``se`` without the
+  reference's term: "within" is judged against the reference as learned).
 * A drifted signal stays drifted (no further alert) until the values since its last change
-  point are back within the reference: ``|d| + confidence * se < min_effect`` with
+  point are back within the reference: ``|d| + confidence * se_n < min_effect`` with
   ``n >= min_values``; then one `resolved` alert. A return to the reference is a change point
   too (the detectors see it), so a transient shift is one episode that resolves after its
   end; a persistent one stays firing.
@@ -165,7 +166,8 @@ class DriftStates:
         Z, X : (rows, D) clipped z-scores (NaN: no value to judge) and raw values.
         hit : (rows, D) int8, the index of the detector that detected at that value, or -1.
         ts : (rows,) event times.
-        cz_mean, cz_sd, n_ref : (D,) the reference's clipped z-scores' mean and sd, and size.
+        cz_mean, cz_sd, n_ref : (D,) the reference's clipped z-scores' mean and sd (their
+            long-run sd, ``sqrt(tau)`` times it, for a dependent signal), and size.
         min_after : (D,) the least raw mean of the "after" values a firing needs (a check
             that only counts in one direction, e.g. more missing values); NaN: none.
         Returns the transitions in column order (each column's in row order).
@@ -216,9 +218,12 @@ class DriftStates:
             # the "after" values' own spread when it is larger than the reference's (a wider
             # signal's mean is less sure), Welch's standard error of the difference
             var = np.maximum((szz - sz * mean) / np.maximum(n - 1, 1), cz_sd * cz_sd)
+            se_after = np.sqrt(var / n)
             se = np.sqrt(var / n + cz_sd * cz_sd / n_ref)
             ready = n >= self.min_values
-            within = ready & (np.abs(d) + self.confidence * se < self.min_effect)
+            # "back" is judged against the reference as learned: its own uncertainty (large for
+            # a dependent signal's short warm-up) would otherwise forbid resolving at all
+            within = ready & (np.abs(d) + self.confidence * se_after < self.min_effect)
             if self.status[c] == CANDIDATE:
                 fire = ready & (np.abs(d) >= self.min_effect) & (np.abs(d) >= self.significance * se) \
                     & (ts[seg] >= self.last_fired[c] + self.cooldown_s) & (sx >= floor * n)

@@ -244,7 +244,7 @@ class ModelMonitor:
         self._grow(grown)
         X[:, j] = np.nan                                     # (the prediction was judged already)
         Z = reg.standardize(X, sub.ts)
-        masks = detect_all([self.detectors], [Z])[0]
+        masks = detect_all([self.detectors], [reg.detector_input(Z)])[0]
         quiet = self._judge(sub, X, Z, masks, alerts)
         reg.remember(X)
         return quiet
@@ -296,7 +296,7 @@ class ModelMonitor:
         self._X = X                                   # (what the alerts of this batch look at)
         hit = hit_matrix(masks, list(self.detectors))
         reg = self.signals
-        transitions = self.states.step(Z, X, hit, batch.ts, reg.cz_mean, reg.cz_sd, reg.n_ref)
+        transitions = self.states.step(Z, X, hit, batch.ts, reg.cz_mean, reg.long_run_sd, reg.n_ref)
         quiet = self._publish(self.states.alerts(transitions, lambda t: self._alert(batch, t)), alerts)
         quiet, self.states.quiet = quiet + self.states.quiet, 0
         return quiet

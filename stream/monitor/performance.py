@@ -655,8 +655,8 @@ class PerformanceMonitor:
         ready = [(mon, prepared) for mon, prepared in
                  ((mon, mon._prepare(eb)) for mon, eb in zip(monitors, batches, strict=True))
                  if prepared is not None]
-        masks = DETECTORS["adwin"].cls.update_many([mon.adwin for mon, _ in ready],
-                                                   [Z for _, (_, _, Z) in ready])
+        inputs = [mon.signals.detector_input(Z) for mon, (_, _, Z) in ready]
+        masks = DETECTORS["adwin"].cls.update_many([mon.adwin for mon, _ in ready], inputs)
         return sum(mon._finish(eb, X, Z, mask, alerts)
                    for (mon, (eb, X, Z)), mask in zip(ready, masks, strict=True))
 
@@ -682,7 +682,7 @@ class PerformanceMonitor:
         reg = self.signals
         hit = hit_matrix({"adwin": mask}, ["adwin"])
         ts = np.asarray(eb.ts, dtype=np.float64)
-        transitions = self.states.step(Z, X, hit, ts, reg.cz_mean, reg.cz_sd, reg.n_ref)
+        transitions = self.states.step(Z, X, hit, ts, reg.cz_mean, reg.long_run_sd, reg.n_ref)
         alerts.extend(self.states.alerts(transitions, lambda t: self._alert(eb, t)))
         reg.remember(X)
         quiet, self.states.quiet = self.states.quiet, 0

@@ -39,6 +39,7 @@ import numpy as np
 from ..config import Settings
 from ..types import ModelBatch, Rebaseline
 from .alerts import make_alert
+from .dependence import autocorrelation_time
 from .drift import DRIFTED, STABLE, DriftStates, Transition
 
 CHECKS = ("missing", "type", "stuck", "spread")
@@ -53,7 +54,9 @@ class Rates:
     one). Then its z-scores are those of a 0/1 value against p (clipped), and each block of
     ``block`` values is "off" when its rate differs from p by at least ``min_effect``
     reference sd, 3 standard errors of a block and 2 values (see QualityChecks._judge).
-    Counts of 0/1 values are exact, so none of this depends on batch boundaries.
+    Counts of 0/1 values are exact, so none of this depends on batch boundaries. A column whose
+    warm-up values are serially dependent (missing in bursts, a rate that wanders: see
+    :mod:`stream.monitor.dependence`) has standard errors ``sqrt(tau)`` times as large.
     """
 
     def __init__(self, warmup: int, block: int, min_effect: float, clip_z: float) -> None:
@@ -65,6 +68,8 @@ class Rates:
         self.p = np.zeros(0)                  # reference rate (valid once n == warmup)
         self.count = np.zeros(0)              # values in the current block
         self.ones = np.zeros(0)               # ones among them
+        self.tau = np.zeros(0)                # autocorrelation time of the warm-up's values
+        self.warm_values = np.zeros((warmup, 0))    # the warm-up's values, while one learns
 
     _ARRAYS = ("n", "learned_ones", "p", "count", "ones")
 
@@ -81,26 +86,46 @@ class Rates:
             self.names.append(nm)
         for arr in self._ARRAYS:
             setattr(self, arr, np.concatenate([getattr(self, arr), np.zeros(len(new))]))
+        self.tau = np.concatenate([self.tau, np.ones(len(new))])
+        self._grow_warm()
         return len(new)
 
+    def _grow_warm(self) -> None:
+        """The warm-up buffer holds every column while one is learning; none once all are ready."""
+        if not (self.n < self.warmup).any():
+            self.warm_values = np.zeros((0, self.size))
+        elif self.warm_values.shape != (self.warmup, self.size):
+            grown = np.zeros((self.warmup, self.size))
+            if self.warm_values.shape[0] == self.warmup:
+                grown[:, : self.warm_values.shape[1]] = self.warm_values
+            self.warm_values = grown
+
     def state_dict(self) -> dict[str, Any]:
-        return {"names": list(self.names), **{a: getattr(self, a) for a in self._ARRAYS}}
+        return {"names": list(self.names), **{a: getattr(self, a) for a in self._ARRAYS},
+                "tau": self.tau, "warm_values": self.warm_values}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.names = list(state["names"])
         self.index = {nm: i for i, nm in enumerate(self.names)}
         for a in self._ARRAYS:
             setattr(self, a, state[a])
+        # (a state saved without them: independent columns)
+        self.tau = state.get("tau", np.ones(self.size))
+        self.warm_values = state.get("warm_values", np.zeros((0, self.size)))
+        self._grow_warm()
 
     def known(self, j: int, p: float, n: int | None = None) -> None:
         """Column j's reference rate is known (no warm-up), from ``n`` values (default: as
         many as a warm-up)."""
         n = max(n or self.warmup, self.warmup)
-        self.n[j], self.learned_ones[j], self.p[j] = n, p * n, p
+        self.n[j], self.learned_ones[j], self.p[j], self.tau[j] = n, p * n, p, 1.0
+        self._grow_warm()
 
     def reset(self, j: int) -> None:
         """Column j learns its reference again from its next values."""
         self.n[j] = self.learned_ones[j] = self.p[j] = self.count[j] = self.ones[j] = 0.0
+        self.tau[j] = 1.0
+        self._grow_warm()
 
     def ready(self, j: int) -> bool:
         return bool(self.n[j] >= self.warmup)
@@ -110,10 +135,18 @@ class Rates:
         take = int(min(v.size, self.warmup - self.n[j]))
         if take > 0:
             self.learned_ones[j] += float(v[:take].sum())
+            start = int(self.n[j])
+            self.warm_values[start:start + take, j] = v[:take]
             self.n[j] += take
             if self.n[j] >= self.warmup:
-                self.p[j] = self.learned_ones[j] / self.n[j]
+                self._learned(j)
+                self._grow_warm()
         return max(take, 0)
+
+    def _learned(self, j: int) -> None:
+        """Column j's warm-up is complete: its rate and its values' autocorrelation time."""
+        self.p[j] = self.learned_ones[j] / self.n[j]
+        self.tau[j] = autocorrelation_time(self.warm_values[:, j], self.warmup / 4)
 
     def reference(self, j: int) -> tuple[float, float, float, float]:
         """(sd, z of a 1, z of a 0, ...) -> (cz_mean, cz_sd, z1, z0) of column j."""
@@ -138,7 +171,7 @@ class Rates:
         block = np.diff(np.concatenate([[-self.ones[j]], at_end]))
         p = float(self.p[j])
         sd = np.sqrt(p * (1 - p))
-        need = max(self.min_effect * sd, 3 * sd / np.sqrt(B), 2.0 / B)
+        need = max(self.min_effect * sd, 3 * sd * np.sqrt(self.tau[j] / B), 2.0 / B)
         self.ones[j] = float(S[-1] - at_end[-1])
         self.count[j] = (k + v.size) % B
         return ends, np.abs(block / B - p) >= need
@@ -168,7 +201,7 @@ class Rates:
             # one block a column (the usual: fewer values than a block): its rate at once
             p = self.p[js]
             sd = np.sqrt(p * (1 - p))
-            need = np.maximum(np.maximum(self.min_effect * sd, 3 * sd / np.sqrt(B)), 2.0 / B)
+            need = np.maximum(np.maximum(self.min_effect * sd, 3 * sd * np.sqrt(self.tau[js] / B)), 2.0 / B)
             ok &= ~(judged & (np.abs((last + self.ones[js]) / B - p) >= need))
         elif judged.any():
             col = np.repeat(np.arange(js.size), np.where(ok, ends, 0))
@@ -179,7 +212,8 @@ class Rates:
             prev = np.where(t == 0, -self.ones[js][col], np.concatenate([[0.0], S[:-1]]))
             p = self.p[js][col]
             sd = np.sqrt(p * (1 - p))
-            need = np.maximum(np.maximum(self.min_effect * sd, 3 * sd / np.sqrt(B)), 2.0 / B)
+            need = np.maximum(np.maximum(self.min_effect * sd, 3 * sd * np.sqrt(self.tau[js][col] / B)),
+                              2.0 / B)
             off = np.abs((S - prev) / B - p) >= need
             ok &= np.bincount(col, weights=off, minlength=js.size) == 0
         j = js[ok]
@@ -189,9 +223,15 @@ class Rates:
         warm = ~ready & (self.n[js] + lens <= self.warmup)
         j = js[warm]
         self.learned_ones[j] += total[warm]
+        for c in np.flatnonzero(warm).tolist():      # (during warm-ups only: a copy a column)
+            start = int(self.n[js[c]])
+            self.warm_values[start:start + lens[c], js[c]] = values[c]
         self.n[j] += lens[warm]
-        j = j[self.n[j] >= self.warmup]
-        self.p[j] = self.learned_ones[j] / self.n[j]
+        done = j[self.n[j] >= self.warmup]
+        for c in done.tolist():
+            self._learned(c)
+        if done.size:
+            self._grow_warm()
         return ok | warm
 
 
@@ -443,6 +483,7 @@ class QualityChecks:
         the fault); a candidate's values accumulate until it is decided."""
         rates, states = self.rates, self.states
         cz_mean, cz_sd, z1, z0 = rates.reference(j)
+        cz_sd *= float(np.sqrt(rates.tau[j]))          # (a dependent column's means vary more)
         floor = self._floor(name, float(rates.p[j]))
         z, ts = np.where(v > 0, z1, z0), batch.ts[rows]
         n_ref = float(rates.n[j])

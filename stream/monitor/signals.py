@@ -18,6 +18,7 @@ import numpy as np
 
 from ..config import SeasonalitySettings
 from ..types import ModelBatch
+from .dependence import BlockMeans, autocorrelation_time
 from .seasonal import SeasonalProfile
 
 OTHER = "__other__"
@@ -87,6 +88,7 @@ class SignalRegistry:
         self.recent = np.full((RECENT, 0), np.nan)          # ring of the last raw values
         self.recent_pos = np.zeros(0, dtype=np.int64)
         self.warm_values = np.zeros((warmup, 0))             # warm-up values, until all are done
+        self.blocks = BlockMeans()                          # serial dependence (autocorrelation)
 
     @property
     def size(self) -> int:
@@ -99,7 +101,8 @@ class SignalRegistry:
         return {"names": list(self.names), "categories": self.categories,
                 "category_seen": self.category_seen, "dropped": self.dropped,
                 **{name: getattr(self, name) for name in self._ARRAYS},
-                "profile": None if self.profile is None else self.profile.state_dict()}
+                "profile": None if self.profile is None else self.profile.state_dict(),
+                "blocks": self.blocks.state_dict()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.names = list(state["names"])
@@ -111,6 +114,11 @@ class SignalRegistry:
             setattr(self, name, state[name])
         if self.profile is not None and state["profile"] is not None:
             self.profile.load_state(state["profile"])
+        self.blocks = BlockMeans()
+        if "blocks" in state:
+            self.blocks.load_state(state["blocks"])
+        else:                                   # (a state saved without them: all independent)
+            self.blocks.add(self.size)
 
     def _add(self, name: str) -> int | None:
         if name in self.index:
@@ -134,6 +142,7 @@ class SignalRegistry:
             self.n_profile = np.concatenate([self.n_profile, np.zeros(k)])
             self.recent = np.concatenate([self.recent, np.full((RECENT, k), np.nan)], axis=1)
             self.recent_pos = np.concatenate([self.recent_pos, np.zeros(k, dtype=np.int64)])
+            self.blocks.add(k)
             if self.warm_values.shape[0] < self.warmup:
                 self.warm_values = np.zeros((self.warmup, self.n.size - k))
             self.warm_values = np.concatenate([self.warm_values, np.zeros((self.warmup, k))], axis=1)
@@ -272,6 +281,7 @@ class SignalRegistry:
         self.n[j], self.mean[j], self.sd[j] = self.warmup, ref.mean, max(ref.sd, 1e-12)
         self.m2[j] = ref.sd * ref.sd * (ref.n - 1)
         self.cz_mean[j], self.cz_sd[j], self.n_profile[j] = ref.cz_mean, ref.cz_sd, ref.n
+        self.blocks.set_tau(j, 1.0)             # (training data's order says nothing of time)
 
     def _set_reference(self, j: int) -> None:
         """Signal j's warm-up is complete: its reference, and how its own values score."""
@@ -279,6 +289,18 @@ class SignalRegistry:
         self.mean[j], self.m2[j], self.sd[j] = reference(warm)
         cz = np.clip((warm - self.mean[j]) / self.sd[j], -self.clip_z, self.clip_z)
         self.cz_mean[j], self.cz_sd[j] = float(cz.mean()), float(cz.std(ddof=1))
+        # (a seasonal signal is judged on its residuals, which its warm-up does not show)
+        self.blocks.set_tau(j, 1.0 if self.is_seasonal(j) else autocorrelation_time(cz, self.warmup / 4))
+
+    @property
+    def long_run_sd(self) -> np.ndarray:
+        """(D,) the spread a mean of each signal's clipped z-scores has per sqrt(value):
+        ``cz_sd * sqrt(tau)`` (see :mod:`stream.monitor.dependence`)."""
+        return self.cz_sd * np.sqrt(self.blocks.tau)
+
+    def detector_input(self, Z: np.ndarray) -> np.ndarray:
+        """What the detectors see of z-scores Z: dependent signals' block means."""
+        return self.blocks.means(Z)
 
     @property
     def n_ref(self) -> np.ndarray:
@@ -294,6 +316,7 @@ class SignalRegistry:
         self.n[j], self.mean[j], self.m2[j] = self.warmup, mean, 0.0
         self.sd[j] = 1e-9 * max(1.0, abs(mean))
         self.cz_mean[j], self.cz_sd[j] = 0.0, 0.0
+        self.blocks.set_tau(j, 1.0)
 
     def is_seasonal(self, j: int) -> bool:
         return self.profile is not None and j in self.profile.columns
@@ -304,6 +327,7 @@ class SignalRegistry:
             self.warm_values = np.zeros((self.warmup, self.size))
         self.n[j], self.mean[j], self.m2[j], self.sd[j] = 0.0, 0.0, 0.0, 1.0
         self.cz_mean[j], self.cz_sd[j], self.n_profile[j] = 0.0, 1.0, 0.0
+        self.blocks.set_tau(j, 1.0)
         if self.is_seasonal(j):
             self.profile.reset(self.profile.columns.index(j))
 

@@ -1,0 +1,105 @@
+"""Serial dependence of a signal: its autocorrelation time, and the block means its detectors see.
+
+ADWIN, Page-Hinkley and the drift states' standard errors assume independent values. One
+sensor's or one account's series is not: a stationary signal whose consecutive values are
+correlated wanders from its mean for long stretches, and the mean of n of its values varies
+``tau`` times as much as that of n independent ones (``tau``, the integrated autocorrelation
+time, ``1 + 2 * sum of its autocorrelations``). Each signal's ``tau`` is estimated once, on its
+warm-up values in arrival order; a signal found independent (``tau`` < MIN_TAU, as events of
+many users interleaved are) is fed to its detectors exactly as before. A dependent one is fed
+the means of consecutive blocks of ``b = round(tau)`` of its values, scaled to unit long-run
+variance (``mean * sqrt(b / tau)``), at the value that completes each block: about independent,
+in the units the detectors' thresholds are set in. Its drift state uses ``cz_sd * sqrt(tau)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+MIN_TAU = 1.5        # below: independent
+LAG1_Z = 4.0         # dependent only if the lag-1 autocorrelation (or the sum of the first four
+                     # lags') is this many of its sd's above 0
+
+
+def autocorrelation_time(z: np.ndarray, cap: float) -> float:
+    """The integrated autocorrelation time of a series (values in arrival order, no NaN), by
+    Geyer's initial positive sequence: the autocorrelations summed in consecutive pairs while
+    a pair's sum is positive. 1.0 for a series with no dependence found (its lag-1
+    autocorrelation and the sum of its first four both within LAG1_Z of their sd from 0, as an
+    independent series has but about once in 15,000; a time below MIN_TAU; a constant series);
+    at most ``cap``."""
+    n = z.size
+    x = z - z.mean()
+    var = float(x @ x)
+    if n < 8 or var <= 0:
+        return 1.0
+    f = np.fft.rfft(x, 2 * n)
+    acf = np.fft.irfft(f * np.conj(f))[: n // 4] / var           # lags 0 .. n/4 - 1
+    # independent values: each autocorrelation is ~N(0, 1/n), the sum of the first four ~N(0, 4/n)
+    if acf[1] < LAG1_Z / np.sqrt(n) and acf[1:5].sum() < 2 * LAG1_Z / np.sqrt(n):
+        return 1.0
+    pairs = acf[: acf.size // 2 * 2].reshape(-1, 2).sum(axis=1)
+    stop = np.flatnonzero(pairs <= 0)
+    tau = float(2 * pairs[: stop[0] if stop.size else pairs.size].sum() - 1)
+    return 1.0 if tau < MIN_TAU else min(tau, cap)
+
+
+class BlockMeans:
+    """Per column of a growing set of signals: the block size its detectors' input is averaged
+    over (1: the values themselves), and the values of its block in progress.
+
+    The block in progress keeps its values, not their sum, so that each block mean is summed
+    the same way however the stream was cut into batches (detections do not depend on it).
+    """
+
+    def __init__(self) -> None:
+        self.tau = np.ones(0)                       # autocorrelation time of each column
+        self.pending = np.zeros((0, 0))             # (values, columns): blocks in progress
+        self.n_pending = np.zeros(0, dtype=np.int64)
+
+    def add(self, k: int) -> None:
+        self.tau = np.concatenate([self.tau, np.ones(k)])
+        self.pending = np.concatenate([self.pending, np.zeros((self.pending.shape[0], k))], axis=1)
+        self.n_pending = np.concatenate([self.n_pending, np.zeros(k, dtype=np.int64)])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tau": self.tau, "pending": self.pending, "n_pending": self.n_pending}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.tau, self.pending, self.n_pending = state["tau"], state["pending"], state["n_pending"]
+
+    def set_tau(self, j: int, tau: float) -> None:
+        """Column j's autocorrelation time (1.0: independent); its block starts afresh."""
+        self.tau[j] = tau
+        self.n_pending[j] = 0
+        rows = int(np.round(self.tau).max()) - 1 if self.tau.size else 0
+        if rows > self.pending.shape[0]:
+            self.pending = np.concatenate(
+                [self.pending, np.zeros((rows - self.pending.shape[0], self.tau.size))])
+
+    def means(self, Z: np.ndarray) -> np.ndarray:
+        """The detectors' input for z-scores Z (rows, columns; NaN: no value): Z itself when
+        every column is independent, else a copy whose dependent columns hold their block
+        means (scaled) at the rows that complete a block, NaN elsewhere."""
+        cols = np.flatnonzero(self.tau >= MIN_TAU)
+        if not cols.size:
+            return Z
+        out = Z.copy()
+        for j in cols.tolist():
+            rows = np.flatnonzero(~np.isnan(Z[:, j]))
+            out[:, j] = np.nan
+            if not rows.size:
+                continue
+            b, have = int(round(self.tau[j])), int(self.n_pending[j])
+            v = np.concatenate([self.pending[:have, j], Z[rows, j]])
+            full = v.size // b * b
+            if full:
+                sums = np.cumsum(v[:full].reshape(-1, b), axis=1)[:, -1]   # (sequential: exact)
+                ends = rows[np.arange(b - have - 1, full - have, b)]
+                out[ends, j] = sums / b * np.sqrt(b / self.tau[j])
+            rest = v[full:]
+            self.pending[: rest.size, j] = rest
+            self.n_pending[j] = rest.size
+        return out

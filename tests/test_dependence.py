@@ -1,0 +1,130 @@
+"""Dependent signals (consecutive values correlated): their autocorrelation time, the block
+means their detectors see, and alerts that stay true on them (default configuration)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from quality_streams import ar1, dependent_kinds, replay, stable_kinds, table
+
+from stream.monitor.dependence import BlockMeans, autocorrelation_time
+
+
+def test_independent_warm_ups_of_every_shape_are_found_independent():
+    for seed in range(50):
+        for name, v in stable_kinds(1000, seed).items():
+            z = np.clip((v - v.mean()) / v.std(), -5, 5)
+            tau = autocorrelation_time(z, 250)
+            # (a rare flag's ~10 ones can fall side by side: then blocks of 2 at most)
+            assert tau == 1.0 or (name == "binary_rare" and tau < 2), (seed, name, tau)
+    assert autocorrelation_time(np.full(1000, 3.0), 250) == 1.0
+
+
+@pytest.mark.parametrize("phi", [0.5, 0.8, 0.9])
+def test_the_autocorrelation_time_of_ar1_is_estimated_within_a_factor_of_two(phi):
+    true = (1 + phi) / (1 - phi)
+    estimates = [autocorrelation_time(ar1(1000, phi, seed), 250) for seed in range(20)]
+    assert all(true / 2 < t < true * 2 for t in estimates), estimates
+    assert 0.7 * true < np.median(estimates) < 1.3 * true
+    assert autocorrelation_time(ar1(1000, 0.999, 1), 250) <= 250
+
+
+def feed(blocks: BlockMeans, Z: np.ndarray, cuts: list[int]) -> np.ndarray:
+    edges = [0, *cuts, Z.shape[0]]
+    return np.concatenate([blocks.means(Z[a:b]) for a, b in zip(edges, edges[1:], strict=False)])
+
+
+def test_block_means_do_not_depend_on_how_the_stream_was_cut_nor_on_a_restore():
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(1000, 3))
+    Z[rng.random(Z.shape) < 0.2] = np.nan
+    blocks = BlockMeans()
+    blocks.add(3)
+    blocks.set_tau(1, 7.4)                  # blocks of 7 values
+    blocks.set_tau(2, 2.0)
+    whole = feed(blocks, Z, [])
+    assert np.array_equal(whole[:, 0], Z[:, 0], equal_nan=True)     # independent: as it is
+    col = Z[:, 1][~np.isnan(Z[:, 1])]
+    full = col.size // 7 * 7
+    expected = col[:full].reshape(-1, 7).mean(axis=1) * np.sqrt(7 / 7.4)
+    assert np.allclose(whole[:, 1][~np.isnan(whole[:, 1])], expected)
+    # each block's mean stands at the row of its 7th value
+    rows = np.flatnonzero(~np.isnan(Z[:, 1]))
+    assert np.array_equal(np.flatnonzero(~np.isnan(whole[:, 1])), rows[6:full:7])
+    for cuts in ([1, 2, 3], [500], list(range(13, 1000, 97))):
+        again = BlockMeans()
+        again.add(3)
+        again.set_tau(1, 7.4)
+        again.set_tau(2, 2.0)
+        assert np.array_equal(feed(again, Z, cuts), whole, equal_nan=True)
+    first = BlockMeans()
+    first.add(3)
+    first.set_tau(1, 7.4)
+    first.set_tau(2, 2.0)
+    head = first.means(Z[:333])
+    restored = BlockMeans()
+    restored.load_state(first.state_dict())
+    assert np.array_equal(np.concatenate([head, restored.means(Z[333:])]), whole, equal_nan=True)
+
+
+def test_independent_signals_reach_the_detectors_unchanged():
+    blocks = BlockMeans()
+    blocks.add(4)
+    Z = np.ones((10, 4))
+    assert blocks.means(Z) is Z
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stable_dependent_streams_raise_nothing(seed):
+    """100k values each of AR(1) series (lag-1 correlation 0.5 to 0.97), heavy-tailed, with
+    30% missing values, rounded, counts and a flag that flips every ~100 values."""
+    kinds = dependent_kinds(100_000, seed)
+    assert replay(table(np.column_stack(list(kinds.values())), list(kinds))) == []
+
+
+def test_shifts_of_dependent_signals_fire_once_and_resolve_after_they_end():
+    phis = [0.5, 0.8, 0.9]
+    X = np.column_stack([ar1(100_000, phi, 30 + i) for i, phi in enumerate(phis)])
+    X[50_000:70_000] += 1.0
+    alerts = replay(table(X, ["ar05", "ar08", "ar09"]))
+    for name in ("ar05", "ar08", "ar09"):
+        mine = [a for a in alerts if a["signal"] == f"feature:{name}"]
+        assert [a["status"] for a in mine] == ["firing", "resolved"], (name, mine)
+        fired, resolved = mine
+        assert 50_000 <= fired["at"]["offset"] < 53_000 and fired["stats"]["effect_size"] > 0.5
+        assert 70_000 <= resolved["at"]["offset"] < 80_000
+
+
+def test_a_persistent_shift_of_a_dependent_signal_stays_firing_whatever_the_batches():
+    x = ar1(80_000, 0.9, 7)
+    x[40_000:] += 1.0
+    evs = table(x[:, None], ["ar09"])
+    alerts = replay(evs)
+    assert [(a["status"], a["signal"]) for a in alerts] == [("firing", "feature:ar09")]
+    assert 40_000 <= alerts[0]["at"]["offset"] < 43_000
+    assert replay(evs, batch=777) == alerts
+
+
+def bursts(n: int, seed: int) -> np.ndarray:
+    """Where a feature is null: bursts of ~50 events (a source offline), ~9% of events."""
+    rng = np.random.default_rng(seed)
+    u, out, off = rng.random(n), np.zeros(n, dtype=bool), False
+    for i in range(n):
+        off = u[i] >= 0.02 if off else u[i] < 0.002
+        out[i] = off
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_missing_values_in_bursts_page_nobody_and_a_real_rise_still_fires(seed):
+    """Missingness in bursts (its warm-up saw some) is the feature's normal; half the events
+    null from event 60,000 is a fault. (A warm-up that saw no burst makes each burst a fault:
+    its reference says the feature is never null.)"""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 1, (100_000, 2))
+    X[bursts(100_000, seed), 0] = np.nan
+    assert replay(table(X)) == []
+    X[60_000:, 0][rng.random(40_000) < 0.5] = np.nan
+    alerts = replay(table(X))
+    assert [(a["status"], a["check"]) for a in alerts] == [("firing", "missing")]
+    assert 60_000 <= alerts[0]["at"]["offset"] < 70_000

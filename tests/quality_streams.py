@@ -79,13 +79,15 @@ def new_category(n: int, at: int, share: float, seed: int) -> list[dict]:
 
 
 def seasonal(per_day: float, days: float, amplitude_sd: float, seed: int, shift_at_day: float | None = None,
-             shift_sd: float = 1.0, period: float = DAY) -> list[dict]:
-    """One feature with a daily cycle (a sine plus its second harmonic) and N(0, 1) noise."""
+             shift_sd: float = 1.0, period: float = DAY, noise_phi: float = 0.0) -> list[dict]:
+    """One feature with a daily cycle (a sine plus its second harmonic) and N(0, 1) noise (an
+    AR(1) series with lag-1 correlation ``noise_phi``, when given: weather on top of the cycle)."""
     rng = np.random.default_rng(seed)
     n = int(per_day * days)
     t = T0 + np.sort(rng.uniform(0, days * DAY, n))
     phase = 2 * np.pi * (t % period) / period
-    x = 100 + amplitude_sd * (np.sin(phase) + 0.3 * np.cos(2 * phase)) + rng.normal(0, 1, n)
+    noise = ar1(n, noise_phi, seed) if noise_phi else rng.normal(0, 1, n)
+    x = 100 + amplitude_sd * (np.sin(phase) + 0.3 * np.cos(2 * phase)) + noise
     if shift_at_day is not None:
         x[t >= T0 + shift_at_day * DAY] += shift_sd
     return [{"model": "grid", "ts": float(ti), "features": {"load": float(xi)}}

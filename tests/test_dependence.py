@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from quality_streams import ar1, dependent_kinds, replay, stable_kinds, table
+from quality_streams import (
+    DAY,
+    SEASONAL_CONFIG,
+    T0,
+    ar1,
+    dependent_kinds,
+    replay,
+    seasonal,
+    stable_kinds,
+    table,
+)
 
 from stream.monitor.dependence import BlockMeans, autocorrelation_time
 
@@ -128,3 +138,20 @@ def test_missing_values_in_bursts_page_nobody_and_a_real_rise_still_fires(seed):
     alerts = replay(table(X))
     assert [(a["status"], a["check"]) for a in alerts] == [("firing", "missing")]
     assert 60_000 <= alerts[0]["at"]["offset"] < 70_000
+
+
+@pytest.fixture
+def seasonal_config(tmp_path):
+    path = tmp_path / "season.toml"
+    path.write_text(SEASONAL_CONFIG)
+    return str(path)
+
+
+@pytest.mark.parametrize("phi", [0.8, 0.95])
+def test_a_declared_cycle_with_dependent_residuals_pages_nobody_and_a_shift_fires(seasonal_config, phi):
+    """1,000 events a day for 40 days, a daily cycle of about +-4 sd, residuals an AR(1) series
+    (weather): its profile's first residuals find them dependent."""
+    assert replay(seasonal(1000, 40, 3.5, 1, noise_phi=phi), config=seasonal_config) == []
+    alerts = replay(seasonal(1000, 40, 3.5, 2, shift_at_day=35, noise_phi=phi), config=seasonal_config)
+    assert [(a["status"], a["signal"]) for a in alerts][:1] == [("firing", "feature:load")]
+    assert T0 + 35 * DAY <= alerts[0]["at"]["ts"] < T0 + 39 * DAY

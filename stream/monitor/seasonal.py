@@ -10,7 +10,9 @@ spread is each segment's residual standard deviation. From then on the detectors
 de-seasonalised, standardized residual ``(x - curve(phase)) / sd(segment)`` (clipped), so the
 daily swing raises nothing while a level shift on top of it shows as a shift of the residual.
 The profile is frozen once learned (like the reference of non-seasonal signals), so slow drift
-of the cycle itself is also a change.
+of the cycle itself is also a change. Its first ``warmup`` residuals are not scored: they tell
+how dependent the residuals are (their autocorrelation time, see
+:mod:`stream.monitor.dependence`; weather makes a day's residuals alike).
 
 The fit needs no stored values: per segment, the sums of the basis products (``(1-w)^2``,
 ``w (1-w)``, ``w^2``), of the basis times the value and of the squared values, accumulated in
@@ -22,6 +24,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from .dependence import autocorrelation_time
 
 # per-segment sums: n, S00 = sum (1-w)^2, S01 = sum w(1-w), S11 = sum w^2, Y0 = sum (1-w) y,
 # Y1 = sum w y, YY = sum y^2, with y = x - shift (the column's first value, for scale)
@@ -38,12 +42,13 @@ class SeasonalProfile:
     min_per_bin : values each segment needs before the profile is used.
     clip_z : residual z-scores are clipped to +-clip_z.
     periods : whole periods the profile learns from, at least.
+    warmup : residuals, after that, whose autocorrelation time is learned (not scored).
     """
 
     def __init__(self, period_s: float, bins: int, min_per_bin: int, clip_z: float,
-                 periods: int = 3) -> None:
+                 periods: int = 3, warmup: int = 1000) -> None:
         self.period_s, self.bins, self.min_per_bin, self.clip_z = period_s, bins, min_per_bin, clip_z
-        self.periods = periods
+        self.periods, self.warmup = periods, warmup
         self.columns: list[int] = []                # registry column of each profile column
         for name in _SUMS:
             setattr(self, name, np.zeros((bins, 0)))
@@ -52,8 +57,11 @@ class SeasonalProfile:
         self.ready = np.zeros(0, dtype=bool)
         self.knots = np.zeros((bins, 0))            # curve value at each bin centre (minus shift)
         self.sd = np.ones((bins, 0))                # residual sd of each segment
+        self.res_n = np.zeros(0, dtype=np.int64)    # residuals learned (<= warmup)
+        self.res_values = np.zeros((warmup, 0))     # those residuals, in arrival order
+        self.tau = np.ones(0)                       # their autocorrelation time (once learned)
 
-    _ARRAYS = (*_SUMS, "shift", "first_ts", "ready", "knots", "sd")
+    _ARRAYS = (*_SUMS, "shift", "first_ts", "ready", "knots", "sd", "res_n", "res_values", "tau")
 
     def add_column(self, registry_column: int) -> None:
         self.columns.append(registry_column)
@@ -64,14 +72,21 @@ class SeasonalProfile:
         self.shift = np.append(self.shift, 0.0)
         self.first_ts = np.append(self.first_ts, np.nan)
         self.ready = np.append(self.ready, False)
+        self.res_n = np.append(self.res_n, 0)
+        self.res_values = np.concatenate([self.res_values, np.zeros((self.warmup, 1))], axis=1)
+        self.tau = np.append(self.tau, 1.0)
 
     def state_dict(self) -> dict[str, Any]:
         return {"columns": list(self.columns), **{name: getattr(self, name) for name in self._ARRAYS}}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.columns = list(state["columns"])
+        k = len(self.columns)
+        # (a state saved without the residuals' dependence: learned, independent)
+        missing = {"res_n": np.full(k, self.warmup, dtype=np.int64), "res_values": np.zeros((self.warmup, k)),
+                   "tau": np.ones(k)}
         for name in self._ARRAYS:
-            setattr(self, name, state[name])
+            setattr(self, name, state[name] if name in state else missing[name])
 
     def reset(self, c: int) -> None:
         """Profile column c learns again from its next values (re-baselined)."""
@@ -79,6 +94,7 @@ class SeasonalProfile:
             getattr(self, name)[:, c] = 0.0
         self.sd[:, c] = 1.0
         self.first_ts[c], self.ready[c] = np.nan, False
+        self.res_n[c], self.tau[c] = 0, 1.0
 
     def _segments(self, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each time's segment (the knot at its left, 0..bins-1) and its weight w in [0, 1)
@@ -87,8 +103,9 @@ class SeasonalProfile:
         left = np.floor(u)
         return np.mod(left, self.bins).astype(np.int64), u - left
 
-    def residuals(self, X: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """X (n, k) raw values of the profile's columns -> clipped residual z (NaN = not scored)."""
+    def residuals(self, X: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """X (n, k) raw values of the profile's columns -> clipped residual z (NaN = not
+        scored), and the columns whose residuals' autocorrelation time was learned now."""
         seg, w = self._segments(ts)
         valid = ~np.isnan(X)
         learn = valid & ~self.ready[None, :]
@@ -117,7 +134,17 @@ class SeasonalProfile:
         Z = (X - curve) / self.sd[seg]
         Z[~scored] = np.nan
         np.clip(Z, -self.clip_z, self.clip_z, out=Z)
-        return Z
+        learned = []
+        for c in np.flatnonzero(self.ready & (self.res_n < self.warmup)).tolist():
+            rows = np.flatnonzero(scored[:, c])[: self.warmup - int(self.res_n[c])]
+            start = int(self.res_n[c])
+            self.res_values[start:start + rows.size, c] = Z[rows, c]
+            self.res_n[c] += rows.size
+            Z[rows, c] = np.nan
+            if self.res_n[c] >= self.warmup:
+                self.tau[c] = autocorrelation_time(self.res_values[:, c], self.warmup / 4)
+                learned.append(c)
+        return Z, learned
 
     def _fit(self, c: int) -> None:
         """Least-squares knots of column c from its sums, and each segment's residual sd."""

@@ -65,7 +65,7 @@ class SignalRegistry:
         self.max_signals = max_signals
         self.season = season
         self.profile = None if season is None else SeasonalProfile(
-            season.period_s, season.bins, season.min_per_bin, clip_z, season.periods)
+            season.period_s, season.bins, season.min_per_bin, clip_z, season.periods, warmup)
         self.warmup = warmup
         self.clip_z = clip_z
         self.max_categories = max_categories
@@ -258,7 +258,9 @@ class SignalRegistry:
         np.clip(Z, -self.clip_z, self.clip_z, out=Z)
         if self.profile is not None and self.profile.columns and ts is not None:
             cols = self.profile.columns
-            Z[:, cols] = self.profile.residuals(X[:, cols], ts)
+            Z[:, cols], learned = self.profile.residuals(X[:, cols], ts)
+            for c in learned:
+                self.blocks.set_tau(cols[c], float(self.profile.tau[c]))
         return Z
 
     def use_profile(self, signals: dict[str, Any], categories: dict[str, dict[str, float]],
@@ -289,7 +291,7 @@ class SignalRegistry:
         self.mean[j], self.m2[j], self.sd[j] = reference(warm)
         cz = np.clip((warm - self.mean[j]) / self.sd[j], -self.clip_z, self.clip_z)
         self.cz_mean[j], self.cz_sd[j] = float(cz.mean()), float(cz.std(ddof=1))
-        # (a seasonal signal is judged on its residuals, which its warm-up does not show)
+        # (a seasonal signal is judged on its residuals: their profile learns how dependent)
         self.blocks.set_tau(j, 1.0 if self.is_seasonal(j) else autocorrelation_time(cz, self.warmup / 4))
 
     @property

@@ -244,13 +244,16 @@ class SignalRegistry:
             if warm.any():
                 # keep the warm-up values themselves and compute the reference in one pass when
                 # complete: the result does not depend on how the stream was cut into batches
-                for j in np.flatnonzero(warm.any(axis=0)):
+                done = []
+                for j in np.flatnonzero(warm.any(axis=0)).tolist():
                     v = X[warm[:, j], j]
                     start = int(self.n[j])
                     self.warm_values[start:start + v.size, j] = v
                     self.n[j] += v.size
                     if self.n[j] >= self.warmup:
                         self._set_reference(j)
+                        done.append(j)
+                self._share_dependence(done)
                 if (self.n >= self.warmup).all():
                     self.warm_values = np.zeros((self.warmup, self.n.size))[:0]
             live = valid & ~warm & (self.n >= self.warmup)
@@ -293,6 +296,21 @@ class SignalRegistry:
         self.cz_mean[j], self.cz_sd[j] = float(cz.mean()), float(cz.std(ddof=1))
         # (a seasonal signal is judged on its residuals: their profile learns how dependent)
         self.blocks.set_tau(j, 1.0 if self.is_seasonal(j) else autocorrelation_time(cz, self.warmup / 4))
+
+    def _share_dependence(self, done: list[int]) -> None:
+        """The category indicators of one feature (or of the prediction) share the dependence
+        of the events' order (sessions, runs): each just warmed up takes the largest
+        autocorrelation time among its siblings warm by now (a rare category's few runs in the
+        warm-up would show too little)."""
+        fresh = set(done)
+        for cats in self.categories.values():
+            group = [j for j in cats.values() if j < self.n.size and self.n[j] >= self.warmup]
+            mine = [j for j in group if j in fresh]
+            if mine:
+                tau = float(max(self.blocks.tau[group]))
+                for j in mine:
+                    if self.blocks.tau[j] < tau:
+                        self.blocks.set_tau(j, tau)
 
     @property
     def long_run_sd(self) -> np.ndarray:

@@ -59,3 +59,13 @@ def schema_registry() -> str:
 def unique() -> str:
     """A short unique suffix for topic and group names."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def seasonal_config(tmp_path) -> str:
+    """A configuration file declaring model "grid"'s daily cycle (quality_streams.seasonal)."""
+    from quality_streams import SEASONAL_CONFIG  # (tests/ is on the path from here on)
+
+    path = tmp_path / "season.toml"
+    path.write_text(SEASONAL_CONFIG)
+    return str(path)

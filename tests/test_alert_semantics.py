@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from quality_streams import (
     DAY,
-    SEASONAL_CONFIG,
     T0,
     new_category,
     replay,
@@ -59,13 +58,6 @@ def test_stable_heavy_tailed_and_discrete_streams_raise_nothing(seed):
     small-integer values, glitches of 1e4: i.i.d., so no alert is true."""
     kinds = stable_kinds(120_000, seed)
     assert replay(table(np.column_stack(list(kinds.values())), list(kinds))) == []
-
-
-@pytest.fixture
-def seasonal_config(tmp_path):
-    path = tmp_path / "season.toml"
-    path.write_text(SEASONAL_CONFIG)
-    return str(path)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from quality_streams import (
     DAY,
-    SEASONAL_CONFIG,
     T0,
     ar1,
     dependent_kinds,
@@ -138,13 +137,6 @@ def test_missing_values_in_bursts_page_nobody_and_a_real_rise_still_fires(seed):
     alerts = replay(table(X))
     assert [(a["status"], a["check"]) for a in alerts] == [("firing", "missing")]
     assert 60_000 <= alerts[0]["at"]["offset"] < 70_000
-
-
-@pytest.fixture
-def seasonal_config(tmp_path):
-    path = tmp_path / "season.toml"
-    path.write_text(SEASONAL_CONFIG)
-    return str(path)
 
 
 @pytest.mark.parametrize("phi", [0.8, 0.95])

@@ -328,11 +328,14 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
         for run in merged(events, labels, fmt):
             n_lines += len(run)
             batch += run
-            while len(batch) >= size:
-                part, batch = batch[:size], batch[size:]
+            start = 0                   # (batches cut by slices; the rest moved once a run)
+            while len(batch) - start >= size:
+                part = batch[start:start + size]
+                start += size
                 last_event = _last_of(part, events, last_event)
                 done = flush(pipeline.process(part))
                 size = batch_size(settings.kafka, len(pipeline.models), len(part), done.n_events)
+            del batch[:start]
     except InputError as exc:
         fault = exc                     # what was read before it is still processed
     if batch:

@@ -23,19 +23,19 @@ def test_independent_warm_ups_of_every_shape_are_found_independent():
     for seed in range(50):
         for name, v in stable_kinds(1000, seed).items():
             z = np.clip((v - v.mean()) / v.std(), -5, 5)
-            tau = autocorrelation_time(z, 250)
+            tau = autocorrelation_time(z)
             # (a rare flag's ~10 ones can fall side by side: then blocks of 2 at most)
             assert tau == 1.0 or (name == "binary_rare" and tau < 2), (seed, name, tau)
-    assert autocorrelation_time(np.full(1000, 3.0), 250) == 1.0
+    assert autocorrelation_time(np.full(1000, 3.0)) == 1.0
 
 
 @pytest.mark.parametrize("phi", [0.5, 0.8, 0.9])
 def test_the_autocorrelation_time_of_ar1_is_estimated_within_a_factor_of_two(phi):
     true = (1 + phi) / (1 - phi)
-    estimates = [autocorrelation_time(ar1(1000, phi, seed), 250) for seed in range(20)]
+    estimates = [autocorrelation_time(ar1(1000, phi, seed)) for seed in range(20)]
     assert all(true / 2 < t < true * 2 for t in estimates), estimates
     assert 0.7 * true < np.median(estimates) < 1.3 * true
-    assert autocorrelation_time(ar1(1000, 0.999, 1), 250) <= 250
+    assert autocorrelation_time(ar1(1000, 0.999, 1)) <= 250
 
 
 def feed(blocks: BlockMeans, Z: np.ndarray, cuts: list[int]) -> np.ndarray:

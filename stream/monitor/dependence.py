@@ -23,13 +23,13 @@ LAG1_Z = 4.0         # dependent only if the lag-1 autocorrelation (or the sum o
                      # lags') is this many of its sd's above 0
 
 
-def autocorrelation_time(z: np.ndarray, cap: float) -> float:
+def autocorrelation_time(z: np.ndarray) -> float:
     """The integrated autocorrelation time of a series (values in arrival order, no NaN), by
     Geyer's initial positive sequence: the autocorrelations summed in consecutive pairs while
     a pair's sum is positive. 1.0 for a series with no dependence found (its lag-1
     autocorrelation and the sum of its first four both within LAG1_Z of their sd from 0, as an
     independent series has but about once in 15,000; a time below MIN_TAU; a constant series);
-    at most ``cap``."""
+    at most a quarter of the series' length (the longest lag looked at)."""
     n = z.size
     x = z - z.mean()
     var = float(x @ x)
@@ -45,7 +45,7 @@ def autocorrelation_time(z: np.ndarray, cap: float) -> float:
     pairs = acf[: acf.size // 2 * 2].reshape(-1, 2).sum(axis=1)
     stop = np.flatnonzero(pairs <= 0)
     tau = float(2 * pairs[: stop[0] if stop.size else pairs.size].sum() - 1)
-    return 1.0 if tau < MIN_TAU else min(tau, cap)
+    return 1.0 if tau < MIN_TAU else min(tau, n / 4)
 
 
 class BlockMeans:
@@ -60,6 +60,7 @@ class BlockMeans:
         self.tau = np.ones(0)                       # autocorrelation time of each column
         self.pending = np.zeros((0, 0))             # (values, columns): blocks in progress
         self.n_pending = np.zeros(0, dtype=np.int64)
+        self.dependent = np.zeros(0, dtype=np.int64)   # the columns with tau >= MIN_TAU (derived)
 
     def add(self, k: int) -> None:
         self.tau = np.concatenate([self.tau, np.ones(k)])
@@ -71,11 +72,13 @@ class BlockMeans:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.tau, self.pending, self.n_pending = state["tau"], state["pending"], state["n_pending"]
+        self.dependent = np.flatnonzero(self.tau >= MIN_TAU)
 
     def set_tau(self, j: int, tau: float) -> None:
         """Column j's autocorrelation time (1.0: independent); its block starts afresh."""
         self.tau[j] = tau
         self.n_pending[j] = 0
+        self.dependent = np.flatnonzero(self.tau >= MIN_TAU)
         rows = int(np.round(self.tau).max()) - 1 if self.tau.size else 0
         if rows > self.pending.shape[0]:
             self.pending = np.concatenate(
@@ -85,11 +88,10 @@ class BlockMeans:
         """The detectors' input for z-scores Z (rows, columns; NaN: no value): Z itself when
         every column is independent, else a copy whose dependent columns hold their block
         means (scaled) at the rows that complete a block, NaN elsewhere."""
-        cols = np.flatnonzero(self.tau >= MIN_TAU)
-        if not cols.size:
+        if not self.dependent.size:
             return Z
         out = Z.copy()
-        for j in cols.tolist():
+        for j in self.dependent.tolist():
             rows = np.flatnonzero(~np.isnan(Z[:, j]))
             out[:, j] = np.nan
             if not rows.size:

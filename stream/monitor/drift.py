@@ -218,12 +218,12 @@ class DriftStates:
             # the "after" values' own spread when it is larger than the reference's (a wider
             # signal's mean is less sure), Welch's standard error of the difference
             var = np.maximum((szz - sz * mean) / np.maximum(n - 1, 1), cz_sd * cz_sd)
-            se_after = np.sqrt(var / n)
+            se_n = np.sqrt(var / n)
             se = np.sqrt(var / n + cz_sd * cz_sd / n_ref)
             ready = n >= self.min_values
             # "back" is judged against the reference as learned: its own uncertainty (large for
             # a dependent signal's short warm-up) would otherwise forbid resolving at all
-            within = ready & (np.abs(d) + self.confidence * se_after < self.min_effect)
+            within = ready & (np.abs(d) + self.confidence * se_n < self.min_effect)
             if self.status[c] == CANDIDATE:
                 fire = ready & (np.abs(d) >= self.min_effect) & (np.abs(d) >= self.significance * se) \
                     & (ts[seg] >= self.last_fired[c] + self.cooldown_s) & (sx >= floor * n)

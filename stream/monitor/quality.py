@@ -146,7 +146,7 @@ class Rates:
     def _learned(self, j: int) -> None:
         """Column j's warm-up is complete: its rate and its values' autocorrelation time."""
         self.p[j] = self.learned_ones[j] / self.n[j]
-        self.tau[j] = autocorrelation_time(self.warm_values[:, j], self.warmup / 4)
+        self.tau[j] = autocorrelation_time(self.warm_values[:, j])
 
     def reference(self, j: int) -> tuple[float, float, float, float]:
         """(sd, z of a 1, z of a 0, ...) -> (cz_mean, cz_sd, z1, z0) of column j."""

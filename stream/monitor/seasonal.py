@@ -142,7 +142,7 @@ class SeasonalProfile:
             self.res_n[c] += rows.size
             Z[rows, c] = np.nan
             if self.res_n[c] >= self.warmup:
-                self.tau[c] = autocorrelation_time(self.res_values[:, c], self.warmup / 4)
+                self.tau[c] = autocorrelation_time(self.res_values[:, c])
                 learned.append(c)
         return Z, learned
 

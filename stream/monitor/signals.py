@@ -295,7 +295,7 @@ class SignalRegistry:
         cz = np.clip((warm - self.mean[j]) / self.sd[j], -self.clip_z, self.clip_z)
         self.cz_mean[j], self.cz_sd[j] = float(cz.mean()), float(cz.std(ddof=1))
         # (a seasonal signal is judged on its residuals: their profile learns how dependent)
-        self.blocks.set_tau(j, 1.0 if self.is_seasonal(j) else autocorrelation_time(cz, self.warmup / 4))
+        self.blocks.set_tau(j, 1.0 if self.is_seasonal(j) else autocorrelation_time(cz))
 
     def _share_dependence(self, done: list[int]) -> None:
         """The category indicators of one feature (or of the prediction) share the dependence
@@ -316,6 +316,8 @@ class SignalRegistry:
     def long_run_sd(self) -> np.ndarray:
         """(D,) the spread a mean of each signal's clipped z-scores has per sqrt(value):
         ``cz_sd * sqrt(tau)`` (see :mod:`stream.monitor.dependence`)."""
+        if not self.blocks.dependent.size:
+            return self.cz_sd
         return self.cz_sd * np.sqrt(self.blocks.tau)
 
     def detector_input(self, Z: np.ndarray) -> np.ndarray:

@@ -42,6 +42,8 @@ CHUNK = 4096                          # lines a file is read and keyed by, when 
 _PARSE_LINES = 1024                   # lines parsed by one orjson call: their objects stay in
                                       # the CPU caches while their times are read
 _VALUE = attrgetter("value")                # a Message's bytes
+_TOPIC = attrgetter("topic")
+_OFFSET = attrgetter("offset")
 _NUMBERS = {float, int}                     # types of a time given as epoch seconds (not bool)
 _READ_BYTES = 1 << 16                 # bytes a file is read by
 _BOM = b"\xef\xbb\xbf"                    # UTF-8 byte-order mark
@@ -110,7 +112,7 @@ def _messages(lines: list[bytes], path: str, start: int, cr: bool) -> list[Messa
     with collector_paused():            # (acyclic tuples that live on: see Pipeline.process)
         return list(map(tuple.__new__, repeat(Message), zip(
             lines, repeat(path), repeat(0), range(start, start + len(lines)), repeat(0.0),
-            repeat(None), repeat(None))))
+            repeat(None), repeat(None), repeat(None))))
 
 
 def _ts_key(msg: Message, fmt: str = "streamdrift") -> float:
@@ -138,13 +140,16 @@ def _ts_key(msg: Message, fmt: str = "streamdrift") -> float:
         return float("-inf")
 
 
-def _ts_keys(messages: list[Message], fmt: str) -> np.ndarray:
-    """:func:`_ts_key` of each message: lines parsed _PARSE_LINES at a time by one orjson
-    call, plain numbers as times at once, line by line what is not (RFC 3339 texts, other
-    formats)."""
+def _ts_keys(messages: list[Message], fmt: str) -> tuple[np.ndarray, list | None]:
+    """:func:`_ts_key` of each message, and the lines' JSON documents (None: not parsed;
+    all None: none was): lines parsed _PARSE_LINES at a time by one orjson call, plain
+    numbers as times at once, line by line what is not (RFC 3339 texts, other formats)."""
     if len(messages) > _PARSE_LINES:
-        return np.concatenate([_ts_keys(messages[i:i + _PARSE_LINES], fmt)
-                               for i in range(0, len(messages), _PARSE_LINES)])
+        parts = [_ts_keys(messages[i:i + _PARSE_LINES], fmt) for i in range(0, len(messages), _PARSE_LINES)]
+        if all(d is None for _, d in parts):
+            return np.concatenate([k for k, _ in parts]), None
+        docs = [doc for k, d in parts for doc in (d if d is not None else repeat(None, k.size))]
+        return np.concatenate([k for k, _ in parts]), docs
     keys = np.full(len(messages), -np.inf)
     docs = None
     if fmt == "streamdrift" and messages:
@@ -155,7 +160,7 @@ def _ts_keys(messages: list[Message], fmt: str) -> np.ndarray:
         if docs is not None and len(docs) != len(messages):   # (a line holding "1,2" parses as two)
             docs = None
     if docs is None:
-        return np.array([_ts_key(m, fmt) for m in messages], dtype=np.float64)
+        return np.array([_ts_key(m, fmt) for m in messages], dtype=np.float64), None
     raw = list(map(dict.get, docs, repeat("ts"))) if set(map(type, docs)) == {dict} \
         else [d.get("ts") if type(d) is dict else None for d in docs]
     if set(map(type, raw)) <= _NUMBERS:                # the common chunk: every time a number
@@ -165,12 +170,20 @@ def _ts_keys(messages: list[Message], fmt: str) -> np.ndarray:
         t = np.array([v for v in raw if type(v) in _NUMBERS], dtype=np.float64)
     times = np.where((t >= TS_MIN) & (t < TS_END), t, -np.inf)        # (else not a time)
     if number is None:
-        return times
+        return times, docs
     keys[number] = times
     for i in np.flatnonzero(~number).tolist():
         if raw[i] is not None:
             keys[i] = _ts_key(messages[i], fmt)
-    return keys
+    return keys, docs
+
+
+def _with_parsed(messages: list[Message], docs: list) -> list[Message]:
+    """A file's messages (as :func:`read_chunks` makes them) carrying their parsed documents
+    (None: not parsed): decoding takes them instead of parsing the lines again."""
+    return list(map(tuple.__new__, repeat(Message), zip(
+        map(_VALUE, messages), map(_TOPIC, messages), repeat(0), map(_OFFSET, messages), repeat(0.0),
+        repeat(None), repeat(None), docs)))
 
 
 def _despike(keys: np.ndarray, after: float | None, last: float) -> tuple[np.ndarray, float]:
@@ -210,7 +223,10 @@ def _keyed(path: str, fmt: str) -> Iterator[tuple[np.ndarray, list[Message]]]:
         except InputError as exc:
             chunk, fault = [], exc
         with collector_paused():        # (the parsed lines would be rescanned: see Pipeline.process)
-            keys = np.concatenate([held_key, _ts_keys(chunk, fmt)])
+            chunk_keys, docs = _ts_keys(chunk, fmt)
+            if docs is not None:
+                chunk = _with_parsed(chunk, docs)
+        keys = np.concatenate([held_key, chunk_keys])
         msgs = held + chunk
         if chunk:
             held, held_key = msgs[-1:], keys[-1:]

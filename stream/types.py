@@ -27,6 +27,9 @@ class Message(NamedTuple):
     timestamp: float          # seconds since the epoch (Kafka message timestamp), 0.0 if none
     headers: tuple | None = None   # Kafka headers ((name, bytes), ...), for the adapters
     key: bytes | None = None       # the Kafka key, for the adapters (Seldon's request id)
+    # the value's JSON document when the reader parsed it already (a replay merging files by
+    # time reads each line's time), else None; a message made with another value drops it
+    parsed: Any = None
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ _LABELS = {int, float, str, bool}
 _PREDICTIONS = {type(None), int, float, str, bool}
 _NUMBERS = {int, float}
 _VALUE = attrgetter("value")
+_PARSED = attrgetter("parsed")
 
 
 class Label(NamedTuple):
@@ -122,10 +123,12 @@ def decode_labels(messages: list[Message], limits: LimitSettings) -> tuple[Label
     """The batch's good labels in order, and a dead letter for each bad one."""
     values = list(map(_VALUE, messages))
     if values and max(map(len, values)) <= limits.max_message_bytes:
-        try:
-            docs = orjson.loads(b"[" + b",".join(values) + b"]")
-        except orjson.JSONDecodeError:
-            docs = None
+        docs = list(map(_PARSED, messages))              # (parsed by their reader already)
+        if None in docs:
+            try:
+                docs = orjson.loads(b"[" + b",".join(values) + b"]")
+            except orjson.JSONDecodeError:
+                docs = None
         if docs is not None and len(docs) == len(messages):   # (a message holding "1,2" parses as two)
             batch = _columns(docs, messages, limits)
             if batch is not None:

@@ -135,7 +135,7 @@ def split_consumed(raw: list, with_headers: bool) -> dict[tuple[str, int], list[
         else repeat(None)
     msg_keys = map(KafkaMessage.key, raw) if with_headers else repeat(None)
     fields = zip(values, topics, partitions, map(KafkaMessage.offset, raw), ts, headers, msg_keys,
-                 strict=False)                         # headers and keys may be repeat(None)
+                 repeat(None), strict=False)           # headers and keys may be repeat(None)
     messages = list(map(tuple.__new__, repeat(Message), fields))
     keys = list(zip(topics, partitions, strict=True))
     if keys.count(keys[0]) == len(keys):               # the common batch: one partition

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import bz2
+import gc
 import gzip
 import lzma
 import sys
@@ -45,6 +46,7 @@ _VALUE = attrgetter("value")                # a Message's bytes
 _TOPIC = attrgetter("topic")
 _OFFSET = attrgetter("offset")
 _NUMBERS = {float, int}                     # types of a time given as epoch seconds (not bool)
+_COLLECT_EVERY = 64                   # batches between the replay's collections of cyclic garbage
 _READ_BYTES = 1 << 16                 # bytes a file is read by
 _BOM = b"\xef\xbb\xbf"                    # UTF-8 byte-order mark
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}   # by file suffix
@@ -340,20 +342,28 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
 
     fault = None
     last_event: Message | None = None
-    try:
-        for run in merged(events, labels, fmt):
-            n_lines += len(run)
-            batch += run
-            start = 0                   # (batches cut by slices; the rest moved once a run)
-            while len(batch) - start >= size:
-                part = batch[start:start + size]
-                start += size
-                last_event = _last_of(part, events, last_event)
-                done = flush(pipeline.process(part))
-                size = batch_size(settings.kafka, len(pipeline.models), len(part), done.n_events)
-            del batch[:start]
-    except InputError as exc:
-        fault = exc                     # what was read before it is still processed
+    n_batches = 0
+    # the collector paused for the whole loop: the merge holds the parsed lines of the next
+    # batches, which each young collection between batches would scan again; the cyclic
+    # garbage a batch leaves (a few closures) is collected every _COLLECT_EVERY batches
+    with collector_paused():
+        try:
+            for run in merged(events, labels, fmt):
+                n_lines += len(run)
+                batch += run
+                start = 0                   # (batches cut by slices; the rest moved once a run)
+                while len(batch) - start >= size:
+                    part = batch[start:start + size]
+                    start += size
+                    last_event = _last_of(part, events, last_event)
+                    done = flush(pipeline.process(part))
+                    size = batch_size(settings.kafka, len(pipeline.models), len(part), done.n_events)
+                    n_batches += 1
+                    if n_batches % _COLLECT_EVERY == 0:
+                        gc.collect()
+                del batch[:start]
+        except InputError as exc:
+            fault = exc                     # what was read before it is still processed
     if batch:
         last_event = _last_of(batch, events, last_event)
         flush(pipeline.process(batch))

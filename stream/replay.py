@@ -24,7 +24,6 @@ import sys
 import time
 from collections.abc import Iterator
 from itertools import repeat
-from operator import attrgetter
 from pathlib import Path
 from typing import BinaryIO
 
@@ -42,9 +41,6 @@ STDIN = "-"
 CHUNK = 4096                          # lines a file is read and keyed by, when merged
 _PARSE_LINES = 1024                   # lines parsed by one orjson call: their objects stay in
                                       # the CPU caches while their times are read
-_VALUE = attrgetter("value")                # a Message's bytes
-_TOPIC = attrgetter("topic")
-_OFFSET = attrgetter("offset")
 _NUMBERS = {float, int}                     # types of a time given as epoch seconds (not bool)
 _COLLECT_EVERY = 64                   # batches between the replay's collections of cyclic garbage
 _READ_BYTES = 1 << 16                 # bytes a file is read by
@@ -59,6 +55,12 @@ def read_chunks(path: str, size: int = CHUNK) -> Iterator[list[Message]]:
     line ending or a leading UTF-8 byte-order mark), offset = line index.
     ``-`` is standard input; .gz, .bz2 and .xz files are decompressed. Raises InputError when
     the file cannot be read to its end, after the lines read whole before the fault."""
+    for start, lines in _read_lines(path, size):
+        yield _messages(lines, path, start)
+
+
+def _read_lines(path: str, size: int) -> Iterator[tuple[int, list[bytes]]]:
+    """:func:`read_chunks`'s lines as (offset of the first, lines)."""
     try:
         fh = (open(0, "rb", closefd=False) if path == STDIN
               else _OPENERS.get(Path(path).suffix.lower(), open)(path, "rb"))
@@ -90,11 +92,11 @@ def read_chunks(path: str, size: int = CHUNK) -> Iterator[list[Message]]:
             rest = [tail] if tail else []
             lines += parts
             while len(lines) >= size:
-                yield _messages(lines[:size], path, start, cr)
+                yield start, _cleaned(lines[:size], start, cr)
                 start += size
                 del lines[:size]
     for s in range(0, len(lines), size):
-        yield _messages(lines[s:s + size], path, start + s, cr)
+        yield start + s, _cleaned(lines[s:s + size], start + s, cr)
     if fault is not None:
         raise fault
 
@@ -103,25 +105,28 @@ def _unreadable(path: str, exc: BaseException) -> InputError:
     return InputError(f"{path}: cannot be read to its end ({exc})")
 
 
-def _messages(lines: list[bytes], path: str, start: int, cr: bool) -> list[Message]:
-    """The lines as messages from offset ``start`` on: the first line's UTF-8 byte-order mark
-    (files saved by some Windows tools) dropped, and if ``cr``, the carriage returns that
-    end a line."""
+def _cleaned(lines: list[bytes], start: int, cr: bool) -> list[bytes]:
+    """The lines from offset ``start`` on without the first line's UTF-8 byte-order mark
+    (files saved by some Windows tools) and, if ``cr``, the carriage returns that end a line."""
     if start == 0 and lines and lines[0].startswith(_BOM):
         lines[0] = lines[0][len(_BOM):]
-    if cr:
-        lines = [line.rstrip(b"\r") for line in lines]
+    return [line.rstrip(b"\r") for line in lines] if cr else lines
+
+
+def _messages(lines: list[bytes], path: str, start: int, docs: list | None = None) -> list[Message]:
+    """The lines as messages from offset ``start`` on, with their parsed documents if given
+    (decoding takes them instead of parsing the lines again)."""
     with collector_paused():            # (acyclic tuples that live on: see Pipeline.process)
         return list(map(tuple.__new__, repeat(Message), zip(
             lines, repeat(path), repeat(0), range(start, start + len(lines)), repeat(0.0),
-            repeat(None), repeat(None), repeat(None))))
+            repeat(None), repeat(None), repeat(None) if docs is None else docs)))
 
 
-def _ts_key(msg: Message, fmt: str = "streamdrift") -> float:
+def _ts_key(line: bytes, fmt: str = "streamdrift") -> float:
     """The line's event time (epoch seconds or RFC 3339, as decoding reads it), or -inf.
     In a KServe CloudEvent it is the ``time`` attribute, in an OIP record ``parameters.ts``."""
     try:
-        doc = orjson.loads(msg.value)
+        doc = orjson.loads(line)
     except orjson.JSONDecodeError:
         return float("-inf")
     if not isinstance(doc, dict):
@@ -142,27 +147,27 @@ def _ts_key(msg: Message, fmt: str = "streamdrift") -> float:
         return float("-inf")
 
 
-def _ts_keys(messages: list[Message], fmt: str) -> tuple[np.ndarray, list | None]:
-    """:func:`_ts_key` of each message, and the lines' JSON documents (None: not parsed;
+def _ts_keys(lines: list[bytes], fmt: str) -> tuple[np.ndarray, list | None]:
+    """:func:`_ts_key` of each line, and the lines' JSON documents (None: not parsed;
     all None: none was): lines parsed _PARSE_LINES at a time by one orjson call, plain
     numbers as times at once, line by line what is not (RFC 3339 texts, other formats)."""
-    if len(messages) > _PARSE_LINES:
-        parts = [_ts_keys(messages[i:i + _PARSE_LINES], fmt) for i in range(0, len(messages), _PARSE_LINES)]
+    if len(lines) > _PARSE_LINES:
+        parts = [_ts_keys(lines[i:i + _PARSE_LINES], fmt) for i in range(0, len(lines), _PARSE_LINES)]
         if all(d is None for _, d in parts):
             return np.concatenate([k for k, _ in parts]), None
         docs = [doc for k, d in parts for doc in (d if d is not None else repeat(None, k.size))]
         return np.concatenate([k for k, _ in parts]), docs
-    keys = np.full(len(messages), -np.inf)
+    keys = np.full(len(lines), -np.inf)
     docs = None
-    if fmt == "streamdrift" and messages:
+    if fmt == "streamdrift" and lines:
         try:
-            docs = orjson.loads(b"[" + b",".join(map(_VALUE, messages)) + b"]")
+            docs = orjson.loads(b"[" + b",".join(lines) + b"]")
         except orjson.JSONDecodeError:
             docs = None
-        if docs is not None and len(docs) != len(messages):   # (a line holding "1,2" parses as two)
+        if docs is not None and len(docs) != len(lines):   # (a line holding "1,2" parses as two)
             docs = None
     if docs is None:
-        return np.array([_ts_key(m, fmt) for m in messages], dtype=np.float64), None
+        return np.array([_ts_key(line, fmt) for line in lines], dtype=np.float64), None
     raw = list(map(dict.get, docs, repeat("ts"))) if set(map(type, docs)) == {dict} \
         else [d.get("ts") if type(d) is dict else None for d in docs]
     if set(map(type, raw)) <= _NUMBERS:                # the common chunk: every time a number
@@ -176,16 +181,8 @@ def _ts_keys(messages: list[Message], fmt: str) -> tuple[np.ndarray, list | None
     keys[number] = times
     for i in np.flatnonzero(~number).tolist():
         if raw[i] is not None:
-            keys[i] = _ts_key(messages[i], fmt)
+            keys[i] = _ts_key(lines[i], fmt)
     return keys, docs
-
-
-def _with_parsed(messages: list[Message], docs: list) -> list[Message]:
-    """A file's messages (as :func:`read_chunks` makes them) carrying their parsed documents
-    (None: not parsed): decoding takes them instead of parsing the lines again."""
-    return list(map(tuple.__new__, repeat(Message), zip(
-        map(_VALUE, messages), map(_TOPIC, messages), repeat(0), map(_OFFSET, messages), repeat(0.0),
-        repeat(None), repeat(None), docs)))
 
 
 def _despike(keys: np.ndarray, after: float | None, last: float) -> tuple[np.ndarray, float]:
@@ -214,20 +211,19 @@ def _keyed(path: str, fmt: str) -> Iterator[tuple[np.ndarray, list[Message]]]:
     """A file's lines chunk by chunk with their merge keys: despiked event times, raised to
     the file's running maximum (the order a merge by time puts the file's lines in). Raises
     InputError after the lines read before the fault."""
-    chunks = read_chunks(path, CHUNK)
+    chunks = _read_lines(path, CHUNK)
     held: list[Message] = []            # the last line read: its key waits for the next line's
     held_key = np.zeros(0)
     last = top = -np.inf
     fault = None
     while True:
         try:
-            chunk = next(chunks, [])
+            start, lines = next(chunks, (0, []))
         except InputError as exc:
-            chunk, fault = [], exc
+            lines, fault = [], exc
         with collector_paused():        # (the parsed lines would be rescanned: see Pipeline.process)
-            chunk_keys, docs = _ts_keys(chunk, fmt)
-            if docs is not None:
-                chunk = _with_parsed(chunk, docs)
+            chunk_keys, docs = _ts_keys(lines, fmt)
+            chunk = _messages(lines, path, start, docs)
         keys = np.concatenate([held_key, chunk_keys])
         msgs = held + chunk
         if chunk:

@@ -177,10 +177,9 @@ def test_labels_merge_by_rfc3339_times_as_by_epoch_seconds(tmp_path):
     ({"parameters": 9}, "oip", float("-inf")),
 ])
 def test_the_merge_reads_each_format_s_event_time(doc, fmt, key):
-    from stream.ingest.rows import Message
     from stream.replay import _ts_key
 
-    assert _ts_key(Message(orjson.dumps(doc), "e", 0, 0, 0.0), fmt) == key
+    assert _ts_key(orjson.dumps(doc), fmt) == key
 
 
 def test_a_byte_order_mark_and_windows_line_endings_change_nothing(tmp_path):
@@ -340,7 +339,7 @@ def test_the_merge_read_in_chunks_is_the_merge_line_by_line(tmp_path, monkeypatc
 
     def one_by_one(path: str, kind: int) -> list[tuple]:
         msgs = [m for chunk in replay.read_chunks(path) for m in chunk]
-        keys = replay._despike(np.array([replay._ts_key(m) for m in msgs]), None, inf)[0]
+        keys = replay._despike(np.array([replay._ts_key(m.value) for m in msgs]), None, inf)[0]
         return [(k, kind, m.offset, m) for k, m in zip(keys.tolist(), msgs, strict=True)]
 
     want = [(m.topic, m.offset) for *_, m in heapq.merge(one_by_one(paths[0], 0), one_by_one(paths[1], 1),

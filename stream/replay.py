@@ -220,7 +220,7 @@ def _keyed(path: str, fmt: str) -> Iterator[tuple[np.ndarray, list[Message]]]:
         try:
             start, lines = next(chunks, (0, []))
         except InputError as exc:
-            lines, fault = [], exc
+            start, lines, fault = 0, [], exc
         with collector_paused():        # (the parsed lines would be rescanned: see Pipeline.process)
             chunk_keys, docs = _ts_keys(lines, fmt)
             chunk = _messages(lines, path, start, docs)
@@ -260,8 +260,10 @@ def merged(events: str, labels: str | None, fmt: str = "streamdrift") -> Iterato
         yield from read_chunks(events)
         return
     ev, lb = _keyed(events, fmt), _keyed(labels, "streamdrift")
-    a, b = next(ev, None), next(lb, None)
+    a = b = None
     try:
+        a = next(ev, None)
+        b = next(lb, None)
         while a is not None and b is not None:
             # what sorts before the end of either buffer is final: that buffer goes whole
             if a[0][-1] <= b[0][-1]:

@@ -462,3 +462,23 @@ def test_replay_pauses_the_collector_and_still_collects_cyclic_garbage(tmp_path,
     code = replay.replay(settings, str(cut), None, io.BytesIO(), None, err=io.StringIO())
     assert code == 2 and gc.isenabled()
     assert len(calls) >= 3 and not any(calls)        # every 2 batches, with the collector paused
+
+
+@pytest.mark.parametrize("which", ["events", "labels"])
+def test_a_merged_file_unreadable_from_its_first_block_fails_loudly(tmp_path, which):
+    """A file named .gz that is no archive fails at its first read: the replay says which
+    file and exits 2, after processing what it had read of the other file."""
+    good = tmp_path / "good.jsonl"
+    bad = tmp_path / "bad.jsonl.gz"
+    bad.write_bytes(b"not an archive\n")
+    if which == "labels":
+        good.write_bytes(jsonl(DEMO_MODELS, 3000, seed=2))
+        proc = run_replay(str(good), "--labels", str(bad))
+    else:
+        good.write_bytes(orjson.dumps({"model": "m", "id": "1", "label": 1, "ts": 1.7e9}) + b"\n")
+        proc = run_replay(str(bad), "--labels", str(good))
+    assert proc.returncode == 2 and b"Traceback" not in proc.stderr
+    assert f"{bad}: cannot be read to its end".encode() in proc.stderr
+    summary = next(line for line in proc.stderr.splitlines() if b" lines, " in line)
+    n_lines = int(summary.split(b"replay: ")[1].split(b" lines")[0])
+    assert 0 < n_lines < 9000 if which == "labels" else n_lines <= 1     # (9000 events)

@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from quality_streams import replay, table
+from quality_streams import T0, replay, table
 from river import datasets
 
 from stream.config import ModelQualitySettings, ModelSettings, load_settings
@@ -72,6 +72,29 @@ def test_missing_values_alert(base, fault):
     assert AT <= a["at"]["offset"] < AT + 1000
     assert a["stats"]["missing_rate_before"] == 0.0
     assert a["stats"]["missing_rate_after"] > (0.35 if fault == "half_null" else 0.99)
+
+
+@pytest.mark.parametrize("fault", ["missing", "type"])
+@pytest.mark.parametrize("batch", [5000, 333])
+def test_a_burst_shorter_than_a_candidate_s_wait_fires_and_resolves(base, fault, batch):
+    """50 events in a row with f2 null (or a string), then f2 as before: fewer than the
+    values a change point waits for, all in one block of the check. That block is itself the
+    evidence: one episode, firing at its last value (since its first), resolved after, the
+    same whatever the batches."""
+    M, channel = base
+    M = M.copy()
+    if fault == "missing":
+        M[AT + 20:AT + 70, 2] = np.nan
+    evs = events(M, channel)
+    if fault == "type":
+        for e in evs[AT + 20:AT + 70]:
+            e["features"]["f2"] = "n/a"
+    alerts = replay(evs, batch=batch)
+    assert checks(alerts) == [("firing", "data_quality", fault, "feature:f2"),
+                              ("resolved", "data_quality", fault, "feature:f2")]
+    fired, resolved = alerts
+    assert fired["at"]["offset"] == AT + 99 and fired["stats"]["since_ts"] == T0 + AT     # (1 s apart)
+    assert fired["stats"]["n_after"] == 100 and AT + 100 < resolved["at"]["offset"] < AT + 1000
 
 
 def test_a_numeric_feature_arriving_as_strings_is_one_type_alert(base):

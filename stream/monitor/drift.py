@@ -143,6 +143,16 @@ class DriftStates:
             self.opened_by[j] = self.detectors.index(opener)
             self.n[j] = self.sz[j] = self.szz[j] = self.sx[j] = 0.0
 
+    def seed(self, c: int, opener: int, n: int, sz: float, szz: float, sx: float, since_ts: float) -> None:
+        """Stable signal c becomes a candidate whose "after" values are already ``n`` values
+        with these sums (z-scores, their squares, raw values) since event time ``since_ts``:
+        a change whose own values are its evidence (a data-quality block); its next value can
+        decide."""
+        self.status[c] = CANDIDATE
+        self.opened_by[c] = opener
+        self.n[c], self.sz[c], self.szz[c], self.sx[c] = float(n), float(sz), float(szz), float(sx)
+        self.since_ts[c] = float(since_ts)
+
     def rebaseline(self, j: int, row: int, cz_mean: float, reason: str = "rebaselined") -> Transition | None:
         """Signal j starts over (an operator accepted its values): stable again. If it was
         drifted, the `resolved` transition (reason "rebaselined") at batch row ``row`` whose

@@ -32,7 +32,7 @@ per batch.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -43,8 +43,22 @@ from .dependence import autocorrelation_time
 from .drift import DRIFTED, STABLE, DriftStates, Transition
 
 CHECKS = ("missing", "type", "stuck", "spread")
+# a block's count the reference makes this unlikely is itself the evidence of a fault (a burst
+# of nulls or of mistyped values shorter than the values a candidate waits for); with
+# thousands of blocks a day per model, this keeps decisive blocks of stable data out of reach
+DECISIVE = 1e-9
+RATE_MARGIN = 3.0       # sd of a reference rate's own estimate the decisive test allows it
 PREDICTION = "\x00prediction"        # the prediction's entry among the features' types
 CHECK_NAMES = (*CHECKS, "new_feature")
+
+
+class Blocks(NamedTuple):
+    """The blocks of a column that end among a batch's values."""
+    ends: np.ndarray            # their last values' positions (into the values)
+    off: np.ndarray             # their rate is off the reference (a change point)
+    decisive: np.ndarray        # and so far off that the block is the evidence
+    first_ts: np.ndarray        # event time of their first value
+    ones: np.ndarray            # their counts of ones
 
 
 class Rates:
@@ -57,6 +71,10 @@ class Rates:
     Counts of 0/1 values are exact, so none of this depends on batch boundaries. A column whose
     warm-up values are serially dependent (missing in bursts, a rate that wanders: see
     :mod:`stream.monitor.dependence`) has standard errors ``sqrt(tau)`` times as large.
+    A block is *decisive* when its count is one the reference makes less likely than
+    ``DECISIVE`` (a Chernoff bound on the count of ``block / tau`` independent values, the
+    reference rate taken at the edge of its own uncertainty, ``RATE_MARGIN`` sd and 3 values
+    of the warm-up): such a block is itself the evidence of its fault (QualityChecks._judge).
     """
 
     def __init__(self, warmup: int, block: int, min_effect: float, clip_z: float) -> None:
@@ -68,10 +86,11 @@ class Rates:
         self.p = np.zeros(0)                  # reference rate (valid once n == warmup)
         self.count = np.zeros(0)              # values in the current block
         self.ones = np.zeros(0)               # ones among them
+        self.start_ts = np.zeros(0)           # event time of the current block's first value
         self.tau = np.zeros(0)                # autocorrelation time of the warm-up's values
         self.warm_values = np.zeros((warmup, 0))    # the warm-up's values, while one learns
 
-    _ARRAYS = ("n", "learned_ones", "p", "count", "ones")
+    _ARRAYS = ("n", "learned_ones", "p", "count", "ones", "start_ts")
 
     @property
     def size(self) -> int:
@@ -108,7 +127,8 @@ class Rates:
         self.names = list(state["names"])
         self.index = {nm: i for i, nm in enumerate(self.names)}
         for a in self._ARRAYS:
-            setattr(self, a, state[a])
+            # (a state saved without the blocks' first times: unknown until the next block)
+            setattr(self, a, state[a] if a in state else np.full(self.size, np.nan))
         # (a state saved without them: independent columns)
         self.tau = state.get("tau", np.ones(self.size))
         self.warm_values = state.get("warm_values", np.zeros((0, self.size)))
@@ -157,15 +177,17 @@ class Rates:
         cz_sd = np.sqrt(p * (1 - p)) * abs(z1 - z0)
         return cz_mean, float(cz_sd), z1, z0
 
-    def blocks(self, j: int, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The blocks that end among column j's (post-warm-up) values ``v``: their last
-        positions (into v), and whether each block's rate is off the reference."""
+    def blocks(self, j: int, v: np.ndarray, t: np.ndarray) -> Blocks:
+        """The blocks that end among column j's (post-warm-up) values ``v`` (event times
+        ``t``)."""
         B, k = self.block, int(self.count[j])
         ends = np.arange(B - k - 1, v.size, B)
+        before_ts = float(self.start_ts[j])
+        self._started(j, k, v.size, t)
         if not ends.size:
             self.count[j] += v.size
             self.ones[j] += float(v.sum())
-            return ends, np.zeros(0, dtype=bool)
+            return Blocks(ends, np.zeros(0, dtype=bool), np.zeros(0, dtype=bool), ends.astype(float), ends)
         S = np.cumsum(v)                              # (integers: exact)
         at_end = S[ends]
         block = np.diff(np.concatenate([[-self.ones[j]], at_end]))
@@ -174,10 +196,37 @@ class Rates:
         need = max(self.min_effect * sd, 3 * sd * np.sqrt(self.tau[j] / B), 2.0 / B)
         self.ones[j] = float(S[-1] - at_end[-1])
         self.count[j] = (k + v.size) % B
-        return ends, np.abs(block / B - p) >= need
+        first = ends - (B - 1)
+        first_ts = np.where(first >= 0, t[np.maximum(first, 0)], before_ts)
+        if np.isnan(before_ts) and first[0] < 0:      # (a state saved without it)
+            first_ts[0] = t[0]
+        return Blocks(ends, np.abs(block / B - p) >= need, self._decisive(j, block), first_ts, block)
 
-    def settle(self, js: np.ndarray, values: list[np.ndarray], stable: np.ndarray) -> np.ndarray:
-        """Columns ``js`` (distinct) with their values: where a column is past its warm-up,
+    def _started(self, j: int, k: int, size: int, t: np.ndarray) -> None:
+        """Column j, ``k`` values into its block, gets ``size`` values at times ``t``: the
+        block in progress after them started among them, or before (its time is kept)."""
+        s = size - (k + size) % self.block
+        if s < size and s >= 0:
+            self.start_ts[j] = t[s]
+
+    def _decisive(self, j: int, ones: np.ndarray) -> np.ndarray:
+        """Whether blocks with these counts of ones are decisive for column j (see the class)."""
+        B, p, n = self.block, float(self.p[j]), float(self.n[j])
+        margin = RATE_MARGIN * np.sqrt(p * (1 - p) * self.tau[j] / n) + 3.0 / n
+        q = ones / B
+        hi, lo = min(p + margin, 1.0), max(p - margin, 0.0)
+        out = (q > hi) | (q < lo)
+        ref = np.where(q > hi, hi, lo)
+        # P(count) <= exp(-blocks' effective size * KL(q || ref)), the rate at its edge
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kl = np.where(q > 0, q * np.log(q / ref), 0.0) \
+                + np.where(q < 1, (1 - q) * np.log((1 - q) / (1 - ref)), 0.0)
+        return out & (B / self.tau[j] * np.where(out, kl, 0.0) >= -np.log(DECISIVE))
+
+    def settle(self, js: np.ndarray, values: list[np.ndarray], rows: list[np.ndarray], ts: np.ndarray,
+               stable: np.ndarray) -> np.ndarray:
+        """Columns ``js`` (distinct) with their values (at ``rows`` of a batch whose event
+        times are ``ts``): where a column is past its warm-up,
         ``stable`` and none of the blocks ending among its values is off the reference (the
         steady state, where :meth:`blocks` finds nothing to judge), advance its block as
         :meth:`blocks` would; where its warm-up takes all its values, learn them; all columns
@@ -219,6 +268,12 @@ class Rates:
         j = js[ok]
         self.ones[j] = np.where(ends[ok] > 0, total[ok] - last[ok], self.ones[j] + total[ok])
         self.count[j] = (k[ok] + lens[ok]) % B
+        # the block in progress started among these values: its first value's time
+        s = lens - (k + lens) % B
+        new = ok & (s < lens) & (s >= 0)
+        if new.any():
+            cs = np.flatnonzero(new)
+            self.start_ts[js[cs]] = ts[[rows[c][i] for c, i in zip(cs.tolist(), s[cs].tolist(), strict=True)]]
         # columns whose warm-up takes all their values (as :meth:`learn` would)
         warm = ~ready & (self.n[js] + lens <= self.warmup)
         j = js[warm]
@@ -450,7 +505,8 @@ class QualityChecks:
         quiet = 0
         names = [nm for nm in cols if nm in rates.index]
         js = np.array([rates.index[nm] for nm in names], dtype=np.int64)
-        settled = rates.settle(js, [cols[nm][1] for nm in names], self.states.status[js] == STABLE)
+        settled = rates.settle(js, [cols[nm][1] for nm in names], [cols[nm][0] for nm in names], batch.ts,
+                               self.states.status[js] == STABLE)
         for name, done in zip(names, settled.tolist(), strict=True):
             if done:
                 continue                                 # (the steady state: nothing to judge)
@@ -460,10 +516,10 @@ class QualityChecks:
             if skip >= v.size:
                 continue
             rows, v = rows[skip:], v[skip:]
-            ends, off = rates.blocks(j, v)
-            if not off.any() and self.states.status[j] == STABLE:
+            blocks = rates.blocks(j, v, batch.ts[rows])
+            if not blocks.off.any() and self.states.status[j] == STABLE:
                 continue                                 # (the steady state: nothing to judge)
-            self._judge(j, name, rows, v, ends, off, batch, alerts, feature_sd)
+            self._judge(j, name, rows, v, blocks, batch, alerts, feature_sd)
         if recorder is not None:
             missing = [nm for nm in cols if nm.startswith("missing:")]
             V = np.full((n, len(missing)), np.nan)
@@ -474,13 +530,15 @@ class QualityChecks:
         quiet, self.states.quiet = self.states.quiet, 0
         return quiet
 
-    def _judge(self, j: int, name: str, rows: np.ndarray, v: np.ndarray, ends: np.ndarray,
-               off: np.ndarray, batch: ModelBatch, alerts: list[dict],
-               feature_sd: Callable[[str, int], tuple]) -> None:
+    def _judge(self, j: int, name: str, rows: np.ndarray, v: np.ndarray, blocks: Blocks,
+               batch: ModelBatch, alerts: list[dict], feature_sd: Callable[[str, int], tuple]) -> None:
         """Column j's drift state over these values, block by block: a stable signal's block
-        off its reference is a change point (then the values after it are judged); a drifted
-        signal's block back within it is one too (so that its return can be judged apart from
-        the fault); a candidate's values accumulate until it is decided."""
+        off its reference is a change point (then the values after it are judged), unless it
+        is decisive: then its own values are the candidate's and its last value decides (a
+        burst of nulls shorter than the values after a change point would otherwise go
+        unreported); a drifted signal's block back within it is a change point too (so that
+        its return can be judged apart from the fault); a candidate's values accumulate until
+        it is decided."""
         rates, states = self.rates, self.states
         cz_mean, cz_sd, z1, z0 = rates.reference(j)
         cz_sd *= float(np.sqrt(rates.tau[j]))          # (a dependent column's means vary more)
@@ -498,12 +556,20 @@ class QualityChecks:
                                              cz_mean, cz_sd, n_ref, floor)
             alerts.extend(states.alerts(transitions, lambda t: self._alert(batch, t, feature_sd)))
 
-        lo = 0
-        for end, is_off in zip(ends.tolist(), off.tolist(), strict=True):
+        lo, B = 0, rates.block
+        for end, is_off, decisive, first_ts, ones in zip(
+                blocks.ends.tolist(), blocks.off.tolist(), blocks.decisive.tolist(),
+                blocks.first_ts.tolist(), blocks.ones.tolist(), strict=True):
             step(lo, end, False)                         # the block up to its last value
             status = states.status[j]
-            change = is_off if status == STABLE else (not is_off and status == DRIFTED)
-            step(end, end + 1, change)                   # its last value: a change point or not
+            if is_off and decisive and status == STABLE:
+                k = ones - float(v[end])                 # (ones of the block before its last value)
+                states.seed(j, 0, B - 1, k * z1 + (B - 1 - k) * z0, k * z1 * z1 + (B - 1 - k) * z0 * z0,
+                            k, first_ts)
+                step(end, end + 1, False)
+            else:
+                change = is_off if status == STABLE else (not is_off and status == DRIFTED)
+                step(end, end + 1, change)               # its last value: a change point or not
             lo = end + 1
         step(lo, v.size, False)
 

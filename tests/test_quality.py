@@ -138,6 +138,19 @@ def test_a_spread_that_returns_resolves():
                                                                          ("resolved", "spread")]
 
 
+def test_the_spread_check_is_the_same_whatever_the_batches():
+    """The spread's scale is learned from the first pairs; the pairs after them count from
+    the next pair on, not from the next batch (that moved its blocks with the batch cuts)."""
+    rng = np.random.default_rng(6)
+    M = rng.normal(0, 1, (30_000, 2))
+    M[20_000:, 0] *= 3
+    evs = table(M)
+    straight = replay(evs)
+    assert [(a["status"], a.get("check")) for a in straight] == [("firing", "spread")]
+    for batch in (333, 4096):
+        assert replay(evs, batch=batch) == straight
+
+
 def test_a_new_feature_is_reported_once_as_info(base):
     M, channel = base
     evs = events(M, channel)

@@ -649,14 +649,17 @@ class QualityChecks:
                                                                            or f in self.seasonal)):
             return
         median = self.change_median.get(f)
+        idx = np.flatnonzero(moved)
         if median is None:
             warm = self.changes.setdefault(f, [])
-            warm.extend(change[moved][: self.half_warmup - len(warm)].tolist())
-            if len(warm) >= self.half_warmup:
-                self.change_median[f] = float(np.median(warm))
-                del self.changes[f]
-            return                          # (the pairs after the warm-up count from the next batch)
-        cols[f"spread:{f}"] = (at[moved], (change[moved] > median).astype(float))
+            need = self.half_warmup - len(warm)
+            warm.extend(change[idx[:need]].tolist())
+            if len(warm) < self.half_warmup:
+                return
+            self.change_median[f] = median = float(np.median(warm))
+            del self.changes[f]
+            idx = idx[need:]                # (the pairs after the warm-up's count from here on)
+        cols[f"spread:{f}"] = (at[idx], (change[idx] > median).astype(float))
 
     def _new_feature(self, batch: ModelBatch, f: str, kind: str, row: int, events_before: int) -> dict:
         return make_alert(model=self.model, signal=f"feature:{f}", detector="schema",

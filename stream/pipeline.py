@@ -196,7 +196,7 @@ class Pipeline:
         if not docs:
             return BatchResult()
         with collector_paused():
-            return self._process([Message(orjson.dumps(d), *last[1:7]) for d in docs], convert=False)
+            return self._process([last.with_value(orjson.dumps(d)) for d in docs], convert=False)
 
     def _process(self, messages: list[Message], convert: bool = True) -> BatchResult:
         labels: list[Message] = []

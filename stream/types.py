@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -28,8 +29,21 @@ class Message(NamedTuple):
     headers: tuple | None = None   # Kafka headers ((name, bytes), ...), for the adapters
     key: bytes | None = None       # the Kafka key, for the adapters (Seldon's request id)
     # the value's JSON document when the reader parsed it already (a replay merging files by
-    # time reads each line's time), else None; a message made with another value drops it
+    # time reads each line's time), else None
     parsed: Any = None
+
+    def with_value(self, value: bytes) -> Message:
+        """This message with another value (and so without the old value's parse)."""
+        return Message(value, self.topic, self.partition, self.offset, self.timestamp, self.headers, self.key)
+
+
+_PARSED = itemgetter(7)                # Message.parsed
+
+
+def parsed_documents(messages: list[Message]) -> list[Any] | None:
+    """The messages' JSON documents if their reader parsed every one, else None."""
+    docs = list(map(_PARSED, messages))
+    return None if None in docs else docs
 
 
 @dataclass(frozen=True)

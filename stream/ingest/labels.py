@@ -18,7 +18,7 @@ import orjson
 
 from ..config import LimitSettings
 from ..errors import Rejected
-from ..types import TS_END, TS_MIN, DeadLetter, Message, event_time
+from ..types import TS_END, TS_MIN, DeadLetter, Message, event_time, parsed_documents
 from .values import check_model, parse_ts
 
 _IDS = {str, int}
@@ -26,7 +26,6 @@ _LABELS = {int, float, str, bool}
 _PREDICTIONS = {type(None), int, float, str, bool}
 _NUMBERS = {int, float}
 _VALUE = attrgetter("value")
-_PARSED = attrgetter("parsed")
 
 
 class Label(NamedTuple):
@@ -123,8 +122,8 @@ def decode_labels(messages: list[Message], limits: LimitSettings) -> tuple[Label
     """The batch's good labels in order, and a dead letter for each bad one."""
     values = list(map(_VALUE, messages))
     if values and max(map(len, values)) <= limits.max_message_bytes:
-        docs = list(map(_PARSED, messages))              # (parsed by their reader already)
-        if None in docs:
+        docs = parsed_documents(messages)
+        if docs is None:
             try:
                 docs = orjson.loads(b"[" + b",".join(values) + b"]")
             except orjson.JSONDecodeError:

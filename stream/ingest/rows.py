@@ -25,14 +25,13 @@ import orjson
 
 from ..config import LimitSettings
 from ..errors import Rejected
-from ..types import MODEL_RE, DeadLetter, Message, ModelBatch, times_in_range
+from ..types import MODEL_RE, DeadLetter, Message, ModelBatch, parsed_documents, times_in_range
 from .columnar import concat, decode_columnar
 from .values import classify_value, parse_ts
 
 _NUMERIC_TYPES = {int, float, bool, type(None)}
 _NUMBER_TYPES = {int, float}
 _VALUE, _TOPIC, _PARTITION, _OFFSET, _TIMESTAMP = (itemgetter(i) for i in range(5))   # Message fields
-_PARSED = itemgetter(7)
 
 
 @dataclass
@@ -70,8 +69,8 @@ def _parse_fast(messages: list[Message], limits: LimitSettings
     values = list(map(_VALUE, messages))
     if not values or max(map(len, values)) > limits.max_message_bytes:
         return None
-    docs: list[Any] = list(map(_PARSED, messages))       # (parsed by their reader already)
-    if None in docs:
+    docs = parsed_documents(messages)
+    if docs is None:
         docs = []
         try:
             # messages parsed as one array (cheaper than one call each), _DECODE_CHUNK at a

@@ -35,8 +35,8 @@ def autocorrelation_time(z: np.ndarray) -> float:
     var = float(x @ x)
     if n < 8 or var <= 0:
         return 1.0
-    # independent values: each autocorrelation is ~N(0, 1/n), the sum of the first four ~N(0, 4/n)
-    # (four dot products decide it for most signals; the transform only for dependent ones)
+    # independent values: each autocorrelation is ~N(0, 1/n), the sum of the first four ~N(0, 4/n);
+    # the initial positive sequence is summed only for a series these call dependent
     first = [float(x[:-k] @ x[k:]) / var for k in range(1, 5)]
     if first[0] < LAG1_Z / np.sqrt(n) and sum(first) < 2 * LAG1_Z / np.sqrt(n):
         return 1.0

@@ -206,7 +206,7 @@ class Rates:
         """Column j, ``k`` values into its block, gets ``size`` values at times ``t``: the
         block in progress after them started among them, or before (its time is kept)."""
         s = size - (k + size) % self.block
-        if s < size and s >= 0:
+        if 0 <= s < size:
             self.start_ts[j] = t[s]
 
     def _decisive(self, j: int, ones: np.ndarray) -> np.ndarray:

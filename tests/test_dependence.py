@@ -16,7 +16,8 @@ from quality_streams import (
     table,
 )
 
-from stream.monitor.dependence import BlockMeans, autocorrelation_time
+from stream.monitor.dependence import BlockMeans, autocorrelation_time, markov_time
+from stream.monitor.quality import EXTEND, RUNS, TAU_PER_BLOCK, Rates
 
 
 def test_independent_warm_ups_of_every_shape_are_found_independent():
@@ -124,11 +125,12 @@ def bursts(n: int, seed: int) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("seed", [0, 2])
+@pytest.mark.parametrize("seed", [0, 2, 5, 6])
 def test_missing_values_in_bursts_page_nobody_and_a_real_rise_still_fires(seed):
     """Missingness in bursts (its warm-up saw some) is the feature's normal; half the events
     null from event 60,000 is a fault. (A warm-up that saw no burst makes each burst a fault:
-    its reference says the feature is never null.)"""
+    its reference says the feature is never null.) Seeds 5 and 6: warm-ups of 6 and 3 bursts,
+    whose rate and burst lengths alone under-read the feature's."""
     rng = np.random.default_rng(seed)
     X = rng.normal(0, 1, (100_000, 2))
     X[bursts(100_000, seed), 0] = np.nan
@@ -137,6 +139,57 @@ def test_missing_values_in_bursts_page_nobody_and_a_real_rise_still_fires(seed):
     alerts = replay(table(X))
     assert [(a["status"], a["check"]) for a in alerts] == [("firing", "missing")]
     assert 60_000 <= alerts[0]["at"]["offset"] < 70_000
+
+
+@pytest.mark.parametrize("seed", [1000, 1003, 1011])
+def test_an_outage_of_a_feature_null_in_bursts_fires_while_it_lasts_and_resolves(seed):
+    """3,000 events in a row null, in a feature whose warm-up saw a few of its bursts of ~50:
+    one episode, firing during the outage, resolved after it."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 1, (80_000, 1))
+    X[bursts(80_000, seed), 0] = np.nan
+    X[40_000:43_000, 0] = np.nan
+    alerts = replay(table(X))
+    assert [(a["status"], a["check"]) for a in alerts] == [("firing", "missing"), ("resolved", "missing")]
+    assert 40_000 <= alerts[0]["at"]["offset"] < 43_000 < alerts[1]["at"]["offset"]
+
+
+def test_the_markov_time_of_a_two_state_chain():
+    """Runs of ~50 ones and ~500 zeros: tau = 2 / (1/50 + 1/500) - 1 = 89.9."""
+    v = bursts(200_000, 3).astype(float)
+    flips = float(np.count_nonzero(v[1:] != v[:-1]))
+    assert 0.8 * 89.9 < markov_time(v.size, v.mean(), flips) < 1.2 * 89.9
+    assert markov_time(100, 0.0, 0.0) == np.inf
+
+
+@pytest.mark.parametrize("seed, runs_end", [(3, 7752), (0, None)])
+def test_a_rate_whose_warm_up_saw_few_runs_learns_on_the_same_whatever_the_batches(seed, runs_end):
+    """A warm-up of 1,000 values with a few bursts of ones: the rate learns on up to the value
+    that completes RUNS runs of each value (seed 3: value 7,752), or up to EXTEND warm-ups
+    (seed 0), then takes the Markov chain's tau (at least) and blocks of block /
+    TAU_PER_BLOCK independent values' worth; old states load as before."""
+    v = bursts(40_000, seed).astype(float)
+    assert 0 < np.count_nonzero(v[1:1000] != v[:999]) < 2 * RUNS
+    ends = []
+    for chunk in (7, 333, 40_000):
+        rates = Rates(1000, 100, 0.25, 5.0)
+        rates.ensure(["missing:f"])
+        pos = 0
+        while not rates.ready(0):
+            pos += rates.learn(0, v[pos:pos + chunk])
+        ends.append((pos, rates.n[0], rates.p[0], rates.tau[0], rates.blen[0]))
+    assert ends[0] == ends[1] == ends[2]
+    pos, n, p, tau, blen = ends[0]
+    flips = np.count_nonzero(v[1:pos] != v[:pos - 1])
+    assert n == pos == (runs_end or EXTEND * 1000)
+    assert flips == 2 * RUNS if runs_end else flips < 2 * RUNS
+    assert p == v[:pos].mean() and tau >= markov_time(pos, p, flips) and tau > 20
+    assert blen == max(100, round(100 * tau / TAU_PER_BLOCK)) > 100
+    state = rates.state_dict()
+    for key in ("goal", "blen", "flips", "last", "was_off"):
+        del state[key]
+    rates.load_state(state)
+    assert rates.ready(0) and rates.blen[0] == 100
 
 
 @pytest.mark.parametrize("phi", [0.8, 0.95])

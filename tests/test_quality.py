@@ -138,6 +138,21 @@ def test_a_spread_that_returns_resolves():
                                                                          ("resolved", "spread")]
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_a_transient_fault_resolves_soon_after_it_ends(seed):
+    """150 to 900 events null in a feature null 30% of the time: the first block back within
+    its reference is the return, and the values after it (not the next block's alone) are
+    judged: resolved within 400 events of the end."""
+    rng = np.random.default_rng(seed)
+    M = rng.normal(0, 1, (12_000, 2))
+    end = 4000 + int(rng.integers(150, 900))
+    M[rng.random(12_000) < 0.3, 1] = np.nan
+    M[4000:end, 1] = np.nan
+    alerts = [a for a in replay(table(M)) if a.get("check")]
+    assert [(a["status"], a["check"]) for a in alerts] == [("firing", "missing"), ("resolved", "missing")]
+    assert end < alerts[1]["at"]["offset"] < end + 400
+
+
 def test_the_spread_check_is_the_same_whatever_the_batches():
     """The spread's scale is learned from the first pairs; the pairs after them count from
     the next pair on, not from the next batch (that moved its blocks with the batch cuts)."""

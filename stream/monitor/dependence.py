@@ -48,6 +48,13 @@ def autocorrelation_time(z: np.ndarray) -> float:
     return 1.0 if tau < MIN_TAU else min(tau, n / 4)
 
 
+def markov_time(n: float, p: float, flips: float) -> float:
+    """The autocorrelation time of a two-state Markov chain that changed state ``flips`` times
+    in ``n`` values, ``p`` of them ones: ``(1 + r) / (1 - r)`` with ``1 - r`` the two states'
+    leaving rates summed, ``flips / (2 n p (1 - p))``; inf when it never changed."""
+    return 4.0 * n * p * (1.0 - p) / flips - 1.0 if flips > 0 else np.inf
+
+
 class BlockMeans:
     """Per column of a growing set of signals: the block size its detectors' input is averaged
     over (1: the values themselves), and the values of its block in progress.

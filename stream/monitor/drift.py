@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 STABLE, CANDIDATE, DRIFTED = 0, 1, 2
+Evidence = Callable[[np.ndarray, np.ndarray], np.ndarray]     # (n, raw sums) -> may fire
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,14 @@ class DriftStates:
         self.n[c], self.sz[c], self.szz[c], self.sx[c] = float(n), float(sz), float(szz), float(sx)
         self.since_ts[c] = float(since_ts)
 
+    def unchanged(self, c: int, n: int, sz: float, cz_mean: float) -> bool:
+        """Whether candidate c's values since its change point but the last ``n`` (whose
+        z-scores sum to ``sz``) are at least ``min_values`` and their mean is within
+        ``min_effect`` of the reference's."""
+        before = float(self.n[c]) - n
+        return before >= self.min_values \
+            and abs((float(self.sz[c]) - sz) / before - cz_mean) < self.min_effect
+
     def rebaseline(self, j: int, row: int, cz_mean: float, reason: str = "rebaselined") -> Transition | None:
         """Signal j starts over (an operator accepted its values): stable again. If it was
         drifted, the `resolved` transition (reason "rebaselined") at batch row ``row`` whose
@@ -194,16 +203,18 @@ class DriftStates:
 
     def step_column(self, c: int, rows: np.ndarray, z: np.ndarray, x: np.ndarray, hit: np.ndarray,
                     ts: np.ndarray, cz_mean: float, cz_sd: float, n_ref: float,
-                    floor: float = -np.inf) -> list[Transition]:
+                    floor: float = -np.inf, evidence: Evidence | None = None) -> list[Transition]:
         """:meth:`step` for one signal, given its values only (``rows``: their batch rows;
-        ``z``, ``x``, ``hit``, ``ts``: per value)."""
+        ``z``, ``x``, ``hit``, ``ts``: per value). ``evidence(n, sx)``: whether "after" values
+        of these counts and raw sums may fire, a test of the signal's own besides the standard
+        error's (a dependent 0/1 rate's mean over few of its runs is far from normal)."""
         out: list[Transition] = []
-        self._column(c, rows, z, x, hit, ts, cz_mean, max(cz_sd, 1e-9), n_ref, floor, out)
+        self._column(c, rows, z, x, hit, ts, cz_mean, max(cz_sd, 1e-9), n_ref, floor, out, evidence)
         return out
 
     def _column(self, c: int, rows: np.ndarray, z: np.ndarray, x: np.ndarray, hit: np.ndarray,
                 ts: np.ndarray, cz_mean: float, cz_sd: float, n_ref: float, floor: float,
-                out: list[Transition]) -> None:
+                out: list[Transition], evidence: Evidence | None = None) -> None:
         hits = np.flatnonzero(hit >= 0).tolist()
         pos, L = 0, z.size
         while pos < L:
@@ -237,6 +248,8 @@ class DriftStates:
             if self.status[c] == CANDIDATE:
                 fire = ready & (np.abs(d) >= self.min_effect) & (np.abs(d) >= self.significance * se) \
                     & (ts[seg] >= self.last_fired[c] + self.cooldown_s) & (sx >= floor * n)
+                if evidence is not None and fire.any():
+                    fire &= evidence(n, sx)
                 decided = fire | within
             else:
                 fire = None

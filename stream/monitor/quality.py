@@ -39,7 +39,7 @@ import numpy as np
 from ..config import Settings
 from ..types import ModelBatch, Rebaseline
 from .alerts import make_alert
-from .dependence import autocorrelation_time
+from .dependence import MIN_TAU, autocorrelation_time, markov_time
 from .drift import DRIFTED, STABLE, DriftStates, Transition
 
 CHECKS = ("missing", "type", "stuck", "spread")
@@ -48,6 +48,9 @@ CHECKS = ("missing", "type", "stuck", "spread")
 # thousands of blocks a day per model, this keeps decisive blocks of stable data out of reach
 DECISIVE = 1e-9
 RATE_MARGIN = 3.0       # sd of a reference rate's own estimate the decisive test allows it
+RUNS = 20               # runs of each value a dependent rate's warm-up sees, if it can ...
+EXTEND = 10             # ... within this many warm-ups
+TAU_PER_BLOCK = 10      # a block's effective size, at least (block / this)
 PREDICTION = "\x00prediction"        # the prediction's entry among the features' types
 CHECK_NAMES = (*CHECKS, "new_feature")
 
@@ -75,6 +78,10 @@ class Rates:
     ``DECISIVE`` (a Chernoff bound on the count of ``block / tau`` independent values, the
     reference rate taken at the edge of its own uncertainty, ``RATE_MARGIN`` sd and 3 values
     of the warm-up): such a block is itself the evidence of its fault (QualityChecks._judge).
+    A dependent column whose warm-up saw fewer than ``RUNS`` runs of each value (nulls in a
+    few bursts) knows neither its rate nor how long its runs last: it learns on, up to the
+    value that completes them or ``EXTEND`` warm-ups, and its ``tau`` is then at least the
+    two-state Markov chain's of its runs (:func:`markov_time`).
     """
 
     def __init__(self, warmup: int, block: int, min_effect: float, clip_z: float) -> None:
@@ -87,10 +94,15 @@ class Rates:
         self.count = np.zeros(0)              # values in the current block
         self.ones = np.zeros(0)               # ones among them
         self.start_ts = np.zeros(0)           # event time of the current block's first value
+        self.was_off = np.zeros(0)            # the last block judged was off (1.0) or not
         self.tau = np.zeros(0)                # autocorrelation time of the warm-up's values
+        self.goal = np.zeros(0)               # values the warm-up takes (more when extended)
+        self.blen = np.zeros(0)               # values a block (more for a strongly dependent rate)
+        self.flips = np.zeros(0)              # changes between consecutive warm-up values
+        self.last = np.zeros(0)               # the warm-up's last value (NaN: none yet)
         self.warm_values = np.zeros((warmup, 0))    # the warm-up's values, while one learns
 
-    _ARRAYS = ("n", "learned_ones", "p", "count", "ones", "start_ts")
+    _ARRAYS = ("n", "learned_ones", "p", "count", "ones", "start_ts", "was_off")
 
     @property
     def size(self) -> int:
@@ -106,6 +118,10 @@ class Rates:
         for arr in self._ARRAYS:
             setattr(self, arr, np.concatenate([getattr(self, arr), np.zeros(len(new))]))
         self.tau = np.concatenate([self.tau, np.ones(len(new))])
+        self.goal = np.concatenate([self.goal, np.full(len(new), float(self.warmup))])
+        self.blen = np.concatenate([self.blen, np.full(len(new), float(self.block))])
+        self.flips = np.concatenate([self.flips, np.zeros(len(new))])
+        self.last = np.concatenate([self.last, np.full(len(new), np.nan)])
         self._grow_warm()
         return len(new)
 
@@ -121,7 +137,8 @@ class Rates:
 
     def state_dict(self) -> dict[str, Any]:
         return {"names": list(self.names), **{a: getattr(self, a) for a in self._ARRAYS},
-                "tau": self.tau, "warm_values": self.warm_values}
+                "tau": self.tau, "goal": self.goal, "blen": self.blen, "flips": self.flips, "last": self.last,
+                "warm_values": self.warm_values}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.names = list(state["names"])
@@ -131,6 +148,11 @@ class Rates:
             setattr(self, a, state[a] if a in state else np.full(self.size, np.nan))
         # (a state saved without them: independent columns)
         self.tau = state.get("tau", np.ones(self.size))
+        # (a state saved without extended warm-ups: every column's is one warm-up)
+        self.goal = state.get("goal", np.full(self.size, float(self.warmup)))
+        self.blen = state.get("blen", np.full(self.size, float(self.block)))
+        self.flips = state.get("flips", np.zeros(self.size))
+        self.last = state.get("last", np.full(self.size, np.nan))
         self.warm_values = state.get("warm_values", np.zeros((0, self.size)))
         self._grow_warm()
 
@@ -139,16 +161,18 @@ class Rates:
         many as a warm-up)."""
         n = max(n or self.warmup, self.warmup)
         self.n[j], self.learned_ones[j], self.p[j], self.tau[j] = n, p * n, p, 1.0
+        self.goal[j], self.blen[j] = self.warmup, self.block
         self._grow_warm()
 
     def reset(self, j: int) -> None:
         """Column j learns its reference again from its next values."""
         self.n[j] = self.learned_ones[j] = self.p[j] = self.count[j] = self.ones[j] = 0.0
-        self.tau[j] = 1.0
+        self.tau[j], self.goal[j], self.flips[j], self.last[j] = 1.0, self.warmup, 0.0, np.nan
+        self.blen[j] = self.block
         self._grow_warm()
 
     def ready(self, j: int) -> bool:
-        return bool(self.n[j] >= self.warmup)
+        return bool(self.n[j] >= self.goal[j])
 
     def learn(self, j: int, v: np.ndarray) -> int:
         """Feed column j's values to its warm-up; returns how many it took."""
@@ -161,12 +185,49 @@ class Rates:
             if self.n[j] >= self.warmup:
                 self._learned(j)
                 self._grow_warm()
-        return max(take, 0)
+        take = max(take, 0)
+        if self.n[j] < self.goal[j] and take < v.size:
+            take += self._extend(j, v[take:])
+        return take
 
     def _learned(self, j: int) -> None:
-        """Column j's warm-up is complete: its rate and its values' autocorrelation time."""
+        """Column j's first warm-up is complete: its rate and its values' autocorrelation
+        time; a dependent column that saw fewer than ``RUNS`` runs of a value learns on."""
+        warm = self.warm_values[:, j]
         self.p[j] = self.learned_ones[j] / self.n[j]
-        self.tau[j] = autocorrelation_time(self.warm_values[:, j])
+        self.tau[j] = autocorrelation_time(warm)
+        self.flips[j] = float(np.count_nonzero(warm[1:] != warm[:-1]))
+        self.last[j] = warm[-1]
+        if self.tau[j] >= MIN_TAU and self.flips[j] < 2 * RUNS:
+            self.goal[j] = EXTEND * self.warmup
+        else:
+            self._blocks_of(j)
+
+    def _extend(self, j: int, v: np.ndarray) -> int:
+        """Feed column j's values to its extended warm-up, up to the value that completes
+        ``RUNS`` runs of each value (the change that starts the next run) or its goal; returns
+        how many it took."""
+        changed = np.flatnonzero(np.diff(v, prepend=self.last[j]) != 0)
+        need = int(2 * RUNS - self.flips[j])
+        take = int(min(v.size, self.goal[j] - self.n[j]))
+        if changed.size >= need:
+            take = min(take, int(changed[need - 1]) + 1)
+        self.flips[j] += float(np.count_nonzero(changed < take))
+        self.learned_ones[j] += float(v[:take].sum())
+        self.last[j] = v[take - 1]
+        self.n[j] += take
+        if self.n[j] >= self.goal[j] or self.flips[j] >= 2 * RUNS:
+            n, p = float(self.n[j]), self.learned_ones[j] / self.n[j]
+            self.p[j], self.goal[j] = p, n
+            self.tau[j] = min(max(self.tau[j], markov_time(n, p, float(self.flips[j]))), n / 4)
+            self._blocks_of(j)
+        return take
+
+    def _blocks_of(self, j: int) -> None:
+        """Column j's blocks once its warm-up is complete: ``block`` values, ``block`` per
+        ``TAU_PER_BLOCK`` of a strongly dependent column's tau (its block's rate then has at
+        least as many independent values' worth, and can be off)."""
+        self.blen[j] = max(self.block, round(self.block * float(self.tau[j]) / TAU_PER_BLOCK))
 
     def reference(self, j: int) -> tuple[float, float, float, float]:
         """(sd, z of a 1, z of a 0, ...) -> (cz_mean, cz_sd, z1, z0) of column j."""
@@ -180,7 +241,7 @@ class Rates:
     def blocks(self, j: int, v: np.ndarray, t: np.ndarray) -> Blocks:
         """The blocks that end among column j's (post-warm-up) values ``v`` (event times
         ``t``)."""
-        B, k = self.block, int(self.count[j])
+        B, k = int(self.blen[j]), int(self.count[j])
         ends = np.arange(B - k - 1, v.size, B)
         before_ts = float(self.start_ts[j])
         self._started(j, k, v.size, t)
@@ -191,9 +252,7 @@ class Rates:
         S = np.cumsum(v)                              # (integers: exact)
         at_end = S[ends]
         block = np.diff(np.concatenate([[-self.ones[j]], at_end]))
-        p = float(self.p[j])
-        sd = np.sqrt(p * (1 - p))
-        need = max(self.min_effect * sd, 3 * sd * np.sqrt(self.tau[j] / B), 2.0 / B)
+        p, need = float(self.p[j]), float(self._need(np.array([j]))[0])
         self.ones[j] = float(S[-1] - at_end[-1])
         self.count[j] = (k + v.size) % B
         first = ends - (B - 1)
@@ -205,23 +264,37 @@ class Rates:
     def _started(self, j: int, k: int, size: int, t: np.ndarray) -> None:
         """Column j, ``k`` values into its block, gets ``size`` values at times ``t``: the
         block in progress after them started among them, or before (its time is kept)."""
-        s = size - (k + size) % self.block
+        s = size - (k + size) % int(self.blen[j])
         if 0 <= s < size:
             self.start_ts[j] = t[s]
 
     def _decisive(self, j: int, ones: np.ndarray) -> np.ndarray:
         """Whether blocks with these counts of ones are decisive for column j (see the class)."""
-        B, p, n = self.block, float(self.p[j]), float(self.n[j])
-        margin = RATE_MARGIN * np.sqrt(p * (1 - p) * self.tau[j] / n) + 3.0 / n
-        q = ones / B
+        return self.unlikely(j, np.full(ones.shape, self.blen[j]), ones, -np.log(DECISIVE))
+
+    def _need(self, js: np.ndarray) -> np.ndarray:
+        """How far from its reference rate a block's of each column must be to be off: at
+        least ``min_effect`` sd, 3 standard errors of the block's rate and 2 values."""
+        p, B = self.p[js], self.blen[js]
+        sd = np.sqrt(p * (1 - p))
+        return np.maximum(np.maximum(self.min_effect * sd, 3 * sd * np.sqrt(self.tau[js] / B)), 2.0 / B)
+
+    def unlikely(self, j: int, n: np.ndarray, ones: np.ndarray, bits: float) -> np.ndarray:
+        """Whether ``ones`` among ``n`` consecutive values of column j is a count its reference
+        makes less likely than ``exp(-bits)``: a Chernoff bound on ``n / tau`` independent
+        values, the reference rate taken at the edge of its own estimate (``RATE_MARGIN`` sd
+        and 3 values of the warm-up)."""
+        p, n_ref, tau = float(self.p[j]), float(self.n[j]), float(self.tau[j])
+        margin = RATE_MARGIN * np.sqrt(p * (1 - p) * tau / n_ref) + 3.0 / n_ref
+        q = ones / n
         hi, lo = min(p + margin, 1.0), max(p - margin, 0.0)
         out = (q > hi) | (q < lo)
         ref = np.where(q > hi, hi, lo)
-        # P(count) <= exp(-blocks' effective size * KL(q || ref)), the rate at its edge
+        # P(count) <= exp(-effective size * KL(q || ref)), the rate at its edge
         with np.errstate(divide="ignore", invalid="ignore"):
             kl = np.where(q > 0, q * np.log(q / ref), 0.0) \
                 + np.where(q < 1, (1 - q) * np.log((1 - q) / (1 - ref)), 0.0)
-        return out & (B / self.tau[j] * np.where(out, kl, 0.0) >= -np.log(DECISIVE))
+        return out & (n / tau * np.where(out, kl, 0.0) >= bits)
 
     def settle(self, js: np.ndarray, values: list[np.ndarray], rows: list[np.ndarray], ts: np.ndarray,
                stable: np.ndarray) -> np.ndarray:
@@ -232,7 +305,7 @@ class Rates:
         :meth:`blocks` would; where its warm-up takes all its values, learn them; all columns
         at once. Returns which columns were settled; the others are untouched (judge them
         one by one)."""
-        B = self.block
+        B = self.blen[js].astype(np.int64)
         lens = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
         starts = np.cumsum(lens) - lens
         C = np.concatenate([[0.0], np.cumsum(np.concatenate(values))]) if values else np.zeros(1)
@@ -240,7 +313,7 @@ class Rates:
         total = C[starts + lens] - lo                 # ones among each column's values (exact)
         k = self.count[js].astype(np.int64)
         ends = (k + lens) // B                        # blocks ending among each column's values
-        ready = self.n[js] >= self.warmup
+        ready = self.n[js] >= self.goal[js]
         ok = ready & stable
         # ones up to each column's last block end
         last = np.where(ends > 0, C[np.clip(starts + (B - k - 1) + B * (ends - 1) + 1, 0, C.size - 1)] - lo,
@@ -248,26 +321,20 @@ class Rates:
         judged = ok & (ends > 0)
         if judged.any() and (ends[judged] == 1).all():
             # one block a column (the usual: fewer values than a block): its rate at once
-            p = self.p[js]
-            sd = np.sqrt(p * (1 - p))
-            need = np.maximum(np.maximum(self.min_effect * sd, 3 * sd * np.sqrt(self.tau[js] / B)), 2.0 / B)
-            ok &= ~(judged & (np.abs((last + self.ones[js]) / B - p) >= need))
+            ok &= ~(judged & (np.abs((last + self.ones[js]) / B - self.p[js]) >= self._need(js)))
         elif judged.any():
             col = np.repeat(np.arange(js.size), np.where(ok, ends, 0))
             first = np.cumsum(ends * ok) - ends * ok
             t = np.arange(col.size) - first[col]
-            at = starts[col] + (B - k[col] - 1) + B * t          # each block's last value
+            at = starts[col] + (B[col] - k[col] - 1) + B[col] * t    # each block's last value
             S = C[at + 1] - lo[col]                              # ones up to it
             prev = np.where(t == 0, -self.ones[js][col], np.concatenate([[0.0], S[:-1]]))
-            p = self.p[js][col]
-            sd = np.sqrt(p * (1 - p))
-            need = np.maximum(np.maximum(self.min_effect * sd, 3 * sd * np.sqrt(self.tau[js][col] / B)),
-                              2.0 / B)
-            off = np.abs((S - prev) / B - p) >= need
+            off = np.abs((S - prev) / B[col] - self.p[js][col]) >= self._need(js)[col]
             ok &= np.bincount(col, weights=off, minlength=js.size) == 0
         j = js[ok]
+        self.was_off[j[ends[ok] > 0]] = 0.0
         self.ones[j] = np.where(ends[ok] > 0, total[ok] - last[ok], self.ones[j] + total[ok])
-        self.count[j] = (k[ok] + lens[ok]) % B
+        self.count[j] = (k[ok] + lens[ok]) % B[ok]
         # the block in progress started among these values: its first value's time
         s = lens - (k + lens) % B
         new = ok & (s < lens) & (s >= 0)
@@ -536,15 +603,21 @@ class QualityChecks:
         off its reference is a change point (then the values after it are judged), unless it
         is decisive: then its own values are the candidate's and its last value decides (a
         burst of nulls shorter than the values after a change point would otherwise go
-        unreported); a drifted signal's block back within it is a change point too (so that
-        its return can be judged apart from the fault); a candidate's values accumulate until
-        it is decided."""
+        unreported); a drifted signal's first block back within it is a change point too (its
+        return is judged apart from the fault, on the values since); a candidate's values
+        accumulate until it is decided, or until a new onset (an off block after one within)
+        when those before it showed no change (a candidate that stays undecided: the
+        reference of a dependent rate is not known to much better than the minimum effect)."""
         rates, states = self.rates, self.states
         cz_mean, cz_sd, z1, z0 = rates.reference(j)
         cz_sd *= float(np.sqrt(rates.tau[j]))          # (a dependent column's means vary more)
         floor = self._floor(name, float(rates.p[j]))
         z, ts = np.where(v > 0, z1, z0), batch.ts[rows]
         n_ref = float(rates.n[j])
+        # a dependent rate's firing also needs its count's own bound, as unlikely as the
+        # standard error's test asks (exp(-z^2/2), Chernoff's bound of a normal tail at z)
+        evidence = None if rates.tau[j] < MIN_TAU else \
+            (lambda n, ones: rates.unlikely(j, n, ones, states.significance ** 2 / 2))
 
         def step(lo: int, hi: int, hit_last: bool) -> None:
             if hi <= lo:
@@ -553,22 +626,31 @@ class QualityChecks:
             if hit_last:
                 hit[-1] = 0
             transitions = states.step_column(j, rows[lo:hi], z[lo:hi], v[lo:hi], hit, ts[lo:hi],
-                                             cz_mean, cz_sd, n_ref, floor)
+                                             cz_mean, cz_sd, n_ref, floor, evidence)
             alerts.extend(states.alerts(transitions, lambda t: self._alert(batch, t, feature_sd)))
 
-        lo, B = 0, rates.block
+        lo, B = 0, int(rates.blen[j])
         for end, is_off, decisive, first_ts, ones in zip(
                 blocks.ends.tolist(), blocks.off.tolist(), blocks.decisive.tolist(),
                 blocks.first_ts.tolist(), blocks.ones.tolist(), strict=True):
             step(lo, end, False)                         # the block up to its last value
             status = states.status[j]
+            was_off = bool(rates.was_off[j])
+            rates.was_off[j] = float(is_off)
+            k = ones - float(v[end])                     # (ones of the block before its last value)
+            sz = k * z1 + (B - 1 - k) * z0               # (and the sum of their z-scores)
             if is_off and decisive and status == STABLE:
-                k = ones - float(v[end])                 # (ones of the block before its last value)
-                states.seed(j, 0, B - 1, k * z1 + (B - 1 - k) * z0, k * z1 * z1 + (B - 1 - k) * z0 * z0,
-                            k, first_ts)
+                states.seed(j, 0, B - 1, sz, k * z1 * z1 + (B - 1 - k) * z0 * z0, k, first_ts)
                 step(end, end + 1, False)
             else:
-                change = is_off if status == STABLE else (not is_off and status == DRIFTED)
+                # off on a stable signal; a return (within after off) on a drifted one; an onset
+                # (off after within) on a candidate whose values before the block show no change
+                if status == STABLE:
+                    change = is_off
+                elif status == DRIFTED:
+                    change = was_off and not is_off
+                else:
+                    change = is_off and not was_off and states.unchanged(j, B - 1, sz, cz_mean)
                 step(end, end + 1, change)               # its last value: a change point or not
             lo = end + 1
         step(lo, v.size, False)

@@ -22,11 +22,11 @@ And one-shot: ``new_feature``, a feature never seen before that appears after th
 (severity info, no episode).
 
 The signals are judged like the others (:mod:`stream.monitor.drift`: firing while the rate
-differs from the reference, resolved when back), with change points from :class:`BlockTrigger`
-instead of ADWIN and Page-Hinkley: each block of ``block`` values of a signal whose rate is
-clearly off its reference is a change point. The rates are counts of 0/1 values, so every
-decision is exact whatever the batch boundaries, and the checks cost a few array operations
-per batch.
+differs from the reference, resolved when back), with change points from :class:`Rates`
+instead of ADWIN and Page-Hinkley: each block of ``block`` values (more for a strongly
+dependent rate) of a signal whose rate is clearly off its reference is a change point. The
+rates are counts of 0/1 values, so every decision is exact whatever the batch boundaries, and
+the checks cost a few array operations per batch.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ class Rates:
     A dependent column whose warm-up saw fewer than ``RUNS`` runs of each value (nulls in a
     few bursts) knows neither its rate nor how long its runs last: it learns on, up to the
     value that completes them or ``EXTEND`` warm-ups, and its ``tau`` is then at least the
-    two-state Markov chain's of its runs (:func:`markov_time`).
+    two-state Markov chain's of its runs (:func:`markov_time`); its blocks are ``block`` values
+    per ``TAU_PER_BLOCK`` of its tau, so that one can be off at all.
     """
 
     def __init__(self, warmup: int, block: int, min_effect: float, clip_z: float) -> None:
@@ -224,9 +225,9 @@ class Rates:
         return take
 
     def _blocks_of(self, j: int) -> None:
-        """Column j's blocks once its warm-up is complete: ``block`` values, ``block`` per
-        ``TAU_PER_BLOCK`` of a strongly dependent column's tau (its block's rate then has at
-        least as many independent values' worth, and can be off)."""
+        """Column j's block length once its warm-up is complete: ``block`` values, or
+        ``block`` per ``TAU_PER_BLOCK`` of its tau when more (a block then holds
+        ``block / TAU_PER_BLOCK`` independent values' worth at least)."""
         self.blen[j] = max(self.block, round(self.block * float(self.tau[j]) / TAU_PER_BLOCK))
 
     def reference(self, j: int) -> tuple[float, float, float, float]:
@@ -273,8 +274,8 @@ class Rates:
         return self.unlikely(j, np.full(ones.shape, self.blen[j]), ones, -np.log(DECISIVE))
 
     def _need(self, js: np.ndarray) -> np.ndarray:
-        """How far from its reference rate a block's of each column must be to be off: at
-        least ``min_effect`` sd, 3 standard errors of the block's rate and 2 values."""
+        """How far a block's rate must be from its column's reference rate to be off, per
+        column: ``min_effect`` sd, 3 standard errors of the block's rate and 2 values, at least."""
         p, B = self.p[js], self.blen[js]
         sd = np.sqrt(p * (1 - p))
         return np.maximum(np.maximum(self.min_effect * sd, 3 * sd * np.sqrt(self.tau[js] / B)), 2.0 / B)

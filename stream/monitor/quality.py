@@ -167,7 +167,7 @@ class Rates:
 
     def reset(self, j: int) -> None:
         """Column j learns its reference again from its next values."""
-        self.n[j] = self.learned_ones[j] = self.p[j] = self.count[j] = self.ones[j] = 0.0
+        self.n[j] = self.learned_ones[j] = self.p[j] = self.count[j] = self.ones[j] = self.was_off[j] = 0.0
         self.tau[j], self.goal[j], self.flips[j], self.last[j] = 1.0, self.warmup, 0.0, np.nan
         self.blen[j] = self.block
         self._grow_warm()

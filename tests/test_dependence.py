@@ -16,7 +16,7 @@ from quality_streams import (
     table,
 )
 
-from stream.monitor.dependence import BlockMeans, autocorrelation_time, markov_time
+from stream.monitor.dependence import BlockMeans, autocorrelation_time, markov_time, two_state_time
 from stream.monitor.quality import EXTEND, RUNS, TAU_PER_BLOCK, Rates
 
 
@@ -160,6 +160,17 @@ def test_the_markov_time_of_a_two_state_chain():
     flips = float(np.count_nonzero(v[1:] != v[:-1]))
     assert 0.8 * 89.9 < markov_time(v.size, v.mean(), flips) < 1.2 * 89.9
     assert markov_time(100, 0.0, 0.0) == np.inf
+    assert two_state_time(3 * v - 1) == markov_time(v.size, v.mean(), flips)      # (any units)
+    assert two_state_time(np.arange(10.0)) == two_state_time(np.ones(10)) == 1.0
+
+
+@pytest.mark.parametrize("seed", [1006, 1017])
+def test_a_flag_on_in_bursts_pages_nobody(seed):
+    """A 0/1 feature on in bursts of ~50 (9% of events), whose warm-up saw two or three of
+    them: Geyer's sum over so few runs reads a fraction of its dependence, its runs do not."""
+    rng = np.random.default_rng(seed)
+    X = np.column_stack([bursts(80_000, seed).astype(float), rng.normal(0, 1, 80_000)])
+    assert [a for a in replay(table(X)) if a["signal"] == "feature:f0"] == []
 
 
 @pytest.mark.parametrize("seed, runs_end", [(3, 7752), (0, None)])

@@ -55,6 +55,16 @@ def markov_time(n: float, p: float, flips: float) -> float:
     return 4.0 * n * p * (1.0 - p) / flips - 1.0 if flips > 0 else np.inf
 
 
+def two_state_time(z: np.ndarray) -> float:
+    """:func:`markov_time` of a series of two values (a 0/1 signal, in any units), from its
+    runs; 1.0 for a series of one value or of more than two. With a few runs of each value
+    (a flag on in a few bursts) Geyer's sum, cut at its first negative pair, reads less."""
+    high = z == z.max()
+    if high.all() or not np.all(high | (z == z.min())):
+        return 1.0
+    return markov_time(z.size, float(high.mean()), float(np.count_nonzero(high[1:] != high[:-1])))
+
+
 class BlockMeans:
     """Per column of a growing set of signals: the block size its detectors' input is averaged
     over (1: the values themselves), and the values of its block in progress.

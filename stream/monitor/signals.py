@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config import SeasonalitySettings
 from ..types import ModelBatch
-from .dependence import BlockMeans, autocorrelation_time
+from .dependence import MIN_TAU, BlockMeans, autocorrelation_time, two_state_time
 from .seasonal import SeasonalProfile
 
 OTHER = "__other__"
@@ -295,7 +295,10 @@ class SignalRegistry:
         cz = np.clip((warm - self.mean[j]) / self.sd[j], -self.clip_z, self.clip_z)
         self.cz_mean[j], self.cz_sd[j] = float(cz.mean()), float(cz.std(ddof=1))
         # (a seasonal signal is judged on its residuals: their profile learns how dependent)
-        self.blocks.set_tau(j, 1.0 if self.is_seasonal(j) else autocorrelation_time(cz))
+        tau = 1.0 if self.is_seasonal(j) else autocorrelation_time(cz)
+        if tau >= MIN_TAU:                      # (a dependent 0/1 signal: its runs say too)
+            tau = min(max(tau, two_state_time(cz)), cz.size / 4)
+        self.blocks.set_tau(j, tau)
 
     def _share_dependence(self, done: list[int]) -> None:
         """The category indicators of one feature (or of the prediction) share the dependence

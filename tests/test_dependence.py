@@ -4,6 +4,7 @@ means their detectors see, and alerts that stay true on them (default configurat
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 from quality_streams import (
     DAY,
@@ -16,8 +17,12 @@ from quality_streams import (
     table,
 )
 
+from stream.config import load_settings
 from stream.monitor.dependence import BlockMeans, autocorrelation_time, markov_time, two_state_time
 from stream.monitor.quality import EXTEND, RUNS, TAU_PER_BLOCK, Rates
+from stream.pipeline import Pipeline
+from stream.state import dump_model, load_model
+from stream.types import Message
 
 
 def test_independent_warm_ups_of_every_shape_are_found_independent():
@@ -152,6 +157,27 @@ def test_an_outage_of_a_feature_null_in_bursts_fires_while_it_lasts_and_resolves
     alerts = replay(table(X))
     assert [(a["status"], a["check"]) for a in alerts] == [("firing", "missing"), ("resolved", "missing")]
     assert 40_000 <= alerts[0]["at"]["offset"] < 43_000 < alerts[1]["at"]["offset"]
+
+
+def test_an_extended_warm_up_is_exact_across_restarts():
+    """The outage stream of seed 1003 (its warm-up learns on to ~5,000 values) replayed with a
+    restart from the checkpoint after every batch of 1,333 events: the same alerts."""
+    rng = np.random.default_rng(1003)
+    X = rng.normal(0, 1, (60_000, 1))
+    X[bursts(60_000, 1003), 0] = np.nan
+    X[40_000:43_000, 0] = np.nan
+    evs = table(X)
+    straight = replay(evs)
+    assert [a["status"] for a in straight] == ["firing", "resolved"]
+    settings = load_settings(env={})
+    pipeline, alerts = Pipeline(settings), []
+    msgs = [Message(orjson.dumps(e), "s", 0, i, 0.0) for i, e in enumerate(evs)]
+    for s in range(0, len(msgs), 1333):
+        alerts += pipeline.process(msgs[s:s + 1333]).alerts
+        again = Pipeline(settings)
+        load_model(again, dump_model(pipeline, "m"))
+        pipeline = again
+    assert alerts == straight
 
 
 def test_the_markov_time_of_a_two_state_chain():

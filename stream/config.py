@@ -120,7 +120,7 @@ class QualitySettings:
     stuck: bool = True                  # the same value again and again
     spread: bool = True                 # changes from value to value larger or smaller than usual
     new_feature: bool = True            # a feature first seen after the model's warm-up (info)
-    block: int = 100                    # values per block of a check's change points
+    block: int = 100                    # values per block of a check's change points (at least)
 
 
 @dataclass(frozen=True)

@@ -349,7 +349,7 @@ def replay(settings: Settings, events: str, labels: str | None, out: BinaryIO,
             for run in merged(events, labels, fmt):
                 n_lines += len(run)
                 batch += run
-                start = 0                   # (batches cut by slices; the rest moved once a run)
+                start = 0                   # (whole batches are sliced off; the rest kept once a run)
                 while len(batch) - start >= size:
                     part = batch[start:start + size]
                     start += size

@@ -73,8 +73,9 @@ def _parse_fast(messages: list[Message], limits: LimitSettings
     if docs is None:
         docs = []
         try:
-            # messages parsed as one array (cheaper than one call each), _DECODE_CHUNK at a
-            # time even when the batch is decoded whole: the objects of a piece stay cache-sized
+            # one orjson call per piece of _DECODE_CHUNK messages joined as one array, even
+            # when the batch is decoded whole: a piece's objects stay cache-sized
+            # (docs/performance.md, Decoding)
             for i in range(0, len(values), _DECODE_CHUNK):
                 piece = values[i:i + _DECODE_CHUNK]
                 parsed = orjson.loads(b"[" + b",".join(piece) + b"]")

@@ -62,7 +62,12 @@ def two_state_time(z: np.ndarray) -> float:
     high = z == z.max()
     if high.all() or not np.all(high | (z == z.min())):
         return 1.0
-    return markov_time(z.size, float(high.mean()), float(np.count_nonzero(high[1:] != high[:-1])))
+    return markov_time(z.size, float(high.mean()), flips(high))
+
+
+def flips(x: np.ndarray) -> float:
+    """How many times a series changes value from one value to the next."""
+    return float(np.count_nonzero(x[1:] != x[:-1]))
 
 
 class BlockMeans:

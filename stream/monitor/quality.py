@@ -39,7 +39,7 @@ import numpy as np
 from ..config import Settings
 from ..types import ModelBatch, Rebaseline
 from .alerts import make_alert
-from .dependence import MIN_TAU, autocorrelation_time, markov_time
+from .dependence import MIN_TAU, autocorrelation_time, flips, markov_time
 from .drift import DRIFTED, STABLE, DriftStates, Transition
 
 CHECKS = ("missing", "type", "stuck", "spread")
@@ -197,7 +197,7 @@ class Rates:
         warm = self.warm_values[:, j]
         self.p[j] = self.learned_ones[j] / self.n[j]
         self.tau[j] = autocorrelation_time(warm)
-        self.flips[j] = float(np.count_nonzero(warm[1:] != warm[:-1]))
+        self.flips[j] = flips(warm)
         self.last[j] = warm[-1]
         if self.tau[j] >= MIN_TAU and self.flips[j] < 2 * RUNS:
             self.goal[j] = EXTEND * self.warmup
@@ -253,7 +253,7 @@ class Rates:
         S = np.cumsum(v)                              # (integers: exact)
         at_end = S[ends]
         block = np.diff(np.concatenate([[-self.ones[j]], at_end]))
-        p, need = float(self.p[j]), float(self._need(np.array([j]))[0])
+        p, need = float(self.p[j]), float(self._need(j))
         self.ones[j] = float(S[-1] - at_end[-1])
         self.count[j] = (k + v.size) % B
         first = ends - (B - 1)
@@ -273,7 +273,7 @@ class Rates:
         """Whether blocks with these counts of ones are decisive for column j (see the class)."""
         return self.unlikely(j, np.full(ones.shape, self.blen[j]), ones, -np.log(DECISIVE))
 
-    def _need(self, js: np.ndarray) -> np.ndarray:
+    def _need(self, js: np.ndarray | int) -> np.ndarray:
         """How far a block's rate must be from its column's reference rate to be off, per
         column: ``min_effect`` sd, 3 standard errors of the block's rate and 2 values, at least."""
         p, B = self.p[js], self.blen[js]

@@ -20,6 +20,7 @@ from quality_streams import (
 from stream.config import load_settings
 from stream.monitor.dependence import BlockMeans, autocorrelation_time, markov_time, two_state_time
 from stream.monitor.quality import EXTEND, RUNS, TAU_PER_BLOCK, Rates
+from stream.monitor.signals import EFFECTIVE, SignalRegistry, _learn_on
 from stream.pipeline import Pipeline
 from stream.state import dump_model, load_model
 from stream.types import Message
@@ -227,6 +228,68 @@ def test_a_rate_whose_warm_up_saw_few_runs_learns_on_the_same_whatever_the_batch
         del state[key]
     rates.load_state(state)
     assert rates.ready(0) and rates.blen[0] == 100
+
+
+def sine(n: int, period: int, seed: int) -> np.ndarray:
+    """A cycle of 1 sd (amplitude) plus N(0, 1) noise."""
+    return np.sin(2 * np.pi * np.arange(n) / period) + np.random.default_rng(seed).normal(0, 1, n)
+
+
+def test_a_warm_up_learns_on_when_it_is_too_dependent_or_saw_part_of_a_cycle():
+    """Independent values: a reference. AR(0.9) (tau ~19): fewer than EFFECTIVE independent
+    values' worth in 1,000. The first half of a cycle of 2,000 (seed 260): its autocorrelations
+    find it independent, its eight parts' means do not."""
+    for seed in range(20):
+        z = np.random.default_rng(seed).standard_t(3, 1000)
+        assert not _learn_on(z, autocorrelation_time(z))
+    z = ar1(1000, 0.9, 1)
+    tau = autocorrelation_time(z)
+    assert 1000 < EFFECTIVE * tau and _learn_on(z, tau)
+    assert not _learn_on(ar1(20_000, 0.9, 1), autocorrelation_time(ar1(20_000, 0.9, 1)))
+    half = sine(1000, 2000, 260)
+    assert autocorrelation_time(half) == 1.0 and _learn_on(half, 1.0)
+
+
+@pytest.mark.parametrize("period, seed", [(2000, 260), (5000, 253), (5000, 263)])
+def test_an_undeclared_cycle_a_few_warm_ups_long_pages_nobody(period, seed):
+    """60k values of a cycle of 2 and 5 warm-ups: the warm-up sees half a cycle (independent to
+    its autocorrelations) or a fifth (a trend, or a dependent signal), learns on, and its
+    reference spans whole cycles. (With a reference of one warm-up these paged 35, 7 and 12
+    times.)"""
+    assert replay(table(sine(60_000, period, seed)[:, None])) == []
+
+
+def test_a_reference_that_learns_on_is_the_same_whatever_the_batches_and_restarts():
+    """AR(0.95) learns on to a few thousand values; a shift of 1 sd from 20,000 on stays
+    firing: the same alerts in batches of 777 and 5,000 and with a restart from the
+    checkpoint after every batch of 1,333 events; old states load as one warm-up's."""
+    x = ar1(40_000, 0.95, 5)
+    x[20_000:] += 1.0
+    evs = table(x[:, None])
+    straight = replay(evs)
+    assert [a["status"] for a in straight] == ["firing"] and straight[0]["at"]["offset"] >= 20_000
+    assert straight[0]["stats"]["n_before"] > 1000
+    assert replay(evs, batch=777) == straight
+    settings = load_settings(env={})
+    pipeline, alerts = Pipeline(settings), []
+    msgs = [Message(orjson.dumps(e), "s", 0, i, 0.0) for i, e in enumerate(evs)]
+    for s in range(0, len(msgs), 1333):
+        alerts += pipeline.process(msgs[s:s + 1333]).alerts
+        again = Pipeline(settings)
+        load_model(again, dump_model(pipeline, "m"))
+        pipeline = again
+    assert alerts == straight
+    reg = SignalRegistry(8, 1000, 5.0)
+    reg.ensure(["feature:f"])
+    reg.standardize(x[:1500, None])
+    assert reg.goal[0] == 2000 and reg.n[0] == 1500          # learning on
+    old = SignalRegistry(8, 1000, 5.0)
+    old.ensure(["feature:f"])
+    old.standardize(x[:500, None])
+    state = old.state_dict()
+    del state["goal"], state["longer"]
+    old.load_state(state)
+    assert old.goal[0] == 1000 and old.n[0] == 500
 
 
 @pytest.mark.parametrize("phi", [0.8, 0.95])

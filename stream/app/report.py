@@ -61,7 +61,7 @@ class ReportRecorder:
         if adwin is not None and adwin.n_features:
             reg = monitor.signals
             est = adwin.estimation * reg.sd + reg.mean
-            ready = reg.n >= reg.warmup
+            ready = reg.n >= reg.goal
             for j in np.flatnonzero(ready & (adwin.width > 0)):
                 self.estimates.setdefault((monitor.model, names[j]), Series()).add(
                     np.array([float(ts[-1])]), np.array([est[j]]))

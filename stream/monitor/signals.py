@@ -6,8 +6,11 @@ and its numeric prediction ("prediction"). Column j of every detector of the mod
 
 Standardization: river's thresholds are absolute (PH threshold 50, ADWIN's additive term), so
 each signal is fed as z = (x - mean) / sd, clipped to +-clip_z, with mean and sd learned on its
-first ``warmup`` values (merged batch by batch with Chan's parallel formulas, numerically safe
-for large offsets). Values during the warm-up only train the reference; detection starts after.
+first ``warmup`` values. Values during the warm-up only train the reference; detection starts
+after. A warm-up that cannot be a reference learns on, a warm-up at a time up to ``EXTEND``
+(:func:`_learn_on`): one of fewer than ``EFFECTIVE`` independent values' worth (a dependent
+signal's), or one whose parts' means differ more than its dependence allows (it saw part of
+a cycle longer than itself, whose autocorrelations within it can look independent).
 """
 
 from __future__ import annotations
@@ -24,6 +27,25 @@ from .seasonal import SeasonalProfile
 OTHER = "__other__"
 RECENT = 100          # raw values kept per signal for the "after" statistics of an alert
 OUTLIER_MADS = 30.0   # warm-up values beyond this many robust sd's count as at that distance
+EFFECTIVE = 100       # a reference learns from this many independent values' worth (n / tau) ...
+EXTEND = 10           # ... if it can within this many warm-ups
+SEGMENTS = 8          # a warm-up whose SEGMENTS consecutive parts' means spread more than ...
+SPREAD_CHI2 = 24.3    # ... this (chi-square, 7 degrees of freedom: p = 0.001) learns on
+
+
+def _learn_on(cz: np.ndarray, tau: float) -> bool:
+    """Whether a warm-up's clipped z-scores (arrival order, autocorrelation time ``tau``) are
+    too few to be a reference: fewer than ``EFFECTIVE`` independent values' worth, or the
+    means of its ``SEGMENTS`` consecutive parts further apart than its ``tau`` allows (a part
+    of a slow cycle, which the autocorrelations within one warm-up can miss)."""
+    n = cz.size
+    if n < EFFECTIVE * tau:
+        return True
+    var = float(cz.var())
+    if var <= 0:
+        return False
+    means = cz[: n // SEGMENTS * SEGMENTS].reshape(SEGMENTS, -1).mean(axis=1)
+    return float(((means - means.mean()) ** 2).sum()) > SPREAD_CHI2 * var * tau / (n // SEGMENTS)
 
 
 def reference(warm: np.ndarray) -> tuple[float, float, float]:
@@ -88,6 +110,8 @@ class SignalRegistry:
         self.recent = np.full((RECENT, 0), np.nan)          # ring of the last raw values
         self.recent_pos = np.zeros(0, dtype=np.int64)
         self.warm_values = np.zeros((warmup, 0))             # warm-up values, until all are done
+        self.goal = np.zeros(0)                             # values each reference learns from
+        self.longer: dict[int, np.ndarray] = {}             # values of the references learning on
         self.blocks = BlockMeans()                          # serial dependence (autocorrelation)
 
     @property
@@ -95,14 +119,15 @@ class SignalRegistry:
         return len(self.names)
 
     _ARRAYS = ("n", "mean", "m2", "sd", "cz_mean", "cz_sd", "n_profile", "recent", "recent_pos",
-               "warm_values")
+               "warm_values", "goal")
 
     def state_dict(self) -> dict[str, Any]:
         return {"names": list(self.names), "categories": self.categories,
                 "category_seen": self.category_seen, "dropped": self.dropped,
                 **{name: getattr(self, name) for name in self._ARRAYS},
                 "profile": None if self.profile is None else self.profile.state_dict(),
-                "blocks": self.blocks.state_dict()}
+                "blocks": self.blocks.state_dict(),
+                "longer": [[j, v[: int(self.n[j])]] for j, v in sorted(self.longer.items())]}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.names = list(state["names"])
@@ -111,7 +136,14 @@ class SignalRegistry:
         self.category_seen = dict(state["category_seen"])
         self.dropped = int(state["dropped"])
         for name in self._ARRAYS:
-            setattr(self, name, state[name])
+            if name in state:
+                setattr(self, name, state[name])
+        if "goal" not in state:                 # (a state saved before references learned on)
+            self.goal = np.full(self.n.size, float(self.warmup))
+        self.longer = {}
+        for j, v in state.get("longer", []):
+            self.longer[int(j)] = np.zeros(EXTEND * self.warmup)
+            self.longer[int(j)][: v.size] = v
         if self.profile is not None and state["profile"] is not None:
             self.profile.load_state(state["profile"])
         self.blocks = BlockMeans()
@@ -140,6 +172,7 @@ class SignalRegistry:
             self.cz_mean = np.concatenate([self.cz_mean, np.zeros(k)])
             self.cz_sd = np.concatenate([self.cz_sd, np.ones(k)])
             self.n_profile = np.concatenate([self.n_profile, np.zeros(k)])
+            self.goal = np.concatenate([self.goal, np.full(k, float(self.warmup))])
             self.recent = np.concatenate([self.recent, np.full((RECENT, k), np.nan)], axis=1)
             self.recent_pos = np.concatenate([self.recent_pos, np.zeros(k, dtype=np.int64)])
             self.blocks.add(k)
@@ -234,11 +267,11 @@ class SignalRegistry:
 
         Seasonal signals (given event times ``ts``) get de-seasonalised residuals instead.
         """
-        if X.shape[1] and self.n.min() >= self.warmup:
+        if X.shape[1] and (self.n >= self.goal).all():
             Z = (X - self.mean) / self.sd        # all signals warm (the steady state): NaN stays NaN
         else:
             valid = ~np.isnan(X)
-            need = self.warmup - self.n                                  # (D,) warm-up values missing
+            need = self.goal - self.n                                    # (D,) warm-up values missing
             rank = np.cumsum(valid, axis=0)
             warm = valid & (rank <= need)
             if warm.any():
@@ -246,17 +279,21 @@ class SignalRegistry:
                 # complete: the result does not depend on how the stream was cut into batches
                 done = []
                 for j in np.flatnonzero(warm.any(axis=0)).tolist():
-                    v = X[warm[:, j], j]
-                    start = int(self.n[j])
-                    self.warm_values[start:start + v.size, j] = v
-                    self.n[j] += v.size
-                    if self.n[j] >= self.warmup:
-                        self._set_reference(j)
-                        done.append(j)
+                    col = X[valid[:, j], j]
+                    used = 0
+                    while used < col.size and self.n[j] < self.goal[j]:     # (a goal may grow)
+                        v = col[used:used + int(self.goal[j] - self.n[j])]
+                        start = int(self.n[j])
+                        self._values(j)[start:start + v.size] = v
+                        self.n[j] += v.size
+                        used += v.size
+                        if self.n[j] >= self.goal[j] and self._set_reference(j):
+                            done.append(j)
+                    warm[:, j] = valid[:, j] & (rank[:, j] <= used)
                 self._share_dependence(done)
-                if (self.n >= self.warmup).all():
+                if (self.n >= self.goal).all():
                     self.warm_values = np.zeros((self.warmup, self.n.size))[:0]
-            live = valid & ~warm & (self.n >= self.warmup)
+            live = valid & ~warm & (self.n >= self.goal)
             Z = np.where(live, (X - self.mean) / self.sd, np.nan)
         np.clip(Z, -self.clip_z, self.clip_z, out=Z)
         if self.profile is not None and self.profile.columns and ts is not None:
@@ -284,21 +321,40 @@ class SignalRegistry:
 
     def _from_profile(self, j: int, ref: Any) -> None:
         self.n[j], self.mean[j], self.sd[j] = self.warmup, ref.mean, max(ref.sd, 1e-12)
+        self.goal[j] = self.warmup
+        self.longer.pop(j, None)
         self.m2[j] = ref.sd * ref.sd * (ref.n - 1)
         self.cz_mean[j], self.cz_sd[j], self.n_profile[j] = ref.cz_mean, ref.cz_sd, ref.n
         self.blocks.set_tau(j, 1.0)             # (training data's order says nothing of time)
 
-    def _set_reference(self, j: int) -> None:
-        """Signal j's warm-up is complete: its reference, and how its own values score."""
-        warm = self.warm_values[:, j]
-        self.mean[j], self.m2[j], self.sd[j] = reference(warm)
-        cz = np.clip((warm - self.mean[j]) / self.sd[j], -self.clip_z, self.clip_z)
-        self.cz_mean[j], self.cz_sd[j] = float(cz.mean()), float(cz.std(ddof=1))
+    def _values(self, j: int) -> np.ndarray:
+        """The buffer of signal j's warm-up values (a view: writes land in it)."""
+        return self.longer[j] if j in self.longer else self.warm_values[:, j]
+
+    def _set_reference(self, j: int) -> bool:
+        """Signal j's warm-up is complete: its reference, and how its own values score; or,
+        when its values are too few for its dependence or their parts' means spread wider than
+        it allows (:func:`_learn_on`: a part of a slow cycle, a slow wander), it learns on for
+        one more warm-up (up to ``EXTEND`` in all) and False is returned."""
+        n = int(self.n[j])
+        warm = self._values(j)[:n]
+        mean, m2, sd = reference(warm)
+        cz = np.clip((warm - mean) / sd, -self.clip_z, self.clip_z)
         # (a seasonal signal is judged on its residuals: their profile learns how dependent)
         tau = 1.0 if self.is_seasonal(j) else autocorrelation_time(cz)
         if tau >= MIN_TAU:                      # (a dependent 0/1 signal: its runs say too)
             tau = min(max(tau, two_state_time(cz)), cz.size / 4)
+        if not self.is_seasonal(j) and n < EXTEND * self.warmup and _learn_on(cz, tau):
+            if j not in self.longer:
+                self.longer[j] = np.zeros(EXTEND * self.warmup)
+                self.longer[j][:n] = warm
+            self.goal[j] = n + self.warmup
+            return False
+        self.longer.pop(j, None)
+        self.mean[j], self.m2[j], self.sd[j] = mean, m2, sd
+        self.cz_mean[j], self.cz_sd[j] = float(cz.mean()), float(cz.std(ddof=1))
         self.blocks.set_tau(j, tau)
+        return True
 
     def _share_dependence(self, done: list[int]) -> None:
         """The category indicators of one feature (or of the prediction) share the dependence
@@ -307,7 +363,7 @@ class SignalRegistry:
         warm-up would show too little)."""
         fresh = set(done)
         for cats in self.categories.values():
-            group = [j for j in cats.values() if j < self.n.size and self.n[j] >= self.warmup]
+            group = [j for j in cats.values() if j < self.n.size and self.n[j] >= self.goal[j]]
             mine = [j for j in group if j in fresh]
             if mine:
                 tau = float(max(self.blocks.tau[group]))
@@ -339,6 +395,8 @@ class SignalRegistry:
     def known_reference(self, j: int, mean: float) -> None:
         """Signal j's reference is known to be the constant ``mean`` (no warm-up)."""
         self.n[j], self.mean[j], self.m2[j] = self.warmup, mean, 0.0
+        self.goal[j] = self.warmup
+        self.longer.pop(j, None)
         self.sd[j] = 1e-9 * max(1.0, abs(mean))
         self.cz_mean[j], self.cz_sd[j] = 0.0, 0.0
         self.blocks.set_tau(j, 1.0)
@@ -352,6 +410,8 @@ class SignalRegistry:
             self.warm_values = np.zeros((self.warmup, self.size))
         self.n[j], self.mean[j], self.m2[j], self.sd[j] = 0.0, 0.0, 0.0, 1.0
         self.cz_mean[j], self.cz_sd[j], self.n_profile[j] = 0.0, 1.0, 0.0
+        self.goal[j] = self.warmup
+        self.longer.pop(j, None)
         self.blocks.set_tau(j, 1.0)
         if self.is_seasonal(j):
             self.profile.reset(self.profile.columns.index(j))

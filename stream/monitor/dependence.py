@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 MIN_TAU = 1.5        # below: independent
+RUNS = 20            # runs of each value a two-valued warm-up sees, if it can ...
+EXTEND = 10          # ... within this many warm-ups (a warm-up that cannot be a reference learns on)
 LAG1_Z = 4.0         # dependent only if the lag-1 autocorrelation (or the sum of the first four
                      # lags') is this many of its sd's above 0
 
@@ -55,14 +57,21 @@ def markov_time(n: float, p: float, flips: float) -> float:
     return 4.0 * n * p * (1.0 - p) / flips - 1.0 if flips > 0 else np.inf
 
 
+def two_state(z: np.ndarray) -> np.ndarray | None:
+    """Where a series of two values (in any units) holds the larger; None for a series of one
+    value or of more than two."""
+    high = z == z.max()
+    if high.all() or not np.all(high | (z == z.min())):
+        return None
+    return high
+
+
 def two_state_time(z: np.ndarray) -> float:
     """:func:`markov_time` of a series of two values (a 0/1 signal, in any units), from its
     runs; 1.0 for a series of one value or of more than two. With a few runs of each value
     (a flag on in a few bursts) Geyer's sum, cut at its first negative pair, reads less."""
-    high = z == z.max()
-    if high.all() or not np.all(high | (z == z.min())):
-        return 1.0
-    return markov_time(z.size, float(high.mean()), flips(high))
+    high = two_state(z)
+    return 1.0 if high is None else markov_time(z.size, float(high.mean()), flips(high))
 
 
 def flips(x: np.ndarray) -> float:

@@ -183,6 +183,9 @@ class ModelMonitor:
         if batch.size:
             self.last_ts = max(self.last_ts, float(batch.ts.max()))
         X, grown = self.signals.matrix(batch)
+        # the batch's own signals first: the joint error learns once its features' references
+        # are set (they may learn on), then the signals derived from them
+        Z = self.signals.standardize(X, batch.ts)
         if self.reconstruction is not None:
             X, more = self._reconstruction(X)
             grown += more
@@ -190,7 +193,13 @@ class ModelMonitor:
             X, more = self._estimate(X, batch)
             grown += more
         self._grow(grown)
-        return batch, X, self.signals.standardize(X, batch.ts)
+        derived = [self.signals.index[name] for name in (SIGNAL, ESTIMATE) if name in self.signals.index]
+        if derived:
+            D = np.full_like(X, np.nan)
+            D[:, derived] = X[:, derived]
+            Z = np.concatenate([Z, np.full((Z.shape[0], X.shape[1] - Z.shape[1]), np.nan)], axis=1)
+            Z[:, derived] = self.signals.standardize(D, batch.ts)[:, derived]
+        return batch, X, Z
 
     def _grow(self, grown: int) -> None:
         """States and detectors for the ``grown`` signals registered last."""
@@ -259,9 +268,13 @@ class ModelMonitor:
             names = [n for n in reg.names if n.startswith("feature:") and "=" not in n]
             if not names:
                 return X, 0
-            start = rec.learn([n[8:] for n in names], X[:, [reg.index[n] for n in names]])
+            cols = [reg.index[n] for n in names]
+            first = int(reg.live_from[cols].max())      # (the rows its features score)
+            start = first + rec.learn([n[8:] for n in names], X[first:, cols], reg.mean[cols], reg.sd[cols])
             if not rec.fitted:
                 return X, 0
+        if rec.complete:
+            return X, 0                                      # (every row's error is 0)
         if SIGNAL not in reg.index:
             grown = reg.ensure([SIGNAL])
             if not grown:

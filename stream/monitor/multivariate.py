@@ -3,8 +3,8 @@
 Every feature can look the same on its own while the way they move together changes (a
 correlation that breaks, a new combination of values). On the reference (the training
 profile's, or the first ``warmup`` production rows once the features' own references are
-set) the numeric features are standardized (a missing value counts as the reference mean), a
-PCA keeps the components that explain ``variance`` of it, and from then on each row's
+set) the numeric features are standardized by those references (a missing value counts as
+the reference mean), a PCA keeps the components that explain ``variance`` of it, and from then on each row's
 reconstruction error ``|z - W W^T z|`` is the signal ``multivariate:reconstruction``, watched
 like the others (kind ``data_drift``). One matrix product per model and batch.
 """
@@ -14,8 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from .signals import reference
 
 SIGNAL = "multivariate:reconstruction"
 
@@ -29,9 +27,27 @@ def fit(Z: np.ndarray, variance: float) -> np.ndarray:
     return vt[:min(k, vt.shape[0])].T.copy()
 
 
+# Z, W and the projections are rounded to this grid: each product is then a multiple of
+# 1/GRID^2 and every sum of them is exact while below 2^53 / GRID^2 (|z| sqrt(features) < 2^13:
+# at clip_z 5, any number of features up to the limit), so a row's error is the same in
+# whatever order BLAS sums, whatever the batch around it
+_GRID = 2.0 ** 20
+
+
+def _on_grid(A: np.ndarray) -> np.ndarray:
+    return np.round(A * _GRID) / _GRID
+
+
+def residuals(Z: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Each row's residual ``z - W W^T z`` (Z: standardized rows, missing values 0), on the
+    grid of 1/_GRID (1e-6 sd): exact, so it does not depend on the rows computed with it."""
+    Zg, Wg = _on_grid(Z), _on_grid(W)
+    return Zg - _on_grid(Zg @ Wg) @ Wg.T
+
+
 def errors(Z: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """Each row's reconstruction error (Z: standardized rows, missing values 0)."""
-    R = Z - (Z @ W) @ W.T
+    """Each row's reconstruction error ``|z - W W^T z|`` (see :func:`residuals`)."""
+    R = residuals(Z, W)
     return np.sqrt(np.einsum("ij,ij->i", R, R))
 
 
@@ -57,6 +73,12 @@ class Reconstruction:
     def fitted(self) -> bool:
         return self.W is not None
 
+    @property
+    def complete(self) -> bool:
+        """Whether the kept components are as many as the features (e.g. two independent
+        ones): every row is its own reconstruction, and there is no joint signal."""
+        return self.W is not None and self.W.shape[1] >= self.W.shape[0]
+
     def state_dict(self) -> dict[str, Any]:
         return {"features": list(self.features), "mean": self.mean, "sd": self.sd, "rows": self.rows,
                 "W": self.W if self.W is not None else np.zeros((0, 0))}
@@ -75,14 +97,14 @@ class Reconstruction:
         Z = np.clip((X - self.mean) / self.sd, -self.clip_z, self.clip_z)
         return np.where(np.isnan(Z), 0.0, Z)
 
-    def learn(self, names: list[str], X: np.ndarray) -> int:
+    def learn(self, names: list[str], X: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> int:
         """Collect reference rows: raw values (rows, len(names)) of the model's numeric features
         (names only grow, a new one at the end), rows with no value skipped. At ``warmup`` rows
         the features present in at least half of them and not constant are standardized by
-        those rows, sorted by name, and their PCA is fitted; with fewer than two such features
-        the rows are dropped and collection starts over. Every decision depends on the rows
-        alone, never on batch boundaries. Returns how many rows of X it took (the errors start
-        after them)."""
+        their own references (``mean``, ``sd``: the features' now), sorted by name, and their
+        PCA is fitted; with fewer than two such features the rows are dropped and collection
+        starts over. Every decision depends on the rows alone, never on batch boundaries.
+        Returns how many rows of X it took (the errors start after them)."""
         if len(names) > len(self.features):
             grow = len(names) - len(self.features)
             self.rows = np.concatenate([self.rows, np.full((self.rows.shape[0], grow), np.nan)], axis=1)
@@ -94,18 +116,14 @@ class Reconstruction:
             take, has = has[:need], has[need:]
             self.rows = np.concatenate([self.rows, X[take]])
             last = int(take[-1]) + 1
-            if self.rows.shape[0] >= self.warmup and self._fit():
+            if self.rows.shape[0] >= self.warmup and self._fit(mean, sd):
                 return last
         return X.shape[0] if not self.fitted else last
 
-    def _fit(self) -> bool:
+    def _fit(self, mean: np.ndarray, sd: np.ndarray) -> bool:
         """Fit on the collected rows (see :meth:`learn`); False: too few features, start over."""
         R = self.rows
         present = (~np.isnan(R)).mean(axis=0) >= 0.5
-        mean, sd = np.zeros(R.shape[1]), np.ones(R.shape[1])
-        for i in np.flatnonzero(present):
-            col = R[~np.isnan(R[:, i]), i]
-            mean[i], _, sd[i] = reference(col)       # (as the features' own: glitches pulled in)
         varies = np.array([np.ptp(R[~np.isnan(R[:, i]), i]) > 0 if present[i] else False
                            for i in range(R.shape[1])], dtype=bool)
         keep = [i for i in np.argsort(np.array(self.features, dtype=object), kind="stable")
@@ -114,14 +132,13 @@ class Reconstruction:
             self.rows = np.zeros((0, len(self.features)))
             return False
         self.features = [self.features[i] for i in keep]
-        self.mean, self.sd = mean[keep], sd[keep]
+        self.mean, self.sd = np.asarray(mean, dtype=float)[keep], np.asarray(sd, dtype=float)[keep]
         self.W = fit(self.standardized(R[:, keep]), self.variance)
         self.rows = np.zeros((0, 0))
         return True
 
     def contributions(self, X: np.ndarray, top: int = 3) -> list[str]:
         """The features whose residuals make most of these rows' errors."""
-        Z = self.standardized(X)
-        R = Z - (Z @ self.W) @ self.W.T
+        R = residuals(self.standardized(X), self.W)
         share = (R * R).mean(axis=0)
         return [self.features[i] for i in np.argsort(-share, kind="stable")[:top]]

@@ -39,7 +39,7 @@ import numpy as np
 from ..config import Settings
 from ..types import ModelBatch, Rebaseline
 from .alerts import make_alert
-from .dependence import MIN_TAU, autocorrelation_time, flips, markov_time
+from .dependence import EXTEND, MIN_TAU, RUNS, autocorrelation_time, flips, markov_time
 from .drift import DRIFTED, STABLE, DriftStates, Transition
 
 CHECKS = ("missing", "type", "stuck", "spread")
@@ -48,8 +48,6 @@ CHECKS = ("missing", "type", "stuck", "spread")
 # thousands of blocks a day per model, this keeps decisive blocks of stable data out of reach
 DECISIVE = 1e-9
 RATE_MARGIN = 3.0       # sd of a reference rate's own estimate the decisive test allows it
-RUNS = 20               # runs of each value a dependent rate's warm-up sees, if it can ...
-EXTEND = 10             # ... within this many warm-ups
 TAU_PER_BLOCK = 10      # a block's effective size, at least (block / this)
 PREDICTION = "\x00prediction"        # the prediction's entry among the features' types
 CHECK_NAMES = (*CHECKS, "new_feature")

@@ -21,25 +21,38 @@ import numpy as np
 
 from ..config import SeasonalitySettings
 from ..types import ModelBatch
-from .dependence import MIN_TAU, BlockMeans, autocorrelation_time, two_state_time
+from .dependence import (
+    EXTEND,
+    MIN_TAU,
+    RUNS,
+    BlockMeans,
+    autocorrelation_time,
+    flips,
+    two_state,
+    two_state_time,
+)
 from .seasonal import SeasonalProfile
 
 OTHER = "__other__"
 RECENT = 100          # raw values kept per signal for the "after" statistics of an alert
 OUTLIER_MADS = 30.0   # warm-up values beyond this many robust sd's count as at that distance
-EFFECTIVE = 100       # a reference learns from this many independent values' worth (n / tau) ...
-EXTEND = 10           # ... if it can within this many warm-ups
+EFFECTIVE = 100       # a reference learns from this many independent values' worth (n / tau)
 SEGMENTS = 8          # a warm-up whose SEGMENTS consecutive parts' means spread more than ...
 SPREAD_CHI2 = 24.3    # ... this (chi-square, 7 degrees of freedom: p = 0.001) learns on
 
 
 def _learn_on(cz: np.ndarray, tau: float) -> bool:
     """Whether a warm-up's clipped z-scores (arrival order, autocorrelation time ``tau``) are
-    too few to be a reference: fewer than ``EFFECTIVE`` independent values' worth, or the
-    means of its ``SEGMENTS`` consecutive parts further apart than its ``tau`` allows (a part
-    of a slow cycle, which the autocorrelations within one warm-up can miss)."""
+    too few to be a reference: fewer than ``EFFECTIVE`` independent values' worth, two values
+    in fewer than ``RUNS`` runs of each (a flag on in a few bursts: neither its rate nor its
+    runs' length is known), or the means of its ``SEGMENTS`` consecutive parts further apart
+    than its ``tau`` allows (a part of a slow cycle, which the autocorrelations within one
+    warm-up can miss)."""
     n = cz.size
     if n < EFFECTIVE * tau:
+        return True
+    high = two_state(cz)
+    if high is not None and flips(high) < 2 * RUNS:
         return True
     var = float(cz.var())
     if var <= 0:
@@ -112,6 +125,8 @@ class SignalRegistry:
         self.warm_values = np.zeros((warmup, 0))             # warm-up values, until all are done
         self.goal = np.zeros(0)                             # values each reference learns from
         self.longer: dict[int, np.ndarray] = {}             # values of the references learning on
+        self.live_from = np.zeros(0, dtype=np.int64)        # of the last batch standardized: the
+                                                            # row from which each signal is scored
         self.blocks = BlockMeans()                          # serial dependence (autocorrelation)
 
     @property
@@ -269,6 +284,7 @@ class SignalRegistry:
         """
         if X.shape[1] and (self.n >= self.goal).all():
             Z = (X - self.mean) / self.sd        # all signals warm (the steady state): NaN stays NaN
+            self.live_from = np.zeros(X.shape[1], dtype=np.int64)
         else:
             valid = ~np.isnan(X)
             need = self.goal - self.n                                    # (D,) warm-up values missing
@@ -293,8 +309,11 @@ class SignalRegistry:
                 self._share_dependence(done)
                 if (self.n >= self.goal).all():
                     self.warm_values = np.zeros((self.warmup, self.n.size))[:0]
-            live = valid & ~warm & (self.n >= self.goal)
+            ready = self.n >= self.goal
+            live = valid & ~warm & ready
             Z = np.where(live, (X - self.mean) / self.sd, np.nan)
+            last_warm = np.where(warm.any(axis=0), X.shape[0] - np.argmax(warm[::-1], axis=0), 0)
+            self.live_from = np.where(ready, last_warm, X.shape[0]).astype(np.int64)
         np.clip(Z, -self.clip_z, self.clip_z, out=Z)
         if self.profile is not None and self.profile.columns and ts is not None:
             cols = self.profile.columns

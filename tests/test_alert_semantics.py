@@ -38,6 +38,21 @@ def test_a_transient_shift_is_one_episode_that_resolves_after_it_ends():
     assert abs(resolved["stats"]["effect_size"]) < 0.25
 
 
+@pytest.mark.parametrize("seed", [5, 7, 8])
+def test_a_missing_rate_that_ramps_up_fires_once_and_stays_firing(seed):
+    """A feature's nulls ramp from 5% to 30% over 20,000 events and stay: one episode. Its
+    first firing is judged on a few hundred values near the threshold; a return to the
+    reference needs as many values as that, not the 100 whose noisy mean (6% where the ramp
+    was at 9%) resolved it mid-ramp before it fired again (these seeds)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 1, (50_000, 2))
+    ramp = np.clip((np.arange(50_000) - 10_000) / 20_000, 0, 1)
+    X[:, 1] *= 1 + 2 * ramp
+    X[rng.random(50_000) < 0.05 + 0.25 * ramp, 0] = np.nan
+    checks = [(a["status"], a["check"]) for a in replay(table(X)) if a.get("check") == "missing"]
+    assert checks == [("firing", "missing")]
+
+
 @pytest.mark.parametrize("shift_sd", [0.5, -0.5])
 def test_half_a_standard_deviation_is_found(shift_sd):
     alerts = replay(shifted(60_000, 30_000, None, shift_sd, seed=2))
@@ -75,3 +90,14 @@ def test_a_shift_on_top_of_the_cycle_is_found_within_the_day(seasonal_config, pe
     assert at <= day < at + 1
     stats = alerts[0]["stats"]
     assert stats["seasonal"] and 0.7 < stats["effect_size"] < 1.4    # in residual sd, not raw
+
+
+def test_a_drift_state_saved_without_its_firings_evidence_loads():
+    from stream.monitor.drift import DriftStates
+
+    states = DriftStates(["adwin"], 0.25, 4.0, 2.0, 100, 0.0)
+    states.add(3)
+    state = states.state_dict()
+    del state["fired_n"]
+    states.load_state(state)
+    assert states.fired_n.tolist() == [0.0, 0.0, 0.0]

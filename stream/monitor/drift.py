@@ -16,7 +16,9 @@ z-scores, which are not N(0, 1) for heavy-tailed or discrete features):
   reference's term: "within" is judged against the reference as learned).
 * A drifted signal stays drifted (no further alert) until the values since its last change
   point are back within the reference: ``|d| + confidence * se_n < min_effect`` with
-  ``n >= min_values``; then one `resolved` alert. A return to the reference is a change point
+  ``n >= min_values`` and at least as many values as its firing was judged on (a return is
+  judged on as much evidence as the change: a slow ramp's noisy first return does not
+  resolve it); then one `resolved` alert. A return to the reference is a change point
   too (the detectors see it), so a transient shift is one episode that resolves after its
   end; a persistent one stays firing.
 
@@ -86,6 +88,7 @@ class DriftStates:
         self.since_ts = np.zeros(0)             # event time of the first of them
         self.opened_by = np.zeros(0, dtype=np.int64)   # detector index of the change point
         self.last_fired = np.zeros(0)           # event time of the last firing (-inf: never)
+        self.fired_n = np.zeros(0)              # values the last firing was judged on
         self.episodes: dict[int, Episode] = {}
         self.quiet = 0                          # detections that raised no alert (a counter)
 
@@ -100,8 +103,9 @@ class DriftStates:
             setattr(self, name, np.concatenate([getattr(self, name), np.zeros(k)]))
         self.opened_by = np.concatenate([self.opened_by, np.zeros(k, dtype=np.int64)])
         self.last_fired = np.concatenate([self.last_fired, np.full(k, -np.inf)])
+        self.fired_n = np.concatenate([self.fired_n, np.zeros(k)])
 
-    _ARRAYS = ("status", "n", "sz", "szz", "sx", "since_ts", "opened_by", "last_fired")
+    _ARRAYS = ("status", "n", "sz", "szz", "sx", "since_ts", "opened_by", "last_fired", "fired_n")
 
     def state_dict(self) -> dict[str, Any]:
         return {**{name: getattr(self, name) for name in self._ARRAYS}, "detectors": list(self.detectors),
@@ -109,7 +113,10 @@ class DriftStates:
 
     def load_state(self, state: dict[str, Any]) -> None:
         for name in self._ARRAYS:
-            setattr(self, name, state[name])
+            if name in state:
+                setattr(self, name, state[name])
+        if "fired_n" not in state:              # (a state saved before: min_values alone)
+            self.fired_n = np.zeros(self.status.size)
         self.episodes = {int(j): Episode(**ep) for j, ep in state["episodes"].items()}
         self.detectors = list(state["detectors"])
 
@@ -245,6 +252,8 @@ class DriftStates:
             # "back" is judged against the reference as learned: its own uncertainty (large for
             # a dependent signal's short warm-up) would otherwise forbid resolving at all
             within = ready & (np.abs(d) + self.confidence * se_n < self.min_effect)
+            if self.status[c] == DRIFTED:
+                within &= n >= self.fired_n[c]
             if self.status[c] == CANDIDATE:
                 fire = ready & (np.abs(d) >= self.min_effect) & (np.abs(d) >= self.significance * se) \
                     & (ts[seg] >= self.last_fired[c] + self.cooldown_s) & (sx >= floor * n)
@@ -268,6 +277,7 @@ class DriftStates:
                 if firing:
                     self.status[c] = DRIFTED
                     self.last_fired[c] = float(ts[row])
+                    self.fired_n[c] = float(n[k])
                 else:
                     self.status[c] = STABLE
                 self.n[c], self.sz[c], self.szz[c], self.sx[c] = float(n[k]), float(sz[k]), float(szz[k]), \

@@ -160,6 +160,19 @@ def test_an_outage_of_a_feature_null_in_bursts_fires_while_it_lasts_and_resolves
     assert 40_000 <= alerts[0]["at"]["offset"] < 43_000 < alerts[1]["at"]["offset"]
 
 
+def restarting(evs: list[dict], every: int = 1333) -> list[dict]:
+    """The alerts of a replay restarted from model m's checkpoint after every batch."""
+    settings = load_settings(env={})
+    pipeline, alerts = Pipeline(settings), []
+    msgs = [Message(orjson.dumps(e), "s", 0, i, 0.0) for i, e in enumerate(evs)]
+    for s in range(0, len(msgs), every):
+        alerts += pipeline.process(msgs[s:s + every]).alerts
+        again = Pipeline(settings)
+        load_model(again, dump_model(pipeline, "m"))
+        pipeline = again
+    return alerts
+
+
 def test_an_extended_warm_up_is_exact_across_restarts():
     """The outage stream of seed 1003 (its warm-up learns on to ~5,000 values) replayed with a
     restart from the checkpoint after every batch of 1,333 events: the same alerts."""
@@ -170,15 +183,7 @@ def test_an_extended_warm_up_is_exact_across_restarts():
     evs = table(X)
     straight = replay(evs)
     assert [a["status"] for a in straight] == ["firing", "resolved"]
-    settings = load_settings(env={})
-    pipeline, alerts = Pipeline(settings), []
-    msgs = [Message(orjson.dumps(e), "s", 0, i, 0.0) for i, e in enumerate(evs)]
-    for s in range(0, len(msgs), 1333):
-        alerts += pipeline.process(msgs[s:s + 1333]).alerts
-        again = Pipeline(settings)
-        load_model(again, dump_model(pipeline, "m"))
-        pipeline = again
-    assert alerts == straight
+    assert restarting(evs) == straight
 
 
 def test_the_markov_time_of_a_two_state_chain():
@@ -287,15 +292,7 @@ def test_a_reference_that_learns_on_is_the_same_whatever_the_batches_and_restart
     assert [a["status"] for a in straight] == ["firing"] and straight[0]["at"]["offset"] >= 20_000
     assert straight[0]["stats"]["n_before"] > 1000
     assert replay(evs, batch=777) == straight
-    settings = load_settings(env={})
-    pipeline, alerts = Pipeline(settings), []
-    msgs = [Message(orjson.dumps(e), "s", 0, i, 0.0) for i, e in enumerate(evs)]
-    for s in range(0, len(msgs), 1333):
-        alerts += pipeline.process(msgs[s:s + 1333]).alerts
-        again = Pipeline(settings)
-        load_model(again, dump_model(pipeline, "m"))
-        pipeline = again
-    assert alerts == straight
+    assert restarting(evs) == straight
     reg = SignalRegistry(8, 1000, 5.0)
     reg.ensure(["feature:f"])
     reg.standardize(x[:1500, None])

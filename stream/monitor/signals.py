@@ -9,8 +9,9 @@ each signal is fed as z = (x - mean) / sd, clipped to +-clip_z, with mean and sd
 first ``warmup`` values. Values during the warm-up only train the reference; detection starts
 after. A warm-up that cannot be a reference learns on, a warm-up at a time up to ``EXTEND``
 (:func:`_learn_on`): one of fewer than ``EFFECTIVE`` independent values' worth (a dependent
-signal's), or one whose parts' means differ more than its dependence allows (it saw part of
-a cycle longer than itself, whose autocorrelations within it can look independent).
+signal's), two values in fewer than ``RUNS`` runs of each (a flag on in a few bursts), or one
+whose parts' means differ more than its dependence allows (it saw part of a cycle longer
+than itself, whose autocorrelations within it can look independent).
 """
 
 from __future__ import annotations

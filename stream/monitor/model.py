@@ -183,22 +183,27 @@ class ModelMonitor:
         if batch.size:
             self.last_ts = max(self.last_ts, float(batch.ts.max()))
         X, grown = self.signals.matrix(batch)
-        # the batch's own signals first: the joint error learns once its features' references
-        # are set (they may learn on), then the signals derived from them
-        Z = self.signals.standardize(X, batch.ts)
-        if self.reconstruction is not None:
+        rec = self.reconstruction
+        # a joint error still learning takes the rows its features score in this batch: known
+        # once they are standardized; from then on it is standardized with them
+        fitting = rec is not None and not rec.fitted
+        if rec is not None and not fitting:
             X, more = self._reconstruction(X)
             grown += more
         if self.calibration is not None:
             X, more = self._estimate(X, batch)
             grown += more
+        Z = self.signals.standardize(X, batch.ts)
+        if fitting:
+            X, more = self._reconstruction(X)
+            grown += more
+            if rec.fitted and SIGNAL in self.signals.index:     # (its first errors: once a model)
+                j = self.signals.index[SIGNAL]
+                D = np.full_like(X, np.nan)
+                D[:, j] = X[:, j]
+                Z = np.concatenate([Z, np.full((Z.shape[0], X.shape[1] - Z.shape[1]), np.nan)], axis=1)
+                Z[:, j] = self.signals.standardize(D, batch.ts)[:, j]
         self._grow(grown)
-        derived = [self.signals.index[name] for name in (SIGNAL, ESTIMATE) if name in self.signals.index]
-        if derived:
-            D = np.full_like(X, np.nan)
-            D[:, derived] = X[:, derived]
-            Z = np.concatenate([Z, np.full((Z.shape[0], X.shape[1] - Z.shape[1]), np.nan)], axis=1)
-            Z[:, derived] = self.signals.standardize(D, batch.ts)[:, derived]
         return batch, X, Z
 
     def _grow(self, grown: int) -> None:

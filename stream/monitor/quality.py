@@ -632,6 +632,11 @@ class QualityChecks:
         for end, is_off, decisive, first_ts, ones in zip(
                 blocks.ends.tolist(), blocks.off.tolist(), blocks.decisive.tolist(),
                 blocks.first_ts.tolist(), blocks.ones.tolist(), strict=True):
+            if not is_off and states.status[j] == STABLE:
+                # a stable signal's values judge nothing but at a change point: no step
+                rates.was_off[j] = 0.0
+                lo = end + 1
+                continue
             step(lo, end, False)                         # the block up to its last value
             status = states.status[j]
             was_off = bool(rates.was_off[j])

@@ -69,36 +69,51 @@ def _parse_fast(messages: list[Message], limits: LimitSettings
     values = list(map(_VALUE, messages))
     if not values or max(map(len, values)) > limits.max_message_bytes:
         return None
-    docs = parsed_documents(messages)
-    if docs is None:
-        docs = []
-        try:
-            # one orjson call per piece of _DECODE_CHUNK messages joined as one array, even
-            # when the batch is decoded whole: a piece's objects stay cache-sized
-            # (docs/performance.md, Decoding)
-            for i in range(0, len(values), _DECODE_CHUNK):
-                piece = values[i:i + _DECODE_CHUNK]
-                parsed = orjson.loads(b"[" + b",".join(piece) + b"]")
-                if len(parsed) != len(piece):
-                    return None             # some message is not one JSON value: one by one
-                docs += parsed
-        except orjson.JSONDecodeError:
-            return None
-    if set(map(type, docs)) != {dict}:
-        return docs
-    feats = list(map(dict.get, docs, repeat("features")))
-    if set(map(type, feats)) != {dict} or max(map(len, feats)) > limits.max_features_per_event:
-        return docs
-    models = list(map(dict.get, docs, repeat("model")))
-    if set(map(type, models)) != {str}:
-        return docs
-    kinds = set(map(type, chain.from_iterable(map(dict.values, feats))))
-    if list in kinds:
+    parsed = parsed_documents(messages)
+    docs: list[Any] = []
+    models: list[Any] = []
+    kinds: set[type] = set()
+    common = True
+    # one orjson call per piece of _DECODE_CHUNK messages joined as one array, even when the
+    # batch is decoded whole, each piece checked right after: its objects are still in the
+    # caches (docs/performance.md, Decoding)
+    for i in range(0, len(values), _DECODE_CHUNK):
+        if parsed is None:
+            piece = values[i:i + _DECODE_CHUNK]
+            try:
+                part = orjson.loads(b"[" + b",".join(piece) + b"]")
+            except orjson.JSONDecodeError:
+                return None
+            if len(part) != len(piece):
+                return None                 # some message is not one JSON value: one by one
+        else:
+            part = parsed[i:i + _DECODE_CHUNK]
+        docs += part
+        if common:
+            common = _common_piece(part, limits, models, kinds)
+    if not common or list in kinds:
         return docs                         # columnar messages (or bad values): the slow path
     for model in set(models):
         if not MODEL_RE.match(model) or len(model) > limits.max_name_length:
             return docs
     return docs, list(range(len(docs))), kinds <= _NUMBER_TYPES, models
+
+
+def _common_piece(docs: list[Any], limits: LimitSettings, models: list[Any], kinds: set[type]) -> bool:
+    """Whether each of these documents is an event object whose model is a string and whose
+    features are an object within the limit; adds their models to ``models`` and the types of
+    their feature values to ``kinds``."""
+    if set(map(type, docs)) != {dict}:
+        return False
+    feats = list(map(dict.get, docs, repeat("features")))
+    if set(map(type, feats)) != {dict} or max(map(len, feats)) > limits.max_features_per_event:
+        return False
+    part = list(map(dict.get, docs, repeat("model")))
+    if set(map(type, part)) != {str}:
+        return False
+    models += part
+    kinds.update(map(type, chain.from_iterable(map(dict.values, feats))))
+    return True
 
 
 def _parse(messages: list[Message], limits: LimitSettings, out: EventBatch,

@@ -18,7 +18,13 @@ from quality_streams import (
 )
 
 from stream.config import load_settings
-from stream.monitor.dependence import BlockMeans, autocorrelation_time, markov_time, two_state_time
+from stream.monitor.dependence import (
+    BlockMeans,
+    autocorrelation_time,
+    markov_time,
+    parts_spread,
+    two_state_time,
+)
 from stream.monitor.quality import EXTEND, RUNS, TAU_PER_BLOCK, Rates
 from stream.monitor.signals import EFFECTIVE, SignalRegistry, _learn_on
 from stream.pipeline import Pipeline
@@ -235,6 +241,51 @@ def test_a_rate_whose_warm_up_saw_few_runs_learns_on_the_same_whatever_the_batch
         del state[key]
     rates.load_state(state)
     assert rates.ready(0) and rates.blen[0] == 100
+
+
+def test_a_rate_whose_warm_up_saw_part_of_a_cycle_learns_on_the_same_whatever_the_batches():
+    """A 0/1 rate of 0.3 + 0.2 sin over 4,000 values: the first warm-up sees its rise (its parts'
+    rates spread wider than its tau allows) and learns on, a warm-up at a time, until its values
+    are whole cycles' worth; its rate and tau are then all of theirs. The same in any chunks and
+    across a restart while it learns on; old states load."""
+    rng = np.random.default_rng(0)
+    t = np.arange(40_000)
+    v = (rng.random(t.size) < 0.3 + 0.2 * np.sin(2 * np.pi * t / 4000)).astype(float)
+    assert parts_spread(v[:1000], autocorrelation_time(v[:1000]))
+    ends = []
+    for chunk, restart in ((7, False), (333, True), (40_000, False)):
+        rates = Rates(1000, 100, 0.25, 5.0)
+        rates.ensure(["missing:f"])
+        pos = 0
+        while not rates.ready(0):
+            pos += rates.learn(0, v[pos:pos + chunk])
+            if restart:
+                again = Rates(1000, 100, 0.25, 5.0)
+                again.load_state(rates.state_dict())
+                rates = again
+        ends.append((pos, rates.n[0], rates.p[0], rates.tau[0], rates.blen[0]))
+    assert ends[0] == ends[1] == ends[2]
+    pos, n, p, tau, blen = ends[0]
+    assert n == pos == 3000 and p == v[:pos].mean() and tau == autocorrelation_time(v[:pos]) > 20
+    assert blen == round(100 * tau / TAU_PER_BLOCK)
+    rates = Rates(1000, 100, 0.25, 5.0)
+    rates.ensure(["missing:f"])
+    rates.learn(0, v[:1500])
+    assert rates.goal[0] == 2000 and rates.n[0] == 1500          # learning on
+    state = rates.state_dict()
+    del state["longer"]
+    rates.load_state(state)
+    assert rates.longer == {}
+
+
+def test_a_spread_that_cycles_a_few_warm_ups_long_pages_nobody():
+    """A feature whose sd cycles between 0.5 and 1.5 over 5,000 events: the spread check's
+    warm-up (1,000 pairs, 2,000 events) sees part of the cycle and learns on. (With a reference
+    of one warm-up it paged 12 times in 60k events.)"""
+    rng = np.random.default_rng(2)
+    t = np.arange(60_000)
+    x = rng.normal(0, 1, t.size) * (1 + 0.5 * np.sin(2 * np.pi * t / 5000))
+    assert replay(table(x[:, None])) == []
 
 
 def sine(n: int, period: int, seed: int) -> np.ndarray:

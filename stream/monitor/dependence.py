@@ -21,6 +21,8 @@ import numpy as np
 MIN_TAU = 1.5        # below: independent
 RUNS = 20            # runs of each value a two-valued warm-up sees, if it can ...
 EXTEND = 10          # ... within this many warm-ups (a warm-up that cannot be a reference learns on)
+SEGMENTS = 8         # a warm-up whose SEGMENTS consecutive parts' means spread more than ...
+SPREAD_CHI2 = 24.3   # ... this (chi-square, 7 degrees of freedom: p = 0.001) learns on
 LAG1_Z = 4.0         # dependent only if the lag-1 autocorrelation (or the sum of the first four
                      # lags') is this many of its sd's above 0
 
@@ -48,6 +50,20 @@ def autocorrelation_time(z: np.ndarray) -> float:
     stop = np.flatnonzero(pairs <= 0)
     tau = float(2 * pairs[: stop[0] if stop.size else pairs.size].sum() - 1)
     return 1.0 if tau < MIN_TAU else min(tau, n / 4)
+
+
+def parts_spread(x: np.ndarray, tau: float) -> bool:
+    """Whether the means of a warm-up's ``SEGMENTS`` consecutive parts (values in arrival order,
+    autocorrelation time ``tau``) lie further apart than ``tau`` allows: a part of a slow
+    cycle, which the autocorrelations within one warm-up can miss (half a cycle looks like
+    a trend, a quarter like independent values). For independent parts the spread of their
+    means is ``var * tau / part`` times a chi-square with ``SEGMENTS - 1`` degrees of freedom."""
+    n = x.size
+    var = float(x.var())
+    if var <= 0 or n < SEGMENTS:
+        return False
+    means = x[: n // SEGMENTS * SEGMENTS].reshape(SEGMENTS, -1).mean(axis=1)
+    return float(((means - means.mean()) ** 2).sum()) > SPREAD_CHI2 * var * tau / (n // SEGMENTS)
 
 
 def markov_time(n: float, p: float, flips: float) -> float:

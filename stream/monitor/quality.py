@@ -39,7 +39,7 @@ import numpy as np
 from ..config import Settings
 from ..types import ModelBatch, Rebaseline
 from .alerts import make_alert
-from .dependence import EXTEND, MIN_TAU, RUNS, autocorrelation_time, flips, markov_time
+from .dependence import EXTEND, MIN_TAU, RUNS, autocorrelation_time, flips, markov_time, parts_spread
 from .drift import DRIFTED, STABLE, DriftStates, Transition
 
 CHECKS = ("missing", "type", "stuck", "spread")
@@ -80,7 +80,10 @@ class Rates:
     few bursts) knows neither its rate nor how long its runs last: it learns on, up to the
     value that completes them or ``EXTEND`` warm-ups, and its ``tau`` is then at least the
     two-state Markov chain's of its runs (:func:`markov_time`); its blocks are ``block`` values
-    per ``TAU_PER_BLOCK`` of its tau, so that one can be off at all.
+    per ``TAU_PER_BLOCK`` of its tau, so that one can be off at all. A column whose warm-up's
+    parts' rates spread wider than its tau allows (:func:`parts_spread`: a part of a cycle that
+    is not declared, e.g. more nulls at night) learns on too, a warm-up at a time up to
+    ``EXTEND``, its rate and tau then those of all the values it learned.
     """
 
     def __init__(self, warmup: int, block: int, min_effect: float, clip_z: float) -> None:
@@ -100,6 +103,7 @@ class Rates:
         self.flips = np.zeros(0)              # changes between consecutive warm-up values
         self.last = np.zeros(0)               # the warm-up's last value (NaN: none yet)
         self.warm_values = np.zeros((warmup, 0))    # the warm-up's values, while one learns
+        self.longer: dict[int, np.ndarray] = {}     # values of the columns learning on for a cycle
 
     _ARRAYS = ("n", "learned_ones", "p", "count", "ones", "start_ts", "was_off")
 
@@ -137,7 +141,8 @@ class Rates:
     def state_dict(self) -> dict[str, Any]:
         return {"names": list(self.names), **{a: getattr(self, a) for a in self._ARRAYS},
                 "tau": self.tau, "goal": self.goal, "blen": self.blen, "flips": self.flips, "last": self.last,
-                "warm_values": self.warm_values}
+                "warm_values": self.warm_values,
+                "longer": [[j, v[: int(self.n[j])]] for j, v in sorted(self.longer.items())]}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.names = list(state["names"])
@@ -153,6 +158,10 @@ class Rates:
         self.flips = state.get("flips", np.zeros(self.size))
         self.last = state.get("last", np.full(self.size, np.nan))
         self.warm_values = state.get("warm_values", np.zeros((0, self.size)))
+        self.longer = {}
+        for j, v in state.get("longer", []):
+            self.longer[int(j)] = np.zeros(EXTEND * self.warmup)
+            self.longer[int(j)][: v.size] = v
         self._grow_warm()
 
     def known(self, j: int, p: float, n: int | None = None) -> None:
@@ -160,6 +169,7 @@ class Rates:
         many as a warm-up)."""
         n = max(n or self.warmup, self.warmup)
         self.n[j], self.learned_ones[j], self.p[j], self.tau[j] = n, p * n, p, 1.0
+        self.longer.pop(j, None)
         self.goal[j], self.blen[j] = self.warmup, self.block
         self._grow_warm()
 
@@ -168,6 +178,7 @@ class Rates:
         self.n[j] = self.learned_ones[j] = self.p[j] = self.count[j] = self.ones[j] = self.was_off[j] = 0.0
         self.tau[j], self.goal[j], self.flips[j], self.last[j] = 1.0, self.warmup, 0.0, np.nan
         self.blen[j] = self.block
+        self.longer.pop(j, None)
         self._grow_warm()
 
     def ready(self, j: int) -> bool:
@@ -185,8 +196,8 @@ class Rates:
                 self._learned(j)
                 self._grow_warm()
         take = max(take, 0)
-        if self.n[j] < self.goal[j] and take < v.size:
-            take += self._extend(j, v[take:])
+        while self.n[j] < self.goal[j] and take < v.size:       # (a cycle's goal may grow)
+            take += self._extend(j, v[take:]) if j not in self.longer else self._cycle(j, v[take:])
         return take
 
     def _learned(self, j: int) -> None:
@@ -199,8 +210,33 @@ class Rates:
         self.last[j] = warm[-1]
         if self.tau[j] >= MIN_TAU and self.flips[j] < 2 * RUNS:
             self.goal[j] = EXTEND * self.warmup
+        elif parts_spread(warm, float(self.tau[j])):
+            self.longer[j] = np.zeros(EXTEND * self.warmup)
+            self.longer[j][: self.warmup] = warm
+            self.goal[j] = 2 * self.warmup
         else:
             self._blocks_of(j)
+
+    def _cycle(self, j: int, v: np.ndarray) -> int:
+        """Feed column j's values to a warm-up learning on for a cycle, up to its goal; at the
+        goal, all the values learned are a reference unless their parts still spread wider than
+        their tau allows (then one more warm-up, up to ``EXTEND``). Returns how many it took."""
+        take, start = int(min(v.size, self.goal[j] - self.n[j])), int(self.n[j])
+        self.longer[j][start:start + take] = v[:take]
+        self.learned_ones[j] += float(v[:take].sum())
+        self.n[j] += take
+        if self.n[j] >= self.goal[j]:
+            n = int(self.n[j])
+            warm = self.longer[j][:n]
+            tau = autocorrelation_time(warm)
+            if n < EXTEND * self.warmup and parts_spread(warm, tau):
+                self.goal[j] = n + self.warmup
+            else:
+                del self.longer[j]
+                self.p[j], self.tau[j] = self.learned_ones[j] / n, tau
+                self.flips[j], self.last[j] = flips(warm), warm[-1]
+                self._blocks_of(j)
+        return take
 
     def _extend(self, j: int, v: np.ndarray) -> int:
         """Feed column j's values to its extended warm-up, up to the value that completes

@@ -29,6 +29,7 @@ from .dependence import (
     BlockMeans,
     autocorrelation_time,
     flips,
+    parts_spread,
     two_state,
     two_state_time,
 )
@@ -38,8 +39,6 @@ OTHER = "__other__"
 RECENT = 100          # raw values kept per signal for the "after" statistics of an alert
 OUTLIER_MADS = 30.0   # warm-up values beyond this many robust sd's count as at that distance
 EFFECTIVE = 100       # a reference learns from this many independent values' worth (n / tau)
-SEGMENTS = 8          # a warm-up whose SEGMENTS consecutive parts' means spread more than ...
-SPREAD_CHI2 = 24.3    # ... this (chi-square, 7 degrees of freedom: p = 0.001) learns on
 
 
 def _learn_on(cz: np.ndarray, tau: float) -> bool:
@@ -47,19 +46,14 @@ def _learn_on(cz: np.ndarray, tau: float) -> bool:
     too few to be a reference: fewer than ``EFFECTIVE`` independent values' worth, two values
     in fewer than ``RUNS`` runs of each (a flag on in a few bursts: neither its rate nor its
     runs' length is known), or the means of its ``SEGMENTS`` consecutive parts further apart
-    than its ``tau`` allows (a part of a slow cycle, which the autocorrelations within one
-    warm-up can miss)."""
+    than its ``tau`` allows (:func:`parts_spread`)."""
     n = cz.size
     if n < EFFECTIVE * tau:
         return True
     high = two_state(cz)
     if high is not None and flips(high) < 2 * RUNS:
         return True
-    var = float(cz.var())
-    if var <= 0:
-        return False
-    means = cz[: n // SEGMENTS * SEGMENTS].reshape(SEGMENTS, -1).mean(axis=1)
-    return float(((means - means.mean()) ** 2).sum()) > SPREAD_CHI2 * var * tau / (n // SEGMENTS)
+    return parts_spread(cz, tau)
 
 
 def reference(warm: np.ndarray) -> tuple[float, float, float]:

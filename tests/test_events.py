@@ -293,6 +293,33 @@ def test_columns_of_many_models_extracted_once_equal_each_models_own(variant, mo
     assert [d.message.offset for d in once.dead_letters] == ([300] if variant == "bad_value" else [])
 
 
+@pytest.mark.parametrize("n_models", [1, 4])
+def test_null_feature_values_give_the_columns_of_the_feature_by_feature_path(n_models, monkeypatch):
+    """Numbers and nulls take the one-matrix path: a null is NaN and a feature null in every
+    event of a model's batch has no column, exactly as the feature-by-feature path decodes them
+    (forced here by taking null out of the matrix path's types); with several models, one of
+    them null throughout in a feature."""
+    from stream.ingest import rows as events
+
+    rng = np.random.default_rng(4)
+    values = []
+    for i in range(1500):
+        model = f"m{i % n_models}"
+        feats = {"x": float(rng.normal()), "y": int(rng.integers(5)), "z": None, "w": 1.5}
+        if i % 3 == 0:
+            feats["x"] = None
+        if model != "m1" and i % 2:
+            feats["w"] = None if i % 4 == 1 else 2
+        values.append(orjson.dumps({"model": model, "id": str(i), "features": feats, "prediction": 0.5}))
+    batch = [Message(v, "events", 0, i, 1000.0 + i) for i, v in enumerate(values)]
+    fast = decode(batch, LIMITS)
+    for mb in fast.models.values():
+        assert "z" not in mb.numeric
+        assert np.array_equal(np.isnan(mb.numeric["x"]), np.array(mb.ids, dtype=int) % 3 == 0)
+    monkeypatch.setattr(events, "_NUMBER_TYPES", {int, float})
+    _same_batches(fast, decode(batch, LIMITS))
+
+
 def test_group_rows_equals_the_row_by_row_grouping():
     from stream.ingest.rows import _group_rows
 

@@ -30,7 +30,7 @@ from .columnar import concat, decode_columnar
 from .values import classify_value, parse_ts
 
 _NUMERIC_TYPES = {int, float, bool, type(None)}
-_NUMBER_TYPES = {int, float}
+_NUMBER_TYPES = {int, float, type(None)}       # (null: missing, NaN in the columns)
 _VALUE, _TOPIC, _PARTITION, _OFFSET, _TIMESTAMP = (itemgetter(i) for i in range(5))   # Message fields
 
 
@@ -62,8 +62,8 @@ def _parse_fast(messages: list[Message], limits: LimitSettings
                 ) -> tuple[list[dict[str, Any]], list[int], bool, list[str]] | list[Any] | None:
     """The common batch, checked with C-level map()s only: every message one well-formed
     event object with a valid model and a features object within the limits; returned as
-    (events, message index per event, whether every feature value is an int or float, model
-    per event).
+    (events, message index per event, whether every feature value is an int, a float or null,
+    model per event).
     Otherwise the parsed documents, or None when some message is not JSON or too large
     (then :func:`_parse` examines them one by one)."""
     values = list(map(_VALUE, messages))
@@ -382,8 +382,8 @@ def _rows_where(col: list[Any] | tuple, bad) -> list[int]:
 def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sources: _Sources,
              limits: LimitSettings, all_numbers: bool = False, uniform: bool = False) -> ModelBatch:
     """Columns of one model's events (evs, in arrival order; msg_index = their messages).
-    ``all_numbers``: every feature value is already known to be an int or a float.
-    ``uniform``: raise _NotUniform unless every event has the same numeric features."""
+    ``all_numbers``: every feature value is already known to be an int, a float or null.
+    ``uniform``: raise _NotUniform unless every event has the same numeric features, none null."""
     n = len(evs)
     feats, ts_raw, preds, ids, segments = (list(map(dict.get, evs, repeat(key))) for key in
                                            ("features", "ts", "prediction", "id", "segment"))
@@ -391,8 +391,8 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
     categorical: dict[str, list[Any]] = {}
     bad: list[tuple[int, str, str]] = []
     # fast path: every event has the first event's feature names (as many, and each of them:
-    # itemgetter raises KeyError otherwise), in any order, and only numbers: all values in one
-    # C-level pass into an (n, width) matrix
+    # itemgetter raises KeyError otherwise), in any order, and only numbers or nulls: all values
+    # in one C-level pass into an (n, width) matrix (a null is NaN)
     names = list(feats[0]) if n else []
     fast = bool(names) and set(map(len, feats)) == {len(names)} and (
         all_numbers or set(map(type, chain.from_iterable(map(dict.values, feats)))) <= _NUMBER_TYPES)
@@ -403,7 +403,12 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
             M = np.fromiter(map(pick, feats) if len(names) == 1 else
                             chain.from_iterable(map(pick, feats)), dtype=np.float64,
                             count=n * len(names)).reshape(n, len(names))
-            numeric = {nm: M[:, k] for k, nm in enumerate(names)}
+            null = np.isnan(M)
+            if uniform and null.any():
+                raise _NotUniform                # (a model's own rows may be null throughout)
+            # a feature null in every event has no column, as below
+            numeric = {nm: M[:, k] for k, nm, gone in zip(range(len(names)), names, null.all(axis=0).tolist(),
+                                                          strict=True) if not gone}
             names = []
         except (KeyError, OverflowError):
             fast = False

@@ -166,6 +166,24 @@ def test_the_spread_check_is_the_same_whatever_the_batches():
         assert replay(evs, batch=batch) == straight
 
 
+def test_a_drifted_check_is_judged_the_same_whatever_the_batches():
+    """A feature null 20% of the time with outages of 300 to 3,000 events: each fires and
+    resolves. A drifted check's blocks before a return are judged in one step (many in a large
+    batch, one in a batch shorter than a block); a resolution inside a block leaves its last
+    value to be judged as a stable signal's."""
+    rng = np.random.default_rng(0)
+    M = rng.normal(0, 1, (30_000, 2))
+    M[rng.random(30_000) < 0.2, 0] = np.nan
+    for start in (3000, 9000, 16_000, 24_000):
+        M[start:start + int(rng.integers(300, 3000)), 0] = np.nan
+    evs = table(M)
+    straight = replay(evs)
+    episode = [("firing", "missing"), ("resolved", "missing")]
+    assert [(a["status"], a.get("check")) for a in straight] == episode * 4
+    for batch in (37, 50_000):
+        assert replay(evs, batch=batch) == straight
+
+
 def test_a_new_feature_is_reported_once_as_info(base):
     M, channel = base
     evs = events(M, channel)

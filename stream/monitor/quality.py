@@ -31,6 +31,7 @@ the checks cost a few array operations per batch.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -654,33 +655,57 @@ class QualityChecks:
         evidence = None if rates.tau[j] < MIN_TAU else \
             (lambda n, ones: rates.unlikely(j, n, ones, states.significance ** 2 / 2))
 
-        def step(lo: int, hi: int, hit_last: bool) -> None:
+        def step(lo: int, hi: int, hit_last: bool) -> int:
+            """Judge values lo..hi-1; the position of the value a transition is at, or -1."""
             if hi <= lo:
-                return
+                return -1
             hit = np.full(hi - lo, -1, dtype=np.int64)
             if hit_last:
                 hit[-1] = 0
             transitions = states.step_column(j, rows[lo:hi], z[lo:hi], v[lo:hi], hit, ts[lo:hi],
                                              cz_mean, cz_sd, n_ref, floor, evidence)
             alerts.extend(states.alerts(transitions, lambda t: self._alert(batch, t, feature_sd)))
+            return int(np.searchsorted(rows, transitions[-1].row)) if transitions else -1
 
-        lo, B = 0, int(rates.blen[j])
-        for end, is_off, decisive, first_ts, ones in zip(
-                blocks.ends.tolist(), blocks.off.tolist(), blocks.decisive.tolist(),
-                blocks.first_ts.tolist(), blocks.ones.tolist(), strict=True):
-            if not is_off and states.status[j] == STABLE:
+        ends, off = blocks.ends.tolist(), blocks.off.tolist()
+        lo, B, i = 0, int(rates.blen[j]), 0
+        while i < len(ends):
+            status = states.status[j]
+            if not off[i] and status == STABLE:
                 # a stable signal's values judge nothing but at a change point: no step
                 rates.was_off[j] = 0.0
-                lo = end + 1
+                lo, i = ends[i] + 1, i + 1
                 continue
+            if status == DRIFTED:
+                # its blocks before a return change nothing but by resolving: one step for them
+                m, prev = i, bool(rates.was_off[j])
+                while m < len(ends) and not (prev and not off[m]):
+                    prev, m = off[m], m + 1
+                if m > i:
+                    before = rates.was_off[j]
+                    at = step(lo, ends[m - 1] + 1, False)
+                    if at < 0:
+                        rates.was_off[j] = float(off[m - 1])
+                        lo, i = ends[m - 1] + 1, m
+                        continue
+                    b = bisect_left(ends, at, i, m)          # resolved in block b
+                    if at == ends[b]:
+                        rates.was_off[j] = float(off[b])
+                        lo, i = at + 1, b + 1
+                        continue
+                    # before its last value: that value is judged as a stable signal's (below)
+                    rates.was_off[j] = float(off[b - 1]) if b > i else before
+                    lo, i = ends[b], b
+            end, is_off = ends[i], off[i]
             step(lo, end, False)                         # the block up to its last value
             status = states.status[j]
             was_off = bool(rates.was_off[j])
             rates.was_off[j] = float(is_off)
-            k = ones - float(v[end])                     # (ones of the block before its last value)
+            k = float(blocks.ones[i]) - float(v[end])    # (ones of the block before its last value)
             sz = k * z1 + (B - 1 - k) * z0               # (and the sum of their z-scores)
-            if is_off and decisive and status == STABLE:
-                states.seed(j, 0, B - 1, sz, k * z1 * z1 + (B - 1 - k) * z0 * z0, k, first_ts)
+            if is_off and blocks.decisive[i] and status == STABLE:
+                szz = k * z1 * z1 + (B - 1 - k) * z0 * z0
+                states.seed(j, 0, B - 1, sz, szz, k, float(blocks.first_ts[i]))
                 step(end, end + 1, False)
             else:
                 # off on a stable signal; a return (within after off) on a drifted one; an onset
@@ -692,7 +717,7 @@ class QualityChecks:
                 else:
                     change = is_off and not was_off and states.unchanged(j, B - 1, sz, cz_mean)
                 step(end, end + 1, change)               # its last value: a change point or not
-            lo = end + 1
+            lo, i = end + 1, i + 1
         step(lo, v.size, False)
 
     @staticmethod

@@ -406,9 +406,8 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
             null = np.isnan(M)
             if uniform and null.any():
                 raise _NotUniform                # (a model's own rows may be null throughout)
-            # a feature null in every event has no column, as below
-            numeric = {nm: M[:, k] for k, nm, gone in zip(range(len(names)), names, null.all(axis=0).tolist(),
-                                                          strict=True) if not gone}
+            gone = null.all(axis=0).tolist()    # null in every event: no column, as below
+            numeric = {nm: M[:, k] for k, nm in enumerate(names) if not gone[k]}
             names = []
         except (KeyError, OverflowError):
             fast = False

@@ -116,6 +116,19 @@ def test_numbers_and_strings_in_one_field_are_both_kept_per_row(field, numbers, 
         assert strs == [None] * numbers + [f"c{i}" for i in range(strings)]
 
 
+def test_a_field_of_every_kind_of_value_splits_value_by_value():
+    """Ints, floats, booleans, nulls and strings in one feature: its numbers (a boolean as 0/1)
+    and NaN elsewhere, its strings and None elsewhere, row by row."""
+    rng = np.random.default_rng(8)
+    pool = [3, -7, 2.5, 1e300, True, False, None, "a", "", "1.5", 2 ** 62]
+    col = [pool[i] for i in rng.integers(0, len(pool), 500)]
+    mb = decode(msgs(*(orjson.dumps({"model": "m", "features": {"x": v, "y": 1}}) for v in col)),
+                LimitSettings()).models["m"]
+    expected = [np.nan if v is None or isinstance(v, str) else float(v) for v in col]
+    assert np.array_equal(mb.numeric["x"], np.array(expected), equal_nan=True)
+    assert mb.categorical["x"] == [v if isinstance(v, str) else None for v in col]
+
+
 def test_model_limit_dead_letters_new_models():
     batch = decode(msgs(b'{"model":"a","features":{"x":1}}', b'{"model":"b","features":{"x":1}}'),
                    LIMITS, admit_model=lambda m: m == "a")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain, repeat
-from operator import itemgetter
+from operator import is_, itemgetter
 from typing import Any
 
 import numpy as np
@@ -375,6 +375,21 @@ class _BadRows(Exception):
         self.rows = rows
 
 
+def _numbers_and_strings(col: list[Any]) -> tuple[np.ndarray, list[Any]] | None:
+    """A column of numbers, strings and nulls as its numbers (NaN elsewhere) and its strings
+    (None elsewhere), by C-level passes; None when some integer is beyond float range."""
+    values = np.array(col, dtype=object)
+    text = np.fromiter(map(isinstance, col, repeat(str)), dtype=bool, count=len(col))
+    numbers = values.copy()
+    numbers[text | np.fromiter(map(is_, col, repeat(None)), dtype=bool, count=len(col))] = np.nan
+    try:
+        floats = numbers.astype(np.float64)
+    except OverflowError:
+        return None
+    values[~text] = None
+    return floats, values.tolist()
+
+
 def _rows_where(col: list[Any] | tuple, bad) -> list[int]:
     return [r for r, v in enumerate(col) if bad(v)]
 
@@ -414,13 +429,10 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
     if not fast:
         if uniform:
             raise _NotUniform
-        seen: dict[str, None] = {}
-        for f in feats:
-            seen.update(dict.fromkeys(f))
-        names = list(seen)
+        names = list(dict.fromkeys(chain.from_iterable(feats)))    # in order of first appearance
         _check_names(names, feats, limits)
     for name in names:
-        col = [f.get(name) for f in feats]
+        col = list(map(dict.get, feats, repeat(name)))
         kinds = set(map(type, col))
         if kinds == {type(None)}:
             continue                  # null in every event: no column (as absent; any batch)
@@ -435,17 +447,17 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
         if kinds <= {str, type(None)}:
             categorical[name] = col
             continue
-        # mixed or invalid: find the offending rows (slow path, only for this column)
+        if kinds <= _NUMERIC_TYPES | {str}:
+            # numbers and strings: both columns, each with its own rows (the feature's type is
+            # judged per value by the monitor: stream.monitor.quality), whatever the batch
+            split = _numbers_and_strings(col)
+            if split is not None:
+                numeric[name], categorical[name] = split
+                continue
+        # a nested or out-of-range value: find the offending rows (only for this column)
         reasons = list(map(classify_value, col))
-        if any(r is not None for r in reasons):
-            bad.extend((r, reason, f"feature {name!r}: {reason.replace('_', ' ')}")
-                       for r, reason in enumerate(reasons) if reason is not None)
-            continue
-        # numbers and strings: both columns, each with its own rows (the feature's type is
-        # judged per value by the monitor: stream.monitor.quality), whatever the batch
-        numeric[name] = np.array([np.nan if v is None or isinstance(v, str) else v for v in col],
-                                 dtype=np.float64)
-        categorical[name] = [v if isinstance(v, str) else None for v in col]
+        bad.extend((r, reason, f"feature {name!r}: {reason.replace('_', ' ')}")
+                   for r, reason in enumerate(reasons) if reason is not None)
     if bad:
         raise _BadRows(bad)
     pkinds = set(map(type, preds))

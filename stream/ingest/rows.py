@@ -377,14 +377,17 @@ class _BadRows(Exception):
 
 def _numbers_and_strings(col: list[Any]) -> tuple[np.ndarray, list[Any]] | None:
     """A column of numbers, strings and nulls as its numbers (NaN elsewhere) and its strings
-    (None elsewhere), by C-level passes; None when some integer is beyond float range."""
+    (None elsewhere), by C-level passes; None when some number is not finite as a float."""
     values = np.array(col, dtype=object)
     text = np.fromiter(map(isinstance, col, repeat(str)), dtype=bool, count=len(col))
+    other = text | np.fromiter(map(is_, col, repeat(None)), dtype=bool, count=len(col))
     numbers = values.copy()
-    numbers[text | np.fromiter(map(is_, col, repeat(None)), dtype=bool, count=len(col))] = np.nan
+    numbers[other] = np.nan
     try:
         floats = numbers.astype(np.float64)
     except OverflowError:
+        return None
+    if not np.isfinite(floats[~other]).all():
         return None
     values[~text] = None
     return floats, values.tolist()

@@ -190,6 +190,32 @@ def test_labels_topic_gives_performance_drift_and_label_dead_letters(kafka_boots
         assert stop_service(proc) == 0
 
 
+def test_labels_read_from_a_backlog_wait_for_their_predictions(kafka_bootstrap, unique, tmp_path):
+    """Events and then their labels produced before the service starts (a backlog of both, as
+    after downtime): the small labels topic would be read ahead of the events, each label before
+    its prediction (an unknown_id dead letter). The labels partition waits, paused, until the
+    events read pass its messages' time: every label is joined."""
+    from test_labels import stream
+
+    create_topics(kafka_bootstrap, {f"events-{unique}": 1, f"labels-{unique}": 1})
+    port = free_port()
+    cfg = write_config(tmp_path / "c.toml", kafka_bootstrap, unique, port, "[labels]\nttl_s = 1e9\n",
+                       kafka=f'labels_topic = "labels-{unique}"')
+    msgs = stream(12_000, error_rate_after=0.4, change_at=6_000)
+    produce(kafka_bootstrap, f"events-{unique}", [m.value for m in msgs if m.topic == "events"])
+    produce(kafka_bootstrap, f"labels-{unique}", [m.value for m in msgs if m.topic == "labels"])
+    proc = start_service(cfg, tmp_path / "service.log")
+    try:
+        samples = wait_for(lambda: (s := scrape(port)) and
+                           metric(s, "streamdrift_labels_total", outcome="joined")
+                           + metric(s, "streamdrift_labels_total", outcome="dead_letter") == 12_000 and s,
+                           90, "every label read")
+        assert metric(samples, "streamdrift_labels_total", outcome="joined") == 12_000
+        assert metric(samples, "streamdrift_events_total", outcome="ok") == 12_000
+    finally:
+        assert stop_service(proc) == 0
+
+
 def test_ml_signals_in_run_seasonality_feedback_and_classes(kafka_bootstrap, unique, tmp_path):
     """The same signals as in replay, through `streamdrift run`: a seasonal model with a level
     shift, a self-reinforcing allocation (segments), a class prediction whose mix changes."""

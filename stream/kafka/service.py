@@ -19,8 +19,10 @@ import threading
 import time
 from collections.abc import Sequence
 from functools import partial
+from operator import itemgetter
 from typing import Any
 
+import numpy as np
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -95,6 +97,11 @@ class Service:
         self._attached_offsets: dict[Key, int] = {}  # next offset per attached partition
         self.assigned: set[Key] = set()              # partitions assigned (events and labels)
         self._lag: dict[Key, int] = {}               # from the consumer's statistics
+        # labels are read in step with the events: a labels partition whose next message is
+        # newer than the events read from its partition, while those are behind, is paused
+        # at that message (a label read before its prediction would be a dead letter)
+        self._events_ts: dict[int, float] = {}       # newest events' message time, per partition
+        self._held: dict[Key, float] = {}            # paused labels partitions: their next time
         self.requests: dict[tuple[str, str], Rebaseline] = {}   # the control topic's, latest
         self.profiles = profiles if profiles is not None else Profiles()   # file's, then topic's
         self._pending_alerts: list[dict] = []        # in the open transaction (exactly-once)
@@ -185,6 +192,8 @@ class Service:
                     if raw:
                         with collector_paused():           # see Pipeline.process
                             self._process(raw)
+                    if self._held:
+                        self._release()
                     if self._dirty and time.monotonic() - self._last_checkpoint >= s.checkpoint_interval_s:
                         self._commit(list(self.shards))
             with self.lock:
@@ -231,6 +240,7 @@ class Service:
             for tp in partitions:
                 self.shards.pop((tp.topic, tp.partition), None)
                 self.assigned.discard((tp.topic, tp.partition))
+                self._held.pop((tp.topic, tp.partition), None)
             log.warning("partitions lost: state dropped without committing")
 
     def _assign(self, consumer: Any, partitions: list) -> None:
@@ -239,6 +249,9 @@ class Service:
         if wanted > self.changelog.partitions:                 # the input grew
             self._grow_changelog(AdminClient(client_config(self.settings)), wanted)
         self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        for tp in partitions:
+            if tp.topic == self.settings.kafka.events_topics[0]:
+                self._events_ts.pop(tp.partition, None)         # (read again from its commit)
         committed = self._committed(consumer, partitions)
         events = [tp for tp in partitions if tp.topic not in self.attached]
         n = self._restore(events, committed)
@@ -258,6 +271,7 @@ class Service:
             self.shards.pop(key, None)
         for tp in partitions:
             self._attached_offsets.pop((tp.topic, tp.partition), None)
+            self._held.pop((tp.topic, tp.partition), None)
 
     def _new_pipeline(self) -> Pipeline:
         pipeline = Pipeline(self.settings, label_topics=self.label_topics, profiles=self.profiles)
@@ -306,7 +320,8 @@ class Service:
         groups: dict[Key, list[Message]] = {}
         nexts: dict[Key, int] = {}
         per_topic: dict[str, int] = {}
-        for (topic, partition), messages in split_consumed(raw, bool(self.settings.kafka.formats)).items():
+        consumed = split_consumed(raw, bool(self.settings.kafka.formats))
+        for (topic, partition), messages in self._in_step(consumed):
             groups.setdefault(self._shard_key(topic, partition), []).extend(messages)
             nexts[(topic, partition)] = messages[-1].offset + 1
             per_topic[topic] = per_topic.get(topic, 0) + len(messages)
@@ -340,6 +355,49 @@ class Service:
             self.deliveries.check("alerts or dead letters")
         m.batch_size.observe(sum(len(v) for v in groups.values()))
         m.batch_seconds.observe(time.perf_counter() - t0)
+
+    def _in_step(self, consumed: dict[Key, list[Message]]) -> list[tuple[Key, list[Message]]]:
+        """The consumed messages to process now, per partition: all of them but a labels
+        partition's from its first message as new as the events read from its partition (their
+        Kafka timestamps) while those are behind; that partition is sought back to it and paused
+        (:meth:`_release` resumes it). The events come first in each shard."""
+        if not self.label_topics:
+            return list(consumed.items())
+        events_topic = self.settings.kafka.events_topics[0]
+        ts_of = itemgetter(4)                                          # Message.timestamp
+        for (topic, partition), messages in consumed.items():
+            if topic == events_topic:
+                newest = max(map(ts_of, messages))
+                self._events_ts[partition] = max(self._events_ts.get(partition, 0.0), newest)
+        now, labels = [], []
+        for key, messages in consumed.items():
+            topic, partition = key
+            if topic in self.label_topics and self._events_behind(partition):
+                stamps = np.fromiter(map(ts_of, messages), dtype=np.float64, count=len(messages))
+                ahead = np.flatnonzero(stamps >= self._events_ts.get(partition, 0.0))
+                if ahead.size:
+                    first = int(ahead[0])
+                    self._consumer.seek(TopicPartition(topic, partition, messages[first].offset))
+                    self._consumer.pause([TopicPartition(topic, partition)])
+                    self._held[key] = float(stamps[first])
+                    messages = messages[:first]
+            if messages:
+                (labels if topic in self.label_topics else now).append((key, messages))
+        return now + labels
+
+    def _events_behind(self, partition: int) -> bool:
+        """Whether this instance reads the events partition of this number and has not read
+        it to its end (as of the consumer's last statistics; unknown counts as behind)."""
+        key = (self.settings.kafka.events_topics[0], partition)
+        return key in self.assigned and self._lag.get(key, 1) > 0
+
+    def _release(self) -> None:
+        """Resume the paused labels partitions whose next message the events have passed, or
+        whose events partition has been read to its end."""
+        for key, ts in list(self._held.items()):
+            if self._events_ts.get(key[1], 0.0) > ts or not self._events_behind(key[1]):
+                self._consumer.resume([TopicPartition(*key)])
+                del self._held[key]
 
     def _produce(self, result: BatchResult) -> None:
         s, producer = self.settings.kafka, self._producer
@@ -411,6 +469,7 @@ class Service:
         events = [tp for tp in assigned if tp.topic not in self.attached]
         self.shards = {}
         self._attached_offsets = {}
+        self._events_ts = {}
         self._restore(events, committed)
         for tp in assigned:
             off = committed.get((tp.topic, tp.partition), -1)

@@ -97,9 +97,9 @@ class Service:
         self._attached_offsets: dict[Key, int] = {}  # next offset per attached partition
         self.assigned: set[Key] = set()              # partitions assigned (events and labels)
         self._lag: dict[Key, int] = {}               # from the consumer's statistics
-        # labels are read in step with the events: a labels partition whose next message is
-        # newer than the events read from its partition, while those are behind, is paused
-        # at that message (a label read before its prediction would be a dead letter)
+        # labels are read in step with the events: a labels partition whose next message is as
+        # new as the events read from its partition, while those are behind, is paused at that
+        # message (a label read before its prediction would be a dead letter)
         self._events_ts: dict[int, float] = {}       # newest events' message time, per partition
         self._held: dict[Key, float] = {}            # paused labels partitions: their next time
         self.requests: dict[tuple[str, str], Rebaseline] = {}   # the control topic's, latest

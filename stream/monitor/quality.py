@@ -205,10 +205,7 @@ class Rates:
         """Column j's first warm-up is complete: its rate and its values' autocorrelation
         time; a dependent column that saw fewer than ``RUNS`` runs of a value learns on."""
         warm = self.warm_values[:, j]
-        self.p[j] = self.learned_ones[j] / self.n[j]
-        self.tau[j] = autocorrelation_time(warm)
-        self.flips[j] = flips(warm)
-        self.last[j] = warm[-1]
+        self._measured(j, warm, autocorrelation_time(warm))
         if self.tau[j] >= MIN_TAU and self.flips[j] < 2 * RUNS:
             self.goal[j] = EXTEND * self.warmup
         elif parts_spread(warm, float(self.tau[j])):
@@ -234,10 +231,15 @@ class Rates:
                 self.goal[j] = n + self.warmup
             else:
                 del self.longer[j]
-                self.p[j], self.tau[j] = self.learned_ones[j] / n, tau
-                self.flips[j], self.last[j] = flips(warm), warm[-1]
+                self._measured(j, warm, tau)
                 self._blocks_of(j)
         return take
+
+    def _measured(self, j: int, warm: np.ndarray, tau: float) -> None:
+        """Column j's rate, autocorrelation time ``tau``, changes and last value, from the values
+        it learned (``warm``, all of them)."""
+        self.p[j], self.tau[j] = self.learned_ones[j] / self.n[j], tau
+        self.flips[j], self.last[j] = flips(warm), warm[-1]
 
     def _extend(self, j: int, v: np.ndarray) -> int:
         """Feed column j's values to its extended warm-up, up to the value that completes

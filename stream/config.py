@@ -49,6 +49,7 @@ class KafkaSettings:
     batch_size: int = 5000              # messages per consumed batch, at least ...
     max_batch_size: int = 50_000        # ... grown to ~200 events a model up to this
     poll_timeout_s: float = 0.1         # longest wait for a batch to fill
+    shutdown_timeout_s: float = 20.0    # longest wait at a stop for the last commit and the leave
     client: Mapping[str, str] = field(default_factory=dict)   # librdkafka pass-through
     formats: Mapping[str, Format] = field(default_factory=dict)  # topic -> adapter format
 
@@ -348,6 +349,7 @@ def _validate(s: Settings) -> None:
     need(k.partitions >= 1, "kafka.partitions", "must be >= 1")
     need(k.checkpoint_interval_s > 0, "kafka.checkpoint_interval_s", "must be > 0")
     need(k.poll_timeout_s > 0, "kafka.poll_timeout_s", "must be > 0")
+    need(k.shutdown_timeout_s > 0, "kafka.shutdown_timeout_s", "must be > 0")
     _check_client(k)
     for topic, fmt in k.formats.items():
         if fmt in ("avro", "protobuf"):

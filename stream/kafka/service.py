@@ -196,19 +196,46 @@ class Service:
                         self._release()
                     if self._dirty and time.monotonic() - self._last_checkpoint >= s.checkpoint_interval_s:
                         self._commit(list(self.shards))
-            with self.lock:
-                self._commit(list(self.shards))
             code = 0
+            if self._leave(consumer, s.shutdown_timeout_s):
+                log.info("streamdrift stopped: state and offsets committed, left the group")
         except FatalKafkaError as exc:
             log.error("%s; exiting so that a supervisor restarts the service", exc)
             code = 3
         finally:
             for follower in follow:
                 follower.close()
-            if code == 0:
-                consumer.close()
-                log.info("streamdrift stopped: state and offsets committed, left the group")
         return code
+
+    def _leave(self, consumer: Any, timeout_s: float) -> bool:
+        """The last checkpoint, then leaving the group, given at most ``timeout_s`` seconds.
+        False when they did not end in time: the group coordinator answers a member's commit
+        only after that member's pending join (one connection, requests in order), and a
+        rebalance waits for every member, one that left without a word (a static member) for
+        its session timeout. The partitions' next owner then reads again from their last
+        committed offsets (their output: at least once; in an aborted transaction: exactly once)."""
+        failed: list[BaseException] = []
+
+        def leave() -> None:
+            try:
+                with self.lock:
+                    self._commit(list(self.shards))
+                consumer.close()
+            except BaseException as exc:                         # (raised in the caller's thread)
+                failed.append(exc)
+
+        worker = threading.Thread(target=leave, name="streamdrift-leave", daemon=True)
+        worker.start()
+        worker.join(timeout_s)
+        if failed:
+            raise failed[0]
+        if worker.is_alive():
+            log.warning("streamdrift stopped without its last commit and leave: they did not end "
+                        "within kafka.shutdown_timeout_s = %gs (the group is rebalancing, or Kafka "
+                        "is unreachable); the partitions' next owner reads again from their last "
+                        "checkpoint", timeout_s)
+            return False
+        return True
 
     # -- rebalance
     @staticmethod

@@ -10,7 +10,7 @@ from confluent_kafka import KafkaError
 from confluent_kafka import Message as KafkaMessage
 
 from stream.config import load_settings
-from stream.errors import ConfigError
+from stream.errors import ConfigError, FatalKafkaError
 from stream.kafka.clients import consumer_config, split_consumed
 from stream.types import Message
 
@@ -90,3 +90,13 @@ def test_split_consumed_groups_runs_per_partition_and_drops_errors(caplog):
     one = [msg("ev", 3, i) for i in range(5)]
     assert split_consumed(one, False) == _reference_split(one, False)
     assert split_consumed([raw[3]], False) == {} and split_consumed([], False) == {}
+
+
+def test_a_fatal_consume_error_stops_the_instance():
+    """The consumer is unusable after it: the service exits (code 3) for a supervisor to
+    restart it, rather than stay in the group reading nothing."""
+    fenced = KafkaError(KafkaError.UNRELEASED_INSTANCE_ID, "instance id still used", fatal=True)
+    raw = [KafkaMessage(topic="ev", partition=0, offset=1, value=b"{}", timestamp=(1, 1)),
+           KafkaMessage(error=fenced)]
+    with pytest.raises(FatalKafkaError, match="instance id still used"):
+        split_consumed(raw, False)

@@ -15,6 +15,7 @@ from confluent_kafka import Message as KafkaMessage
 from confluent_kafka.admin import AdminClient
 
 from ..config import Settings
+from ..errors import FatalKafkaError
 from ..types import Message
 from .topics import CHANGELOG_RECORD_BYTES
 
@@ -109,7 +110,9 @@ def wait_for_broker(settings: Settings, stop: threading.Event, timeout_s: float 
 def split_consumed(raw: list, with_headers: bool) -> dict[tuple[str, int], list[Message]]:
     """Consumed messages -> our Messages per (topic, partition), each list in consume order.
 
-    Errors are logged (end of partition silently) and dropped. Each field is read for the
+    Errors are logged (end of partition silently) and dropped; a fatal one (the consumer is
+    unusable, e.g. its static member id still held by the instance it replaces) raises
+    :class:`FatalKafkaError`. Each field is read for the
     whole batch in one C-level pass (map over the message type's methods): the objects
     confluent-kafka makes per field dominate the cost of a loop over the messages.
     Timestamps are epoch seconds (0.0 when the message has none); headers are a tuple of
@@ -118,6 +121,8 @@ def split_consumed(raw: list, with_headers: bool) -> dict[tuple[str, int], list[
     errors = list(map(KafkaMessage.error, raw))
     if not all(map(is_, errors, repeat(None))):        # (KafkaError's == cannot take None)
         for err in errors:
+            if err is not None and err.fatal():
+                raise FatalKafkaError(f"fatal Kafka consumer error: {err.str()}")
             if err is not None and err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consume error: %s", err.str())
         raw = list(compress(raw, map(is_, errors, repeat(None))))

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import orjson
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -72,10 +74,11 @@ class FakeProducer:
 class FakeConsumer:
     def __init__(self) -> None:
         self.commits: list[list[tuple]] = []
+        self.waited: list[bool] = []            # per commit: synchronous
 
     def commit(self, offsets, asynchronous):
-        assert asynchronous is False
         self.commits.append(sorted((tp.topic, tp.partition, tp.offset) for tp in offsets))
+        self.waited.append(not asynchronous)
 
     def consumer_group_metadata(self):
         return "group-metadata"
@@ -118,6 +121,34 @@ def test_at_least_once_writes_state_flushes_then_commits():
     # nothing changed since: no state written, the offsets committed again
     checkpoint(producer, consumer, False).commit(parts, [])
     assert len(producer.records) == len(names) and consumer.commits[-1] == [("ev", 0, 900)]
+
+
+def test_a_periodic_checkpoint_does_not_wait_for_its_offsets_answer(caplog):
+    """The coordinator answers after the member's pending join (a rebalance can wait a session
+    timeout for a member): the periodic commit sends its offsets and goes on; while they are
+    unanswered, the next periodic commit holds its own back; a stop's or revocation's waits."""
+    producer, consumer = FakeProducer(), FakeConsumer()
+    cp = checkpoint(producer, consumer, False)
+    parts = shards()
+    assert cp.commit(parts, [], wait=False)
+    assert consumer.commits == [[("ev", 0, 900)]] and consumer.waited == [False]
+    assert cp.unanswered and not cp.held_back
+    parts[0][1].next_offset = 950
+    assert cp.commit(parts, [], wait=False)                        # still unanswered
+    assert len(consumer.commits) == 1 and cp.held_back
+    assert producer.calls[-1] == ("flush",)                        # (the state is written all the same)
+    cp.answered(None, [TopicPartition("ev", 0, 900)])
+    assert not cp.unanswered
+    assert cp.commit(parts, [], wait=False) and not cp.held_back
+    assert consumer.commits[-1] == [("ev", 0, 950)] and consumer.waited[-1] is False
+    assert cp.commit(parts, [])                                     # waits, unanswered or not
+    assert consumer.waited[-1] is True and not cp.held_back
+    # (a TopicPartition's error is read-only: what the client hands the callback, in its stead)
+    failed = SimpleNamespace(topic="ev", partition=0, error=KafkaError(KafkaError.ILLEGAL_GENERATION))
+    with caplog.at_level("WARNING", "streamdrift"):
+        cp.answered(None, [failed])
+        cp.answered(KafkaError(KafkaError.REBALANCE_IN_PROGRESS), None)
+    assert sum("offset commit failed" in r.message for r in caplog.records) == 2
 
 
 @pytest.mark.parametrize("producer", [FakeProducer(fail_delivery=True), FakeProducer(unflushed=3)],

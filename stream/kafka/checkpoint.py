@@ -2,7 +2,10 @@
 
 At-least-once: every output produced so far (alerts, dead letters, state records) is flushed
 and acknowledged before the offsets are committed, so no offset is ever committed before the
-output of the messages below it; a crash replays from the last commit.
+output of the messages below it; a crash replays from the last commit. A periodic checkpoint
+sends its offsets without waiting for their answer: the group coordinator answers a member's
+commit only after that member's pending join, and a rebalance waits for every member (one that
+died: up to its session timeout), so waiting would stall the instance for that long.
 Exactly-once: output, state records and offsets go in one producer transaction; an abort
 returns False (the caller reloads state and re-reads from the committed offsets), a fatal
 error raises :class:`~stream.errors.FatalKafkaError`.
@@ -77,18 +80,26 @@ class Checkpoint:
         self.changelog = changelog
         self.exactly_once = exactly_once
         self.deliveries = deliveries
+        self.unanswered = False      # offsets sent without waiting, their answer not yet served
+        self.held_back = False       # the last commit kept its offsets for the next one
 
     def start(self) -> None:
         """Open the first transaction (exactly-once)."""
         if self.exactly_once:
             self.producer.begin_transaction()
 
-    def commit(self, shards: list[tuple[Key, Shard]], extra: list[TopicPartition]) -> bool:
+    def commit(self, shards: list[tuple[Key, Shard]], extra: list[TopicPartition],
+               wait: bool = True) -> bool:
         """Write the changed state of these shards and commit their offsets (and ``extra``
         offsets, e.g. of labels partitions). True when committed; False when an exactly-once
-        transaction was aborted (its output discarded: reload state and re-read)."""
+        transaction was aborted (its output discarded: reload state and re-read).
+
+        ``wait`` False (at-least-once): the offsets are sent and their answer comes to
+        :meth:`answered`; while an earlier one is unanswered they are held back
+        (:attr:`held_back`) for the next commit."""
         producer = self.producer
         offsets = list(extra)
+        self.held_back = False
         for key, shard in shards:
             if shard.next_offset is None:
                 continue
@@ -102,12 +113,23 @@ class Checkpoint:
         if producer.flush(60):
             raise DeliveryFailed("output not acknowledged within 60 s; offsets not committed")
         self.deliveries.check("alerts, dead letters or state")
-        if offsets:
+        self.held_back = bool(offsets) and not wait and self.unanswered
+        if offsets and not self.held_back:
             try:
-                self.consumer.commit(offsets=offsets, asynchronous=False)
+                self.consumer.commit(offsets=offsets, asynchronous=not wait)
+                self.unanswered = not wait
             except KafkaException as exc:
                 log.warning("offset commit failed (will be retried at the next checkpoint): %s", exc)
         return True
+
+    def answered(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """The consumer's ``on_commit`` callback (served by its consume): the answer to the
+        offsets sent without waiting."""
+        self.unanswered = False
+        failed = [f"{tp.topic}[{tp.partition}]: {tp.error.str()}" for tp in partitions or () if tp.error]
+        if err is not None or failed:
+            log.warning("offset commit failed (will be retried at the next checkpoint): %s",
+                        err.str() if err is not None else "; ".join(failed[:3]))
 
     def _commit_transaction(self, offsets: list[TopicPartition]) -> bool:
         producer = self.producer

@@ -122,7 +122,8 @@ class Service:
         producer = Producer(producer_config(self.settings, instance))
         if self.exactly_once:
             producer.init_transactions(30)
-        conf = {"statistics.interval.ms": 1000, **consumer_config(self.settings), "stats_cb": self._on_stats}
+        conf = {"statistics.interval.ms": 1000, **consumer_config(self.settings), "stats_cb": self._on_stats,
+                "on_commit": self._on_commit}
         references = follow_references(self.settings)
         for profile in references.poll(to_end=True):          # what was published before
             self.profiles.add(profile)
@@ -195,7 +196,7 @@ class Service:
                     if self._held:
                         self._release()
                     if self._dirty and time.monotonic() - self._last_checkpoint >= s.checkpoint_interval_s:
-                        self._commit(list(self.shards))
+                        self._commit(list(self.shards), wait=False)
             code = 0
             if self._leave(consumer, s.shutdown_timeout_s):
                 log.info("streamdrift stopped: state and offsets committed, left the group")
@@ -466,8 +467,9 @@ class Service:
             m.versions.labels(model=m.model_label(model)).inc()
 
     # -- checkpoints
-    def _commit(self, keys: list[Key]) -> None:
-        """Checkpoint these shards (and the labels partitions' offsets)."""
+    def _commit(self, keys: list[Key], wait: bool = True) -> None:
+        """Checkpoint these shards (and the labels partitions' offsets); ``wait`` False: the
+        periodic checkpoint, whose offsets do not wait for their answer (Checkpoint.commit)."""
         extra = []
         for key, nxt in list(self._attached_offsets.items()):
             if key in self.assigned:
@@ -475,8 +477,9 @@ class Service:
             else:
                 self._attached_offsets.pop(key)
         self._last_checkpoint = time.monotonic()
-        self._dirty = False
-        committed = self._checkpoint.commit([(k, self.shards[k]) for k in keys if k in self.shards], extra)
+        committed = self._checkpoint.commit([(k, self.shards[k]) for k in keys if k in self.shards], extra,
+                                            wait)
+        self._dirty = self._checkpoint.held_back           # (its offsets go with the next one)
         if committed and self.exactly_once:
             now = time.time()
             for alert in self._pending_alerts:
@@ -508,6 +511,10 @@ class Service:
         statistics report (every ``statistics.interval.ms``; never a call to the consumer from
         the scrape's thread: it would wait for the consumer's own thread)."""
         return dict(self._lag)
+
+    def _on_commit(self, err: KafkaError | None, partitions: list) -> None:
+        if self._checkpoint is not None:
+            self._checkpoint.answered(err, partitions)
 
     def _on_stats(self, text: str) -> None:
         """librdkafka's statistics (called from consume): each assigned partition's end

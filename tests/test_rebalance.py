@@ -5,13 +5,19 @@ and dead letter of the stream comes out (exactly-once: each exactly once)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 
 import orjson
 import pytest
+from confluent_kafka import Consumer, ConsumerGroupState, Producer
+from confluent_kafka.admin import AdminClient
 from kafka_helpers import (
     alerts_of,
     create_topics,
@@ -99,3 +105,74 @@ def test_joins_and_a_kill_under_incremental_rebalancing(kafka_bootstrap, unique,
     if guarantee == "exactly-once":                 # nothing twice (read_committed)
         assert Counter(got) == Counter(expected)
         assert max(sources.values()) == 1 and len(dead) == n_poison
+
+
+def test_an_instance_goes_on_while_a_rebalance_waits_for_a_dead_member(kafka_bootstrap, unique, tmp_path):
+    """A static member dies, then a new member joins: the rebalance waits for the dead one's
+    session to time out (20 s), and the coordinator answers no commit of the instance (its
+    pending join first). The instance keeps processing meanwhile, and its /metrics answer."""
+    topic, group = f"events-{unique}", f"g-{unique}"
+    create_topics(kafka_bootstrap, {topic: 4})
+    port = free_port()
+    cfg = write_config(tmp_path / "b.toml", kafka_bootstrap, unique, port, kafka="checkpoint_interval_s = 1",
+                       extra='[kafka.client]\n"partition.assignment.strategy" = "cooperative-sticky"\n')
+    values = [orjson.dumps(e) for _, e in events(MODELS, 4000, seed=3, dt=0.05)]
+    done = threading.Event()
+
+    def produce_steadily():                            # ~5k events/s until the test ends
+        p = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
+        i = 0
+        while not done.is_set():
+            for _ in range(100):
+                p.produce(topic, values[i % len(values)], key=f"m{i % 8}".encode())
+                i += 1
+            p.poll(0)
+            time.sleep(0.02)
+        p.flush(30)
+
+    def processed() -> float | None:                  # None: /metrics did not answer
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        except OSError:
+            return None
+        return sum(float(v) for v in re.findall(r"^streamdrift_events_total\{[^}]*\} (\S+)", text, re.M))
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+
+    def rebalancing() -> bool:
+        state = admin.describe_consumer_groups([group])[group].result(timeout=10).state
+        return state in (ConsumerGroupState.PREPARING_REBALANCING, ConsumerGroupState.COMPLETING_REBALANCING)
+
+    member = {"bootstrap.servers": kafka_bootstrap, "group.id": group,
+              "partition.assignment.strategy": "cooperative-sticky"}
+    producer = threading.Thread(target=produce_steadily)
+    producer.start()
+    b = start_service(cfg, tmp_path / "b.log")
+    dead = subprocess.Popen([sys.executable, "-c", f"""
+from confluent_kafka import Consumer
+c = Consumer({{**{member!r}, "group.instance.id": "dead", "session.timeout.ms": 20000}})
+c.subscribe([{topic!r}])
+while not c.assignment():
+    c.poll(0.2)
+print("assigned", flush=True)
+while True:
+    c.poll(0.2)
+"""], stdout=subprocess.PIPE, text=True)
+    joiner = Consumer(member)
+    try:
+        assert dead.stdout.readline().strip() == "assigned"
+        wait_for(lambda: (processed() or 0) > 0 and not rebalancing(), 60, "the group to settle")
+        dead.kill()                                    # (a static member: no leave, no rebalance yet)
+        dead.wait(30)
+        joiner.subscribe([topic])
+        wait_for(lambda: joiner.poll(0.1) is None and rebalancing(), 30, "a rebalance")
+        before = processed()
+        assert before is not None, "/metrics unanswered while the group rebalances"
+        wait_for(lambda: (processed() or 0) >= before + 10_000, 60, "the instance to go on processing")
+        assert rebalancing(), "the rebalance ended first: the test showed nothing"
+    finally:
+        done.set()
+        producer.join(60)
+        joiner.close()
+        dead.kill()
+        assert stop_service(b) == 0

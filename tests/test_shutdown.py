@@ -9,6 +9,7 @@ import logging
 import threading
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from test_checkpoint import FakeConsumer, FakeProducer, shards
 
 from stream.config import load_settings
@@ -20,9 +21,10 @@ from stream.metrics import Metrics
 class GroupConsumer(FakeConsumer):
     """Subscribes, reads nothing; its commits wait for ``answer`` (set: answered at once)."""
 
-    def __init__(self, answer: threading.Event) -> None:
+    def __init__(self, answer: threading.Event, refuse: bool = False) -> None:
         super().__init__()
         self.answer = answer
+        self.refuse = refuse
         self.closed = False
 
     def subscribe(self, topics, on_assign=None, on_revoke=None, on_lost=None):
@@ -33,6 +35,8 @@ class GroupConsumer(FakeConsumer):
 
     def commit(self, offsets, asynchronous):
         assert self.answer.wait(30), "the test never answered the commit"
+        if self.refuse:                                 # (the generation moved on meanwhile)
+            raise KafkaException(KafkaError(KafkaError.ILLEGAL_GENERATION))
         super().commit(offsets, asynchronous)
 
     def close(self):
@@ -60,6 +64,17 @@ def test_a_stop_commits_the_last_checkpoint_then_leaves_the_group(caplog):
     assert consumer.commits == [[("ev", 0, 900)]] and consumer.closed
     assert "state and offsets committed, left the group" in caplog.text
     assert "shutdown_timeout_s" not in caplog.text
+
+
+def test_a_stop_whose_last_offsets_are_refused_says_so(caplog):
+    answered = threading.Event()
+    answered.set()
+    consumer = GroupConsumer(answered, refuse=True)
+    with caplog.at_level(logging.INFO, "streamdrift"):
+        service = stopped(consumer, FakeProducer())
+    assert service.code == 0 and consumer.closed
+    assert "state written, offsets not committed" in caplog.text
+    assert "state and offsets committed" not in caplog.text
 
 
 def test_a_stop_the_group_holds_up_ends_after_the_shutdown_timeout(caplog):

@@ -82,6 +82,7 @@ class Checkpoint:
         self.deliveries = deliveries
         self.unanswered = False      # offsets sent without waiting, their answer not yet served
         self.held_back = False       # the last commit kept its offsets for the next one
+        self.failed = False          # the last commit's offsets were refused (at-least-once)
 
     def start(self) -> None:
         """Open the first transaction (exactly-once)."""
@@ -99,7 +100,7 @@ class Checkpoint:
         (:attr:`held_back`) for the next commit."""
         producer = self.producer
         offsets = list(extra)
-        self.held_back = False
+        self.held_back = self.failed = False
         for key, shard in shards:
             if shard.next_offset is None:
                 continue
@@ -119,6 +120,7 @@ class Checkpoint:
                 self.consumer.commit(offsets=offsets, asynchronous=not wait)
                 self.unanswered = not wait
             except KafkaException as exc:
+                self.failed = True
                 log.warning("offset commit failed (will be retried at the next checkpoint): %s", exc)
         return True
 

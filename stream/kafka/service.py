@@ -199,7 +199,10 @@ class Service:
                         self._commit(list(self.shards), wait=False)
             code = 0
             if self._leave(consumer, s.shutdown_timeout_s):
-                log.info("streamdrift stopped: state and offsets committed, left the group")
+                log.info("streamdrift stopped: state and offsets committed, left the group"
+                         if not self._checkpoint.failed else "streamdrift stopped: state written, "
+                         "offsets not committed (the partitions' next owner reads again from their "
+                         "last checkpoint), left the group")
         except FatalKafkaError as exc:
             log.error("%s; exiting so that a supervisor restarts the service", exc)
             code = 3

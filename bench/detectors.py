@@ -1,7 +1,7 @@
 """Values/s of streamdrift's detectors against river's, on the same data, in the same run.
 
     python bench/detectors.py [--rows 1000000] [--features 64] [--river-columns 4]
-                              [--repeat 3] [--only PageHinkley|ADWIN] [--service-batch 2000]
+                              [--repeat 3] [--only PageHinkley|ADWIN] [--service-batch 2000 5000]
 
 Data: D columns of N(0, 1) with a mean shift of 1 sd halfway (rows), fed in batches.
 river's detectors are fed `--river-columns` of the same columns value by value (river is
@@ -97,14 +97,16 @@ def report(label: str, X: np.ndarray, batch: int, args) -> None:
 def service_like(args, rng: np.random.Generator) -> None:
     """A model's signals as the service feeds them: 11 columns (10 features and a prediction),
     each shifting at 3 times of its own (so windows restart at different times and differ in
-    length), in batches of --service-batch rows (default 2000; the service's batch_size is 5000)."""
+    length), in batches of each --service-batch rows (default 2000, and 5000: the service's
+    batch_size, a model's batch when one model fills it)."""
     N, D = 300_000, 11
     X = rng.normal(size=(N, D))
     for j in range(D):
         for cp in rng.integers(0, N, size=3):
             X[cp:, j] += rng.normal(0, 1)
-    report(f"service-like ({D} columns drifting at their own times, batches of "
-           f"{args.service_batch}):", X, args.service_batch, args)
+    for batch in args.service_batch:
+        report(f"service-like ({D} columns drifting at their own times, batches of {batch}):",
+               X, batch, args)
 
 
 def main() -> None:
@@ -114,7 +116,7 @@ def main() -> None:
     ap.add_argument("--river-columns", type=int, default=4)
     ap.add_argument("--batch", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--service-batch", type=int, default=2000)
+    ap.add_argument("--service-batch", type=int, nargs="+", default=[2000, 5000])
     ap.add_argument("--only", choices=["PageHinkley", "ADWIN"], help="bench one detector")
     args = ap.parse_args()
     rng = np.random.default_rng(42)

@@ -360,8 +360,10 @@ class ADWIN:
         other window lengths and steps of at most _MIX_STEP values (sorted by step, a group
         takes its shortest: the others go on in the next round): that saves numpy's per-call
         cost, which dominates short steps, while their per-column bucket layouts stay in
-        the CPU caches. A group holds up to _GROUP columns, more in short steps (up to
-        _GROUP_CELLS values). Only columns of the same delta are grouped.
+        the CPU caches. The rest of a batch up to 2 * _MIX_STEP values (a batch of the
+        service's 5000 rows) is taken in two halves, so that it groups too; a column left
+        alone takes its whole step. A group holds up to _GROUP columns, more in short steps
+        (up to _GROUP_CELLS values). Only columns of the same delta are grouped.
         """
         equal: dict[tuple[int, int, float], list[int]] = {}
         for a in active:
@@ -374,13 +376,16 @@ class ADWIN:
             step = rest if rest <= _MIX_STEP else min(c.chunk, rest)
             equal.setdefault((step, c.n, c.delta), []).append(a)
         rounds: list[tuple[int, list[int]]] = []
-        mixed: dict[float, list[tuple[int, int, int]]] = {}
+        mixed: dict[float, list[tuple[int, int, int, int]]] = {}
         for (step, n, delta), ready in equal.items():
-            if len(ready) >= _GROUP // 2 or step > _MIX_STEP:
+            part = step
+            if step > _MIX_STEP and step <= 2 * _MIX_STEP and step == sizes[ready[0]] - pos[ready[0]]:
+                part = -(-step // 2)          # the rest of a batch: in two halves, to group
+            if len(ready) >= _GROUP // 2 or part > _MIX_STEP:
                 size = _group_size(step)
                 rounds.extend((step, ready[s:s + size]) for s in range(0, len(ready), size))
             else:
-                mixed.setdefault(delta, []).extend((step, n, a) for a in ready)
+                mixed.setdefault(delta, []).extend((part, n, a, step) for a in ready)
         for ready in mixed.values():
             ready.sort()                                  # similar steps and windows together
             s = 0
@@ -390,7 +395,9 @@ class ADWIN:
                 e = s + 1
                 while e < len(ready) and e - s < size and ready[e][0] <= 2 * step:
                     e += 1
-                rounds.append((step, [a for _, _, a in ready[s:e]]))
+                if e - s == 1:
+                    step = ready[s][3]                    # alone: its whole step
+                rounds.append((step, [a for _, _, a, _ in ready[s:e]]))
                 s = e
         return rounds
 

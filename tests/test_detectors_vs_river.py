@@ -237,6 +237,30 @@ def test_adwin_columns_with_unequal_windows_advanced_together_equal_river(params
     assert np.array_equal(det.total, [f.total for f in finals])
 
 
+def test_adwin_unequal_windows_group_over_a_batch_longer_than_a_mixed_step_equal_river(monkeypatch):
+    """A batch longer than a mixed step (the service's batches of 5000 rows): columns whose
+    windows differ go through its rest in two halves, together rather than one by one; every
+    column, and its window after the last batch, still equals river's."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(48_000, 11))
+    for j in range(11):
+        X[int(rng.integers(0, 40_000)):, j] += rng.normal(0, 1.5)   # each at its own time
+    grouped = []
+    advance = ADWIN._advance
+
+    def spy(self, cols, Xc):
+        if len({c.n for c in cols}) > 1:
+            grouped.append(Xc.shape[1])
+        return advance(self, cols, Xc)
+
+    monkeypatch.setattr(ADWIN, "_advance", spy)
+    det, finals = _check("ADWIN", ADWIN, X, {}, cuts=list(range(6000, 48_000, 6000)))
+    assert 3000 in grouped                  # a batch of 6000 in halves, unequal columns together
+    assert np.array_equal(det.width, [f.width for f in finals])
+    assert np.array_equal(det.variance, [f.variance for f in finals])
+    assert np.array_equal(det.total, [f.total for f in finals])
+
+
 def _ragged_batches(rng, detectors, max_rows: int, shift: float) -> list[np.ndarray]:
     """One batch per detector: random lengths (0 included), every other column shifted by
     `shift` now and then, 5% gaps."""

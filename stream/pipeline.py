@@ -51,6 +51,7 @@ def collector_paused() -> Iterator[None]:
 
 
 _TOPIC = attrgetter("topic")
+RETRY_TYPED = 64         # batches between tries of the typed decode, after one refused
 PER_MODEL = 200          # events a model a batch that batches grow to (see batch_size)
 
 
@@ -127,6 +128,7 @@ class Pipeline:
         for req in settings.rebaselines:
             self.request(req)
         self._pieces = True                   # the last batch had few models (see decode)
+        self._untyped = 0                     # batches since one was all typed events (see decode)
 
     # -- state, per model (a checkpoint record holds one model whole)
     def model_state(self, model: str) -> dict[str, Any]:
@@ -215,9 +217,14 @@ class Pipeline:
         if converted:
             messages, adapter_dead, origins = self.converter.convert_with_origins(messages)
         # a batch of many models is decoded whole; the last batch tells (see decode)
+        # a stream whose batches are not all typed events (categorical features, say) tries
+        # the typed decode again only every RETRY_TYPED batches: a refused try costs a parse
         batch = decode(messages, self.settings.limits, self._admitter(),
-                       pieces=None if self._pieces else False)
+                       pieces=None if self._pieces else False,
+                       typed=self._untyped % RETRY_TYPED == 0)
         self._pieces = len(batch.models) <= PIECE_MODELS
+        if messages:
+            self._untyped = 0 if batch.typed else self._untyped + 1
         decode_dead = batch.dead_letters
         if origins:             # a converted message's dead letter carries what arrived
             decode_dead = [replace(dl, message=origins.get(id(dl.message), dl.message))

@@ -345,3 +345,119 @@ def test_group_rows_equals_the_row_by_row_grouping():
                 expected.setdefault(models[i], []).append(i)
             got = _group_rows(models, keep)
             assert got == expected and list(got) == list(expected)   # same order of models too
+
+
+def _event_like():
+    """Events as producers write them, with the edge values the typed decode must refuse or
+    read exactly as JSON parsing does (huge integers, booleans, class names, RFC 3339 times,
+    out-of-range times, empty or long names, extra fields)."""
+    number = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**70), 2**70),
+                       st.sampled_from([0, -0.0, 2**53 + 1, 2**63, 2**64 - 1, 2**64]))
+    value = st.one_of(number, st.none(), st.booleans(), st.sampled_from(["x", "1.5"]))
+    name = st.sampled_from(["a", "b", "c", "", "n" * 130])
+    optional = {
+        "id": st.one_of(st.text(max_size=5), st.integers(-(2**65), 2**65), st.floats(allow_nan=False,
+                        allow_infinity=False), st.none(), st.booleans()),
+        "ts": st.one_of(st.floats(1.6e9, 1.8e9), st.integers(1_600_000_000, 1_800_000_000), st.none(),
+                        st.sampled_from(["2024-05-01T10:00:00Z", "yesterday", 1e300, -1e20, True])),
+        "prediction": st.one_of(number, st.none(), st.booleans(), st.sampled_from(["cat", "d" * 130, 1e308])),
+        "segment": st.one_of(st.text(max_size=3), st.none(), st.integers(0, 3)),
+        "model_version": st.one_of(st.sampled_from(["v1", "v2", "w" * 130]), st.none(), st.integers(0, 3)),
+        "extra": st.one_of(st.none(), st.lists(st.integers(), max_size=2)),
+    }
+    return st.fixed_dictionaries(
+        {"model": st.sampled_from(["m", "m", "n", "bad model!", "k" * 130, 3]),
+         "features": st.one_of(st.dictionaries(name, value, max_size=4),
+                               st.dictionaries(st.sampled_from(["a", "b"]), number | st.none(), min_size=2))},
+        optional=optional)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_event_like().map(_dumps), st.sampled_from([b"[]", b"{}", b"1,2", b"nope"])),
+                min_size=1, max_size=25),
+       st.booleans())
+def test_the_typed_decode_gives_exactly_the_batch_of_the_json_decode(values, numeric_only):
+    """Whatever the batch, decoding it with the typed decode first (the events then are
+    typed objects) gives the very columns, rows and dead letters that parsing it as JSON
+    gives (the typed decode refuses what it does not take exactly)."""
+    if numeric_only:
+        values = [v for v in values if b'"x"' not in v and b"true" not in v and b"false" not in v] or \
+            [b'{"model":"m","features":{"a":1}}']
+    typed, untyped = decode(msgs(*values), LIMITS, typed=True), decode(msgs(*values), LIMITS, typed=False)
+    assert not untyped.typed
+    _same_batches(typed, untyped)
+    assert [d.detail for d in typed.dead_letters] == [d.detail for d in untyped.dead_letters]
+    for model, x in typed.models.items():
+        y = untyped.models[model]
+        assert x.index.tolist() == y.index.tolist() and x.versions == y.versions
+        assert [type(i) for i in x.ids] == [type(i) for i in y.ids]
+
+
+def test_a_numeric_batch_is_decoded_typed_and_a_categorical_one_as_json():
+    numeric = [orjson.dumps({"model": "m", "id": str(i), "ts": 1.7e9 + i, "features": {"a": i, "b": None},
+                             "prediction": 0.5}) for i in range(3000)]
+    categorical = numeric[:10] + [b'{"model":"m","features":{"a":1,"c":"red"}}']
+    batch = decode(msgs(*numeric), LIMITS)
+    assert batch.typed and batch.n_events == 3000
+    assert batch.models["m"].numeric["a"].tolist() == [float(i) for i in range(3000)]
+    assert "b" not in batch.models["m"].numeric             # null in every row: no column
+    assert not decode(msgs(*categorical), LIMITS).typed
+    assert not decode(msgs(*numeric), LIMITS, typed=False).typed
+
+
+def test_the_pipeline_tries_the_typed_decode_again_every_few_batches_after_a_refusal(monkeypatch):
+    from stream import pipeline as pipeline_module
+    from stream.config import load_settings
+
+    tried = []
+    real = pipeline_module.decode
+
+    def spy(*args, **kwargs):
+        tried.append(kwargs["typed"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "decode", spy)
+    pipe = pipeline_module.Pipeline(load_settings(env={}))
+    numeric = msgs(*[b'{"model":"m","features":{"a":%d}}' % i for i in range(20)])
+    strings = msgs(*[b'{"model":"m","features":{"a":%d,"c":"red"}}' % i for i in range(20)])
+    every = pipeline_module.RETRY_TYPED
+    pipe.process(numeric)
+    for _ in range(every + 1):
+        pipe.process(strings)
+    # refused: untried for RETRY_TYPED - 1 batches, then tried again (and refused again)
+    assert tried == [True, True] + [False] * (every - 1) + [True]
+    for _ in range(every):
+        pipe.process(numeric)
+    # a numeric stream again: taken at the next try, and from then on
+    assert tried[every + 2:] == [False] * (every - 1) + [True]
+    pipe.process(numeric)
+    assert tried[-1] is True
+
+
+def _typed_like():
+    """Events of the kind the typed decode takes, with edge values: integers past 2**53 and
+    at the ends of int64, -0.0, nulls, absent fields, times as texts, class names."""
+    number = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**70), 2**70),
+                       st.sampled_from([-0.0, 2**53 + 1, -(2**63), 2**63 - 1, 2**63, 2**64 - 1]))
+    return st.fixed_dictionaries(
+        {"model": st.sampled_from(["m", "n", "m.v2:x-y"]),
+         "features": st.dictionaries(st.sampled_from(["a", "b", "c"]), number | st.none(), min_size=1)},
+        optional={"id": st.one_of(st.text(max_size=4), st.integers(-(2**63), 2**63 - 1), st.none(),
+                                  st.sampled_from([2**63, 2**64 - 1])),    # (orjson ints, not int64)
+                  "ts": st.one_of(st.floats(1.6e9, 1.8e9), st.integers(1_600_000_000, 1_800_000_000),
+                                  st.none(), st.just("2024-05-01T10:00:00.5+02:00")),
+                  "prediction": st.one_of(number, st.none(), st.sampled_from(["cat", "dog"])),
+                  "segment": st.one_of(st.sampled_from(["eu", "us"]), st.none()),
+                  "model_version": st.one_of(st.sampled_from(["v1", "v2"]), st.none())})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_typed_like().map(_dumps), min_size=1, max_size=40))
+def test_typed_events_give_exactly_the_columns_of_json_events(values):
+    typed, untyped = decode(msgs(*values), LIMITS, typed=True), decode(msgs(*values), LIMITS, typed=False)
+    _same_batches(typed, untyped)
+    assert [d.detail for d in typed.dead_letters] == [d.detail for d in untyped.dead_letters]
+    for model, x in typed.models.items():
+        y = untyped.models[model]
+        assert x.index.tolist() == y.index.tolist() and x.versions == y.versions
+        assert [type(i) for i in x.ids] == [type(i) for i in y.ids]

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import chain, repeat
-from operator import is_, itemgetter
-from typing import Any
+from operator import attrgetter, is_, itemgetter
+from typing import Annotated, Any
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -32,6 +34,9 @@ from .values import classify_value, parse_ts
 _NUMERIC_TYPES = {int, float, bool, type(None)}
 _NUMBER_TYPES = {int, float, type(None)}       # (null: missing, NaN in the columns)
 _VALUE, _TOPIC, _PARTITION, _OFFSET, _TIMESTAMP = (itemgetter(i) for i in range(5))   # Message fields
+_MODEL = attrgetter("model")                    # of a typed event
+_FIELDS = ("features", "ts", "prediction", "id", "segment", "model_version")
+_GET = {key: attrgetter(key) for key in _FIELDS}    # a typed event's fields
 
 
 @dataclass
@@ -39,6 +44,45 @@ class EventBatch:
     models: dict[str, ModelBatch] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     n_events: int = 0
+    typed: bool = False          # every message was decoded as a typed event (see _typed_events)
+
+
+class _Event(msgspec.Struct, gc=False):
+    """The common event as one typed decode checks it while parsing (see _typed_events).
+    The field annotations are those of :func:`_event_decoder`'s own copy, with its limits."""
+
+    model: str
+    features: dict[str, float | None]
+    id: str | int | None = None
+    ts: float | str | None = None
+    prediction: float | str | None = None
+    segment: str | None = None
+    model_version: str | None = None
+
+
+_INT64 = msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)   # (orjson's integers reach 2**64 - 1: those
+                                                         # beyond int64 go the JSON way)
+
+
+@lru_cache(maxsize=8)
+def _event_decoder(max_features: int, max_name: int) -> msgspec.json.Decoder:
+    """A decoder of a JSON array of events that accepts exactly the events the fast path
+    accepts with these limits: a model name, numeric or null features (at most
+    max_features), an integer (int64) or string id, a time as a number or a text, a
+    prediction as a number or a class name (up to max_name characters, as a model version),
+    a segment; other fields are ignored, as decoding ignores them. Feature names are checked
+    by the columns' extraction, as for every batch (a constraint on each key here cost a
+    third of the decode)."""
+    short = Annotated[str, msgspec.Meta(max_length=max_name)]
+    event = msgspec.defstruct("Event", [
+        ("model", str),
+        ("features", Annotated[dict[str, float | None], msgspec.Meta(max_length=max_features)]),
+        ("id", str | Annotated[int, _INT64] | None, None),
+        ("ts", float | str | None, None),
+        ("prediction", float | short | None, None),
+        ("segment", str | None, None),
+        ("model_version", short | None, None)], bases=(_Event,), gc=False)
+    return msgspec.json.Decoder(list[event])
 
 
 def _check_event(ev: Any, limits: LimitSettings, valid_models: set[str]) -> None:
@@ -58,18 +102,25 @@ def _check_event(ev: Any, limits: LimitSettings, valid_models: set[str]) -> None
                    f"{len(feats)} features > limit {limits.max_features_per_event}")
 
 
-def _parse_fast(messages: list[Message], limits: LimitSettings
-                ) -> tuple[list[dict[str, Any]], list[int], bool, list[str]] | list[Any] | None:
+def _parse_fast(messages: list[Message], limits: LimitSettings, typed: bool = True
+                ) -> tuple[list[Any], list[int], bool, list[str]] | list[Any] | None:
     """The common batch, checked with C-level map()s only: every message one well-formed
     event object with a valid model and a features object within the limits; returned as
     (events, message index per event, whether every feature value is an int, a float or null,
-    model per event).
+    model per event). With ``typed``, the events of a batch of numeric features are checked
+    by one typed decode instead (see _typed_events; they are then _Event objects, not dicts).
     Otherwise the parsed documents, or None when some message is not JSON or too large
     (then :func:`_parse` examines them one by one)."""
     values = list(map(_VALUE, messages))
     if not values or max(map(len, values)) > limits.max_message_bytes:
         return None
     parsed = parsed_documents(messages)
+    if parsed is None and typed:
+        events = _typed_events(values, limits)
+        if events is not None:
+            models = list(map(_MODEL, events))
+            if all(MODEL_RE.match(m) and len(m) <= limits.max_name_length for m in set(models)):
+                return events, list(range(len(events))), True, models
     docs: list[Any] = []
     models: list[Any] = []
     kinds: set[type] = set()
@@ -99,6 +150,25 @@ def _parse_fast(messages: list[Message], limits: LimitSettings
     return docs, list(range(len(docs))), kinds <= _NUMBER_TYPES, models
 
 
+def _typed_events(values: list[bytes], limits: LimitSettings) -> list[_Event] | None:
+    """Each message as a typed event, if each is one event of numeric (or null) features
+    within the limits (see _event_decoder): decoded and checked in one pass a piece of
+    _DECODE_CHUNK messages, no Python pass over the values. None otherwise (the batch goes
+    the JSON way, which finds what the decoder refused, and why)."""
+    decoder = _event_decoder(limits.max_features_per_event, limits.max_name_length)
+    events: list[_Event] = []
+    for i in range(0, len(values), _DECODE_CHUNK):
+        piece = values[i:i + _DECODE_CHUNK]
+        try:
+            part = decoder.decode(b"[" + b",".join(piece) + b"]")
+        except msgspec.DecodeError:         # (a ValidationError is one)
+            return None
+        if len(part) != len(piece):
+            return None                     # some message is not one JSON value
+        events += part
+    return events
+
+
 def _common_piece(docs: list[Any], limits: LimitSettings, models: list[Any], kinds: set[type]) -> bool:
     """Whether each of these documents is an event object whose model is a string and whose
     features are an object within the limit; adds their models to ``models`` and the types of
@@ -117,13 +187,16 @@ def _common_piece(docs: list[Any], limits: LimitSettings, models: list[Any], kin
 
 
 def _parse(messages: list[Message], limits: LimitSettings, out: EventBatch,
-           columnar: list[tuple[int, dict]]) -> tuple[list[dict[str, Any]], list[int], bool, list[str]]:
+           columnar: list[tuple[int, dict]], typed: bool = True
+           ) -> tuple[list[Any], list[int], bool, list[str]]:
     """Parse each message; return its events, per event the index of its message, whether
     all feature values are known to be ints or floats (False: not checked), and per event
     its model.
-    Columnar messages are set aside in `columnar` as (message index, document)."""
-    fast = _parse_fast(messages, limits)
+    Columnar messages are set aside in `columnar` as (message index, document).
+    ``out.typed`` tells whether the events are typed (see _parse_fast)."""
+    fast = _parse_fast(messages, limits, typed)
     if isinstance(fast, tuple):
+        out.typed = bool(fast[0]) and type(fast[0][0]) is not dict
         return fast
     parsed = fast                               # documents already parsed, or None
     events: list[dict[str, Any]] = []
@@ -176,7 +249,7 @@ PIECE_MODELS = 4        # more models than this in the first piece: the batch is
 
 def decode(messages: list[Message], limits: LimitSettings,
            admit_model: Callable[[str], bool] = lambda model: True,
-           pieces: bool | None = None) -> EventBatch:
+           pieces: bool | None = None, typed: bool = True) -> EventBatch:
     """Decode a batch of messages into per-model columns and dead letters.
 
     ``admit_model(model)`` says whether a model may be tracked (the model-count limit);
@@ -189,14 +262,19 @@ def decode(messages: list[Message], limits: LimitSettings,
     ``PIECE_MODELS`` models is decoded whole (decoding the first piece again costs less than
     the joins it saves; docs/performance.md). ``pieces`` False decodes whole at once (a caller
     that saw many models in the previous batch), True always in pieces.
+
+    ``typed``: try the typed decode first (see _typed_events); a caller whose last batch
+    was not all typed events (categorical features, say) passes False, and the rest of a
+    batch whose first piece was not goes the JSON way at once. ``EventBatch.typed`` tells.
     """
     if len(messages) <= _DECODE_CHUNK or pieces is False:
-        return _decode(messages, limits, admit_model)
-    parts = [_decode(messages[:_DECODE_CHUNK], limits, admit_model)]
+        return _decode(messages, limits, admit_model, typed)
+    parts = [_decode(messages[:_DECODE_CHUNK], limits, admit_model, typed)]
+    typed = parts[0].typed
     if pieces is None and len(parts[0].models) > PIECE_MODELS:
         # many models: each piece would cost every model its own columns, then a join
-        return _decode(messages, limits, admit_model)
-    parts += [_decode(messages[i:i + _DECODE_CHUNK], limits, admit_model)
+        return _decode(messages, limits, admit_model, typed)
+    parts += [_decode(messages[i:i + _DECODE_CHUNK], limits, admit_model, typed)
               for i in range(_DECODE_CHUNK, len(messages), _DECODE_CHUNK)]
     for k, part in enumerate(parts[1:], start=1):        # message indexes of the whole batch
         for mb in part.models.values():
@@ -210,15 +288,16 @@ def decode(messages: list[Message], limits: LimitSettings,
     out.dead_letters = sorted((d for part in parts for d in part.dead_letters),
                               key=lambda d: (d.message.topic, d.message.partition, d.message.offset))
     out.n_events = sum(part.n_events for part in parts)
+    out.typed = all(part.typed for part in parts)
     return out
 
 
 def _decode(messages: list[Message], limits: LimitSettings,
-            admit_model: Callable[[str], bool]) -> EventBatch:
+            admit_model: Callable[[str], bool], typed: bool = True) -> EventBatch:
     """:func:`decode` of one piece."""
     out = EventBatch()
     columnar: list[tuple[int, dict]] = []
-    events, owner, all_numbers, models = _parse(messages, limits, out, columnar)
+    events, owner, all_numbers, models = _parse(messages, limits, out, columnar, typed)
     sources = _Sources(messages)
     # group by model and type the columns; a bad value rejects its whole message
     bad_messages: dict[int, tuple[str, str]] = {}
@@ -280,7 +359,7 @@ def _shared_columns(events: list[dict[str, Any]], owner: list[int], sources: _So
 def _same_names(events: list[dict[str, Any]], groups: dict[str, list[int]]) -> bool:
     """Whether the first events of the models name the same features (else no model's
     columns are the shared ones: models with their own feature names)."""
-    firsts = [events[rows[0]].get("features") for rows in groups.values() if rows]
+    firsts = [_fields([events[rows[0]]], ("features",))[0][0] for rows in groups.values() if rows]
     if not all(type(f) is dict for f in firsts):
         return True                     # (decided by the extraction)
     names = firsts[0].keys()
@@ -393,6 +472,14 @@ def _numbers_and_strings(col: list[Any]) -> tuple[np.ndarray, list[Any]] | None:
     return floats, values.tolist()
 
 
+def _fields(evs: list[Any], keys: tuple[str, ...]) -> list[list[Any]]:
+    """Per key, its value in each event (None where absent): events parsed as dicts, or
+    typed events (all of one kind)."""
+    if evs and type(evs[0]) is not dict:
+        return [list(map(_GET[key], evs)) for key in keys]
+    return [list(map(dict.get, evs, repeat(key))) for key in keys]
+
+
 def _rows_where(col: list[Any] | tuple, bad) -> list[int]:
     return [r for r, v in enumerate(col) if bad(v)]
 
@@ -403,8 +490,7 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
     ``all_numbers``: every feature value is already known to be an int, a float or null.
     ``uniform``: raise _NotUniform unless every event has the same numeric features, none null."""
     n = len(evs)
-    feats, ts_raw, preds, ids, segments = (list(map(dict.get, evs, repeat(key))) for key in
-                                           ("features", "ts", "prediction", "id", "segment"))
+    feats, ts_raw, preds, ids, segments, versions = _fields(evs, _FIELDS)
     numeric: dict[str, np.ndarray] = {}
     categorical: dict[str, list[Any]] = {}
     bad: list[tuple[int, str, str]] = []
@@ -474,7 +560,6 @@ def _columns(model: str, evs: list[dict[str, Any]], msg_index: np.ndarray, sourc
     if not set(map(type, segments)) <= {str, type(None)}:
         raise _BadRows([(r, "invalid_segment", "segment must be a string") for r in
                         _rows_where(segments, lambda v: v is not None and not isinstance(v, str))])
-    versions = list(map(dict.get, evs, repeat("model_version")))
     vkinds = set(map(type, versions))
     if not vkinds <= {str, type(None)} or (str in vkinds and max(
             len(v) for v in versions if isinstance(v, str)) > limits.max_name_length):

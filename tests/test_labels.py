@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
+import msgspec
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream.config import load_settings
 from stream.ingest.rows import Message
@@ -300,3 +305,45 @@ def test_takes_at_the_bound_evict_as_one_label_after_the_other(seed):
         assert {m: list(d) for m, d in store.labeled.items() if d} == \
             {m: list(d) for m, d in ref.labeled.items() if d}, step
     assert store.evicted["size"] == 0 and store.labeled_size == ref.labeled_size == 40
+
+
+_number = st.one_of(st.integers(-(2**65), 2**65), st.floats(allow_nan=False, allow_infinity=False),
+                    st.booleans(), st.sampled_from([0, 1, -0.0, 2**63 - 1, 2**63, 2**64 - 1]))
+_label_doc = st.fixed_dictionaries(
+    {"model": st.sampled_from(["m", "n.v2", "bad model!", 7]),
+     "id": st.one_of(st.text(max_size=3), st.integers(-(2**65), 2**65), st.floats(0, 9), st.none(),
+                     st.booleans()),
+     "label": st.one_of(_number, st.sampled_from(["cat", ""]), st.none(), st.just([1]))},
+    optional={"ts": st.one_of(st.floats(1.6e9, 1.8e9), st.integers(1_600_000_000, 1_800_000_000),
+                              st.sampled_from(["2024-05-01T10:00:00Z", "never", True, 1e300]), st.none()),
+              "prediction": st.one_of(_number, st.sampled_from(["dog"]), st.none(), st.just({})),
+              "extra": st.integers()})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_label_doc, min_size=1, max_size=20), st.booleans())
+def test_the_typed_label_decode_gives_exactly_what_json_parsing_gives(docs, plain):
+    """Decoding a batch of labels with the typed decode first gives the very labels (values
+    and their types) and dead letters that parsing it as JSON gives."""
+    from stream.ingest import labels as labels_module
+
+    if plain:                       # (mostly labels the typed decode takes)
+        docs = [{**d, "model": "m", "id": str(d["id"]), "label": 1} for d in docs]
+    limits = load_settings(env={}).limits
+    msgs = [Message(json.dumps(d).encode(), "labels", 0, i, 1.6e9 + i) for i, d in enumerate(docs)]
+    typed, dead = labels_module.decode_labels(msgs, limits)
+
+    class Refuses:
+        def decode(self, _):
+            raise msgspec.ValidationError("refused")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(labels_module, "_TYPED", Refuses())
+        parsed, parsed_dead = labels_module.decode_labels(msgs, limits)
+    columns = ("models", "idents", "labels", "ts", "predictions", "index")
+    for name in columns:
+        a, b = getattr(typed, name), getattr(parsed, name)
+        assert a == b and [type(v) for v in a] == [type(v) for v in b], name
+    assert typed.messages == parsed.messages
+    assert [(d.reason, d.detail, d.message.offset) for d in dead] == \
+        [(d.reason, d.detail, d.message.offset) for d in parsed_dead]

@@ -3,7 +3,8 @@
 A label names the event it is about by (model, id); it may bring that event's prediction
 itself (when the app joined it). Bad labels are :class:`~stream.errors.Rejected`.
 Most models get a label for every prediction eventually: a batch's labels are parsed by one
-orjson call and checked column by column; message by message only when one of them is bad
+typed decode that checks their types as it parses (or, when it refuses one, by one orjson
+call, then checked column by column); message by message only when one of them is bad
 (which then finds which, and why).
 """
 
@@ -12,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
+import msgspec
 import orjson
 
 from ..config import LimitSettings
@@ -26,6 +28,22 @@ _LABELS = {int, float, str, bool}
 _PREDICTIONS = {type(None), int, float, str, bool}
 _NUMBERS = {int, float}
 _VALUE = attrgetter("value")
+_INT64 = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]   # (beyond: the JSON way)
+
+
+class _Label(msgspec.Struct, gc=False):
+    """A label message as one typed decode checks it while parsing: what :func:`_columns`
+    accepts, but integers beyond int64 (orjson's reach 2**64 - 1); other fields ignored."""
+
+    model: str
+    id: str | _INT64
+    label: bool | _INT64 | float | str
+    ts: float | str | None = None
+    prediction: bool | _INT64 | float | str | None = None
+
+
+_TYPED = msgspec.json.Decoder(list[_Label])
+_FIELDS = tuple(map(attrgetter, ("model", "id", "label", "ts", "prediction")))
 
 
 class Label(NamedTuple):
@@ -91,14 +109,18 @@ def _label(doc: Any, msg: Message, limits: LimitSettings) -> Label:
 
 def _columns(docs: list[Any], messages: list[Message], limits: LimitSettings) -> LabelBatch | None:
     """Every label of the batch as columns if all of them are good, else None. Same rules as
-    :func:`_label`: JSON holds no NaN, so a float label is never one."""
-    if set(map(type, docs)) != {dict}:
-        return None
-    models, idents, labels, stamps, preds = (list(map(dict.get, docs, repeat(key)))
-                                             for key in ("model", "id", "label", "ts", "prediction"))
-    if set(map(type, models)) != {str} or not set(map(type, idents)) <= _IDS \
-            or not set(map(type, labels)) <= _LABELS or not set(map(type, preds)) <= _PREDICTIONS:
-        return None
+    :func:`_label`: JSON holds no NaN, so a float label is never one. ``docs``: parsed
+    documents, or typed labels (whose types the decode checked)."""
+    if docs and type(docs[0]) is not dict:
+        models, idents, labels, stamps, preds = (list(map(get, docs)) for get in _FIELDS)
+    else:
+        if set(map(type, docs)) != {dict}:
+            return None
+        models, idents, labels, stamps, preds = (list(map(dict.get, docs, repeat(key)))
+                                                 for key in ("model", "id", "label", "ts", "prediction"))
+        if set(map(type, models)) != {str} or not set(map(type, idents)) <= _IDS \
+                or not set(map(type, labels)) <= _LABELS or not set(map(type, preds)) <= _PREDICTIONS:
+            return None
     try:
         for model in set(models):
             check_model(model, limits)
@@ -124,10 +146,14 @@ def decode_labels(messages: list[Message], limits: LimitSettings) -> tuple[Label
     if values and max(map(len, values)) <= limits.max_message_bytes:
         docs = parsed_documents(messages)
         if docs is None:
-            try:
-                docs = orjson.loads(b"[" + b",".join(values) + b"]")
-            except orjson.JSONDecodeError:
-                docs = None
+            joined = b"[" + b",".join(values) + b"]"
+            try:                            # the common batch: typed labels, checked as parsed
+                docs = _TYPED.decode(joined)
+            except msgspec.DecodeError:     # (a ValidationError is one)
+                try:
+                    docs = orjson.loads(joined)
+                except orjson.JSONDecodeError:
+                    docs = None
         if docs is not None and len(docs) == len(messages):   # (a message holding "1,2" parses as two)
             batch = _columns(docs, messages, limits)
             if batch is not None:

@@ -111,7 +111,7 @@ def _columns(docs: list[Any], messages: list[Message], limits: LimitSettings) ->
     """Every label of the batch as columns if all of them are good, else None. Same rules as
     :func:`_label`: JSON holds no NaN, so a float label is never one. ``docs``: parsed
     documents, or typed labels (whose types the decode checked)."""
-    if docs and type(docs[0]) is not dict:
+    if docs and type(docs[0]) is _Label:
         models, idents, labels, stamps, preds = (list(map(get, docs)) for get in _FIELDS)
     else:
         if set(map(type, docs)) != {dict}:

@@ -196,7 +196,7 @@ def _parse(messages: list[Message], limits: LimitSettings, out: EventBatch,
     ``out.typed`` tells whether the events are typed (see _parse_fast)."""
     fast = _parse_fast(messages, limits, typed)
     if isinstance(fast, tuple):
-        out.typed = bool(fast[0]) and type(fast[0][0]) is not dict
+        out.typed = bool(fast[0]) and isinstance(fast[0][0], _Event)
         return fast
     parsed = fast                               # documents already parsed, or None
     events: list[dict[str, Any]] = []
@@ -475,7 +475,7 @@ def _numbers_and_strings(col: list[Any]) -> tuple[np.ndarray, list[Any]] | None:
 def _fields(evs: list[Any], keys: tuple[str, ...]) -> list[list[Any]]:
     """Per key, its value in each event (None where absent): events parsed as dicts, or
     typed events (all of one kind)."""
-    if evs and type(evs[0]) is not dict:
+    if evs and isinstance(evs[0], _Event):
         return [list(map(_GET[key], evs)) for key in keys]
     return [list(map(dict.get, evs, repeat(key))) for key in keys]
 

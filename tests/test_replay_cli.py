@@ -482,3 +482,16 @@ def test_a_merged_file_unreadable_from_its_first_block_fails_loudly(tmp_path, wh
     summary = next(line for line in proc.stderr.splitlines() if b" lines, " in line)
     n_lines = int(summary.split(b"replay: ")[1].split(b" lines")[0])
     assert 0 < n_lines < 9000 if which == "labels" else n_lines <= 1     # (9000 events)
+
+
+def test_the_cli_keeps_glibc_s_heap_between_batches_unless_the_environment_says_otherwise():
+    """glibc here: M_TOP_PAD is set (mallopt answers 1); an environment that sets the top pad
+    itself (the variable or the tunable) keeps its own."""
+    import ctypes
+
+    from stream.app.allocator import keep_heap
+
+    assert hasattr(ctypes.CDLL(None), "gnu_get_libc_version")        # (the machine's C library)
+    assert keep_heap({}) is True
+    assert keep_heap({"MALLOC_TOP_PAD_": "0"}) is False
+    assert keep_heap({"GLIBC_TUNABLES": "glibc.malloc.top_pad=0"}) is False

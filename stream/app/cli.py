@@ -24,6 +24,7 @@ from ..monitor.reference import load as load_profiles
 from ..replay import input_problem, replay
 from ..sinks.webhook import WebhookSink
 from ..types import MODEL_RE, Rebaseline, event_time
+from .allocator import keep_heap
 from .demo import demo
 from .profile import profile
 from .report import ReportRecorder, write_report
@@ -243,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     args = build_parser().parse_args(argv)
+    keep_heap()                 # (glibc: fewer page faults a batch; see stream/app/allocator.py)
     try:
         return args.func(args)
     except ConfigError as exc:

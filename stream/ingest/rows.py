@@ -48,16 +48,8 @@ class EventBatch:
 
 
 class _Event(msgspec.Struct, gc=False):
-    """The common event as one typed decode checks it while parsing (see _typed_events).
-    The field annotations are those of :func:`_event_decoder`'s own copy, with its limits."""
-
-    model: str
-    features: dict[str, float | None]
-    id: str | int | None = None
-    ts: float | str | None = None
-    prediction: float | str | None = None
-    segment: str | None = None
-    model_version: str | None = None
+    """The common event as one typed decode checks it while parsing (see _typed_events):
+    the base of :func:`_event_decoder`'s event, whose fields carry its limits."""
 
 
 _INT64 = msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)   # (orjson's integers reach 2**64 - 1: those
@@ -119,7 +111,7 @@ def _parse_fast(messages: list[Message], limits: LimitSettings, typed: bool = Tr
         events = _typed_events(values, limits)
         if events is not None:
             models = list(map(_MODEL, events))
-            if all(MODEL_RE.match(m) and len(m) <= limits.max_name_length for m in set(models)):
+            if _valid_models(models, limits):
                 return events, list(range(len(events))), True, models
     docs: list[Any] = []
     models: list[Any] = []
@@ -142,12 +134,14 @@ def _parse_fast(messages: list[Message], limits: LimitSettings, typed: bool = Tr
         docs += part
         if common:
             common = _common_piece(part, limits, models, kinds)
-    if not common or list in kinds:
+    if not common or list in kinds or not _valid_models(models, limits):
         return docs                         # columnar messages (or bad values): the slow path
-    for model in set(models):
-        if not MODEL_RE.match(model) or len(model) > limits.max_name_length:
-            return docs
     return docs, list(range(len(docs))), kinds <= _NUMBER_TYPES, models
+
+
+def _valid_models(models: list[str], limits: LimitSettings) -> bool:
+    """Whether every one of these model names is valid (checked once a distinct name)."""
+    return all(MODEL_RE.match(m) and len(m) <= limits.max_name_length for m in set(models))
 
 
 def _typed_events(values: list[bytes], limits: LimitSettings) -> list[_Event] | None:
@@ -359,7 +353,7 @@ def _shared_columns(events: list[dict[str, Any]], owner: list[int], sources: _So
 def _same_names(events: list[dict[str, Any]], groups: dict[str, list[int]]) -> bool:
     """Whether the first events of the models name the same features (else no model's
     columns are the shared ones: models with their own feature names)."""
-    firsts = [_fields([events[rows[0]]], ("features",))[0][0] for rows in groups.values() if rows]
+    firsts = _fields([events[rows[0]] for rows in groups.values() if rows], ("features",))[0]
     if not all(type(f) is dict for f in firsts):
         return True                     # (decided by the extraction)
     names = firsts[0].keys()

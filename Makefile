@@ -20,7 +20,7 @@ demo: install
 	$(BIN)/streamdrift demo
 
 test: install
-	bash scripts/kafka start
+	KAFKA_FRESH=1 bash scripts/kafka start   # a broker it starts begins with no topics
 	bash scripts/registry start
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q

@@ -110,7 +110,7 @@ def test_broker_restart_mid_stream_service_reconnects(kafka_bootstrap, unique, t
     try:
         wait_for(lambda: committed(kafka_bootstrap, f"g-{unique}", topic, 1)[0] >= 5_000, 60, "progress")
         port = kafka_bootstrap.rpartition(":")[2]
-        env = {**os.environ, "KAFKA_PORT": port}
+        env = {**os.environ, "KAFKA_PORT": port, "KAFKA_FRESH": "0"}     # the restart keeps the data
         subprocess.run(["bash", str(ROOT / "scripts" / "kafka"), "stop"], check=True, env=env, timeout=120)
         time.sleep(2)                                  # the broker is really gone for a while
         subprocess.run(["bash", str(ROOT / "scripts" / "kafka"), "start"], check=True, env=env, timeout=300)

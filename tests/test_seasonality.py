@@ -69,6 +69,58 @@ def test_without_the_declaration_the_cycle_pages_nobody_but_hides_the_shift():
     assert run(grid_stream(20, 10.0, seed=1), settings) == []
 
 
+def scored_stream(per_day: int, days: int, seed: int,
+                  score_shift_at_day: float | None = None) -> list[Message]:
+    """A model whose inputs cycle daily (additive, multiplicative, counts) and whose score is
+    computed from them, so it cycles too; from ``score_shift_at_day`` on the score's logit is
+    1 higher (the model changed, its inputs did not)."""
+    rng = np.random.default_rng(seed)
+    n = per_day * days
+    t = np.sort(rng.uniform(0, days * DAY, n))
+    phase = 2 * np.pi * t / DAY
+    load = 2 * np.sin(phase) + rng.normal(size=n)
+    mult = np.exp(0.8 * np.sin(phase + 1) + 0.5 * rng.normal(size=n))
+    count = rng.poisson(5 + 4 * np.sin(phase))
+    logit = 0.5 * load + rng.normal(size=n)
+    if score_shift_at_day is not None:
+        logit[t >= score_shift_at_day * DAY] += 1.0
+    score = 1 / (1 + np.exp(-logit))
+    return [Message(orjson.dumps({"model": "grid", "ts": float(t[i]), "prediction": float(score[i]),
+                                  "features": {"load": float(load[i]), "mult": float(mult[i]),
+                                               "count": int(count[i])}}), "events", 0, i, 0.0)
+            for i in range(n)]
+
+
+def declared(tmp_path, features: str = "") -> object:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[models.grid.seasonality]\nperiod = "1d"\n' + features)
+    return load_settings(cfg, env={})
+
+
+def test_a_score_computed_from_seasonal_inputs_pages_nobody_and_its_own_shift_is_found(tmp_path):
+    """10,000 events a day: the reference's warm-up sees a few hours of the day, so a score
+    that cycles with its inputs is a seasonal signal like them (this stream's score paged 11
+    times in the 6 days when only the features were)."""
+    settings = declared(tmp_path)
+    assert run(scored_stream(10_000, 6, seed=1), settings) == []
+    alerts = run(scored_stream(10_000, 8, seed=4, score_shift_at_day=6.0), settings)
+    assert [a["signal"] for a in alerts] == ["prediction"]
+    assert 6 * DAY <= alerts[0]["at"]["ts"] < 7 * DAY
+    stats = alerts[0]["stats"]
+    assert stats["seasonal"] and 0.5 < stats["effect_size"] < 1.5      # in residual sd
+
+
+@pytest.mark.parametrize("features,score_seasonal", [("", True), ('features = ["load"]\n', False),
+                                                      ('features = ["load", "prediction"]\n', True)])
+def test_the_score_is_seasonal_with_all_signals_or_when_listed(tmp_path, features, score_seasonal):
+    pipeline = Pipeline(declared(tmp_path, features))
+    pipeline.process(scored_stream(100, 1, seed=0))
+    signals = pipeline.models["grid"].signals
+    assert signals.is_seasonal(signals.index["prediction"]) == score_seasonal
+    assert signals.is_seasonal(signals.index["feature:load"])
+    assert signals.is_seasonal(signals.index["feature:mult"]) == (not features)
+
+
 def test_durations_and_bad_seasonality_config(tmp_path):
     assert parse_duration("1d") == DAY and parse_duration("90s") == 90 and parse_duration(3600) == 3600
     assert parse_duration("1.5h") == 5400 and parse_duration("1w") == 7 * DAY

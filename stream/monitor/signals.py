@@ -209,17 +209,20 @@ class SignalRegistry:
             j = self._add(f"feature:{name}")
             if j is not None:
                 cols.append((j, values))
-                if new and self.profile is not None and (not self.season.features
-                                                         or name in self.season.features):
+                if new and self._seasonal(name):
                     self.profile.add_column(j)
         for name, values in batch.categorical.items():
             cols.extend(self._indicators(f"feature:{name}", name, values))
         if batch.prediction_class is not None:
             cols.extend(self._indicators("prediction", "\x00prediction", batch.prediction_class))
         elif not np.isnan(batch.prediction).all():
+            new = "prediction" not in self.index
             j = self._add("prediction")
             if j is not None:
                 cols.append((j, batch.prediction))
+                # a score computed from seasonal inputs cycles with them
+                if new and self._seasonal("prediction"):
+                    self.profile.add_column(j)
         grown = self._grow_arrays()
         for j, zeros in self._prior_zeros:
             # a category first seen now was 0 in every earlier value of its feature: its
@@ -414,6 +417,11 @@ class SignalRegistry:
         self.sd[j] = 1e-9 * max(1.0, abs(mean))
         self.cz_mean[j], self.cz_sd[j] = 0.0, 0.0
         self.blocks.set_tau(j, 1.0)
+
+    def _seasonal(self, name: str) -> bool:
+        """Whether the numeric feature ``name`` (or the score, "prediction") is seasonal: the
+        model declares a cycle and lists it, or lists nothing (all of them)."""
+        return self.profile is not None and (not self.season.features or name in self.season.features)
 
     def is_seasonal(self, j: int) -> bool:
         return self.profile is not None and j in self.profile.columns

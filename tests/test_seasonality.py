@@ -33,12 +33,13 @@ def grid_stream(days: int, shift_at_day: float | None, seed: int = 0) -> list[Me
             for i, (ts, v, o) in enumerate(zip(t, load, other, strict=True))]
 
 
-def run(msgs, settings):
-    pipeline = Pipeline(settings)
+def run(msgs, settings, every: bool = False):
+    """The firing alerts of the messages through one pipeline (``every``: all alerts)."""
+    pipeline = Pipeline(settings, label_topics={"labels"})
     alerts = []
     for s in range(0, len(msgs), 500):
         alerts += pipeline.process(msgs[s:s + 500]).alerts
-    return [a for a in alerts if a["status"] == "firing"]
+    return alerts if every else [a for a in alerts if a["status"] == "firing"]
 
 
 @pytest.fixture
@@ -119,6 +120,41 @@ def test_the_score_is_seasonal_with_all_signals_or_when_listed(tmp_path, feature
     assert signals.is_seasonal(signals.index["prediction"]) == score_seasonal
     assert signals.is_seasonal(signals.index["feature:load"])
     assert signals.is_seasonal(signals.index["feature:mult"]) == (not features)
+
+
+def labeled_stream(per_day: int, days: int, seed: int, flip_from_day: float | None = None) -> list[Message]:
+    """A classifier whose input cycles daily and whose accuracy cycles with it (its noise, and
+    how sure its score is, follow the hour), each event labeled 10 minutes later; from
+    ``flip_from_day`` on 30% of the labels are flipped (its accuracy falls ~20 points)."""
+    rng = np.random.default_rng(seed)
+    n = per_day * days
+    t = np.sort(rng.uniform(0, days * DAY, n))
+    phase = 2 * np.pi * t / DAY
+    load = 2 * np.sin(phase) + rng.normal(size=n)
+    y = (load + rng.normal(size=n) * (1.0 + 0.8 * np.sin(phase)) > 0).astype(int)
+    if flip_from_day is not None:
+        flip = (t >= flip_from_day * DAY) & (rng.random(n) < 0.3)
+        y[flip] = 1 - y[flip]
+    score = 1 / (1 + np.exp(-load))
+    timed = [(float(t[i]), 0, i, orjson.dumps({"model": "grid", "id": i, "ts": float(t[i]),
+                                                "prediction": float(score[i]),
+                                                "features": {"load": float(load[i])}})) for i in range(n)]
+    timed += [(float(t[i]) + 600.0, 1, i, orjson.dumps({"model": "grid", "id": i, "label": int(y[i]),
+                                                         "ts": float(t[i]) + 600.0})) for i in range(n)]
+    timed.sort()
+    return [Message(value, "labels" if kind else "events", 0, i, 0.0) for _, kind, i, value in timed]
+
+
+def test_an_accuracy_that_cycles_with_the_score_pages_nobody_and_its_fall_is_found(tmp_path):
+    """With the score seasonal, its error stream and the accuracy expected from it are too
+    (this stream's error stream paged 8-9 times in 8 days on three seeds while only the
+    features and the score were seasonal)."""
+    settings = declared(tmp_path)
+    assert run(labeled_stream(10_000, 8, seed=1), settings, every=True) == []
+    alerts = run(labeled_stream(10_000, 8, seed=2, flip_from_day=6.0), settings, every=True)
+    assert [(a["status"], a["signal"]) for a in alerts] == [("firing", "error")]
+    assert 6 * DAY <= alerts[0]["at"]["ts"] < 7 * DAY
+    assert alerts[0]["stats"]["seasonal"] and alerts[0]["stats"]["accuracy_after"] < 0.75
 
 
 def test_durations_and_bad_seasonality_config(tmp_path):

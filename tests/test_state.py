@@ -8,7 +8,7 @@ import orjson
 import pytest
 from quality_streams import ar1
 from test_feedback import allocation_stream
-from test_seasonality import CONFIG, grid_stream
+from test_seasonality import CONFIG, declared, grid_stream, labeled_stream
 
 from detectors import StateError
 from stream.app.synthetic import DEMO_MODELS, events
@@ -64,6 +64,21 @@ def test_restore_continues_exactly_like_one_run(settings, cut):
     after = run(second, msgs[cut:])
     assert [a["alert_id"] for a in before + after] == [a["alert_id"] for a in straight]
     assert before + after == straight
+
+
+@pytest.mark.parametrize("cut", [3_000, 100_000])
+def test_a_seasonal_error_stream_restores_exactly(tmp_path, cut):
+    """Its profile is learned from the predictions' times, before (3,000) and after (100,000)
+    the first whole periods; the accuracy falls on day 6."""
+    settings = declared(tmp_path)
+    msgs = labeled_stream(10_000, 7, seed=2, flip_from_day=6.0)
+    straight = run(Pipeline(settings, label_topics={"labels"}), msgs, batch=500)
+    assert [(a["signal"], a["stats"].get("seasonal")) for a in straight] == [("error", True)]
+    first = Pipeline(settings, label_topics={"labels"})
+    before = run(first, msgs[:cut], batch=500)
+    second = Pipeline(settings, label_topics={"labels"})
+    load_model(second, dump_model(first, "grid"))
+    assert before + run(second, msgs[cut:], batch=500) == straight
 
 
 def test_corrupt_state_is_refused(settings):

@@ -237,6 +237,8 @@ class ModelMonitor:
             if not grown:
                 return X, 0                                  # (the signal limit)
             X = np.concatenate([X, np.full((X.shape[0], 1), np.nan)], axis=1)
+            if reg.is_seasonal(j):          # an accuracy expected from a seasonal score cycles with it
+                reg.profile.add_column(reg.index[ESTIMATE])
         X[:, reg.index[ESTIMATE]] = self.calibration.expected_correct(X[:, j])
         return X, grown
 

@@ -526,7 +526,13 @@ class PerformanceMonitor:
         self.model = model
         self.profiles = profiles
         self.version: str | None = None       # the model version whose predictions it judges
-        self.signals = SignalRegistry(1, settings.labels.warmup, d.clip_z)
+        own = settings.models.get(model)
+        season = own.seasonality if own is not None else None
+        if season is not None and season.features and "prediction" not in season.features:
+            season = None
+        # a model's accuracy varies with the cycle of its score (a seasonal score: see
+        # SignalRegistry): its error stream is then seasonal too, in the predictions' time
+        self.signals = SignalRegistry(1, settings.labels.warmup, d.clip_z, season=season)
         self.signals.ensure([self.SIGNAL])
         self.adwin = DETECTORS["adwin"].make(d)
         self.adwin.add_features(1)
@@ -673,8 +679,15 @@ class PerformanceMonitor:
             self._calibrate(eb)
         X = eb.errors[:, None]
         self.binary = bool(eb.binary.all())
+        reg = self.signals
+        if reg.profile is None:
+            self.n_labels += X.shape[0]
+            return eb, X, reg.standardize(X)
+        if self.n_labels == 0 and not reg.profile.columns:
+            reg.profile.add_column(0)       # (with the first label: a stream saved without it stays so)
         self.n_labels += X.shape[0]
-        return eb, X, self.signals.standardize(X)
+        ts = np.asarray(eb.prediction_ts, dtype=np.float64)
+        return eb, X, reg.standardize(X, np.where(np.isfinite(ts), ts, np.asarray(eb.ts, dtype=np.float64)))
 
     def _finish(self, eb: ErrorBatch, X: np.ndarray, Z: np.ndarray, mask: np.ndarray,
                 alerts: list[dict]) -> int:
@@ -698,6 +711,8 @@ class PerformanceMonitor:
         stats.update({"n_before": int(reg.n[0]), "n_after": t.n, "effect_size": round(t.effect, 6),
                       "since_ts": t.since_ts, "prediction_ts": eb.prediction_ts[row],
                       "label_delay_s": eb.ts[row] - eb.prediction_ts[row]})
+        if reg.is_seasonal(0):
+            stats["seasonal"] = True                 # (effect_size: in residual sd)
         msg = eb.messages[row]
         return make_alert(model=self.model, signal=self.SIGNAL, detector=t.detector, ts=eb.ts[row],
                           topic=msg.topic, partition=msg.partition, offset=msg.offset, stats=stats,

@@ -206,7 +206,7 @@ class MetricsSettings:
 class SeasonalitySettings:
     period_s: float                     # "period" in the file: seconds or "1d", "12h", "1w", ...
     bins: int = 24                      # phase bins per period
-    features: tuple[str, ...] = ()      # seasonal numeric features ("prediction": the score); empty = all
+    features: tuple[str, ...] = ()      # seasonal features ("prediction": the score); empty = all
     min_per_bin: int = 30               # values per segment before residuals are scored
     periods: int = 3                    # whole periods the profile learns from, at least
 

@@ -212,9 +212,10 @@ class SignalRegistry:
                 if new and self._seasonal(name):
                     self.profile.add_column(j)
         for name, values in batch.categorical.items():
-            cols.extend(self._indicators(f"feature:{name}", name, values))
+            cols.extend(self._indicators(f"feature:{name}", name, values, self._seasonal(name)))
         if batch.prediction_class is not None:
-            cols.extend(self._indicators("prediction", "\x00prediction", batch.prediction_class))
+            cols.extend(self._indicators("prediction", "\x00prediction", batch.prediction_class,
+                                         self._seasonal("prediction")))
         elif not np.isnan(batch.prediction).all():
             new = "prediction" not in self.index
             j = self._add("prediction")
@@ -234,17 +235,20 @@ class SignalRegistry:
             X[:, j] = values
         return X, grown
 
-    def _indicators(self, prefix: str, key: str, values: list) -> list[tuple[int, np.ndarray]]:
+    def _indicators(self, prefix: str, key: str, values: list, seasonal: bool = False
+                    ) -> list[tuple[int, np.ndarray]]:
         """0/1 indicator columns for the categories of one string column (None -> NaN).
 
         Categories first seen while the feature is still in its warm-up get their own
         indicator (up to ``max_categories``); later ones are pooled in ``__other__``, which
         exists from the feature's first value on, so a category bursting in after the warm-up
         shows as ``__other__`` rising against a reference that knows it was rare.
+        ``seasonal``: the column is (its mix cycles): each new indicator joins the profile.
         """
         arr = np.array([v if v is not None else "" for v in values], dtype=object)
         present = np.array([v is not None for v in values])
         cats = self.categories.get(key)
+        before = set(cats.values()) if cats is not None else set()
         if cats is None:
             cats = self.categories[key] = {}
             j = self._add(f"{prefix}={OTHER}")
@@ -261,6 +265,9 @@ class SignalRegistry:
                 if j is not None:
                     cats[u] = j
                     self._prior_zeros.append((j, seen))
+        if seasonal:
+            for j in sorted(set(cats.values()) - before):
+                self.profile.add_column(j)
         if key in self.known_categories:
             self.category_seen[key] = self.warmup
             seen = self.warmup

@@ -7,6 +7,9 @@ Two signatures, per model:
   (score >= 0.5, or any class prediction) across segments is computed. A self-reinforcing
   allocation concentrates them: the entropy falls steadily. The entropy series is
   standardized on its first ``warmup`` windows and watched by Page-Hinkley in mode "down".
+  For a model that declares a cycle, the segments' shares may follow it (regions in their
+  time zones): its reference is then the entropy expected at each phase of the period,
+  learned over the first ``periods`` whole periods (see :class:`ConcentrationWatch`).
 * Selective labels (signal ``labels:selection``): with a labels source, each prediction with a
   score in [0, 1] ends either labeled (its label arrived) or unlabeled (it aged out of the
   prediction store). When, over enough of them, the labeled share differs across score bands
@@ -22,7 +25,7 @@ import numpy as np
 
 from detectors import PageHinkley
 
-from ..config import FeedbackSettings
+from ..config import FeedbackSettings, SeasonalitySettings
 from ..types import Message, ModelBatch
 from .alerts import make_alert
 from .lifecycle import Lifecycle, apply_lifecycle, resolved
@@ -34,17 +37,32 @@ SELECTION_SIGNAL = "labels:selection"
 
 
 class ConcentrationWatch:
-    """Windowed entropy of positive predictions across segments, watched by PH (down)."""
+    """Windowed entropy of positive predictions across segments, watched by PH (down).
 
-    def __init__(self, window: int, warmup: int, threshold: float, delta: float) -> None:
-        self.window, self.warmup = window, warmup
+    Parameters
+    ----------
+    window : events with a segment per window.
+    warmup : windows whose entropies set the reference (mean and sd), at least.
+    threshold, delta : Page-Hinkley's, on the standardized entropy.
+    season : the model's declared cycle, if any. The reference is then the entropy expected at
+        each phase of the period, learned from the windows of the first ``season.periods``
+        whole periods (and ``warmup`` windows at least): the mean entropy of each of up to
+        ``season.bins`` phase bins (fewer when a period holds fewer than 3 windows a bin),
+        linear between the bins' centres; the sd is that of the windows around it.
+    """
+
+    def __init__(self, window: int, warmup: int, threshold: float, delta: float,
+                 season: SeasonalitySettings | None = None) -> None:
+        self.window, self.warmup, self.season = window, warmup, season
         self.segment_index: dict[str, int] = {}
         self.counts = np.zeros(0)                    # positives per segment, current window
         self.seen = 0                                # events with a segment in current window
         self.series: list[float] = []                # entropy of each finished window
+        self.series_ts: list[float] = []             # (seasonal) event time of each window's end
         self.ph = PageHinkley(1, min_instances=3, delta=delta, threshold=threshold, alpha=1.0,
                               mode="down")
         self.ref_mean = self.ref_sd = None
+        self.knots: list[list[float]] | None = None  # (seasonal) [phase in [0, 1), entropy] per bin
         self.ends: list[tuple[int, float, int]] = []     # the last batch's window ends
 
     def update(self, batch: ModelBatch) -> list[tuple[int, float, float, int]]:
@@ -82,6 +100,8 @@ class ConcentrationWatch:
                 end_row = int(part[-1])
                 h = self._entropy()
                 self.series.append(h)
+                if self.season is not None:
+                    self.series_ts.append(float(batch.ts[end_row]))
                 self.ends.append((end_row, h, len(self.series)))
                 self.counts[:] = 0
                 self.seen = 0
@@ -92,6 +112,7 @@ class ConcentrationWatch:
 
     def state_dict(self) -> dict[str, Any]:
         return {"segments": self.segment_index, "seen": self.seen, "series": self.series,
+                "series_ts": self.series_ts, "knots": self.knots,
                 "ref_mean": self.ref_mean, "ref_sd": self.ref_sd, "counts": self.counts,
                 "ph": self.ph.to_bytes()}
 
@@ -101,6 +122,23 @@ class ConcentrationWatch:
         self.ref_mean, self.ref_sd = state["ref_mean"], state["ref_sd"]
         self.counts = state["counts"]
         self.ph = PageHinkley.from_bytes(state["ph"])
+        # (a state saved without them: its reference, if any, is not seasonal)
+        self.knots = state.get("knots")
+        self.series_ts = list(state.get("series_ts", []))
+        if self.season is not None and self.ref_mean is None and len(self.series_ts) < len(self.series):
+            self.season = None                       # (its windows' times are unknown)
+
+    def expected(self, ts: float) -> float | None:
+        """The reference's entropy at event time ``ts`` (None: not learned yet)."""
+        return self.ref_mean if self.knots is None else float(self._curve(np.array([ts]))[0])
+
+    def _curve(self, ts: np.ndarray) -> np.ndarray:
+        """The seasonal reference's entropy at these event times."""
+        phase, value = np.array(self.knots).T
+        return np.interp(self._phase(ts), phase, value, period=1.0)
+
+    def _phase(self, ts: np.ndarray) -> np.ndarray:
+        return np.mod(ts, self.season.period_s) / self.season.period_s
 
     def _entropy(self) -> float:
         total = self.counts.sum()
@@ -111,14 +149,32 @@ class ConcentrationWatch:
         return float(-(p * np.log(p)).sum() / np.log(k))
 
     def _watch(self, h: float) -> float | None:
-        if len(self.series) <= self.warmup:
-            if len(self.series) == self.warmup:
-                ref = np.array(self.series)
-                self.ref_mean = float(ref.mean())
-                self.ref_sd = max(float(ref.std(ddof=1)), 1e-3)
+        if self.ref_mean is None:
+            if self.season is None:
+                if len(self.series) == self.warmup:
+                    ref = np.array(self.series)
+                    self.ref_mean = float(ref.mean())
+                    self.ref_sd = max(float(ref.std(ddof=1)), 1e-3)
+            elif len(self.series) >= self.warmup and \
+                    self.series_ts[-1] - self.series_ts[0] >= self.season.periods * self.season.period_s:
+                self._learn_cycle()
             return None
-        z = max((h - self.ref_mean) / self.ref_sd, -10.0)
+        ref = self.ref_mean if self.knots is None else self.expected(self.series_ts[-1])
+        z = max((h - ref) / self.ref_sd, -10.0)
         return z if self.ph.update(np.array([[min(z, 10.0)]]))[0, 0] else None
+
+    def _learn_cycle(self) -> None:
+        """The seasonal reference from every window so far (see the class)."""
+        h, ts = np.array(self.series), np.array(self.series_ts)
+        periods = (ts[-1] - ts[0]) / self.season.period_s
+        bins = int(max(1, min(self.season.bins, h.size / periods // 3)))
+        where = np.minimum((self._phase(ts) * bins).astype(np.int64), bins - 1)
+        count = np.bincount(where, minlength=bins)
+        used = np.flatnonzero(count)
+        means = np.bincount(where, weights=h, minlength=bins)[used] / count[used]
+        self.knots = [[(b + 0.5) / bins, m] for b, m in zip(used.tolist(), means.tolist(), strict=True)]
+        self.ref_mean = float(h.mean())
+        self.ref_sd = max(float((h - self._curve(ts)).std(ddof=1)), 1e-3)
 
 
 class SelectionWatch:
@@ -208,9 +264,10 @@ class _WatchedSignal:
 class ConcentrationMonitor(_WatchedSignal):
     """A model's ``segments:entropy`` signal: the watch and its alert episodes."""
 
-    def __init__(self, model: str, fb: FeedbackSettings, cooldown_s: float) -> None:
+    def __init__(self, model: str, fb: FeedbackSettings, cooldown_s: float,
+                 season: SeasonalitySettings | None = None) -> None:
         self.model = model
-        self.watch = ConcentrationWatch(fb.window, fb.warmup, fb.ph_threshold, fb.ph_delta)
+        self.watch = ConcentrationWatch(fb.window, fb.warmup, fb.ph_threshold, fb.ph_delta, season)
         self.lifecycle = Lifecycle(fb.resolve_after_s, cooldown_s)
 
     def update(self, batch: ModelBatch, alerts: list[dict]) -> int:
@@ -239,7 +296,7 @@ class ConcentrationMonitor(_WatchedSignal):
     def _alert(self, batch: ModelBatch, row: int, detector: str, status: str, h: float,
                z: float, windows: int) -> dict:
         watch = self.watch
-        stats = {"entropy": h, "entropy_before": watch.ref_mean,
+        stats = {"entropy": h, "entropy_before": watch.expected(float(batch.ts[row])),
                  "effect_size": round(z, 6) if z == z else 0.0,
                  "segments": len(watch.segment_index), "windows": windows}
         return make_alert(model=self.model, signal=ENTROPY_SIGNAL, detector=detector,

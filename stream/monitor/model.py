@@ -44,7 +44,8 @@ class ModelMonitor:
         self.detectors: dict[str, Detector] = make_detectors(d)
         self.states = DriftStates(list(self.detectors), d.min_effect, d.significance, d.confidence,
                                   d.min_values, d.cooldown_s)
-        self.concentration = ConcentrationMonitor(model, settings.feedback, d.cooldown_s)
+        self.concentration = ConcentrationMonitor(model, settings.feedback, d.cooldown_s,
+                                                  model_settings.seasonality if model_settings else None)
         self.quality = QualityChecks(model, settings)
         mv = settings.multivariate
         self.reconstruction = Reconstruction(d.warmup, mv.variance, d.clip_z) if mv.enabled else None

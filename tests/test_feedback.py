@@ -68,8 +68,9 @@ def test_self_reinforcing_allocation_raises_feedback_loop():
     stats = selection["stats"]
     assert stats["labeled_share_min"] < 0.05 and stats["labeled_share_max"] > 0.95   # labels only
     assert stats["labeled_share_by_band"][-1] > 0.95                                 # where it acted
-    series = pipeline.models["m"].concentration.watch.series
-    assert series[-1] < series[0]
+    watch = pipeline.models["m"].concentration.watch
+    assert watch.last < watch.ref_mean and watch.windows == 60_000 // 200
+    assert watch.series == []               # (the reference's windows are not kept once it is learned)
 
 
 def test_stationary_uneven_allocation_with_unbiased_labels_raises_nothing():
@@ -150,3 +151,17 @@ def test_a_seasonal_entropy_reference_restores_exactly(tmp_path, cut):
     second = Pipeline(settings)
     load_model(second, dump_model(first, "m"))
     assert before + run_on(second, msgs[cut:]) == straight
+
+
+def test_a_concentration_state_that_kept_every_window_still_loads():
+    """As states were written when the watch kept every window's entropy."""
+    from stream.monitor.feedback import ConcentrationWatch
+
+    old = ConcentrationWatch(200, 10, 20.0, 0.25)
+    state = old.state_dict()
+    for key in ("series_ts", "knots", "windows", "last"):
+        del state[key]
+    state.update(series=[0.9] * 11 + [0.7], ref_mean=0.9, ref_sd=0.05)
+    watch = ConcentrationWatch(200, 10, 20.0, 0.25)
+    watch.load_state(state)
+    assert (watch.windows, watch.last, watch.series, watch.expected(0.0)) == (12, 0.7, [], 0.9)

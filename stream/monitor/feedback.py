@@ -57,18 +57,25 @@ class ConcentrationWatch:
         self.segment_index: dict[str, int] = {}
         self.counts = np.zeros(0)                    # positives per segment, current window
         self.seen = 0                                # events with a segment in current window
-        self.series: list[float] = []                # entropy of each finished window
-        self.series_ts: list[float] = []             # (seasonal) event time of each window's end
+        # the reference's windows: entropy (and, seasonal, event time of the end) of each window
+        # finished while it learns; none once it is learned (a state does not grow with them)
+        self.series: list[float] = []
+        self.series_ts: list[float] = []
+        self.windows = 0                             # windows finished
+        self.last: float | None = None               # the last one's entropy
         self.ph = PageHinkley(1, min_instances=3, delta=delta, threshold=threshold, alpha=1.0,
                               mode="down")
         self.ref_mean = self.ref_sd = None
         self.knots: list[list[float]] | None = None  # (seasonal) [phase in [0, 1), entropy] per bin
         self.ends: list[tuple[int, float, int]] = []     # the last batch's window ends
+        self.before: tuple[float | None, int] = (None, 0)   # (last entropy, windows) before it
 
     def update(self, batch: ModelBatch) -> list[tuple[int, float, float, int]]:
         """Feed a batch; returns (row, entropy, z, windows so far) for each window end that PH
-        flagged. ``ends`` then lists (row, entropy, windows so far) of every window end."""
+        flagged. ``ends`` then lists (row, entropy, windows so far) of every window end, and
+        ``before`` (entropy, windows so far) at the batch's start."""
         self.ends: list[tuple[int, float, int]] = []
+        self.before = (self.last, self.windows)
         seg = batch.segments
         has = np.array([s is not None for s in seg])
         if not has.any():
@@ -99,20 +106,19 @@ class ConcentrationWatch:
             if self.seen == self.window:
                 end_row = int(part[-1])
                 h = self._entropy()
-                self.series.append(h)
-                if self.season is not None:
-                    self.series_ts.append(float(batch.ts[end_row]))
-                self.ends.append((end_row, h, len(self.series)))
+                self.windows += 1
+                self.last = h
+                self.ends.append((end_row, h, self.windows))
                 self.counts[:] = 0
                 self.seen = 0
-                hit = self._watch(h)
+                hit = self._watch(h, float(batch.ts[end_row]))
                 if hit is not None:
-                    flagged.append((end_row, h, hit, len(self.series)))
+                    flagged.append((end_row, h, hit, self.windows))
         return flagged
 
     def state_dict(self) -> dict[str, Any]:
         return {"segments": self.segment_index, "seen": self.seen, "series": self.series,
-                "series_ts": self.series_ts, "knots": self.knots,
+                "series_ts": self.series_ts, "knots": self.knots, "windows": self.windows, "last": self.last,
                 "ref_mean": self.ref_mean, "ref_sd": self.ref_sd, "counts": self.counts,
                 "ph": self.ph.to_bytes()}
 
@@ -122,10 +128,15 @@ class ConcentrationWatch:
         self.ref_mean, self.ref_sd = state["ref_mean"], state["ref_sd"]
         self.counts = state["counts"]
         self.ph = PageHinkley.from_bytes(state["ph"])
-        # (a state saved without them: its reference, if any, is not seasonal)
+        # (a state saved without them: its reference, if any, is not seasonal; it kept every
+        # window's entropy)
         self.knots = state.get("knots")
         self.series_ts = list(state.get("series_ts", []))
-        if self.season is not None and self.ref_mean is None and len(self.series_ts) < len(self.series):
+        self.windows = int(state.get("windows", len(self.series)))
+        self.last = state.get("last", self.series[-1] if self.series else None)
+        if self.ref_mean is not None:
+            self.series, self.series_ts = [], []
+        elif self.season is not None and len(self.series_ts) < len(self.series):
             self.season = None                       # (its windows' times are unknown)
 
     def expected(self, ts: float) -> float | None:
@@ -148,18 +159,24 @@ class ConcentrationWatch:
         p = self.counts[self.counts > 0] / total
         return float(-(p * np.log(p)).sum() / np.log(k))
 
-    def _watch(self, h: float) -> float | None:
+    def _watch(self, h: float, ts: float) -> float | None:
+        """Window entropy ``h`` ending at event time ``ts``: learned, or PH's z if it flags."""
         if self.ref_mean is None:
+            self.series.append(h)
             if self.season is None:
                 if len(self.series) == self.warmup:
                     ref = np.array(self.series)
                     self.ref_mean = float(ref.mean())
                     self.ref_sd = max(float(ref.std(ddof=1)), 1e-3)
-            elif len(self.series) >= self.warmup and \
-                    self.series_ts[-1] - self.series_ts[0] >= self.season.periods * self.season.period_s:
-                self._learn_cycle()
+            else:
+                self.series_ts.append(ts)
+                if len(self.series) >= self.warmup and \
+                        ts - self.series_ts[0] >= self.season.periods * self.season.period_s:
+                    self._learn_cycle()
+            if self.ref_mean is not None:
+                self.series, self.series_ts = [], []
             return None
-        ref = self.ref_mean if self.knots is None else self.expected(self.series_ts[-1])
+        ref = self.ref_mean if self.knots is None else self.expected(ts)
         z = max((h - ref) / self.ref_sd, -10.0)
         return z if self.ph.update(np.array([[min(z, 10.0)]]))[0, 0] else None
 
@@ -275,10 +292,9 @@ class ConcentrationMonitor(_WatchedSignal):
         flagged = self.watch.update(batch)
         if not flagged and not self.lifecycle.open:
             return 0
-        series, ends = self.watch.series, self.watch.ends
+        ends, (last, before) = self.watch.ends, self.watch.before
         z_at = {row: (h, z, n) for row, h, z, n in flagged}
         # an alert at another row (a resolution) tells the last window finished by that row
-        before = len(series) - len(ends)
         end_rows = np.array([e[0] for e in ends], dtype=np.int64)
 
         def state_at(row: int) -> tuple[float, float, int]:
@@ -287,7 +303,7 @@ class ConcentrationMonitor(_WatchedSignal):
             k = int(np.searchsorted(end_rows, row, side="right"))
             if k:
                 return ends[k - 1][1], float("nan"), ends[k - 1][2]
-            return (series[before - 1] if before else float("nan")), float("nan"), before
+            return (last if last is not None else float("nan")), float("nan"), before
 
         return apply_lifecycle(self.lifecycle, [(row, 0, "page_hinkley") for row in z_at], batch.ts,
                                alerts, lambda row, j, name, status: self._alert(

@@ -210,6 +210,10 @@ class SeasonalitySettings:
     min_per_bin: int = 30               # values per segment before residuals are scored
     periods: int = 3                    # whole periods the profile learns from, at least
 
+    def covers(self, name: str) -> bool:
+        """Whether feature ``name`` (or the score, "prediction") follows the cycle."""
+        return not self.features or name in self.features
+
 
 @dataclass(frozen=True)
 class ModelSettings:

@@ -528,10 +528,10 @@ class PerformanceMonitor:
         self.version: str | None = None       # the model version whose predictions it judges
         own = settings.models.get(model)
         season = own.seasonality if own is not None else None
-        if season is not None and season.features and "prediction" not in season.features:
+        if season is not None and not season.covers("prediction"):
             season = None
-        # a model's accuracy varies with the cycle of its score (a seasonal score: see
-        # SignalRegistry): its error stream is then seasonal too, in the predictions' time
+        # a model's accuracy varies with the cycle of its score: with a seasonal score, its
+        # error stream is seasonal too, in the predictions' time
         self.signals = SignalRegistry(1, settings.labels.warmup, d.clip_z, season=season)
         self.signals.ensure([self.SIGNAL])
         self.adwin = DETECTORS["adwin"].make(d)

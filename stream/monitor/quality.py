@@ -414,7 +414,7 @@ class QualityChecks:
         season = own.seasonality if own is not None else None
         # a seasonal feature's variability cycles with it (a multiplicative season): its spread
         # is judged by the joint reconstruction error, whose residuals are de-seasonalised
-        self.seasonal: tuple[str, ...] | None = None if season is None else season.features
+        self.season = season
         self.warmup = d.warmup
         self.half_warmup = max(2, d.warmup // 2)    # pairs whose change sets the spread's scale
         self.max_signals = 4 * settings.limits.max_features_per_event
@@ -794,8 +794,7 @@ class QualityChecks:
         is not 0."""
         if "stuck" in self.enabled:
             cols[f"stuck:{f}"] = (at, stuck)
-        if "spread" not in self.enabled or (self.seasonal is not None and (not self.seasonal
-                                                                           or f in self.seasonal)):
+        if "spread" not in self.enabled or (self.season is not None and self.season.covers(f)):
             return
         median = self.change_median.get(f)
         idx = np.flatnonzero(moved)

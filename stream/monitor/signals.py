@@ -243,7 +243,8 @@ class SignalRegistry:
         indicator (up to ``max_categories``); later ones are pooled in ``__other__``, which
         exists from the feature's first value on, so a category bursting in after the warm-up
         shows as ``__other__`` rising against a reference that knows it was rare.
-        ``seasonal``: the column is (its mix cycles): each new indicator joins the profile.
+        ``seasonal``: the feature's mix follows the model's cycle: each new indicator joins
+        the seasonal profile.
         """
         arr = np.array([v if v is not None else "" for v in values], dtype=object)
         present = np.array([v is not None for v in values])
@@ -426,9 +427,9 @@ class SignalRegistry:
         self.blocks.set_tau(j, 1.0)
 
     def _seasonal(self, name: str) -> bool:
-        """Whether the numeric feature ``name`` (or the score, "prediction") is seasonal: the
-        model declares a cycle and lists it, or lists nothing (all of them)."""
-        return self.profile is not None and (not self.season.features or name in self.season.features)
+        """Whether feature ``name`` (or the score, "prediction") is seasonal: the model
+        declares a cycle that covers it."""
+        return self.profile is not None and self.season.covers(name)
 
     def is_seasonal(self, j: int) -> bool:
         return self.profile is not None and j in self.profile.columns

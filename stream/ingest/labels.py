@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import attrgetter
-from typing import Annotated, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 import orjson
@@ -21,14 +21,13 @@ import orjson
 from ..config import LimitSettings
 from ..errors import Rejected
 from ..types import TS_END, TS_MIN, DeadLetter, Message, event_time, parsed_documents
-from .values import check_model, parse_ts
+from .values import INT64, check_model, parse_ts
 
 _IDS = {str, int}
 _LABELS = {int, float, str, bool}
 _PREDICTIONS = {type(None), int, float, str, bool}
 _NUMBERS = {int, float}
 _VALUE = attrgetter("value")
-_INT64 = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]   # (beyond: the JSON way)
 
 
 class _Label(msgspec.Struct, gc=False):
@@ -36,10 +35,10 @@ class _Label(msgspec.Struct, gc=False):
     accepts, but integers beyond int64 (orjson's reach 2**64 - 1); other fields ignored."""
 
     model: str
-    id: str | _INT64
-    label: bool | _INT64 | float | str
+    id: str | INT64
+    label: bool | INT64 | float | str
     ts: float | str | None = None
-    prediction: bool | _INT64 | float | str | None = None
+    prediction: bool | INT64 | float | str | None = None
 
 
 _TYPED = msgspec.json.Decoder(list[_Label])

@@ -29,7 +29,7 @@ from ..config import LimitSettings
 from ..errors import Rejected
 from ..types import MODEL_RE, DeadLetter, Message, ModelBatch, parsed_documents, times_in_range
 from .columnar import concat, decode_columnar
-from .values import classify_value, parse_ts
+from .values import INT64, classify_value, parse_ts
 
 _NUMERIC_TYPES = {int, float, bool, type(None)}
 _NUMBER_TYPES = {int, float, type(None)}       # (null: missing, NaN in the columns)
@@ -52,10 +52,6 @@ class _Event(msgspec.Struct, gc=False):
     the base of :func:`_event_decoder`'s event, whose fields carry its limits."""
 
 
-_INT64 = msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)   # (orjson's integers reach 2**64 - 1: those
-                                                         # beyond int64 go the JSON way)
-
-
 @lru_cache(maxsize=8)
 def _event_decoder(max_features: int, max_name: int) -> msgspec.json.Decoder:
     """A decoder of a JSON array of events that accepts exactly the events the fast path
@@ -69,7 +65,7 @@ def _event_decoder(max_features: int, max_name: int) -> msgspec.json.Decoder:
     event = msgspec.defstruct("Event", [
         ("model", str),
         ("features", Annotated[dict[str, float | None], msgspec.Meta(max_length=max_features)]),
-        ("id", str | Annotated[int, _INT64] | None, None),
+        ("id", str | INT64 | None, None),
         ("ts", float | str | None, None),
         ("prediction", float | short | None, None),
         ("segment", str | None, None),

@@ -3,11 +3,17 @@ model names. Each rule raises :class:`~stream.errors.Rejected` naming the dead-l
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from ..config import LimitSettings
 from ..errors import Rejected
 from ..types import MODEL_RE, event_time
+
+# an integer a typed decode accepts: int64 (orjson reads integers up to 2**64 - 1; those
+# beyond int64 go the JSON way)
+INT64 = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
 
 
 def parse_ts(value: Any) -> float:

@@ -680,12 +680,11 @@ class PerformanceMonitor:
         X = eb.errors[:, None]
         self.binary = bool(eb.binary.all())
         reg = self.signals
-        if reg.profile is None:
-            self.n_labels += X.shape[0]
-            return eb, X, reg.standardize(X)
-        if self.n_labels == 0 and not reg.profile.columns:
+        if reg.profile is not None and self.n_labels == 0 and not reg.profile.columns:
             reg.profile.add_column(0)       # (with the first label: a stream saved without it stays so)
         self.n_labels += X.shape[0]
+        if reg.profile is None:
+            return eb, X, reg.standardize(X)
         ts = np.asarray(eb.prediction_ts, dtype=np.float64)
         return eb, X, reg.standardize(X, np.where(np.isfinite(ts), ts, np.asarray(eb.ts, dtype=np.float64)))
 

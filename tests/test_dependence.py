@@ -220,6 +220,7 @@ def test_a_rate_whose_warm_up_saw_few_runs_learns_on_the_same_whatever_the_batch
     (seed 0), then takes the Markov chain's tau (at least) and blocks of block /
     TAU_PER_BLOCK independent values' worth; old states load as before."""
     v = bursts(40_000, seed).astype(float)
+    t = np.arange(v.size, dtype=float)                        # (a value a second)
     assert 0 < np.count_nonzero(v[1:1000] != v[:999]) < 2 * RUNS
     ends = []
     for chunk in (7, 333, 40_000):
@@ -227,7 +228,7 @@ def test_a_rate_whose_warm_up_saw_few_runs_learns_on_the_same_whatever_the_batch
         rates.ensure(["missing:f"])
         pos = 0
         while not rates.ready(0):
-            pos += rates.learn(0, v[pos:pos + chunk])
+            pos += rates.learn(0, v[pos:pos + chunk], t[pos:pos + chunk])
         ends.append((pos, rates.n[0], rates.p[0], rates.tau[0], rates.blen[0]))
     assert ends[0] == ends[1] == ends[2]
     pos, n, p, tau, blen = ends[0]
@@ -258,7 +259,7 @@ def test_a_rate_whose_warm_up_saw_part_of_a_cycle_learns_on_the_same_whatever_th
         rates.ensure(["missing:f"])
         pos = 0
         while not rates.ready(0):
-            pos += rates.learn(0, v[pos:pos + chunk])
+            pos += rates.learn(0, v[pos:pos + chunk], t[pos:pos + chunk])
             if restart:
                 again = Rates(1000, 100, 0.25, 5.0)
                 again.load_state(rates.state_dict())
@@ -270,12 +271,66 @@ def test_a_rate_whose_warm_up_saw_part_of_a_cycle_learns_on_the_same_whatever_th
     assert blen == round(100 * tau / TAU_PER_BLOCK)
     rates = Rates(1000, 100, 0.25, 5.0)
     rates.ensure(["missing:f"])
-    rates.learn(0, v[:1500])
+    rates.learn(0, v[:1500], t[:1500])
     assert rates.goal[0] == 2000 and rates.n[0] == 1500          # learning on
     state = rates.state_dict()
     del state["longer"]
     rates.load_state(state)
     assert rates.longer == {}
+
+
+def test_a_rate_whose_warm_up_spans_part_of_a_day_learns_on_to_a_day_the_same_whatever_the_batches():
+    """A 0/1 rate at 10,000 values a day: its warm-up of 1,000 spans 2.4 hours, and ten of them
+    a day, so it learns on to a day (here EXTEND warm-ups: the day is 1.4 values more) whatever
+    its values; the same in any chunks and across a restart. At 1,000 a day its warm-up spans a
+    day already, and at 100,000 a day ten warm-ups would not: a warm-up is then one (old states,
+    which know no first time, too)."""
+    rng = np.random.default_rng(0)
+    v = (rng.random(30_000) < 0.1).astype(float)
+    ends = []
+    for chunk, restart in ((7, False), (333, True), (30_000, False)):
+        rates = Rates(1000, 100, 0.25, 5.0)
+        rates.ensure(["missing:f"])
+        t = np.arange(v.size) * 8.64
+        pos = 0
+        while not rates.ready(0):
+            pos += rates.learn(0, v[pos:pos + chunk], t[pos:pos + chunk])
+            if restart:
+                again = Rates(1000, 100, 0.25, 5.0)
+                again.load_state(rates.state_dict())
+                rates = again
+        ends.append((pos, rates.n[0], rates.p[0], rates.tau[0]))
+    assert ends[0] == ends[1] == ends[2]
+    assert ends[0][:3] == (EXTEND * 1000, EXTEND * 1000, v[:EXTEND * 1000].mean())
+    for step in (86.4, 0.864):
+        rates = Rates(1000, 100, 0.25, 5.0)
+        rates.ensure(["missing:f"])
+        assert rates.learn(0, v, np.arange(v.size) * step) == 1000 and rates.ready(0)
+    rates = Rates(1000, 100, 0.25, 5.0)
+    rates.ensure(["missing:f"])
+    rates.learn(0, v[:500], np.arange(500) * 8.64)
+    state = rates.state_dict()
+    del state["first_ts"]
+    rates.load_state(state)
+    assert rates.learn(0, v[500:], np.arange(500, v.size) * 8.64) == 500 and rates.ready(0)
+
+
+def test_a_rate_learning_on_to_a_day_that_steps_keeps_its_first_warm_up():
+    """Null 5% of the time, then from value 2,500 always (10,000 values a day): the newest
+    warm-up's rate is 0.5 from the first one's at value 4,000 (at 3,000 half of it was null:
+    0.525 does not tell), so the reference is the first warm-up, whatever the chunks."""
+    rng = np.random.default_rng(1)
+    v = (rng.random(10_000) < 0.05).astype(float)
+    v[2500:] = 1.0
+    t = np.arange(v.size) * 8.64
+    for chunk in (7, 333, 10_000):
+        rates = Rates(1000, 100, 0.25, 5.0)
+        rates.ensure(["missing:f"])
+        pos, stepped = 0, []
+        while not rates.ready(0):
+            pos += rates.learn(0, v[pos:pos + chunk], t[pos:pos + chunk])
+            stepped += rates.take_stepped()
+        assert (pos, rates.n[0], rates.p[0], stepped) == (4000, 1000, v[:1000].mean(), [0])
 
 
 def test_a_spread_that_cycles_a_few_warm_ups_long_pages_nobody():

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import orjson
 import pytest
 from quality_streams import ar1
 from test_feedback import allocation_stream
-from test_seasonality import CONFIG, declared, grid_stream, labeled_stream
+from test_seasonality import CONFIG, declared, grid_stream, labeled_stream, shifted_stream
 
 from detectors import StateError
 from stream.app.synthetic import DEMO_MODELS, events
@@ -77,6 +78,31 @@ def test_a_seasonal_error_stream_restores_exactly(tmp_path, cut):
     first = Pipeline(settings, label_topics={"labels"})
     before = run(first, msgs[:cut], batch=500)
     second = Pipeline(settings, label_topics={"labels"})
+    load_model(second, dump_model(first, "grid"))
+    assert before + run(second, msgs[cut:], batch=500) == straight
+
+
+@pytest.mark.parametrize("cut", [3_000, 7_000, 30_000])
+def test_references_learning_on_to_a_day_restore_exactly(cut):
+    """At 10,000 events a day the references learn on to a day (cuts during it and after);
+    a state saved before they did (no first times) spans its day from its next values."""
+    old = Pipeline(load_settings(env={}))
+    day = shifted_stream(10_000, 1, shift_at_day=2.0, seed=2)
+    run(old, day[:1500])
+    signals = old.models["grid"].signals
+    state = signals.state_dict()
+    del state["first_ts"]
+    signals.load_state(state)
+    assert np.isnan(signals.first_ts).all()
+    run(old, day[1500:])
+    assert set(signals.first_ts.tolist()) == {orjson.loads(day[1500].value)["ts"]}
+    settings = load_settings(env={})
+    msgs = shifted_stream(10_000, 4, shift_at_day=2.0, seed=2)
+    straight = run(Pipeline(settings), msgs, batch=500)
+    assert {a["signal"] for a in straight} >= {"feature:x"}
+    first = Pipeline(settings)
+    before = run(first, msgs[:cut], batch=500)
+    second = Pipeline(settings)
     load_model(second, dump_model(first, "grid"))
     assert before + run(second, msgs[cut:], batch=500) == straight
 

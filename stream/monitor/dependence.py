@@ -23,6 +23,10 @@ RUNS = 20            # runs of each value a two-valued warm-up sees, if it can .
 EXTEND = 10          # ... within this many warm-ups (a warm-up that cannot be a reference learns on)
 SEGMENTS = 8         # a warm-up whose SEGMENTS consecutive parts' means spread more than ...
 SPREAD_CHI2 = 24.3   # ... this (chi-square, 7 degrees of freedom: p = 0.001) learns on
+DAY = 86400.0        # a warm-up shorter than a day of event time learns on to one, when ...
+DAY_REACH = 0.8      # ... EXTEND warm-ups at its rate would span this share of a day at least,
+STEP_SD = 5.0        # unless its newest warm-up's mean moved this many sd of its first one's
+STEP_RATE = 0.5      # (a 0/1 rate: this much): a fault, which the hours of a day rarely make
 LAG1_Z = 4.0         # dependent only if the lag-1 autocorrelation (or the sum of the first four
                      # lags') is this many of its sd's above 0
 
@@ -50,6 +54,29 @@ def autocorrelation_time(z: np.ndarray) -> float:
     stop = np.flatnonzero(pairs <= 0)
     tau = float(2 * pairs[: stop[0] if stop.size else pairs.size].sum() - 1)
     return 1.0 if tau < MIN_TAU else min(tau, n / 4)
+
+
+def short_of_a_day(span: float, n: int, warmup: int) -> bool:
+    """Whether a warm-up of ``n`` values whose event times span ``span`` seconds (first to last)
+    should learn on to a day: it spans less than one, and ``EXTEND`` warm-ups at its rate would
+    span ``DAY_REACH`` of one at least. Most inputs of deployed models follow the hour of the
+    day, and a reference that saw only some of the hours pages at the others; its values alone
+    cannot tell, since a few hours near a peak look stationary. Each value stands for
+    ``span / (n - 1)`` seconds. False for a NaN ``span``."""
+    covered = span * n / max(n - 1, 1)
+    return 0.0 < covered < DAY and covered * EXTEND * warmup >= DAY_REACH * DAY * n
+
+
+def stepped(first: np.ndarray, newest: np.ndarray, rate: bool = False) -> bool:
+    """Whether a warm-up learning on to a day saw a fault in its ``newest`` values: their mean
+    is ``STEP_SD`` sd of its ``first`` warm-up's values away from theirs (for a 0/1 rate,
+    ``STEP_RATE``), further than the hours of a day move most inputs. The reference is then
+    the first warm-up's (the fault may have begun in the values between), and the fault is
+    judged against it as it goes on."""
+    moved = abs(float(newest.mean()) - float(first.mean()))
+    if rate:
+        return moved >= STEP_RATE
+    return moved >= STEP_SD * float(first.std(ddof=1)) and moved > 0.0
 
 
 def parts_spread(x: np.ndarray, tau: float) -> bool:

@@ -50,6 +50,7 @@ class ModelMonitor:
         mv = settings.multivariate
         self.reconstruction = Reconstruction(d.warmup, mv.variance, d.clip_z) if mv.enabled else None
         self._X: np.ndarray | None = None
+        self._stepped: list[int] = []       # signals whose references a fault ended (prepare -> judge)
         self.withheld: str | None = None       # the joint error's episode explained by a fault
         self.last_ts = float("-inf")           # event time of the latest event (s since epoch)
         # the prediction's calibration (a profile's, or the first joined labels'), once known
@@ -195,7 +196,11 @@ class ModelMonitor:
             X, more = self._estimate(X, batch)
             grown += more
         Z = self.signals.standardize(X, batch.ts)
+        self._stepped = self.signals.take_stepped()
         if fitting:
+            # a feature whose reference a fault ended is not how the features go together
+            names = [self.signals.names[j] for j in self._stepped]
+            rec.excluded.update(n[8:] for n in names if n.startswith("feature:") and "=" not in n)
             X, more = self._reconstruction(X)
             grown += more
             if rec.fitted and SIGNAL in self.signals.index:     # (its first errors: once a model)
@@ -315,8 +320,11 @@ class ModelMonitor:
                alerts: list[dict]) -> int:
         """The drift states' transitions as alerts."""
         self._X = X                                   # (what the alerts of this batch look at)
-        hit = hit_matrix(masks, list(self.detectors))
         reg = self.signals
+        for j in self._stepped + reg.take_stepped():
+            self.states.compare(j, "reference")
+        self._stepped = []
+        hit = hit_matrix(masks, list(self.detectors))
         transitions = self.states.step(Z, X, hit, batch.ts, reg.cz_mean, reg.long_run_sd, reg.n_ref)
         quiet = self._publish(self.states.alerts(transitions, lambda t: self._alert(batch, t)), alerts)
         quiet, self.states.quiet = quiet + self.states.quiet, 0

@@ -68,6 +68,7 @@ class Reconstruction:
         self.sd = np.ones(0)
         self.W: np.ndarray | None = None     # (features, k), once fitted
         self.rows = np.zeros((0, 0))         # reference rows collected so far
+        self.excluded: set[str] = set()      # features left out of the fit (a fault at its reference)
 
     @property
     def fitted(self) -> bool:
@@ -81,10 +82,11 @@ class Reconstruction:
 
     def state_dict(self) -> dict[str, Any]:
         return {"features": list(self.features), "mean": self.mean, "sd": self.sd, "rows": self.rows,
-                "W": self.W if self.W is not None else np.zeros((0, 0))}
+                "W": self.W if self.W is not None else np.zeros((0, 0)), "excluded": sorted(self.excluded)}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.features = list(state["features"])
+        self.excluded = set(state.get("excluded", ()))
         self.mean, self.sd, self.rows = state["mean"], state["sd"], state["rows"]
         self.W = state["W"] if state["W"].size else None
 
@@ -102,9 +104,9 @@ class Reconstruction:
         (names only grow, a new one at the end), rows with no value skipped. At ``warmup`` rows
         the features present in at least half of them and not constant are standardized by
         their own references (``mean``, ``sd``: the features' now), sorted by name, and their
-        PCA is fitted; with fewer than two such features the rows are dropped and collection
-        starts over. Every decision depends on the rows alone, never on batch boundaries.
-        Returns how many rows of X it took (the errors start after them)."""
+        PCA is fitted (the ``excluded`` left out); with fewer than two such features the rows are
+        dropped and collection starts over. Every decision depends on the rows alone, never on
+        batch boundaries. Returns how many rows of X it took (the errors start after them)."""
         if len(names) > len(self.features):
             grow = len(names) - len(self.features)
             self.rows = np.concatenate([self.rows, np.full((self.rows.shape[0], grow), np.nan)], axis=1)
@@ -127,7 +129,7 @@ class Reconstruction:
         varies = np.array([np.ptp(R[~np.isnan(R[:, i]), i]) > 0 if present[i] else False
                            for i in range(R.shape[1])], dtype=bool)
         keep = [i for i in np.argsort(np.array(self.features, dtype=object), kind="stable")
-                if present[i] and varies[i]]
+                if present[i] and varies[i] and self.features[i] not in self.excluded]
         if len(keep) < 2:
             self.rows = np.zeros((0, len(self.features)))
             return False

@@ -683,8 +683,6 @@ class PerformanceMonitor:
         if reg.profile is not None and self.n_labels == 0 and not reg.profile.columns:
             reg.profile.add_column(0)       # (with the first label: a stream saved without it stays so)
         self.n_labels += X.shape[0]
-        if reg.profile is None:
-            return eb, X, reg.standardize(X)
         ts = np.asarray(eb.prediction_ts, dtype=np.float64)
         return eb, X, reg.standardize(X, np.where(np.isfinite(ts), ts, np.asarray(eb.ts, dtype=np.float64)))
 
@@ -693,6 +691,8 @@ class PerformanceMonitor:
         """Alerts from the error stream's ADWIN ``mask`` and drift state."""
         reg = self.signals
         hit = hit_matrix({"adwin": mask}, ["adwin"])
+        for j in reg.take_stepped():
+            self.states.compare(j, "reference")
         ts = np.asarray(eb.ts, dtype=np.float64)
         transitions = self.states.step(Z, X, hit, ts, reg.cz_mean, reg.long_run_sd, reg.n_ref)
         alerts.extend(self.states.alerts(transitions, lambda t: self._alert(eb, t)))

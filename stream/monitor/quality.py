@@ -40,7 +40,17 @@ import numpy as np
 from ..config import Settings
 from ..types import ModelBatch, Rebaseline
 from .alerts import make_alert
-from .dependence import EXTEND, MIN_TAU, RUNS, autocorrelation_time, flips, markov_time, parts_spread
+from .dependence import (
+    EXTEND,
+    MIN_TAU,
+    RUNS,
+    autocorrelation_time,
+    flips,
+    markov_time,
+    parts_spread,
+    short_of_a_day,
+    stepped,
+)
 from .drift import DRIFTED, STABLE, DriftStates, Transition
 
 CHECKS = ("missing", "type", "stuck", "spread")
@@ -84,7 +94,9 @@ class Rates:
     per ``TAU_PER_BLOCK`` of its tau, so that one can be off at all. A column whose warm-up's
     parts' rates spread wider than its tau allows (:func:`parts_spread`: a part of a cycle that
     is not declared, e.g. more nulls at night) learns on too, a warm-up at a time up to
-    ``EXTEND``, its rate and tau then those of all the values it learned.
+    ``EXTEND``, its rate and tau then those of all the values it learned; so does one whose
+    event times fall short of a day within reach (:func:`short_of_a_day`) unless its warm-up
+    saw one value only: "never null" is a reference whose first null is a fault at any hour.
     """
 
     def __init__(self, warmup: int, block: int, min_effect: float, clip_z: float) -> None:
@@ -103,6 +115,9 @@ class Rates:
         self.blen = np.zeros(0)               # values a block (more for a strongly dependent rate)
         self.flips = np.zeros(0)              # changes between consecutive warm-up values
         self.last = np.zeros(0)               # the warm-up's last value (NaN: none yet)
+        self.first_ts = np.zeros(0)           # event time of the warm-up's first value (NaN: none yet)
+        self.for_day = np.zeros(0)            # 1.0: learning on to a day
+        self.stepped: list[int] = []          # references just ended by a step (a fault)
         self.warm_values = np.zeros((warmup, 0))    # the warm-up's values, while one learns
         self.longer: dict[int, np.ndarray] = {}     # values of the columns learning on for a cycle
 
@@ -126,6 +141,8 @@ class Rates:
         self.blen = np.concatenate([self.blen, np.full(len(new), float(self.block))])
         self.flips = np.concatenate([self.flips, np.zeros(len(new))])
         self.last = np.concatenate([self.last, np.full(len(new), np.nan)])
+        self.first_ts = np.concatenate([self.first_ts, np.full(len(new), np.nan)])
+        self.for_day = np.concatenate([self.for_day, np.zeros(len(new))])
         self._grow_warm()
         return len(new)
 
@@ -142,7 +159,7 @@ class Rates:
     def state_dict(self) -> dict[str, Any]:
         return {"names": list(self.names), **{a: getattr(self, a) for a in self._ARRAYS},
                 "tau": self.tau, "goal": self.goal, "blen": self.blen, "flips": self.flips, "last": self.last,
-                "warm_values": self.warm_values,
+                "first_ts": self.first_ts, "for_day": self.for_day, "warm_values": self.warm_values,
                 "longer": [[j, v[: int(self.n[j])]] for j, v in sorted(self.longer.items())]}
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -158,6 +175,9 @@ class Rates:
         self.blen = state.get("blen", np.full(self.size, float(self.block)))
         self.flips = state.get("flips", np.zeros(self.size))
         self.last = state.get("last", np.full(self.size, np.nan))
+        # (a state saved before warm-ups spanned a day: theirs do not)
+        self.first_ts = state.get("first_ts", np.full(self.size, np.nan))
+        self.for_day = state.get("for_day", np.zeros(self.size))
         self.warm_values = state.get("warm_values", np.zeros((0, self.size)))
         self.longer = {}
         for j, v in state.get("longer", []):
@@ -171,22 +191,24 @@ class Rates:
         n = max(n or self.warmup, self.warmup)
         self.n[j], self.learned_ones[j], self.p[j], self.tau[j] = n, p * n, p, 1.0
         self.longer.pop(j, None)
-        self.goal[j], self.blen[j] = self.warmup, self.block
+        self.goal[j], self.blen[j], self.for_day[j] = self.warmup, self.block, 0.0
         self._grow_warm()
 
     def reset(self, j: int) -> None:
         """Column j learns its reference again from its next values."""
         self.n[j] = self.learned_ones[j] = self.p[j] = self.count[j] = self.ones[j] = self.was_off[j] = 0.0
         self.tau[j], self.goal[j], self.flips[j], self.last[j] = 1.0, self.warmup, 0.0, np.nan
-        self.blen[j] = self.block
+        self.blen[j], self.first_ts[j], self.for_day[j] = self.block, np.nan, 0.0
         self.longer.pop(j, None)
         self._grow_warm()
 
     def ready(self, j: int) -> bool:
         return bool(self.n[j] >= self.goal[j])
 
-    def learn(self, j: int, v: np.ndarray) -> int:
-        """Feed column j's values to its warm-up; returns how many it took."""
+    def learn(self, j: int, v: np.ndarray, t: np.ndarray) -> int:
+        """Feed column j's values (event times ``t``) to its warm-up; returns how many it took."""
+        if v.size and np.isnan(self.first_ts[j]):
+            self.first_ts[j] = t[0]
         take = int(min(v.size, self.warmup - self.n[j]))
         if take > 0:
             self.learned_ones[j] += float(v[:take].sum())
@@ -194,31 +216,37 @@ class Rates:
             self.warm_values[start:start + take, j] = v[:take]
             self.n[j] += take
             if self.n[j] >= self.warmup:
-                self._learned(j)
+                self._learned(j, float(t[take - 1]) - self.first_ts[j])
                 self._grow_warm()
         take = max(take, 0)
         while self.n[j] < self.goal[j] and take < v.size:       # (a cycle's goal may grow)
-            take += self._extend(j, v[take:]) if j not in self.longer else self._cycle(j, v[take:])
+            take += self._extend(j, v[take:]) if j not in self.longer else self._cycle(j, v[take:], t[take:])
         return take
 
-    def _learned(self, j: int) -> None:
-        """Column j's first warm-up is complete: its rate and its values' autocorrelation
-        time; a dependent column that saw fewer than ``RUNS`` runs of a value learns on."""
+    def _learned(self, j: int, span: float) -> None:
+        """Column j's first warm-up (its event times ``span`` seconds, first to last) is
+        complete: its rate and its values' autocorrelation time; a dependent column that saw
+        fewer than ``RUNS`` runs of a value learns on, and so does one that saw part of a
+        cycle or of a day."""
         warm = self.warm_values[:, j]
         self._measured(j, warm, autocorrelation_time(warm))
         if self.tau[j] >= MIN_TAU and self.flips[j] < 2 * RUNS:
             self.goal[j] = EXTEND * self.warmup
-        elif parts_spread(warm, float(self.tau[j])):
+        elif (day := 0.0 < self.p[j] < 1.0 and short_of_a_day(span, self.warmup, self.warmup)) \
+                or parts_spread(warm, float(self.tau[j])):
+            self.for_day[j] = float(day)
             self.longer[j] = np.zeros(EXTEND * self.warmup)
             self.longer[j][: self.warmup] = warm
             self.goal[j] = 2 * self.warmup
         else:
             self._blocks_of(j)
 
-    def _cycle(self, j: int, v: np.ndarray) -> int:
-        """Feed column j's values to a warm-up learning on for a cycle, up to its goal; at the
-        goal, all the values learned are a reference unless their parts still spread wider than
-        their tau allows (then one more warm-up, up to ``EXTEND``). Returns how many it took."""
+    def _cycle(self, j: int, v: np.ndarray, t: np.ndarray) -> int:
+        """Feed column j's values (event times ``t``) to a warm-up learning on for a cycle, up
+        to its goal; at the goal, all the values learned are a reference unless their parts
+        still spread wider than their tau allows or they span less than a day within reach
+        (then one more warm-up, up to ``EXTEND``); when learning on to a day, a newest warm-up
+        that :func:`stepped` leaves the first one's values. Returns how many it took."""
         take, start = int(min(v.size, self.goal[j] - self.n[j])), int(self.n[j])
         self.longer[j][start:start + take] = v[:take]
         self.learned_ones[j] += float(v[:take].sum())
@@ -226,14 +254,31 @@ class Rates:
         if self.n[j] >= self.goal[j]:
             n = int(self.n[j])
             warm = self.longer[j][:n]
+            W = self.warmup
+            final = bool(self.for_day[j]) and stepped(warm[:W], warm[n - W:], rate=True)
+            if final:                   # a fault: the first warm-up's values are the reference
+                n = W
+                warm = warm[:n]
+                self.n[j] = self.goal[j] = n
+                self.learned_ones[j] = float(warm.sum())
+                self.stepped.append(j)
             tau = autocorrelation_time(warm)
-            if n < EXTEND * self.warmup and parts_spread(warm, tau):
+            day = short_of_a_day(float(t[take - 1]) - self.first_ts[j], n, self.warmup)
+            self.for_day[j] = 0.0
+            if not final and n < EXTEND * self.warmup and (day or parts_spread(warm, tau)):
                 self.goal[j] = n + self.warmup
+                self.for_day[j] = float(day)
             else:
                 del self.longer[j]
                 self._measured(j, warm, tau)
                 self._blocks_of(j)
         return take
+
+    def take_stepped(self) -> list[int]:
+        """The columns whose references a step ended since the last call (judge their values
+        from the step on against them, as after a change point)."""
+        out, self.stepped = self.stepped, []
+        return out
 
     def _measured(self, j: int, warm: np.ndarray, tau: float) -> None:
         """Column j's rate, autocorrelation time ``tau``, changes and last value, from the values
@@ -380,17 +425,18 @@ class Rates:
             cs = np.flatnonzero(new)
             self.start_ts[js[cs]] = ts[[rows[c][i] for c, i in zip(cs.tolist(), s[cs].tolist(), strict=True)]]
         # columns whose warm-up takes all their values (as :meth:`learn` would)
-        warm = ~ready & (self.n[js] + lens <= self.warmup)
+        warm = ~ready & (lens > 0) & (self.n[js] + lens <= self.warmup)
         j = js[warm]
         self.learned_ones[j] += total[warm]
         for c in np.flatnonzero(warm).tolist():      # (during warm-ups only: a copy a column)
             start = int(self.n[js[c]])
             self.warm_values[start:start + lens[c], js[c]] = values[c]
+            if lens[c] and np.isnan(self.first_ts[js[c]]):
+                self.first_ts[js[c]] = ts[rows[c][0]]
         self.n[j] += lens[warm]
-        done = j[self.n[j] >= self.warmup]
-        for c in done.tolist():
-            self._learned(c)
-        if done.size:
+        for c in np.flatnonzero(warm & (self.n[js] >= self.warmup)).tolist():
+            self._learned(int(js[c]), float(ts[rows[c][-1]]) - self.first_ts[js[c]])
+        if (self.n[j] >= self.warmup).any():
             self._grow_warm()
         return ok | warm
 
@@ -617,7 +663,9 @@ class QualityChecks:
                 continue                                 # (the steady state: nothing to judge)
             rows, v = cols[name]
             j = rates.index[name]
-            skip = rates.learn(j, v) if not rates.ready(j) else 0
+            skip = rates.learn(j, v, batch.ts[rows]) if not rates.ready(j) else 0
+            for c in rates.take_stepped():
+                self.states.compare(c, "reference")
             if skip >= v.size:
                 continue
             rows, v = rows[skip:], v[skip:]

@@ -30,6 +30,8 @@ from .dependence import (
     autocorrelation_time,
     flips,
     parts_spread,
+    short_of_a_day,
+    stepped,
     two_state,
     two_state_time,
 )
@@ -119,6 +121,9 @@ class SignalRegistry:
         self.recent_pos = np.zeros(0, dtype=np.int64)
         self.warm_values = np.zeros((warmup, 0))             # warm-up values, until all are done
         self.goal = np.zeros(0)                             # values each reference learns from
+        self.first_ts = np.zeros(0)                         # event time of its first one (NaN: none)
+        self.for_day = np.zeros(0)                          # 1.0: learning on to a day
+        self.stepped: list[int] = []                        # references just ended by a step (a fault)
         self.longer: dict[int, np.ndarray] = {}             # values of the references learning on
         self.live_from = np.zeros(0, dtype=np.int64)        # of the last batch standardized: the
                                                             # row from which each signal is scored
@@ -129,7 +134,7 @@ class SignalRegistry:
         return len(self.names)
 
     _ARRAYS = ("n", "mean", "m2", "sd", "cz_mean", "cz_sd", "n_profile", "recent", "recent_pos",
-               "warm_values", "goal")
+               "warm_values", "goal", "first_ts", "for_day")
 
     def state_dict(self) -> dict[str, Any]:
         return {"names": list(self.names), "categories": self.categories,
@@ -150,6 +155,9 @@ class SignalRegistry:
                 setattr(self, name, state[name])
         if "goal" not in state:                 # (a state saved before references learned on)
             self.goal = np.full(self.n.size, float(self.warmup))
+        if "first_ts" not in state:             # (saved before references spanned a day: they do not)
+            self.first_ts = np.full(self.n.size, np.nan)
+            self.for_day = np.zeros(self.n.size)
         self.longer = {}
         for j, v in state.get("longer", []):
             self.longer[int(j)] = np.zeros(EXTEND * self.warmup)
@@ -183,6 +191,8 @@ class SignalRegistry:
             self.cz_sd = np.concatenate([self.cz_sd, np.ones(k)])
             self.n_profile = np.concatenate([self.n_profile, np.zeros(k)])
             self.goal = np.concatenate([self.goal, np.full(k, float(self.warmup))])
+            self.first_ts = np.concatenate([self.first_ts, np.full(k, np.nan)])
+            self.for_day = np.concatenate([self.for_day, np.zeros(k)])
             self.recent = np.concatenate([self.recent, np.full((RECENT, k), np.nan)], axis=1)
             self.recent_pos = np.concatenate([self.recent_pos, np.zeros(k, dtype=np.int64)])
             self.blocks.add(k)
@@ -302,6 +312,9 @@ class SignalRegistry:
                 done = []
                 for j in np.flatnonzero(warm.any(axis=0)).tolist():
                     col = X[valid[:, j], j]
+                    times = ts[valid[:, j]] if ts is not None else None
+                    if times is not None and np.isnan(self.first_ts[j]):
+                        self.first_ts[j] = times[0]
                     used = 0
                     while used < col.size and self.n[j] < self.goal[j]:     # (a goal may grow)
                         v = col[used:used + int(self.goal[j] - self.n[j])]
@@ -309,7 +322,8 @@ class SignalRegistry:
                         self._values(j)[start:start + v.size] = v
                         self.n[j] += v.size
                         used += v.size
-                        if self.n[j] >= self.goal[j] and self._set_reference(j):
+                        span = float(times[used - 1] - self.first_ts[j]) if times is not None else np.nan
+                        if self.n[j] >= self.goal[j] and self._set_reference(j, span):
                             done.append(j)
                     warm[:, j] = valid[:, j] & (rank[:, j] <= used)
                 self._share_dependence(done)
@@ -346,7 +360,7 @@ class SignalRegistry:
 
     def _from_profile(self, j: int, ref: Any) -> None:
         self.n[j], self.mean[j], self.sd[j] = self.warmup, ref.mean, max(ref.sd, 1e-12)
-        self.goal[j] = self.warmup
+        self.goal[j], self.for_day[j] = self.warmup, 0.0
         self.longer.pop(j, None)
         self.m2[j] = ref.sd * ref.sd * (ref.n - 1)
         self.cz_mean[j], self.cz_sd[j], self.n_profile[j] = ref.cz_mean, ref.cz_sd, ref.n
@@ -356,20 +370,32 @@ class SignalRegistry:
         """The buffer of signal j's warm-up values (a view: writes land in it)."""
         return self.longer[j] if j in self.longer else self.warm_values[:, j]
 
-    def _set_reference(self, j: int) -> bool:
+    def _set_reference(self, j: int, span: float = np.nan) -> bool:
         """Signal j's warm-up is complete: its reference, and how its own values score; or,
-        when its values are too few for its dependence or their parts' means spread wider than
-        it allows (:func:`_learn_on`: a part of a slow cycle, a slow wander), it learns on for
-        one more warm-up (up to ``EXTEND`` in all) and False is returned."""
+        when its values are too few for its dependence, their parts' means spread wider than
+        it allows (:func:`_learn_on`: a part of a slow cycle, a slow wander) or their event
+        times (``span`` seconds, first to last) fall short of a day within reach
+        (:func:`short_of_a_day`), it learns on for one more warm-up (up to ``EXTEND`` in all)
+        and False is returned. A day's learning whose newest warm-up :func:`stepped` ends
+        with its first warm-up's values."""
         n = int(self.n[j])
         warm = self._values(j)[:n]
+        final = bool(self.for_day[j]) and stepped(warm[:self.warmup], warm[n - self.warmup:])
+        if final:
+            n = self.warmup
+            warm = warm[:n]
+            self.n[j] = self.goal[j] = n
+            self.stepped.append(j)
+        self.for_day[j] = 0.0
         mean, m2, sd = reference(warm)
         cz = np.clip((warm - mean) / sd, -self.clip_z, self.clip_z)
         # (a seasonal signal is judged on its residuals: their profile learns how dependent)
         tau = 1.0 if self.is_seasonal(j) else autocorrelation_time(cz)
         if tau >= MIN_TAU:                      # (a dependent 0/1 signal: its runs say too)
             tau = min(max(tau, two_state_time(cz)), cz.size / 4)
-        if not self.is_seasonal(j) and n < EXTEND * self.warmup and _learn_on(cz, tau):
+        day = short_of_a_day(span, n, self.warmup)
+        if not final and not self.is_seasonal(j) and n < EXTEND * self.warmup and (day or _learn_on(cz, tau)):
+            self.for_day[j] = float(day)
             if j not in self.longer:
                 self.longer[j] = np.zeros(EXTEND * self.warmup)
                 self.longer[j][:n] = warm
@@ -380,6 +406,13 @@ class SignalRegistry:
         self.cz_mean[j], self.cz_sd[j] = float(cz.mean()), float(cz.std(ddof=1))
         self.blocks.set_tau(j, tau)
         return True
+
+    def take_stepped(self) -> list[int]:
+        """The signals whose references a step ended since the last call: their values from
+        the step on are to be judged against them as after a change point (the detectors saw
+        no change: they start after it)."""
+        out, self.stepped = self.stepped, []
+        return out
 
     def _share_dependence(self, done: list[int]) -> None:
         """The category indicators of one feature (or of the prediction) share the dependence
@@ -440,7 +473,7 @@ class SignalRegistry:
             self.warm_values = np.zeros((self.warmup, self.size))
         self.n[j], self.mean[j], self.m2[j], self.sd[j] = 0.0, 0.0, 0.0, 1.0
         self.cz_mean[j], self.cz_sd[j], self.n_profile[j] = 0.0, 1.0, 0.0
-        self.goal[j] = self.warmup
+        self.goal[j], self.first_ts[j], self.for_day[j] = self.warmup, np.nan, 0.0
         self.longer.pop(j, None)
         self.blocks.set_tau(j, 1.0)
         if self.is_seasonal(j):

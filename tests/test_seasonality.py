@@ -235,6 +235,18 @@ def test_an_accuracy_that_cycles_with_the_score_pages_nobody_and_its_fall_is_fou
     assert alerts[0]["stats"]["seasonal"] and alerts[0]["stats"]["accuracy_after"] < 0.75
 
 
+def test_an_undeclared_accuracy_that_cycles_is_learned_over_a_day_and_its_fall_is_found():
+    """Not declared, at 10,000 labeled events a day: the error stream's warm-up (500 labels)
+    learns on to a day as the features' may (10,000 values), so the hours page nobody (7
+    firings in 6 days on each of 3 seeds with one warm-up); a fall of ~20 points on day 3 is
+    found, later than with the cycle declared (the hours widen its standard error)."""
+    settings = load_settings(env={})
+    assert run(labeled_stream(10_000, 4, seed=1), settings) == []
+    alerts = run(labeled_stream(10_000, 6, seed=2, flip_from_day=3.0), settings, every=True)
+    assert [(a["signal"], a["status"]) for a in alerts] == [("error", "firing")]
+    assert 3 * DAY < alerts[0]["at"]["ts"] < 6 * DAY
+
+
 def channel_stream(per_day: int, days: int, seed: int, change_at_day: float | None = None,
                    change: str = "") -> list[Message]:
     """A model with a numeric feature and a categorical one whose mix cycles daily (mobile

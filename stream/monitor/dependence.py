@@ -56,15 +56,16 @@ def autocorrelation_time(z: np.ndarray) -> float:
     return 1.0 if tau < MIN_TAU else min(tau, n / 4)
 
 
-def short_of_a_day(span: float, n: int, warmup: int) -> bool:
+def short_of_a_day(span: float, n: int, reach: int) -> bool:
     """Whether a warm-up of ``n`` values whose event times span ``span`` seconds (first to last)
-    should learn on to a day: it spans less than one, and ``EXTEND`` warm-ups at its rate would
-    span ``DAY_REACH`` of one at least. Most inputs of deployed models follow the hour of the
-    day, and a reference that saw only some of the hours pages at the others; its values alone
-    cannot tell, since a few hours near a peak look stationary. Each value stands for
-    ``span / (n - 1)`` seconds. False for a NaN ``span``."""
+    should learn on to a day: it spans less than one, and ``reach`` values (as many as it may
+    learn on to: ``EXTEND`` warm-ups) at its rate would span ``DAY_REACH`` of one at least.
+    Most inputs of deployed models follow the hour of the day, and a reference that saw only
+    some of the hours pages at the others; its values alone cannot tell, since a few hours
+    near a peak look stationary. Each value stands for ``span / (n - 1)`` seconds. False for
+    a NaN ``span``."""
     covered = span * n / max(n - 1, 1)
-    return 0.0 < covered < DAY and covered * EXTEND * warmup >= DAY_REACH * DAY * n
+    return 0.0 < covered < DAY and covered * reach >= DAY_REACH * DAY * n
 
 
 def stepped(first: np.ndarray, newest: np.ndarray, rate: bool = False) -> bool:

@@ -232,7 +232,7 @@ class Rates:
         self._measured(j, warm, autocorrelation_time(warm))
         if self.tau[j] >= MIN_TAU and self.flips[j] < 2 * RUNS:
             self.goal[j] = EXTEND * self.warmup
-        elif (day := 0.0 < self.p[j] < 1.0 and short_of_a_day(span, self.warmup, self.warmup)) \
+        elif (day := 0.0 < self.p[j] < 1.0 and short_of_a_day(span, self.warmup, EXTEND * self.warmup)) \
                 or parts_spread(warm, float(self.tau[j])):
             self.for_day[j] = float(day)
             self.longer[j] = np.zeros(EXTEND * self.warmup)
@@ -263,7 +263,7 @@ class Rates:
                 self.learned_ones[j] = float(warm.sum())
                 self.stepped.append(j)
             tau = autocorrelation_time(warm)
-            day = short_of_a_day(float(t[take - 1]) - self.first_ts[j], n, self.warmup)
+            day = short_of_a_day(float(t[take - 1]) - self.first_ts[j], n, EXTEND * W)
             self.for_day[j] = 0.0
             if not final and n < EXTEND * self.warmup and (day or parts_spread(warm, tau)):
                 self.goal[j] = n + self.warmup

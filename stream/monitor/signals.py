@@ -93,8 +93,10 @@ class SignalRegistry:
     """Signals of one model: names, column indices, reference statistics, recent values."""
 
     def __init__(self, max_signals: int, warmup: int, clip_z: float, max_categories: int = 32,
-                 season: SeasonalitySettings | None = None) -> None:
+                 season: SeasonalitySettings | None = None, day_reach: int = 0) -> None:
         self.max_signals = max_signals
+        # values a reference may learn on to for a day (EXTEND warm-ups at least)
+        self.day_reach = max(EXTEND * warmup, day_reach)
         self.season = season
         self.profile = None if season is None else SeasonalProfile(
             season.period_s, season.bins, season.min_per_bin, clip_z, season.periods, warmup)
@@ -160,7 +162,7 @@ class SignalRegistry:
             self.for_day = np.zeros(self.n.size)
         self.longer = {}
         for j, v in state.get("longer", []):
-            self.longer[int(j)] = np.zeros(EXTEND * self.warmup)
+            self.longer[int(j)] = np.zeros(self.day_reach)
             self.longer[int(j)][: v.size] = v
         if self.profile is not None and state["profile"] is not None:
             self.profile.load_state(state["profile"])
@@ -375,9 +377,9 @@ class SignalRegistry:
         when its values are too few for its dependence, their parts' means spread wider than
         it allows (:func:`_learn_on`: a part of a slow cycle, a slow wander) or their event
         times (``span`` seconds, first to last) fall short of a day within reach
-        (:func:`short_of_a_day`), it learns on for one more warm-up (up to ``EXTEND`` in all)
-        and False is returned. A day's learning whose newest warm-up :func:`stepped` ends
-        with its first warm-up's values."""
+        (:func:`short_of_a_day`), it learns on for one more warm-up (up to ``EXTEND`` in all;
+        to a day, up to ``day_reach`` values) and False is returned. A day's learning whose
+        newest warm-up :func:`stepped` ends with its first warm-up's values."""
         n = int(self.n[j])
         warm = self._values(j)[:n]
         final = bool(self.for_day[j]) and stepped(warm[:self.warmup], warm[n - self.warmup:])
@@ -393,13 +395,14 @@ class SignalRegistry:
         tau = 1.0 if self.is_seasonal(j) else autocorrelation_time(cz)
         if tau >= MIN_TAU:                      # (a dependent 0/1 signal: its runs say too)
             tau = min(max(tau, two_state_time(cz)), cz.size / 4)
-        day = short_of_a_day(span, n, self.warmup)
-        if not final and not self.is_seasonal(j) and n < EXTEND * self.warmup and (day or _learn_on(cz, tau)):
+        day = n < self.day_reach and short_of_a_day(span, n, self.day_reach)
+        longer = day or (n < EXTEND * self.warmup and _learn_on(cz, tau))
+        if not final and not self.is_seasonal(j) and longer:
             self.for_day[j] = float(day)
             if j not in self.longer:
-                self.longer[j] = np.zeros(EXTEND * self.warmup)
+                self.longer[j] = np.zeros(self.day_reach)
                 self.longer[j][:n] = warm
-            self.goal[j] = n + self.warmup
+            self.goal[j] = min(n + self.warmup, self.day_reach)
             return False
         self.longer.pop(j, None)
         self.mean[j], self.m2[j], self.sd[j] = mean, m2, sd

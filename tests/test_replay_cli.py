@@ -364,7 +364,7 @@ def test_replay_batches_grow_with_the_models_and_change_no_alert(tmp_path, monke
     for i in range(24_000):
         model = f"m{i % 40}"
         shift = 3.0 if i % 40 < 8 and i > 12_000 else 0.0
-        # (an event every 0.1 s: ten warm-ups span far less than a day, so a reference is one)
+        # (an event every 0.1 s: 20 warm-ups span far less than a day, so a reference is one)
         t = 1.7e9 + i / 10
         events.append(orjson.dumps({"model": model, "id": str(i), "ts": t, "prediction": rng.random(),
                                     "features": {"x": rng.normal() + shift, "c": str(rng.integers(3))}}))

@@ -82,10 +82,11 @@ def test_a_seasonal_error_stream_restores_exactly(tmp_path, cut):
     assert before + run(second, msgs[cut:], batch=500) == straight
 
 
-@pytest.mark.parametrize("cut", [3_000, 7_000, 30_000])
+@pytest.mark.parametrize("cut", [3_000, 15_000, 25_000, 50_000])
 def test_references_learning_on_to_a_day_restore_exactly(cut):
-    """At 10,000 events a day the references learn on to a day (cuts during it and after);
-    a state saved before they did (no first times) spans its day from its next values."""
+    """At 20,000 events a day the references learn on to a day, keeping every other value past
+    10,000 (cuts during it, before and after the stride doubles, and after); a state saved
+    before they did (no first times) spans its day from its next values."""
     old = Pipeline(load_settings(env={}))
     day = shifted_stream(10_000, 1, shift_at_day=2.0, seed=2)
     run(old, day[:1500])
@@ -97,7 +98,7 @@ def test_references_learning_on_to_a_day_restore_exactly(cut):
     run(old, day[1500:])
     assert set(signals.first_ts.tolist()) == {orjson.loads(day[1500].value)["ts"]}
     settings = load_settings(env={})
-    msgs = shifted_stream(10_000, 4, shift_at_day=2.0, seed=2)
+    msgs = shifted_stream(20_000, 3, shift_at_day=2.0, seed=2)
     straight = run(Pipeline(settings), msgs, batch=500)
     assert {a["signal"] for a in straight} >= {"feature:x"}
     first = Pipeline(settings)

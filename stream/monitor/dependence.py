@@ -24,9 +24,11 @@ EXTEND = 10          # ... within this many warm-ups (a warm-up that cannot be a
 SEGMENTS = 8         # a warm-up whose SEGMENTS consecutive parts' means spread more than ...
 SPREAD_CHI2 = 24.3   # ... this (chi-square, 7 degrees of freedom: p = 0.001) learns on
 DAY = 86400.0        # a warm-up shorter than a day of event time learns on to one, when ...
-DAY_REACH = 0.8      # ... EXTEND warm-ups at its rate would span this share of a day at least,
-STEP_SD = 5.0        # unless its newest warm-up's mean moved this many sd of its first one's
-STEP_RATE = 0.5      # (a 0/1 rate: this much): a fault, which the hours of a day rarely make
+DAY_REACH = 0.8      # ... DAY_EXTEND warm-ups at its rate would span this share of a day at least
+DAY_EXTEND = 20      # (keeping EXTEND warm-ups' worth of them: see store_strided)
+STEP_SD = 5.0        # unless its values stepped by this many sd (see step_at) ...
+STEP_RATE = 0.5      # ... (a 0/1 rate: by this much): a fault, which the hours of a day do not make
+STEP_MIN = 50        # values on each side of a step, at least
 LAG1_Z = 4.0         # dependent only if the lag-1 autocorrelation (or the sum of the first four
                      # lags') is this many of its sd's above 0
 
@@ -56,28 +58,75 @@ def autocorrelation_time(z: np.ndarray) -> float:
     return 1.0 if tau < MIN_TAU else min(tau, n / 4)
 
 
-def short_of_a_day(span: float, n: int, reach: int) -> bool:
+def short_of_a_day(span: float, n: int, reach: int, started: bool = False) -> bool:
     """Whether a warm-up of ``n`` values whose event times span ``span`` seconds (first to last)
     should learn on to a day: it spans less than one, and ``reach`` values (as many as it may
-    learn on to: ``EXTEND`` warm-ups) at its rate would span ``DAY_REACH`` of one at least.
+    learn on to: ``DAY_EXTEND`` warm-ups) at its rate would span ``DAY_REACH`` of one at least,
+    or it ``started`` to (traffic that follows the hour changes the rate on the way).
     Most inputs of deployed models follow the hour of the day, and a reference that saw only
     some of the hours pages at the others; its values alone cannot tell, since a few hours
     near a peak look stationary. Each value stands for ``span / (n - 1)`` seconds. False for
     a NaN ``span``."""
     covered = span * n / max(n - 1, 1)
-    return 0.0 < covered < DAY and covered * reach >= DAY_REACH * DAY * n
+    return 0.0 < covered < DAY and (started or covered * reach >= DAY_REACH * DAY * n)
 
 
-def stepped(first: np.ndarray, newest: np.ndarray, rate: bool = False) -> bool:
-    """Whether a warm-up learning on to a day saw a fault in its ``newest`` values: their mean
-    is ``STEP_SD`` sd of its ``first`` warm-up's values away from theirs (for a 0/1 rate,
-    ``STEP_RATE``), further than the hours of a day move most inputs. The reference is then
-    the first warm-up's (the fault may have begun in the values between), and the fault is
-    judged against it as it goes on."""
-    moved = abs(float(newest.mean()) - float(first.mean()))
+def store_strided(buf: np.ndarray, stride: int, start: int, v: np.ndarray) -> int:
+    """Keep the values (or rows) ``v`` seen at positions ``start``, ``start + 1``, ... of a
+    warm-up in ``buf``, which holds those at the multiples of ``stride`` (position ``i`` at
+    ``i // stride``); when they would not fit, every other one goes and the stride doubles, so that
+    the buffer is a sample of the whole warm-up at even steps, whatever the batches. Returns
+    the stride."""
+    size, n = len(buf), len(v)                  # (rows: a buffer may be 2-D)
+    while (start + n - 1) // stride >= size:
+        buf[:(size + 1) // 2] = buf[::2].copy()
+        stride *= 2
+    first = -start % stride                     # the first of v at a multiple of the stride
+    buf[(start + first) // stride:(start + n - 1) // stride + 1] = v[first::stride]
+    return stride
+
+
+def strided_tau(tau: float, stride: int, first: float) -> float:
+    """The autocorrelation time, in values, of a warm-up kept every ``stride``-th value whose
+    kept values' own is ``tau``: ``stride`` times it if they are dependent, and at least
+    ``first``, its first warm-up's (dependence shorter than the stride)."""
+    if stride == 1:
+        return tau
+    return max(stride * tau if tau >= MIN_TAU else 1.0, first if first == first else 1.0)
+
+
+def step_at(x: np.ndarray, lo: int, rate: bool = False) -> int:
+    """Where a warm-up learning on to a day saw a fault: the split ``k`` of its values ``x``
+    (kept, in order) among its last two warm-ups' worth (``lo``: one's, the first never
+    split) at which the mean of those after is furthest from that of the ``STEP_MIN`` just
+    before, in their sd (the first warm-up's at least), if ``STEP_SD`` of them or more (a 0/1
+    rate: by ``STEP_RATE``); -1 if none. A step is a fault:
+    an hour of the day moves an input gradually, so that next to each other its values hardly
+    differ. The values are winsorized at their 1st and 99th percentiles (one wild value is no
+    step)."""
+    a = max(lo, x.size - 2 * lo)
+    w = x[a:]
+    if w.size < 2 * STEP_MIN:
+        return -1
+    if not rate:
+        w = np.clip(w, *np.percentile(w, [1.0, 99.0]))
+    c1 = np.concatenate([[0.0], np.cumsum(w)])
+    ks = np.arange(STEP_MIN, w.size - STEP_MIN + 1)
+    after = (c1[-1] - c1[ks]) / (w.size - ks)
+    before = (c1[ks] - c1[ks - STEP_MIN]) / STEP_MIN                # the STEP_MIN values before
+    gap = np.abs(after - before)
     if rate:
-        return moved >= STEP_RATE
-    return moved >= STEP_SD * float(first.std(ddof=1)) and moved > 0.0
+        score = gap / STEP_RATE
+    else:
+        c2 = np.concatenate([[0.0], np.cumsum(w * w)])
+        var = np.maximum((c2[ks] - c2[ks - STEP_MIN]) / STEP_MIN - before * before, 0.0) \
+            * STEP_MIN / (STEP_MIN - 1)
+        # (rare values: the sd of its first warm-up at least)
+        var = np.maximum(var, float(x[:lo].var(ddof=1)) if lo > 1 else 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            score = np.where(gap > 0.0, gap / (STEP_SD * np.sqrt(var)), 0.0)
+    best = int(np.argmax(score))
+    return int(a + ks[best]) if score[best] >= 1.0 else -1
 
 
 def parts_spread(x: np.ndarray, tau: float) -> bool:
@@ -92,6 +141,19 @@ def parts_spread(x: np.ndarray, tau: float) -> bool:
         return False
     means = x[: n // SEGMENTS * SEGMENTS].reshape(SEGMENTS, -1).mean(axis=1)
     return float(((means - means.mean()) ** 2).sum()) > SPREAD_CHI2 * var * tau / (n // SEGMENTS)
+
+
+def parts_time(x: np.ndarray, tau: float) -> float:
+    """A warm-up's autocorrelation time (in values of ``x``), at least ``tau``, the one its
+    ``SEGMENTS`` parts' means imply when they spread wider than ``tau`` allows
+    (:func:`parts_spread`): ``part * var(means) / var``, the batch-means estimate. A day's
+    reference that saw the hours of a cycle too weak to show in its first autocorrelations
+    knows from it how far the hours move its mean (at most a quarter of the values)."""
+    if not parts_spread(x, tau):
+        return tau
+    part = x.size // SEGMENTS
+    means = x[: part * SEGMENTS].reshape(SEGMENTS, -1).mean(axis=1)
+    return max(tau, min(part * float(means.var(ddof=1)) / float(x.var()), x.size / 4))
 
 
 def markov_time(n: float, p: float, flips: float) -> float:

@@ -6,9 +6,9 @@ Two signatures, per model:
   events with a segment, the normalized entropy of where the *positive* predictions went
   (score >= 0.5, or any class prediction) across segments is computed. A self-reinforcing
   allocation concentrates them: the entropy falls steadily. The entropy series is
-  standardized on its first ``warmup`` windows (more, to span a day where ten times as many
-  would: see :func:`~stream.monitor.dependence.short_of_a_day`) and watched by Page-Hinkley
-  in mode "down".
+  standardized on its first ``warmup`` windows (more, to span a day where they can: see
+  :func:`~stream.monitor.dependence.short_of_a_day`) and watched by Page-Hinkley in mode
+  "down".
   For a model that declares a cycle, the segments' shares may follow it (regions in their
   time zones): its reference is then the entropy expected at each phase of the period,
   learned over the first ``periods`` whole periods (see :class:`ConcentrationWatch`).
@@ -30,7 +30,7 @@ from detectors import PageHinkley
 from ..config import FeedbackSettings, SeasonalitySettings
 from ..types import Message, ModelBatch
 from .alerts import make_alert
-from .dependence import EXTEND, short_of_a_day
+from .dependence import DAY_EXTEND, short_of_a_day
 from .lifecycle import Lifecycle, apply_lifecycle, resolved
 
 _NUMBERS = {int, float, bool}
@@ -46,7 +46,8 @@ class ConcentrationWatch:
     ----------
     window : events with a segment per window.
     warmup : windows whose entropies set the reference (mean and sd), at least; up to
-        ``EXTEND`` times as many while they span less than a day that so many would span.
+        ``DAY_EXTEND`` times as many while they span less than a day (see
+        :func:`~stream.monitor.dependence.short_of_a_day`).
     threshold, delta : Page-Hinkley's, on the standardized entropy.
     season : the model's declared cycle, if any. The reference is then the entropy expected at
         each phase of the period, learned from the windows of the first ``season.periods``
@@ -173,8 +174,8 @@ class ConcentrationWatch:
                 # (windows of a state saved before they had times: no day to span)
                 timed = len(self.series_ts) == n
                 span = ts - self.series_ts[0] if timed else float("nan")
-                if n >= self.warmup and not (n < EXTEND * self.warmup
-                                             and short_of_a_day(span, n, EXTEND * self.warmup)):
+                reach = DAY_EXTEND * self.warmup
+                if n >= self.warmup and not (n < reach and short_of_a_day(span, n, reach, n > self.warmup)):
                     ref = np.array(self.series)
                     self.ref_mean = float(ref.mean())
                     self.ref_sd = max(float(ref.std(ddof=1)), 1e-3)

@@ -190,7 +190,7 @@ class ModelMonitor:
         # once they are standardized; from then on it is standardized with them
         fitting = rec is not None and not rec.fitted
         if rec is not None and not fitting:
-            X, more = self._reconstruction(X)
+            X, more = self._reconstruction(X, batch.ts)
             grown += more
         if self.calibration is not None:
             X, more = self._estimate(X, batch)
@@ -201,7 +201,7 @@ class ModelMonitor:
             # a feature whose reference a fault ended is not how the features go together
             names = [self.signals.names[j] for j in self._stepped]
             rec.excluded.update(n[8:] for n in names if n.startswith("feature:") and "=" not in n)
-            X, more = self._reconstruction(X)
+            X, more = self._reconstruction(X, batch.ts)
             grown += more
             if rec.fitted and SIGNAL in self.signals.index:     # (its first errors: once a model)
                 j = self.signals.index[SIGNAL]
@@ -271,7 +271,7 @@ class ModelMonitor:
         reg.remember(X)
         return quiet
 
-    def _reconstruction(self, X: np.ndarray) -> tuple[np.ndarray, int]:
+    def _reconstruction(self, X: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, int]:
         """X with the reconstruction-error column (registered once the axes are fitted: from
         the profile, or from the first rows once the numeric features' references are set);
         and 1 if that column is new."""
@@ -283,7 +283,8 @@ class ModelMonitor:
                 return X, 0
             cols = [reg.index[n] for n in names]
             first = int(reg.live_from[cols].max())      # (the rows its features score)
-            start = first + rec.learn([n[8:] for n in names], X[first:, cols], reg.mean[cols], reg.sd[cols])
+            start = first + rec.learn([n[8:] for n in names], X[first:, cols], reg.mean[cols], reg.sd[cols],
+                                      ts[first:])
             if not rec.fitted:
                 return X, 0
         if rec.complete:

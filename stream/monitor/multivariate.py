@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .dependence import DAY_EXTEND, short_of_a_day, store_strided
+
 SIGNAL = "multivariate:reconstruction"
 
 
@@ -67,7 +69,11 @@ class Reconstruction:
         self.mean = np.zeros(0)
         self.sd = np.ones(0)
         self.W: np.ndarray | None = None     # (features, k), once fitted
-        self.rows = np.zeros((0, 0))         # reference rows collected so far
+        self.rows = np.zeros((0, 0))         # reference rows collected so far (every stride-th)
+        self.seen = 0                        # rows collected so far
+        self.stride = 1
+        self.first_ts = float("nan")         # event time of the first
+        self.day = False                     # collecting on to a day (see learn)
         self.excluded: set[str] = set()      # features left out of the fit (a fault at its reference)
 
     @property
@@ -82,13 +88,18 @@ class Reconstruction:
 
     def state_dict(self) -> dict[str, Any]:
         return {"features": list(self.features), "mean": self.mean, "sd": self.sd, "rows": self.rows,
-                "W": self.W if self.W is not None else np.zeros((0, 0)), "excluded": sorted(self.excluded)}
+                "W": self.W if self.W is not None else np.zeros((0, 0)), "excluded": sorted(self.excluded),
+                "seen": self.seen, "stride": self.stride, "first_ts": self.first_ts, "day": self.day}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.features = list(state["features"])
         self.excluded = set(state.get("excluded", ()))
         self.mean, self.sd, self.rows = state["mean"], state["sd"], state["rows"]
         self.W = state["W"] if state["W"].size else None
+        # (a state saved before collections spanned a day: its rows are all it saw)
+        self.seen = int(state.get("seen", self.rows.shape[0]))
+        self.stride, self.day = int(state.get("stride", 1)), bool(state.get("day", False))
+        self.first_ts = float(state.get("first_ts", float("nan")))
 
     def use(self, features: list[str], mean: np.ndarray, sd: np.ndarray, W: np.ndarray) -> None:
         """Axes given (a training profile's)."""
@@ -99,26 +110,42 @@ class Reconstruction:
         Z = np.clip((X - self.mean) / self.sd, -self.clip_z, self.clip_z)
         return np.where(np.isnan(Z), 0.0, Z)
 
-    def learn(self, names: list[str], X: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> int:
+    def learn(self, names: list[str], X: np.ndarray, mean: np.ndarray, sd: np.ndarray,
+              ts: np.ndarray) -> int:
         """Collect reference rows: raw values (rows, len(names)) of the model's numeric features
-        (names only grow, a new one at the end), rows with no value skipped. At ``warmup`` rows
-        the features present in at least half of them and not constant are standardized by
-        their own references (``mean``, ``sd``: the features' now), sorted by name, and their
-        PCA is fitted (the ``excluded`` left out); with fewer than two such features the rows are
-        dropped and collection starts over. Every decision depends on the rows alone, never on
-        batch boundaries. Returns how many rows of X it took (the errors start after them)."""
+        (names only grow, a new one at the end) at event times ``ts``, rows with no value
+        skipped. At ``warmup`` rows (if they span less than a day that ``DAY_EXTEND`` times as
+        many would, at every ``warmup`` more until they span one, keeping ``warmup`` of them
+        at even steps: see :func:`store_strided`) the features present in at least half of the
+        rows kept and not constant are standardized by their own references (``mean``, ``sd``:
+        the features' now), sorted by name, and their PCA is fitted (the ``excluded`` left
+        out); with fewer than two such features the rows are dropped and collection starts
+        over. Every decision depends on the rows alone, never on batch boundaries. Returns how
+        many rows of X it took (the errors start after them)."""
         if len(names) > len(self.features):
             grow = len(names) - len(self.features)
             self.rows = np.concatenate([self.rows, np.full((self.rows.shape[0], grow), np.nan)], axis=1)
             self.features = list(names)
         has = np.flatnonzero(~np.isnan(X).all(axis=1))
-        last = 0
+        last, W = 0, self.warmup
         while has.size:
-            need = self.warmup - self.rows.shape[0]
-            take, has = has[:need], has[need:]
-            self.rows = np.concatenate([self.rows, X[take]])
+            if self.first_ts != self.first_ts:
+                self.first_ts = float(ts[has[0]])
+            take, has = has[:W - self.seen % W], has[W - self.seen % W:]
+            if self.day:
+                self.stride = store_strided(self.rows, self.stride, self.seen, X[take])
+            else:
+                self.rows = np.concatenate([self.rows, X[take]])
+            self.seen += take.size
             last = int(take[-1]) + 1
-            if self.rows.shape[0] >= self.warmup and self._fit(mean, sd):
+            if self.seen % W:
+                continue
+            if self.seen < DAY_EXTEND * W and short_of_a_day(float(ts[take[-1]]) - self.first_ts,
+                                                              self.seen, DAY_EXTEND * W, self.day):
+                self.day = True                  # (its buffer holds W rows from now on)
+                continue
+            self.rows = self.rows[: (self.seen - 1) // self.stride + 1]
+            if self._fit(mean, sd):
                 return last
         return X.shape[0] if not self.fitted else last
 
@@ -132,11 +159,13 @@ class Reconstruction:
                 if present[i] and varies[i] and self.features[i] not in self.excluded]
         if len(keep) < 2:
             self.rows = np.zeros((0, len(self.features)))
+            self.seen, self.stride, self.first_ts, self.day = 0, 1, float("nan"), False
             return False
         self.features = [self.features[i] for i in keep]
         self.mean, self.sd = np.asarray(mean, dtype=float)[keep], np.asarray(sd, dtype=float)[keep]
         self.W = fit(self.standardized(R[:, keep]), self.variance)
         self.rows = np.zeros((0, 0))
+        self.seen, self.stride, self.day = 0, 1, False
         return True
 
     def contributions(self, X: np.ndarray, top: int = 3) -> list[str]:

@@ -36,7 +36,7 @@ from ..config import Settings
 from ..ingest.labels import LabelBatch
 from ..types import DeadLetter, Message, ModelBatch
 from .alerts import make_alert
-from .dependence import EXTEND
+from .dependence import DAY_EXTEND
 from .detection import DETECTORS
 from .drift import DriftStates, Transition, hit_matrix
 from .estimate import Calibration
@@ -535,7 +535,7 @@ class PerformanceMonitor:
         # error stream is seasonal too, in the predictions' time
         # (its warm-up may learn on to a day as far as the features' may: labels come as often)
         self.signals = SignalRegistry(1, settings.labels.warmup, d.clip_z, season=season,
-                                      day_reach=EXTEND * d.warmup)
+                                      day_reach=DAY_EXTEND * d.warmup)
         self.signals.ensure([self.SIGNAL])
         self.adwin = DETECTORS["adwin"].make(d)
         self.adwin.add_features(1)

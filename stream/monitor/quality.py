@@ -41,6 +41,7 @@ from ..config import Settings
 from ..types import ModelBatch, Rebaseline
 from .alerts import make_alert
 from .dependence import (
+    DAY_EXTEND,
     EXTEND,
     MIN_TAU,
     RUNS,
@@ -48,8 +49,11 @@ from .dependence import (
     flips,
     markov_time,
     parts_spread,
+    parts_time,
     short_of_a_day,
-    stepped,
+    step_at,
+    store_strided,
+    strided_tau,
 )
 from .drift import DRIFTED, STABLE, DriftStates, Transition
 
@@ -117,6 +121,8 @@ class Rates:
         self.last = np.zeros(0)               # the warm-up's last value (NaN: none yet)
         self.first_ts = np.zeros(0)           # event time of the warm-up's first value (NaN: none yet)
         self.for_day = np.zeros(0)            # 1.0: learning on to a day
+        self.stride = np.zeros(0)             # its values kept every stride-th (store_strided)
+        self.first_tau = np.zeros(0)          # its first warm-up's tau
         self.stepped: list[int] = []          # references just ended by a step (a fault)
         self.warm_values = np.zeros((warmup, 0))    # the warm-up's values, while one learns
         self.longer: dict[int, np.ndarray] = {}     # values of the columns learning on for a cycle
@@ -143,6 +149,8 @@ class Rates:
         self.last = np.concatenate([self.last, np.full(len(new), np.nan)])
         self.first_ts = np.concatenate([self.first_ts, np.full(len(new), np.nan)])
         self.for_day = np.concatenate([self.for_day, np.zeros(len(new))])
+        self.stride = np.concatenate([self.stride, np.ones(len(new))])
+        self.first_tau = np.concatenate([self.first_tau, np.ones(len(new))])
         self._grow_warm()
         return len(new)
 
@@ -159,8 +167,9 @@ class Rates:
     def state_dict(self) -> dict[str, Any]:
         return {"names": list(self.names), **{a: getattr(self, a) for a in self._ARRAYS},
                 "tau": self.tau, "goal": self.goal, "blen": self.blen, "flips": self.flips, "last": self.last,
-                "first_ts": self.first_ts, "for_day": self.for_day, "warm_values": self.warm_values,
-                "longer": [[j, v[: int(self.n[j])]] for j, v in sorted(self.longer.items())]}
+                "first_ts": self.first_ts, "for_day": self.for_day, "stride": self.stride,
+                "first_tau": self.first_tau, "warm_values": self.warm_values,
+                "longer": [[j, v[: self._kept(j)]] for j, v in sorted(self.longer.items())]}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.names = list(state["names"])
@@ -178,6 +187,8 @@ class Rates:
         # (a state saved before warm-ups spanned a day: theirs do not)
         self.first_ts = state.get("first_ts", np.full(self.size, np.nan))
         self.for_day = state.get("for_day", np.zeros(self.size))
+        self.stride = state.get("stride", np.ones(self.size))
+        self.first_tau = state.get("first_tau", np.ones(self.size))
         self.warm_values = state.get("warm_values", np.zeros((0, self.size)))
         self.longer = {}
         for j, v in state.get("longer", []):
@@ -191,14 +202,14 @@ class Rates:
         n = max(n or self.warmup, self.warmup)
         self.n[j], self.learned_ones[j], self.p[j], self.tau[j] = n, p * n, p, 1.0
         self.longer.pop(j, None)
-        self.goal[j], self.blen[j], self.for_day[j] = self.warmup, self.block, 0.0
+        self.goal[j], self.blen[j], self.for_day[j], self.stride[j] = self.warmup, self.block, 0.0, 1.0
         self._grow_warm()
 
     def reset(self, j: int) -> None:
         """Column j learns its reference again from its next values."""
         self.n[j] = self.learned_ones[j] = self.p[j] = self.count[j] = self.ones[j] = self.was_off[j] = 0.0
         self.tau[j], self.goal[j], self.flips[j], self.last[j] = 1.0, self.warmup, 0.0, np.nan
-        self.blen[j], self.first_ts[j], self.for_day[j] = self.block, np.nan, 0.0
+        self.blen[j], self.first_ts[j], self.for_day[j], self.stride[j] = self.block, np.nan, 0.0, 1.0
         self.longer.pop(j, None)
         self._grow_warm()
 
@@ -230,10 +241,11 @@ class Rates:
         cycle or of a day."""
         warm = self.warm_values[:, j]
         self._measured(j, warm, autocorrelation_time(warm))
+        self.first_tau[j] = self.tau[j]
+        day = 0.0 < self.p[j] < 1.0 and short_of_a_day(span, self.warmup, DAY_EXTEND * self.warmup)
         if self.tau[j] >= MIN_TAU and self.flips[j] < 2 * RUNS:
             self.goal[j] = EXTEND * self.warmup
-        elif (day := 0.0 < self.p[j] < 1.0 and short_of_a_day(span, self.warmup, EXTEND * self.warmup)) \
-                or parts_spread(warm, float(self.tau[j])):
+        elif day or parts_spread(warm, float(self.tau[j])):
             self.for_day[j] = float(day)
             self.longer[j] = np.zeros(EXTEND * self.warmup)
             self.longer[j][: self.warmup] = warm
@@ -245,34 +257,44 @@ class Rates:
         """Feed column j's values (event times ``t``) to a warm-up learning on for a cycle, up
         to its goal; at the goal, all the values learned are a reference unless their parts
         still spread wider than their tau allows or they span less than a day within reach
-        (then one more warm-up, up to ``EXTEND``); when learning on to a day, a newest warm-up
-        that :func:`stepped` leaves the first one's values. Returns how many it took."""
+        (then one more warm-up, up to ``EXTEND``; to a day, up to ``DAY_EXTEND``, every
+        stride-th value kept); when learning on to a day, values that stepped (:func:`step_at`:
+        a fault) leave those before the step. Returns how many it took."""
         take, start = int(min(v.size, self.goal[j] - self.n[j])), int(self.n[j])
-        self.longer[j][start:start + take] = v[:take]
+        if take > 0:
+            self.stride[j] = store_strided(self.longer[j], int(self.stride[j]), start, v[:take])
         self.learned_ones[j] += float(v[:take].sum())
         self.n[j] += take
         if self.n[j] >= self.goal[j]:
-            n = int(self.n[j])
-            warm = self.longer[j][:n]
-            W = self.warmup
-            final = bool(self.for_day[j]) and stepped(warm[:W], warm[n - W:], rate=True)
-            if final:                   # a fault: the first warm-up's values are the reference
-                n = W
-                warm = warm[:n]
+            n, stride, W = int(self.n[j]), int(self.stride[j]), self.warmup
+            warm = self.longer[j][: self._kept(j)]
+            step = step_at(warm, max(W // stride, 1), rate=True) if self.for_day[j] else -1
+            final = step >= 0
+            if final:                   # a fault: the values before it are the reference
+                n, warm = step * stride, warm[:step]
                 self.n[j] = self.goal[j] = n
-                self.learned_ones[j] = float(warm.sum())
+                self.learned_ones[j] = float(warm.mean()) * n
                 self.stepped.append(j)
-            tau = autocorrelation_time(warm)
-            day = short_of_a_day(float(t[take - 1]) - self.first_ts[j], n, EXTEND * W)
+            kept_tau = autocorrelation_time(warm)
+            span = float(t[take - 1]) - self.first_ts[j]
+            started = bool(self.for_day[j])
+            day = n < DAY_EXTEND * W and short_of_a_day(span, n, DAY_EXTEND * W, started)
+            if started and not day:                 # (a day's values: its hours move the rate)
+                kept_tau = parts_time(warm, kept_tau)
             self.for_day[j] = 0.0
-            if not final and n < EXTEND * self.warmup and (day or parts_spread(warm, tau)):
-                self.goal[j] = n + self.warmup
+            if not final and (day or (n < EXTEND * W and parts_spread(warm, kept_tau))):
+                self.goal[j] = n + W
                 self.for_day[j] = float(day)
             else:
                 del self.longer[j]
-                self._measured(j, warm, tau)
+                self._measured(j, warm, strided_tau(kept_tau, stride, float(self.first_tau[j])))
                 self._blocks_of(j)
+                self.stride[j] = 1.0
         return take
+
+    def _kept(self, j: int) -> int:
+        """How many of column j's warm-up values its buffer holds."""
+        return (int(self.n[j]) - 1) // int(self.stride[j]) + 1 if self.n[j] > 0 else 0
 
     def take_stepped(self) -> list[int]:
         """The columns whose references a step ended since the last call (judge their values

@@ -23,6 +23,7 @@ import numpy as np
 from ..config import SeasonalitySettings
 from ..types import ModelBatch
 from .dependence import (
+    DAY_EXTEND,
     EXTEND,
     MIN_TAU,
     RUNS,
@@ -30,8 +31,11 @@ from .dependence import (
     autocorrelation_time,
     flips,
     parts_spread,
+    parts_time,
     short_of_a_day,
-    stepped,
+    step_at,
+    store_strided,
+    strided_tau,
     two_state,
     two_state_time,
 )
@@ -95,8 +99,8 @@ class SignalRegistry:
     def __init__(self, max_signals: int, warmup: int, clip_z: float, max_categories: int = 32,
                  season: SeasonalitySettings | None = None, day_reach: int = 0) -> None:
         self.max_signals = max_signals
-        # values a reference may learn on to for a day (EXTEND warm-ups at least)
-        self.day_reach = max(EXTEND * warmup, day_reach)
+        # values a reference may learn on to for a day
+        self.day_reach = day_reach or DAY_EXTEND * warmup
         self.season = season
         self.profile = None if season is None else SeasonalProfile(
             season.period_s, season.bins, season.min_per_bin, clip_z, season.periods, warmup)
@@ -125,6 +129,8 @@ class SignalRegistry:
         self.goal = np.zeros(0)                             # values each reference learns from
         self.first_ts = np.zeros(0)                         # event time of its first one (NaN: none)
         self.for_day = np.zeros(0)                          # 1.0: learning on to a day
+        self.stride = np.ones(0)                            # its values kept every stride-th
+        self.first_tau = np.ones(0)                         # its first warm-up's tau
         self.stepped: list[int] = []                        # references just ended by a step (a fault)
         self.longer: dict[int, np.ndarray] = {}             # values of the references learning on
         self.live_from = np.zeros(0, dtype=np.int64)        # of the last batch standardized: the
@@ -136,7 +142,7 @@ class SignalRegistry:
         return len(self.names)
 
     _ARRAYS = ("n", "mean", "m2", "sd", "cz_mean", "cz_sd", "n_profile", "recent", "recent_pos",
-               "warm_values", "goal", "first_ts", "for_day")
+               "warm_values", "goal", "first_ts", "for_day", "stride", "first_tau")
 
     def state_dict(self) -> dict[str, Any]:
         return {"names": list(self.names), "categories": self.categories,
@@ -144,7 +150,7 @@ class SignalRegistry:
                 **{name: getattr(self, name) for name in self._ARRAYS},
                 "profile": None if self.profile is None else self.profile.state_dict(),
                 "blocks": self.blocks.state_dict(),
-                "longer": [[j, v[: int(self.n[j])]] for j, v in sorted(self.longer.items())]}
+                "longer": [[j, v[: self._kept(j)]] for j, v in sorted(self.longer.items())]}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.names = list(state["names"])
@@ -160,9 +166,11 @@ class SignalRegistry:
         if "first_ts" not in state:             # (saved before references spanned a day: they do not)
             self.first_ts = np.full(self.n.size, np.nan)
             self.for_day = np.zeros(self.n.size)
+        if "stride" not in state:               # (saved before a day's values were kept strided)
+            self.stride, self.first_tau = np.ones(self.n.size), np.ones(self.n.size)
         self.longer = {}
         for j, v in state.get("longer", []):
-            self.longer[int(j)] = np.zeros(self.day_reach)
+            self.longer[int(j)] = np.zeros(EXTEND * self.warmup)
             self.longer[int(j)][: v.size] = v
         if self.profile is not None and state["profile"] is not None:
             self.profile.load_state(state["profile"])
@@ -195,6 +203,8 @@ class SignalRegistry:
             self.goal = np.concatenate([self.goal, np.full(k, float(self.warmup))])
             self.first_ts = np.concatenate([self.first_ts, np.full(k, np.nan)])
             self.for_day = np.concatenate([self.for_day, np.zeros(k)])
+            self.stride = np.concatenate([self.stride, np.ones(k)])
+            self.first_tau = np.concatenate([self.first_tau, np.ones(k)])
             self.recent = np.concatenate([self.recent, np.full((RECENT, k), np.nan)], axis=1)
             self.recent_pos = np.concatenate([self.recent_pos, np.zeros(k, dtype=np.int64)])
             self.blocks.add(k)
@@ -321,7 +331,10 @@ class SignalRegistry:
                     while used < col.size and self.n[j] < self.goal[j]:     # (a goal may grow)
                         v = col[used:used + int(self.goal[j] - self.n[j])]
                         start = int(self.n[j])
-                        self._values(j)[start:start + v.size] = v
+                        if j in self.longer:
+                            self.stride[j] = store_strided(self.longer[j], int(self.stride[j]), start, v)
+                        else:
+                            self.warm_values[start:start + v.size, j] = v
                         self.n[j] += v.size
                         used += v.size
                         span = float(times[used - 1] - self.first_ts[j]) if times is not None else np.nan
@@ -362,15 +375,20 @@ class SignalRegistry:
 
     def _from_profile(self, j: int, ref: Any) -> None:
         self.n[j], self.mean[j], self.sd[j] = self.warmup, ref.mean, max(ref.sd, 1e-12)
-        self.goal[j], self.for_day[j] = self.warmup, 0.0
+        self.goal[j], self.for_day[j], self.stride[j] = self.warmup, 0.0, 1.0
         self.longer.pop(j, None)
         self.m2[j] = ref.sd * ref.sd * (ref.n - 1)
         self.cz_mean[j], self.cz_sd[j], self.n_profile[j] = ref.cz_mean, ref.cz_sd, ref.n
         self.blocks.set_tau(j, 1.0)             # (training data's order says nothing of time)
 
     def _values(self, j: int) -> np.ndarray:
-        """The buffer of signal j's warm-up values (a view: writes land in it)."""
-        return self.longer[j] if j in self.longer else self.warm_values[:, j]
+        """Signal j's warm-up values kept (every ``stride``-th of a day's: see
+        :func:`store_strided`)."""
+        return (self.longer[j] if j in self.longer else self.warm_values[:, j])[: self._kept(j)]
+
+    def _kept(self, j: int) -> int:
+        """How many of signal j's warm-up values are kept."""
+        return (int(self.n[j]) - 1) // int(self.stride[j]) + 1 if self.n[j] > 0 else 0
 
     def _set_reference(self, j: int, span: float = np.nan) -> bool:
         """Signal j's warm-up is complete: its reference, and how its own values score; or,
@@ -379,28 +397,33 @@ class SignalRegistry:
         times (``span`` seconds, first to last) fall short of a day within reach
         (:func:`short_of_a_day`), it learns on for one more warm-up (up to ``EXTEND`` in all;
         to a day, up to ``day_reach`` values) and False is returned. A day's learning whose
-        newest warm-up :func:`stepped` ends with its first warm-up's values."""
-        n = int(self.n[j])
-        warm = self._values(j)[:n]
-        final = bool(self.for_day[j]) and stepped(warm[:self.warmup], warm[n - self.warmup:])
-        if final:
-            n = self.warmup
-            warm = warm[:n]
+        values stepped (:func:`step_at`: a fault) ends with the values before the step."""
+        n, stride = int(self.n[j]), int(self.stride[j])
+        warm = self._values(j)
+        step = step_at(warm, max(self.warmup // stride, 1)) if self.for_day[j] else -1
+        final = step >= 0
+        if final:                               # a fault: the values before it are the reference
+            n, warm = step * stride, warm[:step]
             self.n[j] = self.goal[j] = n
             self.stepped.append(j)
-        self.for_day[j] = 0.0
+        started, self.for_day[j], self.stride[j] = bool(self.for_day[j]), 0.0, 1.0
         mean, m2, sd = reference(warm)
         cz = np.clip((warm - mean) / sd, -self.clip_z, self.clip_z)
         # (a seasonal signal is judged on its residuals: their profile learns how dependent)
         tau = 1.0 if self.is_seasonal(j) else autocorrelation_time(cz)
         if tau >= MIN_TAU:                      # (a dependent 0/1 signal: its runs say too)
             tau = min(max(tau, two_state_time(cz)), cz.size / 4)
-        day = n < self.day_reach and short_of_a_day(span, n, self.day_reach)
+        if n == self.warmup:
+            self.first_tau[j] = tau
+        if started and not self.is_seasonal(j):      # (a day's values: its hours move the mean)
+            tau = parts_time(cz, tau)
+        tau = strided_tau(tau, stride, float(self.first_tau[j]))
+        day = n < self.day_reach and short_of_a_day(span, n, self.day_reach, started)
         longer = day or (n < EXTEND * self.warmup and _learn_on(cz, tau))
         if not final and not self.is_seasonal(j) and longer:
-            self.for_day[j] = float(day)
+            self.for_day[j], self.stride[j] = float(day), float(stride)
             if j not in self.longer:
-                self.longer[j] = np.zeros(self.day_reach)
+                self.longer[j] = np.zeros(EXTEND * self.warmup)
                 self.longer[j][:n] = warm
             self.goal[j] = min(n + self.warmup, self.day_reach)
             return False
@@ -476,7 +499,7 @@ class SignalRegistry:
             self.warm_values = np.zeros((self.warmup, self.size))
         self.n[j], self.mean[j], self.m2[j], self.sd[j] = 0.0, 0.0, 0.0, 1.0
         self.cz_mean[j], self.cz_sd[j], self.n_profile[j] = 0.0, 1.0, 0.0
-        self.goal[j], self.first_ts[j], self.for_day[j] = self.warmup, np.nan, 0.0
+        self.goal[j], self.first_ts[j], self.for_day[j], self.stride[j] = self.warmup, np.nan, 0.0, 1.0
         self.longer.pop(j, None)
         self.blocks.set_tau(j, 1.0)
         if self.is_seasonal(j):

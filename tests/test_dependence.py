@@ -245,17 +245,11 @@ def test_a_rate_whose_warm_up_saw_few_runs_learns_on_the_same_whatever_the_batch
     assert rates.ready(0) and rates.blen[0] == 100
 
 
-def test_a_rate_whose_warm_up_saw_part_of_a_cycle_learns_on_the_same_whatever_the_batches():
-    """A 0/1 rate of 0.3 + 0.2 sin over 4,000 values: the first warm-up sees its rise (its parts'
-    rates spread wider than its tau allows) and learns on, a warm-up at a time, until its values
-    are whole cycles' worth; its rate and tau are then all of theirs. The same in any chunks and
-    across a restart while it learns on; old states load."""
-    rng = np.random.default_rng(0)
-    t = np.arange(40_000)
-    v = (rng.random(t.size) < 0.3 + 0.2 * np.sin(2 * np.pi * t / 4000)).astype(float)
-    assert parts_spread(v[:1000], autocorrelation_time(v[:1000]))
-    ends = []
-    for chunk, restart in ((7, False), (333, True), (40_000, False)):
+def learned_in_chunks(v: np.ndarray, t: np.ndarray) -> list[tuple[int, Rates]]:
+    """A rate's warm-up fed values ``v`` (times ``t``) in chunks of 7, of 333 with a restart
+    after each, and all at once, until it is ready: (values taken, the rates) of each."""
+    out = []
+    for chunk, restart in ((7, False), (333, True), (v.size, False)):
         rates = Rates(1000, 100, 0.25, 5.0)
         rates.ensure(["missing:f"])
         pos = 0
@@ -265,7 +259,20 @@ def test_a_rate_whose_warm_up_saw_part_of_a_cycle_learns_on_the_same_whatever_th
                 again = Rates(1000, 100, 0.25, 5.0)
                 again.load_state(rates.state_dict())
                 rates = again
-        ends.append((pos, rates.n[0], rates.p[0], rates.tau[0], rates.blen[0]))
+        out.append((pos, rates))
+    return out
+
+
+def test_a_rate_whose_warm_up_saw_part_of_a_cycle_learns_on_the_same_whatever_the_batches():
+    """A 0/1 rate of 0.3 + 0.2 sin over 4,000 values: the first warm-up sees its rise (its parts'
+    rates spread wider than its tau allows) and learns on, a warm-up at a time, until its values
+    are whole cycles' worth; its rate and tau are then all of theirs. The same in any chunks and
+    across a restart while it learns on; old states load."""
+    rng = np.random.default_rng(0)
+    t = np.arange(40_000)
+    v = (rng.random(t.size) < 0.3 + 0.2 * np.sin(2 * np.pi * t / 4000)).astype(float)
+    assert parts_spread(v[:1000], autocorrelation_time(v[:1000]))
+    ends = [(pos, r.n[0], r.p[0], r.tau[0], r.blen[0]) for pos, r in learned_in_chunks(v, t)]
     assert ends[0] == ends[1] == ends[2]
     pos, n, p, tau, blen = ends[0]
     assert n == pos == 3000 and p == v[:pos].mean() and tau == autocorrelation_time(v[:pos]) > 20
@@ -309,18 +316,7 @@ def test_a_rate_whose_warm_up_spans_part_of_a_day_learns_on_to_a_day_the_same_wh
     rng = np.random.default_rng(0)
     v = (rng.random(30_000) < 0.1).astype(float)
     t = np.arange(v.size) * 4.32
-    ends = []
-    for chunk, restart in ((7, False), (333, True), (30_000, False)):
-        rates = Rates(1000, 100, 0.25, 5.0)
-        rates.ensure(["missing:f"])
-        pos = 0
-        while not rates.ready(0):
-            pos += rates.learn(0, v[pos:pos + chunk], t[pos:pos + chunk])
-            if restart:
-                again = Rates(1000, 100, 0.25, 5.0)
-                again.load_state(rates.state_dict())
-                rates = again
-        ends.append((pos, rates.n[0], rates.p[0], rates.tau[0], rates.stride[0]))
+    ends = [(pos, r.n[0], r.p[0], r.tau[0], r.stride[0]) for pos, r in learned_in_chunks(v, t)]
     assert ends[0] == ends[1] == ends[2]
     assert ends[0][:3] == (20_000, 20_000, v[:20_000].mean()) and ends[0][4] == 1
     for step in (86.4, 0.864):

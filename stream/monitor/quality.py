@@ -168,8 +168,9 @@ class Rates:
         return {"names": list(self.names), **{a: getattr(self, a) for a in self._ARRAYS},
                 "tau": self.tau, "goal": self.goal, "blen": self.blen, "flips": self.flips, "last": self.last,
                 "first_ts": self.first_ts, "for_day": self.for_day, "stride": self.stride,
-                "first_tau": self.first_tau, "warm_values": self.warm_values,
-                "longer": [[j, v[: self._kept(j)]] for j, v in sorted(self.longer.items())]}
+                # (0/1 values: a byte each holds them exactly)
+                "first_tau": self.first_tau, "warm_values": self.warm_values.astype(np.uint8),
+                "longer": [[j, v[: self._kept(j)].astype(np.uint8)] for j, v in sorted(self.longer.items())]}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.names = list(state["names"])
@@ -189,7 +190,7 @@ class Rates:
         self.for_day = state.get("for_day", np.zeros(self.size))
         self.stride = state.get("stride", np.ones(self.size))
         self.first_tau = state.get("first_tau", np.ones(self.size))
-        self.warm_values = state.get("warm_values", np.zeros((0, self.size)))
+        self.warm_values = state.get("warm_values", np.zeros((0, self.size))).astype(np.float64)
         self.longer = {}
         for j, v in state.get("longer", []):
             self.longer[int(j)] = np.zeros(EXTEND * self.warmup)

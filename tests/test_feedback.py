@@ -120,7 +120,7 @@ def test_segments_whose_shares_follow_the_declared_cycle_raise_no_feedback_loop(
     30,000 events a day, these streams' daily swing of the entropy fires the signal (on day
     2: its reference spans the first day, but Page-Hinkley sums the 75 windows of a half-day's
     trough). At 10,000 a day the undeclared reference spans the day and the troughs are 25
-    windows (it fired on the first day on these two seeds with a reference of 10 windows)."""
+    windows."""
     msgs = timezone_stream(30_000, 4, seed)
     assert [a["signal"] for a in feedback_alerts(msgs)][:1] == ["segments:entropy"]
     assert feedback_alerts(msgs, DAILY) == []

@@ -102,8 +102,7 @@ def test_an_undeclared_daily_cycle_whose_traffic_follows_the_hour_pages_nobody(p
     """The events' rate swinging +-80% with the hour: a warm-up near the peak sees a rate
     almost twice the day's, and one at night a fifth of it. A day's learning goes on to a day
     once started whatever the rate on the way, keeping EXTEND warm-ups' worth at even steps,
-    and the joint error collects its rows over a day too (with references of one warm-up
-    these streams fired 7-38 times on 3 seeds)."""
+    and the joint error collects its rows over a day too."""
     msgs = scored_stream(per_day, 6 if per_day == 10_000 else 3, seed=2, traffic=0.8, start_hour=start_hour)
     assert run(msgs, load_settings(env={})) == []
 
@@ -123,11 +122,11 @@ def shifted_stream(per_day: int, days: int, shift_at_day: float, seed: int) -> l
 
 
 def test_an_undeclared_daily_cycle_is_learned_over_a_day_where_one_is_within_reach():
-    """Not declared, at 10,000 events a day: a warm-up spans 2.4 hours, ten of them a day, so
-    each reference learns on to a day, the data-quality checks' too (with references of one
-    warm-up, those that started near a flat part of their cycle paged 23-31 times in these 6
-    days on 3 seeds). A shift of an i.i.d. input after the first day is found within hours
-    and stays firing; at an event a second a warm-up is one (ten would span 2.8 hours)."""
+    """Not declared, at 10,000 events a day: a warm-up spans 2.4 hours and a day is in reach, so
+    each reference learns on to a day, the data-quality checks' too (a reference of one
+    warm-up near a flat part of a cycle pages at its every trough). A shift of an i.i.d.
+    input after the first day is found within hours and stays firing; at an event a second a
+    reference is one warm-up (DAY_EXTEND of them would span 5.6 hours)."""
     settings = load_settings(env={})
     assert run(scored_stream(10_000, 6, seed=3), settings) == []
     msgs = shifted_stream(5_000, 4, shift_at_day=2.0, seed=1)
@@ -254,9 +253,9 @@ def test_an_accuracy_that_cycles_with_the_score_pages_nobody_and_its_fall_is_fou
 
 def test_an_undeclared_accuracy_that_cycles_is_learned_over_a_day_and_its_fall_is_found():
     """Not declared, at 10,000 labeled events a day: the error stream's warm-up (500 labels)
-    learns on to a day as the features' may (10,000 values), so the hours page nobody (7
-    firings in 6 days on each of 3 seeds with one warm-up); a fall of ~20 points on day 3 is
-    found, later than with the cycle declared (the hours widen its standard error)."""
+    learns on to a day as the features' may, so the hours page nobody; a fall of ~20 points
+    on day 3 is found, later than with the cycle declared (the hours widen its standard
+    error)."""
     settings = load_settings(env={})
     assert run(labeled_stream(10_000, 4, seed=1), settings) == []
     alerts = run(labeled_stream(10_000, 6, seed=2, flip_from_day=3.0), settings, every=True)

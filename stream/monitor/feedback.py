@@ -171,7 +171,7 @@ class ConcentrationWatch:
             self.series_ts.append(ts)
             if self.season is None:
                 n = len(self.series)
-                # (windows of a state saved before they had times: no day to span)
+                # (windows of a state without their times: no day to span)
                 timed = len(self.series_ts) == n
                 span = ts - self.series_ts[0] if timed else float("nan")
                 reach = DAY_EXTEND * self.warmup

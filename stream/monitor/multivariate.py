@@ -96,7 +96,7 @@ class Reconstruction:
         self.excluded = set(state.get("excluded", ()))
         self.mean, self.sd, self.rows = state["mean"], state["sd"], state["rows"]
         self.W = state["W"] if state["W"].size else None
-        # (a state saved before collections spanned a day: its rows are all it saw)
+        # (a state without a count: its rows are all it saw)
         self.seen = int(state.get("seen", self.rows.shape[0]))
         self.stride, self.day = int(state.get("stride", 1)), bool(state.get("day", False))
         self.first_ts = float(state.get("first_ts", float("nan")))

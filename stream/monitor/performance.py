@@ -686,6 +686,8 @@ class PerformanceMonitor:
         if reg.profile is not None and self.n_labels == 0 and not reg.profile.columns:
             reg.profile.add_column(0)       # (with the first label: a stream saved without it stays so)
         self.n_labels += X.shape[0]
+        if reg.profile is None and not reg.learning:
+            return eb, X, reg.standardize(X)             # (times matter to warm-ups and cycles only)
         ts = np.asarray(eb.prediction_ts, dtype=np.float64)
         return eb, X, reg.standardize(X, np.where(np.isfinite(ts), ts, np.asarray(eb.ts, dtype=np.float64)))
 

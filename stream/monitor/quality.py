@@ -185,7 +185,7 @@ class Rates:
         self.blen = state.get("blen", np.full(self.size, float(self.block)))
         self.flips = state.get("flips", np.zeros(self.size))
         self.last = state.get("last", np.full(self.size, np.nan))
-        # (a state saved before warm-ups spanned a day: theirs do not)
+        # (a state without first times: no day to span)
         self.first_ts = state.get("first_ts", np.full(self.size, np.nan))
         self.for_day = state.get("for_day", np.zeros(self.size))
         self.stride = state.get("stride", np.ones(self.size))

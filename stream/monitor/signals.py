@@ -141,6 +141,11 @@ class SignalRegistry:
     def size(self) -> int:
         return len(self.names)
 
+    @property
+    def learning(self) -> bool:
+        """Whether some signal's reference is still learning (its warm-up wants event times)."""
+        return bool((self.n < self.goal).any())
+
     _ARRAYS = ("n", "mean", "m2", "sd", "cz_mean", "cz_sd", "n_profile", "recent", "recent_pos",
                "warm_values", "goal", "first_ts", "for_day", "stride", "first_tau")
 
@@ -163,10 +168,10 @@ class SignalRegistry:
                 setattr(self, name, state[name])
         if "goal" not in state:                 # (a state saved before references learned on)
             self.goal = np.full(self.n.size, float(self.warmup))
-        if "first_ts" not in state:             # (saved before references spanned a day: they do not)
+        if "first_ts" not in state:             # (a state without first times: no day to span)
             self.first_ts = np.full(self.n.size, np.nan)
             self.for_day = np.zeros(self.n.size)
-        if "stride" not in state:               # (saved before a day's values were kept strided)
+        if "stride" not in state:               # (a state without strides: every value kept)
             self.stride, self.first_tau = np.ones(self.n.size), np.ones(self.n.size)
         self.longer = {}
         for j, v in state.get("longer", []):

@@ -319,17 +319,21 @@ class SignalRegistry:
             Z = (X - self.mean) / self.sd        # all signals warm (the steady state): NaN stays NaN
             self.live_from = np.zeros(X.shape[1], dtype=np.int64)
         else:
-            valid = ~np.isnan(X)
-            need = self.goal - self.n                                    # (D,) warm-up values missing
-            rank = np.cumsum(valid, axis=0)
-            warm = valid & (rank <= need)
-            if warm.any():
+            B = X.shape[0]
+            # per column, the row after its last warm-up value (0: none): the warm-up takes a
+            # column's first valid values, so its rows before that are warm-up or missing
+            warm_end = np.zeros(X.shape[1], dtype=np.int64)
+            learning = np.flatnonzero(self.n < self.goal).tolist()
+            if learning:
                 # keep the warm-up values themselves and compute the reference in one pass when
                 # complete: the result does not depend on how the stream was cut into batches
                 done = []
-                for j in np.flatnonzero(warm.any(axis=0)).tolist():
-                    col = X[valid[:, j], j]
-                    times = ts[valid[:, j]] if ts is not None else None
+                for j in learning:
+                    rows = np.flatnonzero(~np.isnan(X[:, j]))
+                    if not rows.size:
+                        continue
+                    col = X[rows, j]
+                    times = ts[rows] if ts is not None else None
                     if times is not None and np.isnan(self.first_ts[j]):
                         self.first_ts[j] = times[0]
                     used = 0
@@ -345,15 +349,16 @@ class SignalRegistry:
                         span = float(times[used - 1] - self.first_ts[j]) if times is not None else np.nan
                         if self.n[j] >= self.goal[j] and self._set_reference(j, span):
                             done.append(j)
-                    warm[:, j] = valid[:, j] & (rank[:, j] <= used)
+                    warm_end[j] = rows[used - 1] + 1
                 self._share_dependence(done)
                 if (self.n >= self.goal).all():
                     self.warm_values = np.zeros((self.warmup, self.n.size))[:0]
             ready = self.n >= self.goal
-            live = valid & ~warm & ready
-            Z = np.where(live, (X - self.mean) / self.sd, np.nan)
-            last_warm = np.where(warm.any(axis=0), X.shape[0] - np.argmax(warm[::-1], axis=0), 0)
-            self.live_from = np.where(ready, last_warm, X.shape[0]).astype(np.int64)
+            Z = (X - self.mean) / self.sd                   # NaN stays NaN
+            Z[:, ~ready] = np.nan
+            for j in np.flatnonzero(ready & (warm_end > 0)).tolist():
+                Z[: warm_end[j], j] = np.nan
+            self.live_from = np.where(ready, warm_end, B).astype(np.int64)
         np.clip(Z, -self.clip_z, self.clip_z, out=Z)
         if self.profile is not None and self.profile.columns and ts is not None:
             cols = self.profile.columns
@@ -512,15 +517,17 @@ class SignalRegistry:
 
     def remember(self, X: np.ndarray) -> None:
         """Push this batch's raw values into each signal's ring of recent values."""
-        valid = ~np.isnan(X)
-        if valid.all():                       # every signal has every row: all at once
-            v = X[-RECENT:]
-            pos = (self.recent_pos + np.arange(v.shape[0])[:, None]) % RECENT   # (rows, D)
-            self.recent[pos, np.arange(X.shape[1])] = v
-            self.recent_pos += v.shape[0]
+        tail = X[-RECENT:]
+        valid = ~np.isnan(tail)
+        if valid.all():                       # every signal has the last rows: all at once
+            pos = (self.recent_pos + np.arange(tail.shape[0])[:, None]) % RECENT   # (rows, D)
+            self.recent[pos, np.arange(X.shape[1])] = tail
+            self.recent_pos += tail.shape[0]
             return
-        for j in np.flatnonzero(valid.any(axis=0)):
-            v = X[valid[:, j], j][-RECENT:]
+        # (a signal with a value in each of the last RECENT rows needs no other)
+        for j in np.flatnonzero(~np.isnan(X).all(axis=0)):
+            col = X[:, j]
+            v = tail[:, j] if valid[:, j].all() else col[~np.isnan(col)][-RECENT:]
             pos = (self.recent_pos[j] + np.arange(v.size)) % RECENT
             self.recent[pos, j] = v
             self.recent_pos[j] += v.size

@@ -35,8 +35,11 @@ class StateError(ValueError):
     """Raised when bytes do not hold a valid, compatible detector state."""
 
 
-def pack(kind: str, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
-    """Serialize `header` (JSON-able) and named numpy `arrays` under detector `kind`."""
+def pack(kind: str, header: dict[str, Any], arrays: dict[str, np.ndarray],
+         dumps: Callable[[Any], bytes] | None = None) -> bytes:
+    """Serialize `header` (JSON-able) and named numpy `arrays` under detector `kind`.
+    ``dumps``: a faster JSON encoder for the header, for a caller that knows it holds no NaN
+    or infinity (the standard library's writes those as NaN and Infinity; default)."""
     specs = []
     payload = []
     for name, arr in arrays.items():
@@ -47,7 +50,8 @@ def pack(kind: str, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> by
             raise TypeError(f"array {name!r}: dtype {a.dtype} is not serializable")
         specs.append({"name": name, "dtype": a.dtype.str, "shape": list(a.shape)})
         payload.append(a.tobytes())
-    head = json.dumps({"header": header, "arrays": specs}, allow_nan=True).encode()
+    meta = {"header": header, "arrays": specs}
+    head = json.dumps(meta, allow_nan=True).encode() if dumps is None else dumps(meta)
     kind_b = kind.encode("ascii")
     body = b"".join(
         [MAGIC, struct.pack("<HB", FORMAT_VERSION, len(kind_b)), kind_b,

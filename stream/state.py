@@ -4,15 +4,18 @@ Each component owns its state (``state_dict()`` / ``load_state()``): a tree of d
 lists whose leaves are JSON values, numpy arrays or bytes (detectors' own versioned blobs).
 This module only serializes such a tree, with the detectors' versioned, checksummed format
 (a JSON header + raw arrays; nothing is ever evaluated on load): arrays and bytes go to the
-array section, each replaced in the header by a reference to it.
+array section, each replaced in the header by a reference to it; a NaN or an infinity (which
+JSON lacks) by a tag holding its name.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import numpy as np
+import orjson
 
 from detectors import StateError as DetectorStateError
 from detectors._state import pack, unpack
@@ -22,7 +25,7 @@ from .pipeline import Pipeline
 
 log = logging.getLogger("streamdrift")
 KIND = "streamdrift.model.v2"
-_ARRAY, _BYTES = "__array__", "__bytes__"
+_ARRAY, _BYTES, _FLOAT = "__array__", "__bytes__", "__float__"
 
 
 def encode(kind: str, tree: Any) -> bytes:
@@ -43,10 +46,16 @@ def encode(kind: str, tree: Any) -> bytes:
             arrays[name] = np.frombuffer(node, dtype=np.uint8)
             return {_BYTES: name}
         if isinstance(node, np.generic):
-            return node.item()
+            node = node.item()
+        if type(node) is float and not math.isfinite(node):
+            return {_FLOAT: repr(node)}            # (JSON has no NaN or infinity)
         return node
 
-    return pack(kind, {"tree": walk(tree)}, arrays)
+    header = {"tree": walk(tree)}
+    try:
+        return pack(kind, header, arrays, orjson.dumps)
+    except orjson.JSONEncodeError:          # (an integer beyond 64 bits, a lone surrogate)
+        return pack(kind, header, arrays)
 
 
 def decode(kind: str, blob: bytes) -> Any:
@@ -59,6 +68,8 @@ def decode(kind: str, blob: bytes) -> Any:
                 return arrays[node[_ARRAY]]
             if len(node) == 1 and _BYTES in node:
                 return arrays[node[_BYTES]].tobytes()
+            if len(node) == 1 and _FLOAT in node:
+                return float(node[_FLOAT])
             return {k: walk(v) for k, v in node.items()}
         if isinstance(node, list):
             return [walk(v) for v in node]

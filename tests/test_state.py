@@ -118,6 +118,26 @@ def test_corrupt_state_is_refused(settings):
         load_model(Pipeline(settings), b"garbage")
 
 
+def test_a_state_tree_keeps_nan_and_infinities_and_older_headers_still_read():
+    """The header is orjson's JSON (which has no NaN): non-finite floats go tagged and come
+    back; a header written with NaN and Infinity tokens by the standard library still reads."""
+    from detectors._state import pack
+    from stream.state import KIND, decode, encode
+
+    tree = {"a": [1.5, float("nan"), float("inf"), -float("inf"), np.float64("nan"), 0.1],
+            "b": {"c": np.arange(3.0), "d": b"xy", "e": None, "f": True, "g": 2 ** 62}}
+    back = decode(KIND, encode(KIND, tree))
+    assert back["a"][0] == 1.5 and back["a"][5] == 0.1 and np.isnan(back["a"][1]) and np.isnan(back["a"][4])
+    assert back["a"][2:4] == [float("inf"), -float("inf")]
+    assert back["b"]["c"].tolist() == [0.0, 1.0, 2.0] and back["b"]["d"] == b"xy"
+    assert back["b"]["e"] is None and back["b"]["f"] is True and back["b"]["g"] == 2 ** 62
+    old = pack(KIND, {"tree": {"x": float("nan"), "y": [float("inf")]}}, {})
+    assert b"NaN" in old and b"Infinity" in old
+    got = decode(KIND, old)
+    assert np.isnan(got["x"]) and got["y"] == [float("inf")]
+    assert b"NaN" not in encode(KIND, tree) and b'"__float__":"nan"' in encode(KIND, tree)
+
+
 def _waiting(settings, n: int) -> Pipeline:
     """A pipeline whose model has n predictions waiting for labels and n labeled ids, ids of
     36 characters (UUIDs): as a model gets with labels a month late."""

@@ -252,6 +252,36 @@ def test_signals_of_full_rows_take_the_same_values_as_signals_with_gaps():
     assert full.n.min() >= 50 and (full.recent_pos >= RECENT).all()
 
 
+def test_signals_with_gaps_score_the_same_in_one_batch_as_row_by_row():
+    """A batch holding warm-ups (a columnar message of many rows) finds each signal's warm-up
+    rows from its own values: its z-scores and last values are those of the same rows fed one
+    at a time, whatever the gaps (a signal's warm-up takes its first values present)."""
+    from stream.monitor.signals import SignalRegistry
+
+    rng = np.random.default_rng(11)
+    X = rng.normal(3.0, 2.0, (400, 4))
+    X[rng.random(X.shape) < 0.3] = np.nan
+    X[:, 3] = np.nan                              # a signal that never has a value
+    X[:200, 2] = np.nan                           # one whose values start late
+    whole, rows = SignalRegistry(10, 50, 4.0), SignalRegistry(10, 50, 4.0)
+    for reg in (whole, rows):
+        reg.ensure(["a", "b", "c", "d"])
+    Z = whole.standardize(X)
+    whole.remember(X)
+    one = []
+    for i in range(X.shape[0]):
+        one.append(rows.standardize(X[i:i + 1]))
+        rows.remember(X[i:i + 1])
+    assert np.array_equal(Z, np.concatenate(one), equal_nan=True)
+    for j in range(4):                            # (the rings, oldest first)
+        assert np.array_equal(whole.recent_values(None, 0, j), rows.recent_values(None, 0, j))
+    # the first row scored is the one after each signal's last warm-up value (none for "d")
+    first = [int(np.flatnonzero(~np.isnan(X[:, j]))[int(whole.goal[j]) - 1]) + 1 for j in range(3)] + [400]
+    assert whole.live_from.tolist() == first
+    assert [int(np.argmax(~np.isnan(Z[:, j]))) for j in range(3)] == \
+        [int(np.flatnonzero(~np.isnan(X[first[j]:, j]))[0]) + first[j] for j in range(3)]
+
+
 def test_models_detected_together_alert_as_models_detected_one_by_one(monkeypatch):
     """The ADWIN detectors of a batch's models advance together (ADWIN.update_many): the
     alerts are exactly those of each model's detectors updated on their own."""

@@ -38,8 +38,9 @@ class StateError(ValueError):
 def pack(kind: str, header: dict[str, Any], arrays: dict[str, np.ndarray],
          dumps: Callable[[Any], bytes] | None = None) -> bytes:
     """Serialize `header` (JSON-able) and named numpy `arrays` under detector `kind`.
-    ``dumps``: a faster JSON encoder for the header, for a caller that knows it holds no NaN
-    or infinity (the standard library's writes those as NaN and Infinity; default)."""
+    ``dumps``: another JSON encoder of the header (to bytes), for a caller whose header holds
+    no NaN or infinity; by default the standard library's, which writes them as NaN and
+    Infinity."""
     specs = []
     payload = []
     for name, arr in arrays.items():

@@ -85,8 +85,8 @@ def test_a_seasonal_error_stream_restores_exactly(tmp_path, cut):
 @pytest.mark.parametrize("cut", [3_000, 15_000, 25_000, 50_000])
 def test_references_learning_on_to_a_day_restore_exactly(cut):
     """At 20,000 events a day the references learn on to a day, keeping every other value past
-    10,000 (cuts during it, before and after the stride doubles, and after); a state saved
-    before they did (no first times) spans its day from its next values."""
+    10,000 (cuts during it, before and after the stride doubles, and after); a state without
+    the references' first times spans its day from its next values."""
     old = Pipeline(load_settings(env={}))
     day = shifted_stream(10_000, 1, shift_at_day=2.0, seed=2)
     run(old, day[:1500])

@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 MAGIC = b"SDDS"
 FORMAT_VERSION = 1
-_ALLOWED_DTYPES = {"<f8", "<i8", "|b1", "|u1"}
+_ALLOWED_DTYPES = {"<f8", "<f4", "<i8", "|b1", "|u1"}
 _MAX_HEADER = 16 * 1024 * 1024
 
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from quality_streams import ar1
 from test_feedback import allocation_stream
-from test_seasonality import CONFIG, declared, grid_stream, labeled_stream, shifted_stream
+from test_seasonality import CONFIG, declared, faulty_day, grid_stream, labeled_stream, shifted_stream
 
 from detectors import StateError
 from stream.app.synthetic import DEMO_MODELS, events
@@ -106,6 +106,30 @@ def test_references_learning_on_to_a_day_restore_exactly(cut):
     second = Pipeline(settings)
     load_model(second, dump_model(first, "grid"))
     assert before + run(second, msgs[cut:], batch=500) == straight
+
+
+@pytest.mark.parametrize("cut", [2_000, 2_700])
+def test_a_step_in_the_first_day_restores_exactly(cut):
+    """The kept values' event times go with the state (cuts before the 2 sd step of hour 6 and
+    between it and the warm-up that finds it); a state without them loads and its references
+    go on learning, their steps judged by their values alone."""
+    settings = load_settings(env={})
+    msgs = faulty_day(1, 1.0, 2.0)
+    straight = run(Pipeline(settings), msgs, batch=500)
+    assert ("feature:x", "reference") in {(a["signal"], a["detector"]) for a in straight}
+    first = Pipeline(settings)
+    before = run(first, msgs[:cut], batch=500)
+    assert first.models["grid"].signals.longer_ts
+    second = Pipeline(settings)
+    load_model(second, dump_model(first, "grid"))
+    assert before + run(second, msgs[cut:], batch=500) == straight
+    signals = first.models["grid"].signals
+    state = signals.state_dict()
+    del state["longer_ts"]
+    signals.load_state(state)
+    assert not signals.longer_ts and signals.longer
+    run(first, msgs[cut:], batch=500)
+    assert not signals.learning
 
 
 def test_corrupt_state_is_refused(settings):

@@ -29,6 +29,10 @@ DAY_EXTEND = 20      # (keeping EXTEND warm-ups' worth of them: see store_stride
 STEP_SD = 5.0        # unless its values stepped by this many sd (see step_at) ...
 STEP_RATE = 0.5      # ... (a 0/1 rate: by this much): a fault, which the hours of a day do not make
 STEP_MIN = 50        # values on each side of a step, at least
+STEP_NEAR_S = 900.0  # or, its values within this many seconds of event time each side ...
+STEP_NEAR_SD = 1.0   # ... differ by this many sd (of theirs, the first warm-up's at least) ...
+STEP_NEAR_SE = 6.0   # ... and this many standard errors of their means ...
+STEP_NEAR_MIN = 20   # ... with this many values each side at least
 LAG1_Z = 4.0         # dependent only if the lag-1 autocorrelation (or the sum of the first four
                      # lags') is this many of its sd's above 0
 
@@ -95,7 +99,7 @@ def strided_tau(tau: float, stride: int, first: float) -> float:
     return max(stride * tau if tau >= MIN_TAU else 1.0, first if first == first else 1.0)
 
 
-def step_at(x: np.ndarray, lo: int, rate: bool = False) -> int:
+def step_at(x: np.ndarray, lo: int, rate: bool = False, t: np.ndarray | None = None) -> int:
     """Where a warm-up learning on to a day saw a fault: the split ``k`` of its values ``x``
     (kept, in order) among its last two warm-ups' worth (``lo``: one's, the first never
     split) at which the mean of those after is furthest from that of the ``STEP_MIN`` just
@@ -103,7 +107,8 @@ def step_at(x: np.ndarray, lo: int, rate: bool = False) -> int:
     rate: by ``STEP_RATE``); -1 if none. A step is a fault:
     an hour of the day moves an input gradually, so that next to each other its values hardly
     differ. The values are winsorized at their 1st and 99th percentiles (one wild value is no
-    step)."""
+    step). Given the values' event times ``t`` (seconds), a smaller step counts too: see
+    :func:`_near_score`."""
     a = max(lo, x.size - 2 * lo)
     w = x[a:]
     if w.size < 2 * STEP_MIN:
@@ -125,8 +130,42 @@ def step_at(x: np.ndarray, lo: int, rate: bool = False) -> int:
         var = np.maximum(var, float(x[:lo].var(ddof=1)) if lo > 1 else 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             score = np.where(gap > 0.0, gap / (STEP_SD * np.sqrt(var)), 0.0)
+        if t is not None and not np.isnan(t[a:]).any():
+            first = np.clip(x[:lo], *np.percentile(x[:lo], [1.0, 99.0]))
+            score = np.maximum(score, _near_score(w, np.maximum.accumulate(t[a:]), ks, first))
     best = int(np.argmax(score))
     return int(a + ks[best]) if score[best] >= 1.0 else -1
+
+
+def _near_score(w: np.ndarray, t: np.ndarray, ks: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Per split ``ks`` of values ``w`` (winsorized; event times ``t``, non-decreasing): how
+    far their means within
+    ``STEP_NEAR_S`` seconds before and after it are apart, as a share of the least gap that
+    is a step (>= 1: a step). That gap is ``STEP_NEAR_SD`` sd of those values (pooled, the
+    first warm-up's ``first`` at least, so that a signal whose variability follows the hour
+    is judged in its own units) and ``STEP_NEAR_SE`` standard errors of the two means at the
+    first warm-up's autocorrelation time. A cycle of a day moves a mean by at most
+    ``amplitude * 2 pi * STEP_NEAR_S / DAY`` (0.07 of it) in that time."""
+    b0 = np.searchsorted(t, t[ks] - STEP_NEAR_S, side="left")
+    a1 = np.searchsorted(t, t[ks] + STEP_NEAR_S, side="left")
+    nb, na = (ks - b0).astype(np.float64), (a1 - ks).astype(np.float64)
+    ok = (nb >= STEP_NEAR_MIN) & (na >= STEP_NEAR_MIN)
+    if not ok.any():
+        return np.zeros(ks.size)
+    nb, na = np.maximum(nb, 2.0), np.maximum(na, 2.0)
+    v = w - float(np.median(first))            # (centred: the sums of squares keep their digits)
+    c1 = np.concatenate([[0.0], np.cumsum(v)])
+    c2 = np.concatenate([[0.0], np.cumsum(v * v)])
+    mb, ma = (c1[ks] - c1[b0]) / nb, (c1[a1] - c1[ks]) / na
+    ssb = np.maximum(c2[ks] - c2[b0] - nb * mb * mb, 0.0)
+    ssa = np.maximum(c2[a1] - c2[ks] - na * ma * ma, 0.0)
+    sd0 = float(first.std(ddof=1)) if first.size > 1 else 0.0
+    sd = np.maximum(np.sqrt((ssb + ssa) / (nb + na - 2.0)), sd0)
+    tau = autocorrelation_time((first - first.mean()) / sd0) if sd0 > 0 else 1.0
+    gap = np.abs(ma - mb)
+    need = sd * np.maximum(STEP_NEAR_SD, STEP_NEAR_SE * np.sqrt(tau * (1.0 / nb + 1.0 / na)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ok & (gap > 0.0), gap / need, 0.0)
 
 
 def parts_spread(x: np.ndarray, tau: float) -> bool:

@@ -133,6 +133,8 @@ class SignalRegistry:
         self.first_tau = np.ones(0)                         # its first warm-up's tau
         self.stepped: list[int] = []                        # references just ended by a step (a fault)
         self.longer: dict[int, np.ndarray] = {}             # values of the references learning on
+        self.longer_ts: dict[int, np.ndarray] = {}          # and their event times (where known),
+                                                            # seconds after the first (float32)
         self.live_from = np.zeros(0, dtype=np.int64)        # of the last batch standardized: the
                                                             # row from which each signal is scored
         self.blocks = BlockMeans()                          # serial dependence (autocorrelation)
@@ -155,7 +157,8 @@ class SignalRegistry:
                 **{name: getattr(self, name) for name in self._ARRAYS},
                 "profile": None if self.profile is None else self.profile.state_dict(),
                 "blocks": self.blocks.state_dict(),
-                "longer": [[j, v[: self._kept(j)]] for j, v in sorted(self.longer.items())]}
+                "longer": [[j, v[: self._kept(j)]] for j, v in sorted(self.longer.items())],
+                "longer_ts": [[j, v[: self._kept(j)]] for j, v in sorted(self.longer_ts.items())]}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.names = list(state["names"])
@@ -173,10 +176,11 @@ class SignalRegistry:
             self.for_day = np.zeros(self.n.size)
         if "stride" not in state:               # (a state without strides: every value kept)
             self.stride, self.first_tau = np.ones(self.n.size), np.ones(self.n.size)
-        self.longer = {}
-        for j, v in state.get("longer", []):
-            self.longer[int(j)] = np.zeros(EXTEND * self.warmup)
-            self.longer[int(j)][: v.size] = v
+        self.longer, self.longer_ts = {}, {}
+        for key, kept in (("longer", self.longer), ("longer_ts", self.longer_ts)):
+            for j, v in state.get(key, []):     # (a state without times: steps by values alone)
+                kept[int(j)] = np.zeros(EXTEND * self.warmup, dtype=v.dtype)
+                kept[int(j)][: v.size] = v
         if self.profile is not None and state["profile"] is not None:
             self.profile.load_state(state["profile"])
         self.blocks = BlockMeans()
@@ -341,7 +345,13 @@ class SignalRegistry:
                         v = col[used:used + int(self.goal[j] - self.n[j])]
                         start = int(self.n[j])
                         if j in self.longer:
-                            self.stride[j] = store_strided(self.longer[j], int(self.stride[j]), start, v)
+                            stride = int(self.stride[j])
+                            self.stride[j] = store_strided(self.longer[j], stride, start, v)
+                            if times is None:
+                                self.longer_ts.pop(j, None)
+                            elif j in self.longer_ts:
+                                store_strided(self.longer_ts[j], stride, start,
+                                              times[used:used + v.size] - self.first_ts[j])
                         else:
                             self.warm_values[start:start + v.size, j] = v
                         self.n[j] += v.size
@@ -387,6 +397,7 @@ class SignalRegistry:
         self.n[j], self.mean[j], self.sd[j] = self.warmup, ref.mean, max(ref.sd, 1e-12)
         self.goal[j], self.for_day[j], self.stride[j] = self.warmup, 0.0, 1.0
         self.longer.pop(j, None)
+        self.longer_ts.pop(j, None)
         self.m2[j] = ref.sd * ref.sd * (ref.n - 1)
         self.cz_mean[j], self.cz_sd[j], self.n_profile[j] = ref.cz_mean, ref.cz_sd, ref.n
         self.blocks.set_tau(j, 1.0)             # (training data's order says nothing of time)
@@ -410,7 +421,8 @@ class SignalRegistry:
         values stepped (:func:`step_at`: a fault) ends with the values before the step."""
         n, stride = int(self.n[j]), int(self.stride[j])
         warm = self._values(j)
-        step = step_at(warm, max(self.warmup // stride, 1)) if self.for_day[j] else -1
+        times = self.longer_ts[j][: warm.size].astype(np.float64) if j in self.longer_ts else None
+        step = step_at(warm, max(self.warmup // stride, 1), t=times) if self.for_day[j] else -1
         final = step >= 0
         if final:                               # a fault: the values before it are the reference
             n, warm = step * stride, warm[:step]
@@ -435,9 +447,14 @@ class SignalRegistry:
             if j not in self.longer:
                 self.longer[j] = np.zeros(EXTEND * self.warmup)
                 self.longer[j][:n] = warm
+                if span == span:                # (the first warm-up's own times are not kept:
+                    # spread evenly over its span)
+                    self.longer_ts[j] = np.zeros(EXTEND * self.warmup, dtype=np.float32)
+                    self.longer_ts[j][:n] = np.linspace(0.0, span, n)
             self.goal[j] = min(n + self.warmup, self.day_reach)
             return False
         self.longer.pop(j, None)
+        self.longer_ts.pop(j, None)
         self.mean[j], self.m2[j], self.sd[j] = mean, m2, sd
         self.cz_mean[j], self.cz_sd[j] = float(cz.mean()), float(cz.std(ddof=1))
         self.blocks.set_tau(j, tau)
@@ -491,6 +508,7 @@ class SignalRegistry:
         self.n[j], self.mean[j], self.m2[j] = self.warmup, mean, 0.0
         self.goal[j] = self.warmup
         self.longer.pop(j, None)
+        self.longer_ts.pop(j, None)
         self.sd[j] = 1e-9 * max(1.0, abs(mean))
         self.cz_mean[j], self.cz_sd[j] = 0.0, 0.0
         self.blocks.set_tau(j, 1.0)
@@ -511,6 +529,7 @@ class SignalRegistry:
         self.cz_mean[j], self.cz_sd[j], self.n_profile[j] = 0.0, 1.0, 0.0
         self.goal[j], self.first_ts[j], self.for_day[j], self.stride[j] = self.warmup, np.nan, 0.0, 1.0
         self.longer.pop(j, None)
+        self.longer_ts.pop(j, None)
         self.blocks.set_tau(j, 1.0)
         if self.is_seasonal(j):
             self.profile.reset(self.profile.columns.index(j))

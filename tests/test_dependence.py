@@ -463,14 +463,14 @@ def test_categories_in_sessions_page_nobody(seed):
 
 
 def test_a_step_within_minutes_of_event_time_is_a_fault_an_hour_s_move_is_not():
-    """step_at with the values' times: 1.5 sd from one value to the next is a step (by values
+    """step_at with the values' times: 2 sd from one value to the next is a step (by values
     alone it takes 5 sd); a cycle of 4 sd over the day at its steepest, and an AR(1) series
     at 0.9, are not. 10,000 values a day: three warm-ups of 1,000 span 7.2 hours."""
     rng = np.random.default_rng(4)
     n, lo = 3000, 1000
     t = 6 * 3600 + np.arange(n) * 8.64
     noise = rng.normal(size=n)
-    stepped = noise + np.where(np.arange(n) >= 2400, 1.5, 0.0)
+    stepped = noise + np.where(np.arange(n) >= 2400, 2.0, 0.0)
     assert abs(step_at(stepped, lo, t=t) - 2400) <= 5
     assert step_at(stepped, lo) == -1
     cycle = 4 * np.sin(2 * np.pi * (t - 6 * 3600) / 86400) + noise

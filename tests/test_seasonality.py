@@ -164,7 +164,7 @@ def faulty_day(seed: int, x_times: float = 1.0, x_plus: float = 0.0, z_null: flo
 def test_a_fault_in_the_first_day_ends_the_day_of_learning_and_is_judged_against_the_values_before(
         x_times, x_plus):
     """A reference learning on to a day whose values stepped by 5 sd of those just before, or
-    by 1 sd within 15 minutes of event time (a 0/1 rate: by 0.5; see step_at) saw a fault, not
+    by 1.5 sd within 15 minutes of event time (a 0/1 rate: by 0.5; see step_at) saw a fault, not
     an hour: its reference is the values before the step and what follows is judged against
     it (detector "reference"; "check" for the data-quality one), so a unit change, an 8 sd
     jump or a 2 sd one and a feature turning null (5% null before) in hour 6 fire within a

@@ -139,12 +139,12 @@ def step_at(x: np.ndarray, lo: int, rate: bool = False, t: np.ndarray | None = N
 
 def _near_score(w: np.ndarray, t: np.ndarray, ks: np.ndarray, first: np.ndarray) -> np.ndarray:
     """Per split ``ks`` of values ``w`` (winsorized; event times ``t``, non-decreasing): how
-    far their means within
-    ``STEP_NEAR_S`` seconds before and after it are apart, as a share of the least gap that
-    is a step (>= 1: a step). That gap is ``STEP_NEAR_SD`` sd of those values (pooled, the
-    first warm-up's ``first`` at least, so that a signal whose variability follows the hour
-    is judged in its own units) and ``STEP_NEAR_SE`` standard errors of the two means at the
-    first warm-up's autocorrelation time. A cycle of a day moves a mean by at most
+    far the means of its values within ``STEP_NEAR_S`` seconds before and after it are
+    apart, as a share of the least gap that is a step (>= 1: a step). That gap is
+    ``STEP_NEAR_SD`` sd of those values (pooled: a signal whose spread follows the hour is
+    judged in its own units; the first warm-up's ``first`` at least: rare values) and
+    ``STEP_NEAR_SE`` standard errors of the two means at the first warm-up's
+    autocorrelation time. A daily cycle moves a mean by at most
     ``amplitude * 2 pi * STEP_NEAR_S / DAY`` (0.07 of it) in that time."""
     b0 = np.searchsorted(t, t[ks] - STEP_NEAR_S, side="left")
     a1 = np.searchsorted(t, t[ks] + STEP_NEAR_S, side="left")

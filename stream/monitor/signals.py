@@ -396,11 +396,15 @@ class SignalRegistry:
     def _from_profile(self, j: int, ref: Any) -> None:
         self.n[j], self.mean[j], self.sd[j] = self.warmup, ref.mean, max(ref.sd, 1e-12)
         self.goal[j], self.for_day[j], self.stride[j] = self.warmup, 0.0, 1.0
-        self.longer.pop(j, None)
-        self.longer_ts.pop(j, None)
+        self._drop_longer(j)
         self.m2[j] = ref.sd * ref.sd * (ref.n - 1)
         self.cz_mean[j], self.cz_sd[j], self.n_profile[j] = ref.cz_mean, ref.cz_sd, ref.n
         self.blocks.set_tau(j, 1.0)             # (training data's order says nothing of time)
+
+    def _drop_longer(self, j: int) -> None:
+        """Signal j learns on no more: its kept values and their times go."""
+        self.longer.pop(j, None)
+        self.longer_ts.pop(j, None)
 
     def _values(self, j: int) -> np.ndarray:
         """Signal j's warm-up values kept (every ``stride``-th of a day's: see
@@ -447,14 +451,12 @@ class SignalRegistry:
             if j not in self.longer:
                 self.longer[j] = np.zeros(EXTEND * self.warmup)
                 self.longer[j][:n] = warm
-                if span == span:                # (the first warm-up's own times are not kept:
-                    # spread evenly over its span)
+                if span == span:                # the first warm-up's times, not kept: even over its span
                     self.longer_ts[j] = np.zeros(EXTEND * self.warmup, dtype=np.float32)
                     self.longer_ts[j][:n] = np.linspace(0.0, span, n)
             self.goal[j] = min(n + self.warmup, self.day_reach)
             return False
-        self.longer.pop(j, None)
-        self.longer_ts.pop(j, None)
+        self._drop_longer(j)
         self.mean[j], self.m2[j], self.sd[j] = mean, m2, sd
         self.cz_mean[j], self.cz_sd[j] = float(cz.mean()), float(cz.std(ddof=1))
         self.blocks.set_tau(j, tau)
@@ -507,8 +509,7 @@ class SignalRegistry:
         """Signal j's reference is known to be the constant ``mean`` (no warm-up)."""
         self.n[j], self.mean[j], self.m2[j] = self.warmup, mean, 0.0
         self.goal[j] = self.warmup
-        self.longer.pop(j, None)
-        self.longer_ts.pop(j, None)
+        self._drop_longer(j)
         self.sd[j] = 1e-9 * max(1.0, abs(mean))
         self.cz_mean[j], self.cz_sd[j] = 0.0, 0.0
         self.blocks.set_tau(j, 1.0)
@@ -528,8 +529,7 @@ class SignalRegistry:
         self.n[j], self.mean[j], self.m2[j], self.sd[j] = 0.0, 0.0, 0.0, 1.0
         self.cz_mean[j], self.cz_sd[j], self.n_profile[j] = 0.0, 1.0, 0.0
         self.goal[j], self.first_ts[j], self.for_day[j], self.stride[j] = self.warmup, np.nan, 0.0, 1.0
-        self.longer.pop(j, None)
-        self.longer_ts.pop(j, None)
+        self._drop_longer(j)
         self.blocks.set_tau(j, 1.0)
         if self.is_seasonal(j):
             self.profile.reset(self.profile.columns.index(j))
